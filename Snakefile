@@ -1,0 +1,22 @@
+# vitlib: how differently supervised Vision Transformers work inside, layer by layer.
+# Orchestration only: config validation and input functions live in rules/common.smk,
+# every computation in the vitlib library (called by workflow_scripts/).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/extract.smk"
+include: "rules/attention.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

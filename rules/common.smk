@@ -1,0 +1,68 @@
+# Config validation, wildcard constraints and input functions (all the Python of the workflow).
+import os
+import re
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from vitlib.config import ConfigError, model_spec, validate_config
+from vitlib.data.manifest import listing_fingerprint
+
+try:
+    validate_config(config, base_dir=workflow.basedir)
+except ConfigError as e:
+    raise WorkflowError(f"invalid configuration: {e}") from None
+
+RESULTS = config["results"]
+MODELS = config["models"]
+DATASETS = config["datasets"]
+FIG_FORMATS = config["figures"]["formats"]
+VIEWS = ["center"]
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+    dataset="|".join(map(re.escape, DATASETS)),
+    view="|".join(VIEWS),
+
+
+def results(*parts):
+    return str(Path(RESULTS, *parts))
+
+
+def world_dir(dataset):
+    return results("data", dataset, "world")
+
+
+def dataset_root(dataset):
+    ds = DATASETS[dataset]
+    if "generate" in ds:
+        return os.path.join(world_dir(dataset), "imagenet", "train")
+    return ds["root"]
+
+
+def manifest_path(dataset):
+    return results("manifests", f"{dataset}.json")
+
+
+def store_marker(model, dataset, view):
+    """The extraction's output: the COMPLETE marker inside the Zarr store."""
+    return results("features", model, dataset, f"{view}.zarr", "COMPLETE")
+
+
+def spec_params(model):
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(model_spec(config, model)).items() if k != "paper"}
+
+
+def analysis(name):
+    return config["analyses"].get(name, {})
+
+
+def all_targets():
+    targets = []
+    ad = analysis("attention_distance")
+    for ds in ad.get("datasets", []):
+        targets += expand(results("figures", ds, "attention_distance.{ext}"), ext=FIG_FORMATS)
+    return targets

@@ -1,0 +1,41 @@
+# Datasets: the generated synthetic world and the manifests every extraction reads.
+
+
+rule generate_world:
+    output:
+        directory(results("data", "{dataset}", "world")),
+    params:
+        generate=lambda wc: DATASETS[wc.dataset]["generate"],
+    log:
+        results("logs", "generate_world", "{dataset}.log"),
+    benchmark:
+        results("benchmarks", "generate_world", "{dataset}.tsv")
+    script:
+        "../workflow_scripts/generate_world.py"
+
+
+def manifest_input(wildcards):
+    if "generate" in DATASETS[wildcards.dataset]:
+        return [world_dir(wildcards.dataset)]
+    return []
+
+
+rule manifest:
+    input:
+        manifest_input,
+    output:
+        results("manifests", "{dataset}.json"),
+    params:
+        dataset=lambda wc: {k: v for k, v in DATASETS[wc.dataset].items() if k != "generate"},
+        root=lambda wc: dataset_root(wc.dataset),
+        # The file list of an external folder: a change reruns the manifest and what
+        # depends on it, nothing else.
+        listing=lambda wc: (
+            "generated"
+            if "generate" in DATASETS[wc.dataset]
+            else listing_fingerprint(DATASETS[wc.dataset]["root"])
+        ),
+    log:
+        results("logs", "manifest", "{dataset}.log"),
+    script:
+        "../workflow_scripts/manifest.py"

@@ -1,0 +1,24 @@
+# One forward pass per (model, dataset, view) into a resumable Zarr store.
+
+
+rule extract:
+    input:
+        manifest=results("manifests", "{dataset}.json"),
+    output:
+        # The COMPLETE marker is written last; the store around it survives a failed or
+        # killed job, and the next run resumes it from its last committed batch.
+        results("features", "{model}", "{dataset}", "{view}.zarr", "COMPLETE"),
+    params:
+        spec=lambda wc: spec_params(wc.model),
+        batch_size=config["extract"]["batch_size"],
+        dtype=config["extract"]["dtype"],
+        feature_dtype=config["extract"]["feature_dtype"],
+    threads: config["extract"]["threads"]
+    resources:
+        gpu=1 if config["extract"]["device"].startswith("cuda") else 0,
+    log:
+        results("logs", "extract", "{model}", "{dataset}", "{view}.log"),
+    benchmark:
+        results("benchmarks", "extract", "{model}", "{dataset}", "{view}.tsv")
+    script:
+        "../workflow_scripts/extract.py"

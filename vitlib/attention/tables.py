@@ -1,0 +1,49 @@
+"""Attention analyses that read a finished store and write tidy tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from vitlib.store import open_store, store_meta
+
+DISTANCE_UNITS = ("normalised", "tokens", "pixels")
+
+
+def attention_distance_table(store_path: str, *, units: str = "normalised") -> pd.DataFrame:
+    """Mean attention distance per layer and head over all images of a store.
+
+    Returns a tidy table with columns ``model, dataset, view, layer, head, metric, value,
+    std, n_images, units`` (``layer``/``head`` 0-based; ``metric`` = ``attention_distance``).
+    ``units``: ``normalised`` (unit square, PROTOCOLS §2.5), ``tokens`` (× (K−1), the grid
+    units of Raghu et al.) or ``pixels`` (tokens × patch size).
+    """
+    if units not in DISTANCE_UNITS:
+        raise ValueError(f"units must be one of {DISTANCE_UNITS}, got {units!r}")
+    g = open_store(store_path)
+    meta = store_meta(g)
+    dist = g["attn/distance"]
+    n, L, H = dist.shape
+    # Stream over image chunks: sums of x and x² per (layer, head).
+    s1 = np.zeros((L, H))
+    s2 = np.zeros((L, H))
+    step = dist.chunks[0]
+    for lo in range(0, n, step):
+        x = np.asarray(dist[lo:lo + step], dtype=np.float64)
+        s1 += x.sum(0)
+        s2 += (x * x).sum(0)
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean**2, 0.0))
+    scale = 1.0
+    if units != "normalised":
+        scale = max(max(meta["grid_hw"]) - 1, 1)
+        if units == "pixels":
+            scale *= meta["spec"]["patch_size"]
+    layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
+    return pd.DataFrame({
+        "model": meta["model"], "dataset": meta["dataset"], "view": meta["view"],
+        "family": meta["spec"]["family"], "depth": L,
+        "layer": layer.ravel(), "head": head.ravel(), "metric": "attention_distance",
+        "value": (mean * scale).ravel(), "std": (std * scale).ravel(), "n_images": n,
+        "units": units,
+    })

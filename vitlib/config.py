@@ -1,0 +1,107 @@
+"""Configuration validation: JSON Schema (Draft 2020-12) with defaults, then semantic checks.
+
+:func:`validate_config` is called by the Snakefile when it loads, so a bad config stops the
+run before any job starts, with a message that names the offending key and value.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import ValidationError
+
+from vitlib.models.registry import get_spec, list_models, spec_from_config
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the value at fault."""
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("vitlib").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(cls):  # noqa: ANN001, ANN202
+    """A validator class that fills ``default`` values while validating (jsonschema FAQ)."""
+    validate_props = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # noqa: ANN001, ANN202
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(Draft202012Validator)
+
+
+def _key(path: Any) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _best(errors: Iterator[ValidationError]) -> ValidationError | None:
+    from jsonschema.exceptions import best_match
+
+    return best_match(errors)
+
+
+def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> dict[str, Any]:
+    """Validate ``config`` in place (filling defaults) and return it.
+
+    Raises :class:`ConfigError` for the first problem found: schema violations (a negative
+    count, a wrong type, an unknown key), an unknown model id, a dataset ``root`` that does
+    not exist, or an analysis that names an undefined dataset.
+    """
+    err = _best(_Validator(load_schema()).iter_errors(config))
+    if err is not None:
+        raise ConfigError(
+            f"config key '{_key(err.absolute_path)}': value {err.instance!r} is invalid:"
+            f" {err.message}")
+    custom = config.get("custom_models", {})
+    known = set(list_models()) | set(custom)
+    for i, mid in enumerate(config["models"]):
+        if mid not in known:
+            raise ConfigError(
+                f"config key 'models.{i}': unknown model id {mid!r}; built-in ids are"
+                f" {', '.join(list_models())}; or define it under custom_models")
+    for mid, mcfg in custom.items():
+        try:
+            spec_from_config(mid, mcfg)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"config key 'custom_models.{mid}': {e}") from None
+        path = (mcfg.get("weights") or {}).get("path")
+        if path and mid in config["models"] and not _exists(path, base_dir):
+            raise ConfigError(
+                f"config key 'custom_models.{mid}.weights.path': file {path!r} does not exist")
+    for name, ds in config["datasets"].items():
+        root = ds.get("root")
+        if root is not None and not _exists(root, base_dir):
+            raise ConfigError(
+                f"config key 'datasets.{name}.root': path {root!r} does not exist")
+    for aname, acfg in config.get("analyses", {}).items():
+        for j, dname in enumerate(acfg.get("datasets", [])):
+            if dname not in config["datasets"]:
+                raise ConfigError(
+                    f"config key 'analyses.{aname}.datasets.{j}': dataset {dname!r} is not"
+                    f" defined under datasets (defined: {', '.join(config['datasets'])})")
+    return config
+
+
+def _exists(path: str, base_dir: str | Path) -> bool:
+    p = Path(path)
+    return (p if p.is_absolute() else Path(base_dir) / p).exists()
+
+
+def model_spec(config: Mapping[str, Any], model_id: str):  # noqa: ANN201
+    """The :class:`~vitlib.models.registry.ModelSpec` of ``model_id`` under ``config``."""
+    return get_spec(model_id, config.get("custom_models", {}))

@@ -1,0 +1,155 @@
+"""Dataset manifests: the fixed, ordered list of items every model sees.
+
+A manifest is a JSON file written by the workflow's ``manifest`` rule::
+
+    {"format": 1, "dataset": "toy", "kind": "imagefolder", "root": "/abs/path",
+     "classes": ["a", "b"], "cka_batch_size": 8,
+     "items": [{"id": "a/0001", "path": "a/0001.png", "label": 0, "cka_batch": 0}, ...]}
+
+``id`` is stable (relative path without extension), ``path`` is relative to ``root`` and
+``cka_batch`` is the CKA minibatch the item belongs to: consecutive runs of
+``cka_batch_size`` items in manifest order; the ``n mod cka_batch_size`` last items get -1
+and take no part in CKA.  The partition is the same for every model (DESIGN §1.3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, key or value at fault."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    path: str
+    label: int
+    cka_batch: int = -1
+
+
+@dataclass
+class Manifest:
+    dataset: str
+    kind: str
+    root: str
+    classes: list[str]
+    items: list[Item]
+    cka_batch_size: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> list[int]:
+        return [it.label for it in self.items]
+
+    def abspath(self, item: Item) -> Path:
+        return Path(self.root) / item.path
+
+    def to_json(self) -> str:
+        d = {"format": 1, **asdict(self)}
+        return json.dumps(d, indent=1)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically (a half-written manifest never exists under ``path``)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(self.to_json())
+        os.replace(tmp, p)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Manifest":
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise DataError(f"manifest {p} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"manifest {p} is not valid JSON: {e}") from None
+        d.pop("format", None)
+        d["items"] = [Item(**it) for it in d["items"]]
+        return cls(**d)
+
+    def digest(self) -> str:
+        """Hash of the item list (ids, paths, labels, partition): what extractions depend on."""
+        h = hashlib.sha256()
+        for it in self.items:
+            h.update(f"{it.id}\t{it.path}\t{it.label}\t{it.cka_batch}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def assign_cka_batches(n: int, cka_batch_size: int) -> list[int]:
+    """Consecutive minibatches of ``cka_batch_size``; the incomplete tail gets -1."""
+    if cka_batch_size <= 0:
+        return [-1] * n
+    full = n - n % cka_batch_size
+    return [i // cka_batch_size if i < full else -1 for i in range(n)]
+
+
+def read_imagefolder(root: str | os.PathLike, *, dataset: str, per_class: int | None = None,
+                     classes: Sequence[str] | None = None, cka_batch_size: int = 0) -> Manifest:
+    """ImageNet-style ``root/<class>/<file>`` folder (PROTOCOLS §6.1–6.2).
+
+    Classes are the sorted sub-directory names (or ``classes``, in sorted order, for a
+    subset such as ImageNet-50); label = index in that sorted list.  Within each class the
+    image files are sorted by name and the first ``per_class`` taken — deterministic
+    whatever order the file system lists them in.  An empty or missing class folder is an
+    error naming it.
+    """
+    rootp = Path(root)
+    if not rootp.is_dir():
+        raise DataError(f"dataset {dataset!r}: image folder {rootp} does not exist")
+    if classes is None:
+        names = sorted(d.name for d in rootp.iterdir() if d.is_dir() and not d.name.startswith("."))
+    else:
+        names = sorted(classes)
+    if not names:
+        raise DataError(f"dataset {dataset!r}: {rootp} has no class folders")
+    items: list[Item] = []
+    for label, cname in enumerate(names):
+        cdir = rootp / cname
+        if not cdir.is_dir():
+            raise DataError(f"dataset {dataset!r}: class folder {cdir} does not exist")
+        files = sorted(f for f in os.listdir(cdir)
+                       if f.lower().endswith(IMAGE_EXTENSIONS) and (cdir / f).is_file())
+        if per_class is not None:
+            files = files[:per_class]
+        if not files:
+            raise DataError(f"dataset {dataset!r}: class folder {cdir} contains no images")
+        for f in files:
+            rel = f"{cname}/{f}"
+            items.append(Item(id=os.path.splitext(rel)[0], path=rel, label=label))
+    parts = assign_cka_batches(len(items), cka_batch_size)
+    items = [Item(it.id, it.path, it.label, c) for it, c in zip(items, parts)]
+    return Manifest(dataset=dataset, kind="imagefolder", root=str(rootp.resolve()),
+                    classes=list(names), items=items, cka_batch_size=cka_batch_size)
+
+
+def listing_fingerprint(root: str | os.PathLike) -> str:
+    """Cheap fingerprint of an image folder's file list (names and sizes, two levels).
+
+    The workflow passes it as a parameter of the manifest rule, so adding, removing or
+    replacing a file reruns the manifest (and what depends on it) and nothing else does.
+    """
+    rootp = Path(root)
+    if not rootp.is_dir():
+        return "missing"
+    h = hashlib.sha256()
+    for d in sorted(os.scandir(rootp), key=lambda e: e.name):
+        if d.is_dir():
+            for f in sorted(os.scandir(d.path), key=lambda e: e.name):
+                h.update(f"{d.name}/{f.name}:{f.stat().st_size}\n".encode())
+        else:
+            h.update(f"{d.name}:{d.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,202 @@
+"""One-pass capture of block outputs and attention probabilities from a timm-style ViT.
+
+A :class:`Capture` wraps a model whose transformer blocks live in ``model.blocks`` and whose
+attention modules compute ``softmax(q kᵀ · scale [+ bias])`` followed by ``attn_drop``
+(timm ``VisionTransformer``, ``Beit``, ``Eva`` and the families loaded through them).  One
+call runs ONE forward pass and hands, block by block and while the pass is running,
+
+* the tokens of every requested *capture point* (``[B, N, D]``, prefix tokens first), and
+* the post-softmax attention probabilities of every block (``[B, H, N, N]``)
+
+to a :class:`Consumer`.  Consumers reduce what they receive immediately (see
+:mod:`vitlib.reducers`), so no ``[L, H, N, N]`` tensor outlives its block; the
+:class:`CollectConsumer` keeps everything and exists for tests and small interactive use.
+
+Capture points are declared in :data:`CAPTURE_POINTS`: a name, the sub-module of a block
+to hook and whether its input or its output is the tensor.  Adding one is one line there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal, Protocol, Sequence
+
+import torch
+from torch import nn
+
+Dtype = Literal["fp32", "bf16", "fp16"]
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class CapturePoint:
+    """Where a capture point's tensor comes from inside one block.
+
+    ``module`` is a dotted path relative to the block ("" is the block itself); ``side``
+    says whether the module's input (first positional argument) or output is taken.
+    """
+
+    module: str
+    side: Literal["input", "output"]
+
+
+#: Named capture points (PROTOCOLS §1.5).  ``block``: the residual stream after the block
+#: (before any final norm).  ``norm1``/``norm2``: the two LayerNorm outputs (the CKA grids
+#: of §3.2).  ``attn_skip``/``attn_branch``/``mlp_skip``/``mlp_branch``: skip path and
+#: branch output (after layer scale) of each sub-block (the residual analysis of §3.4).
+CAPTURE_POINTS: dict[str, CapturePoint] = {
+    "block": CapturePoint("", "output"),
+    "norm1": CapturePoint("norm1", "output"),
+    "norm2": CapturePoint("norm2", "output"),
+    "attn_skip": CapturePoint("", "input"),
+    "attn_branch": CapturePoint("ls1", "output"),
+    "mlp_skip": CapturePoint("norm2", "input"),
+    "mlp_branch": CapturePoint("ls2", "output"),
+}
+
+
+class Consumer(Protocol):
+    """Receives captured tensors during the forward pass (see :class:`Capture`)."""
+
+    def begin_batch(self, batch_size: int) -> None: ...
+
+    def on_tokens(self, point: str, layer: int, x_bnd: torch.Tensor) -> None: ...
+
+    def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None: ...
+
+    def end_batch(self) -> None: ...
+
+
+class CollectConsumer:
+    """Keeps every captured tensor: ``tokens[point]`` is ``[L, B, N, D]`` and ``attention``
+    is ``[L, B, H, N, N]`` (float32).  Memory grows with everything; use for tests."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, torch.Tensor] = {}
+        self.attention: torch.Tensor | None = None
+        self._tok: dict[str, dict[int, torch.Tensor]] = {}
+        self._att: dict[int, torch.Tensor] = {}
+
+    def begin_batch(self, batch_size: int) -> None:
+        self._tok, self._att = {}, {}
+
+    def on_tokens(self, point: str, layer: int, x_bnd: torch.Tensor) -> None:
+        self._tok.setdefault(point, {})[layer] = x_bnd.detach().float().clone()
+
+    def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:
+        self._att[layer] = attn_bhnn.detach().float().clone()
+
+    def end_batch(self) -> None:
+        self.tokens = {p: torch.stack([d[i] for i in sorted(d)]) for p, d in self._tok.items()}
+        self.attention = (torch.stack([self._att[i] for i in sorted(self._att)])
+                          if self._att else None)
+
+
+def _get_submodule(block: nn.Module, path: str) -> nn.Module:
+    return block.get_submodule(path) if path else block
+
+
+class Capture:
+    """Wrap a timm-style ViT so one forward pass feeds every block to a consumer.
+
+    Parameters
+    ----------
+    model:
+        The network; must have ``blocks`` (a sequence of transformer blocks) and, when
+        ``attention`` is true, ``blocks[i].attn.attn_drop`` applied to the softmax output.
+    points:
+        Names from :data:`CAPTURE_POINTS` to capture.
+    attention:
+        Capture post-softmax attention probabilities.  Fused attention (SDPA), which never
+        materialises them, is switched off on every attention module while capturing.
+    dtype:
+        ``"fp32"`` runs in float32; ``"bf16"``/``"fp16"`` run under autocast (the model's
+        parameters stay float32).
+    run:
+        Callable ``run(model, images)`` that executes the forward pass; defaults to
+        ``model.forward_features`` (nothing after the last block matters here).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        points: Sequence[str] = ("block",),
+        attention: bool = True,
+        dtype: Dtype = "fp32",
+        run: Callable[[nn.Module, torch.Tensor], object] | None = None,
+    ) -> None:
+        if not hasattr(model, "blocks"):
+            raise TypeError(f"{type(model).__name__} has no 'blocks': not a supported ViT")
+        unknown = [p for p in points if p not in CAPTURE_POINTS]
+        if unknown:
+            raise ValueError(f"unknown capture point(s) {unknown}; known: {list(CAPTURE_POINTS)}")
+        if dtype not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"dtype must be fp32, bf16 or fp16, not {dtype!r}")
+        self.model = model.eval()
+        self.blocks: list[nn.Module] = list(model.blocks)  # type: ignore[arg-type]
+        self.points = tuple(points)
+        self.attention = attention
+        self.dtype: Dtype = dtype
+        self._run = run or (lambda m, x: m.forward_features(x))
+        if attention:
+            for i, blk in enumerate(self.blocks):
+                attn = getattr(blk, "attn", None)
+                if attn is None or not hasattr(attn, "attn_drop"):
+                    raise TypeError(f"block {i} has no attn.attn_drop to hook")
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    @contextlib.contextmanager
+    def _hooks(self, consumer: Consumer) -> Iterator[None]:
+        handles = []
+        fused_before = []
+        try:
+            for i, blk in enumerate(self.blocks):
+                for name in self.points:
+                    cp = CAPTURE_POINTS[name]
+                    mod = _get_submodule(blk, cp.module)
+                    if cp.side == "output":
+                        def hook(_m, _inp, out, i=i, name=name):  # noqa: ANN001
+                            consumer.on_tokens(name, i, out)
+                        handles.append(mod.register_forward_hook(hook))
+                    else:
+                        def pre(_m, inp, i=i, name=name):  # noqa: ANN001
+                            consumer.on_tokens(name, i, inp[0])
+                        handles.append(mod.register_forward_pre_hook(pre))
+                if self.attention:
+                    attn = blk.attn
+                    fused_before.append((attn, getattr(attn, "fused_attn", None)))
+                    if hasattr(attn, "fused_attn"):
+                        attn.fused_attn = False
+
+                    def ahook(_m, _inp, out, i=i):  # noqa: ANN001
+                        consumer.on_attention(i, out)
+                    handles.append(attn.attn_drop.register_forward_hook(ahook))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            for attn, fused in fused_before:
+                if fused is not None:
+                    attn.fused_attn = fused
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor, consumer: Consumer) -> None:
+        """Run one forward pass of ``images`` ``[B, 3, H, W]`` feeding ``consumer``."""
+        consumer.begin_batch(images.shape[0])
+        device_type = images.device.type
+        ctx = (torch.autocast(device_type, dtype=_AUTOCAST[self.dtype])
+               if self.dtype in _AUTOCAST else contextlib.nullcontext())
+        with self._hooks(consumer), ctx:
+            self._run(self.model, images)
+        consumer.end_batch()
+
+    def collect(self, images: torch.Tensor) -> CollectConsumer:
+        """Convenience: run once and return everything (``[L, B, ...]`` tensors)."""
+        c = CollectConsumer()
+        self(images, c)
+        return c

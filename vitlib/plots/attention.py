@@ -1,0 +1,48 @@
+"""Figures of attention analyses; each reads result tables only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from vitlib.plots.style import model_style  # noqa: E402
+
+
+def attention_distance_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *,
+                              dpi: int = 150) -> None:
+    """Average attention distance per layer (paper Figure 4 / 15).
+
+    Left: per model, the mean over heads against layer (1-based), with every head as a dot.
+    Right: the same curves against normalised depth (layer / L), so models of different
+    depth compare (Figure 15).
+    """
+    if table.empty:
+        raise ValueError("attention distance table is empty")
+    units = table["units"].iloc[0]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for model, t in table.groupby("model", sort=False):
+        st = model_style(str(model), str(t["family"].iloc[0]))
+        per_layer = t.groupby("layer")["value"].mean()
+        L = int(t["depth"].iloc[0])
+        x = per_layer.index.to_numpy() + 1
+        ax1.scatter(t["layer"] + 1, t["value"], s=8, alpha=0.35, color=st["color"])
+        ax1.plot(x, per_layer.to_numpy(), label=model, **st)
+        ax2.plot(x / L, per_layer.to_numpy(), label=model, **st)
+    ax1.set_xlabel("layer")
+    ax2.set_xlabel("normalised depth (layer / L)")
+    for ax in (ax1, ax2):
+        ax.set_ylabel(f"attention distance ({units})")
+        ax.grid(alpha=0.3)
+    ax1.set_title("Average attention distance per layer (dots: heads)")
+    ax2.set_title("Against normalised depth")
+    ax2.legend(fontsize=8, loc="best")
+    for out in outputs:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=dpi)
+    plt.close(fig)

@@ -1,0 +1,28 @@
+"""Plot styling shared by all figures (after the paper's plot_format, PROTOCOLS §2.7)."""
+
+from __future__ import annotations
+
+import re
+from itertools import cycle
+from typing import Any
+
+FAMILY_COLORS = {
+    "fs": "darkred", "clip": "red", "dino": "darkgreen", "moco": "limegreen", "mae": "blue",
+    "beit": "darkturquoise", "random": "magenta", "dinov2": "olive", "siglip": "orange",
+    "deit3": "saddlebrown",
+}
+FAMILY_MARKERS = {"beit": "o", "clip": "D", "dino": "^", "mae": "h", "fs": "s", "moco": "v"}
+PATCH_LINESTYLE = {32: "--", 16: "-", 14: "-.", 8: ":"}
+_FALLBACK = cycle(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:gray"])
+_assigned: dict[str, str] = {}
+
+
+def model_style(model_id: str, family: str) -> dict[str, Any]:
+    """Line colour (by family), marker (by family) and line style (by patch size)."""
+    color = FAMILY_COLORS.get(family)
+    if color is None:
+        color = _assigned.setdefault(model_id, next(_FALLBACK))
+    m = re.search(r"_[sblh](\d+)", model_id)
+    ls = PATCH_LINESTYLE.get(int(m.group(1)), "-") if m else "-"
+    return {"color": color, "marker": FAMILY_MARKERS.get(family, "o"), "linestyle": ls,
+            "markersize": 4}

@@ -1,0 +1,178 @@
+"""Streaming reducers: what the extraction keeps of each batch (DESIGN §1.2–1.3).
+
+:class:`StreamingReducer` is a :class:`~vitlib.models.capture.Consumer`.  During the forward
+pass it reduces every block's tokens and attention as soon as they exist and drops them, so
+nothing of size ``[L, H, N, N]`` outlives a block.  After each batch it offers three kinds of
+result, each declared by :class:`ArraySpec` s so the store can lay them out generically:
+
+per image (``[B, ...]``)
+    ``feat/<point>_cls`` and ``feat/<point>_spatial_mean`` ``[L, D]`` for each token point;
+    ``attn/cls_row`` and ``attn/spatial_mean_row`` ``[L, H, h·w]`` (CLS query, and the mean
+    spatial query, over spatial keys, not renormalised); ``attn/distance`` ``[L, H]``.
+per CKA minibatch (``[C, ...]``, C minibatches of ``cka_batch_size`` images in this batch)
+    ``gram/<point>_{cls,spatial,all}`` ``[L, n, n]``: linear Gram matrices of the CLS token,
+    the flattened spatial tokens and all tokens flattened.
+per dataset (sums, accumulated over batches)
+    ``sums/attn_map_{all,spatial,spatial_pure,cls}`` ``[L, H, N]`` (PROTOCOLS §2.2),
+    ``sums/attn_aligned`` ``[L, H, 2h−1, 2w−1]`` (§2.3, renormalised rows),
+    ``sums/null_rows`` ``[L, H]`` (spatial rows with no spatial mass), ``sums/n_images``.
+
+Adding a capture point: list it in ``token_points``; its per-image features and Grams
+follow automatically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vitlib.attention.core import aligned_sum, distance_template, spatial_rows
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array the reducer produces: trailing shape and storage dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class StreamingReducer:
+    """Reduce captured tensors of one batch (see module docstring).
+
+    Parameters
+    ----------
+    depth, num_heads, embed_dim: network size.
+    grid_hw: spatial token grid ``(h, w)``.
+    num_prefix_tokens: CLS (+ registers) at the start of the sequence.
+    token_points: capture points whose tokens are reduced (``"block"`` at least).
+    cka_batch_size: images per CKA minibatch; 0 disables Grams.
+    feature_dtype: storage dtype of per-image features and attention rows.
+    """
+
+    def __init__(self, *, depth: int, num_heads: int, embed_dim: int, grid_hw: tuple[int, int],
+                 num_prefix_tokens: int = 1, token_points: tuple[str, ...] = ("block",),
+                 attention: bool = True, cka_batch_size: int = 0,
+                 feature_dtype: str = "float16") -> None:
+        self.L, self.H, self.D = depth, num_heads, embed_dim
+        self.grid_hw = (int(grid_hw[0]), int(grid_hw[1]))
+        self.P = num_prefix_tokens
+        self.S = self.grid_hw[0] * self.grid_hw[1]
+        self.N = self.P + self.S
+        self.points = token_points
+        self.attention = attention
+        self.cka_b = cka_batch_size
+        self.feature_dtype = feature_dtype
+        self.per_image: dict[str, torch.Tensor] = {}
+        self.per_chunk: dict[str, torch.Tensor] = {}
+        self.sums = {s.name: np.zeros(s.shape, dtype=s.dtype) for s in self.sum_specs()}
+        self._batch = 0
+
+    # ------------------------------------------------------------------ declarations
+    def image_specs(self) -> list[ArraySpec]:
+        L, H, D, S, fd = self.L, self.H, self.D, self.S, self.feature_dtype
+        specs = []
+        for p in self.points:
+            specs += [ArraySpec(f"feat/{p}_cls", (L, D), fd),
+                      ArraySpec(f"feat/{p}_spatial_mean", (L, D), fd)]
+        if self.attention:
+            specs += [ArraySpec("attn/cls_row", (L, H, S), fd),
+                      ArraySpec("attn/spatial_mean_row", (L, H, S), fd),
+                      ArraySpec("attn/distance", (L, H), "float32")]
+        return specs
+
+    def chunk_specs(self) -> list[ArraySpec]:
+        if not self.cka_b:
+            return []
+        b = self.cka_b
+        return [ArraySpec(f"gram/{p}_{kind}", (self.L, b, b), "float32")
+                for p in self.points for kind in ("cls", "spatial", "all")]
+
+    def sum_specs(self) -> list[ArraySpec]:
+        if not self.attention:
+            return [ArraySpec("sums/n_images", (), "int64")]
+        L, H, N = self.L, self.H, self.N
+        h, w = self.grid_hw
+        return [ArraySpec(f"sums/attn_map_{m}", (L, H, N), "float64")
+                for m in ("all", "spatial", "spatial_pure", "cls")] + [
+            ArraySpec("sums/attn_aligned", (L, H, 2 * h - 1, 2 * w - 1), "float64"),
+            ArraySpec("sums/null_rows", (L, H), "int64"),
+            ArraySpec("sums/n_images", (), "int64"),
+        ]
+
+    # ------------------------------------------------------------------ consumer API
+    def begin_batch(self, batch_size: int) -> None:
+        self._batch = batch_size
+        self._chunks = batch_size // self.cka_b if self.cka_b else 0
+        self._layer_sums: dict[str, list[torch.Tensor | None]] = {
+            s.name: [None] * self.L for s in self.sum_specs() if s.shape}
+        self._img: dict[str, list[torch.Tensor | None]] = {
+            s.name: [None] * self.L for s in self.image_specs()}
+        self._chk: dict[str, list[torch.Tensor | None]] = {
+            s.name: [None] * self.L for s in self.chunk_specs()}
+
+    def on_tokens(self, point: str, layer: int, x_bnd: torch.Tensor) -> None:
+        if point not in self.points:
+            return
+        x = x_bnd.float()
+        cls = x[:, 0]
+        spatial = x[:, self.P:]
+        self._img[f"feat/{point}_cls"][layer] = cls
+        self._img[f"feat/{point}_spatial_mean"][layer] = spatial.mean(1)
+        if self._chunks:
+            n = self._chunks * self.cka_b
+            B = self.cka_b
+            for kind, t in (("cls", cls[:n]), ("spatial", spatial[:n]), ("all", x[:n])):
+                flat = t.reshape(self._chunks, B, -1)
+                self._chk[f"gram/{point}_{kind}"][layer] = torch.bmm(flat, flat.transpose(1, 2))
+
+    def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:
+        if not self.attention:
+            return
+        a = attn_bhnn.float()
+        P = self.P
+        self._img["attn/cls_row"][layer] = a[:, :, 0, P:]
+        spatial_raw = a[:, :, P:, P:]
+        self._img["attn/spatial_mean_row"][layer] = spatial_raw.mean(2)
+        s = spatial_rows(a, P)  # [B, H, S, S] renormalised
+        d = distance_template(self.grid_hw, s.device)
+        self._img["attn/distance"][layer] = (s * d).sum(-1).mean(-1)
+        # dataset sums (PROTOCOLS §2.2): all rows, spatial rows, spatial rows renormalised
+        # without the CLS key ("spcpure"), CLS row — over all keys.
+        ls = self._layer_sums
+        ls["sums/attn_map_all"][layer] = a.mean(2).sum(0)
+        ls["sums/attn_map_spatial"][layer] = a[:, :, P:, :].mean(2).sum(0)
+        pure = a[:, :, P:, :].clone()
+        pure[..., 0] = 0
+        mass = pure.sum(-1, keepdim=True)
+        pure = torch.where(mass > 0, pure / mass.clamp_min(1e-38), torch.zeros_like(pure))
+        ls["sums/attn_map_spatial_pure"][layer] = pure.mean(2).sum(0)
+        ls["sums/attn_map_cls"][layer] = a[:, :, 0, :].sum(0)
+        ls["sums/attn_aligned"][layer] = aligned_sum(s.sum(0), self.grid_hw)
+        ls["sums/null_rows"][layer] = (spatial_raw.sum(-1) <= 0).sum((0, 2))
+
+    def end_batch(self) -> None:
+        missing = [k for k, v in self._img.items() if any(t is None for t in v)]
+        if missing:
+            raise RuntimeError(f"capture did not deliver every block for {missing}")
+        self.per_image = {k: torch.stack(v, 1).cpu() for k, v in self._img.items()}  # [B, L, ...]
+        self.per_chunk = {k: torch.stack(v, 1).cpu() for k, v in self._chk.items()
+                          if self._chunks}
+        self._batch_sums = {k: torch.stack(v, 0).cpu().numpy() for k, v in self._layer_sums.items()}
+
+    # ------------------------------------------------------------------ accumulation
+    def accumulate(self) -> None:
+        """Add the last batch's dataset sums to :attr:`sums` (call once per batch)."""
+        for k, v in self._batch_sums.items():
+            self.sums[k] += v.astype(self.sums[k].dtype)
+        self.sums["sums/n_images"] += self._batch
+
+    def batch_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The last batch's per-image and per-chunk arrays, in their storage dtypes."""
+        dt = {s.name: s.dtype for s in self.image_specs() + self.chunk_specs()}
+        img = {k: v.numpy().astype(dt[k]) for k, v in self.per_image.items()}
+        chk = {k: v.numpy().astype(dt[k]) for k, v in self.per_chunk.items()}
+        return img, chk

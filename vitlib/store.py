@@ -1,0 +1,203 @@
+"""The Zarr store of one extraction: ``results/features/{model}/{dataset}/{view}.zarr``.
+
+Layout (Zarr v3 group; every array is written by one process, batch by batch)::
+
+    {view}.zarr/
+      zarr.json              group attributes: "vitlib" = {format, fingerprint, model, dataset,
+                             view, n_items, batch_size, n_batches, cka_batch_size, n_chunks,
+                             depth, num_heads, embed_dim, grid_hw, num_prefix_tokens, dtype,
+                             points, settings}
+      labels                 [n] int64, the manifest's labels in manifest order
+      feat/<point>_cls       [n, L, D]       token 0 of capture point <point> (e.g. block output)
+      feat/<point>_spatial_mean [n, L, D]    mean over spatial tokens
+      attn/cls_row           [n, L, H, h·w]  CLS query over spatial keys
+      attn/spatial_mean_row  [n, L, H, h·w]  mean spatial query over spatial keys
+      attn/distance          [n, L, H]       mean attention distance (PROTOCOLS §2.5)
+      gram/<point>_{cls,spatial,all} [C, L, b, b]  Gram matrix per CKA minibatch
+      sums/...               dataset sums (see :mod:`vitlib.reducers`), written when complete
+      _progress.npz          resume state: next batch + running sums (atomic replace)
+      COMPLETE               written last; its absence means the store is partial
+
+Per-image arrays are chunked ``(batch_size, 1, ...)`` so a batch writes whole chunks (a
+redone batch overwrites, never merges) and one layer reads without the others.  A run that
+is killed resumes from ``_progress.npz``: per-image rows past it are rewritten identically,
+sums are restored from the same file, so the finished arrays equal those of an uninterrupted
+run.  :func:`open_store` refuses a store without ``COMPLETE``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import zarr
+
+from vitlib.reducers import ArraySpec
+
+FORMAT = 1
+COMPLETE = "COMPLETE"
+PROGRESS = "_progress.npz"
+
+
+class IncompleteStoreError(RuntimeError):
+    """Raised when a store is opened for reading before its extraction finished."""
+
+
+def fingerprint(settings: Mapping[str, Any]) -> str:
+    """Stable hash of everything that determines a store's content."""
+    blob = json.dumps(settings, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class StoreWriter:
+    """Create or resume a store and write it batch by batch (single writer).
+
+    ``meta`` must contain ``n_items`` and ``batch_size`` and everything that defines the
+    content; its fingerprint decides whether an existing partial store is resumed (same
+    fingerprint) or discarded (anything else).
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: Mapping[str, Any], *,
+                 image_specs: Iterable[ArraySpec], chunk_specs: Iterable[ArraySpec],
+                 sum_specs: Iterable[ArraySpec], labels: np.ndarray) -> None:
+        self.path = Path(path)
+        self.meta = dict(meta)
+        self.meta["format"] = FORMAT
+        self.meta["fingerprint"] = fingerprint({k: v for k, v in self.meta.items()
+                                                if k != "fingerprint"})
+        self.n = int(self.meta["n_items"])
+        self.bs = int(self.meta["batch_size"])
+        self.n_batches = -(-self.n // self.bs)
+        self.cka_b = int(self.meta.get("cka_batch_size", 0))
+        self.image_specs = list(image_specs)
+        self.chunk_specs = list(chunk_specs)
+        self.sum_specs = list(sum_specs)
+        if self.cka_b and self.bs % self.cka_b:
+            raise ValueError(f"batch_size {self.bs} must be a multiple of cka_batch_size {self.cka_b}")
+        self.n_chunks = self.n // self.cka_b if self.cka_b else 0
+        self.meta.update(n_batches=self.n_batches, n_chunks=self.n_chunks)
+        self.resumed_from = 0
+        self._open(labels)
+
+    # ------------------------------------------------------------------ set-up
+    def _existing_ok(self) -> bool:
+        try:
+            g = zarr.open_group(str(self.path), mode="r")
+            return g.attrs.get("vitlib", {}).get("fingerprint") == self.meta["fingerprint"]
+        except Exception:  # noqa: BLE001 - unreadable means start over
+            return False
+
+    def _open(self, labels: np.ndarray) -> None:
+        if self.path.exists() and not self._existing_ok():
+            shutil.rmtree(self.path)
+        if self.path.exists():
+            self.group = zarr.open_group(str(self.path), mode="r+")
+            return
+        tmp = self.path.with_name(self.path.name + ".creating")
+        shutil.rmtree(tmp, ignore_errors=True)
+        g = zarr.open_group(str(tmp), mode="w")
+        g.create_array("labels", data=np.asarray(labels, dtype=np.int64))
+        for s in self.image_specs:
+            g.create_array(s.name, shape=(self.n, *s.shape), dtype=s.dtype,
+                           chunks=(self.bs, *((1,) + s.shape[1:] if s.shape else ())),
+                           fill_value=0, compressors=None)
+        for s in self.chunk_specs:
+            per_batch = self.bs // self.cka_b
+            g.create_array(s.name, shape=(self.n_chunks, *s.shape), dtype=s.dtype,
+                           chunks=(max(per_batch, 1), *((1,) + s.shape[1:])),
+                           fill_value=0, compressors=None)
+        g.attrs["vitlib"] = self.meta
+        tmp.rename(self.path)  # the group appears complete-with-layout or not at all
+        self.group = zarr.open_group(str(self.path), mode="r+")
+
+    # ------------------------------------------------------------------ progress
+    def load_progress(self) -> tuple[int, dict[str, np.ndarray] | None]:
+        """``(next_batch, sums)`` of the last committed batch (``(0, None)`` if none)."""
+        p = self.path / PROGRESS
+        if not p.exists():
+            return 0, None
+        with np.load(p) as z:
+            nb = int(z["__next_batch__"])
+            sums = {s.name: z[s.name.replace("/", "__")] for s in self.sum_specs}
+        self.resumed_from = nb
+        return nb, sums
+
+    def write_batch(self, batch: int, per_image: Mapping[str, np.ndarray],
+                    per_chunk: Mapping[str, np.ndarray], sums: Mapping[str, np.ndarray]) -> None:
+        """Write batch ``batch``'s rows, then commit the running sums and progress atomically."""
+        lo = batch * self.bs
+        hi = min(lo + self.bs, self.n)
+        for name, arr in per_image.items():
+            if arr.shape[0] != hi - lo:
+                raise ValueError(f"{name}: batch {batch} has {arr.shape[0]} rows, expected {hi - lo}")
+            self.group[name][lo:hi] = arr
+        if self.cka_b:
+            c_lo = lo // self.cka_b
+            for name, arr in per_chunk.items():
+                c_hi = min(c_lo + arr.shape[0], self.n_chunks)
+                if c_hi > c_lo:
+                    self.group[name][c_lo:c_hi] = arr[: c_hi - c_lo]
+        import io
+
+        buf = io.BytesIO()
+        np.savez(buf, __next_batch__=np.int64(batch + 1),
+                 **{k.replace("/", "__"): np.asarray(v) for k, v in sums.items()})
+        _atomic_write_bytes(self.path / PROGRESS, buf.getvalue())
+
+    def finalize(self, sums: Mapping[str, np.ndarray], summary: Mapping[str, Any]) -> None:
+        """Write the dataset sums, then the COMPLETE marker (last)."""
+        nb, _ = self.load_progress()
+        if nb < self.n_batches:
+            raise RuntimeError(f"{self.path}: only {nb} of {self.n_batches} batches committed")
+        for k, v in sums.items():
+            self.group.create_array(k, data=np.asarray(v), overwrite=True)
+        _atomic_write_bytes(self.path / COMPLETE,
+                            json.dumps({**summary, "fingerprint": self.meta["fingerprint"]},
+                                       indent=1, default=str).encode())
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    return (Path(path) / COMPLETE).exists()
+
+
+def open_store(path: str | os.PathLike) -> zarr.Group:
+    """Open a finished store read-only; raise :class:`IncompleteStoreError` otherwise."""
+    p = Path(path)
+    if not is_complete(p):
+        raise IncompleteStoreError(
+            f"{p} is not a complete vitlib store (no {COMPLETE} marker): its extraction"
+            " has not finished; run the workflow to resume it")
+    return zarr.open_group(str(p), mode="r")
+
+
+def store_meta(group: zarr.Group) -> dict[str, Any]:
+    """The ``vitlib`` attributes of a store (see module docstring)."""
+    return dict(group.attrs["vitlib"])
+
+
+def read_layer(group: zarr.Group, name: str, layer: int, chunk_rows: int | None = None
+               ) -> Iterable[np.ndarray]:
+    """Stream ``name[:, layer]`` in row chunks (default: the store's batch size)."""
+    arr = group[name]
+    step = chunk_rows or arr.chunks[0]
+    for lo in range(0, arr.shape[0], step):
+        yield np.asarray(arr[lo:lo + step, layer])

@@ -1,0 +1,25 @@
+import logging
+import os
+
+import torch
+
+from vitlib.config import model_spec
+from vitlib.data.manifest import Manifest
+from vitlib.extract import run_extraction
+from vitlib.logs import log_to
+
+log_to(snakemake.log[0])
+torch.set_num_threads(snakemake.threads)
+cfg = snakemake.config["extract"]
+summary = run_extraction(
+    model_spec(snakemake.config, snakemake.wildcards.model),
+    Manifest.load(snakemake.input.manifest),
+    snakemake.wildcards.view,
+    os.path.dirname(snakemake.output[0]),
+    batch_size=snakemake.params.batch_size,
+    dtype=snakemake.params.dtype,
+    feature_dtype=snakemake.params.feature_dtype,
+    device=cfg["device"],
+    num_workers=cfg["num_workers"],
+)
+logging.getLogger("extract").info("done: %s", summary)

@@ -46,8 +46,8 @@ def manifest_path(dataset):
 
 
 def store_marker(model, dataset, view):
-    """The extraction's output: the COMPLETE marker inside the Zarr store."""
-    return results("features", model, dataset, f"{view}.zarr", "COMPLETE")
+    """The extraction's output: the completion marker beside the Zarr store."""
+    return results("features", model, dataset, f"{view}.complete.json")
 
 
 def spec_params(model):

@@ -5,9 +5,9 @@ rule extract:
     input:
         manifest=results("manifests", "{dataset}.json"),
     output:
-        # The COMPLETE marker is written last; the store around it survives a failed or
-        # killed job, and the next run resumes it from its last committed batch.
-        results("features", "{model}", "{dataset}", "{view}.zarr", "COMPLETE"),
+        # The completion marker beside {view}.zarr is written last; the store survives a
+        # failed or killed job and the next run resumes it from its last committed batch.
+        results("features", "{model}", "{dataset}", "{view}.complete.json"),
     params:
         spec=lambda wc: spec_params(wc.model),
         batch_size=config["extract"]["batch_size"],

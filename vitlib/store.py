@@ -15,14 +15,17 @@ Layout (Zarr v3 group; every array is written by one process, batch by batch)::
       attn/distance          [n, L, H]       mean attention distance (PROTOCOLS §2.5)
       gram/<point>_{cls,spatial,all} [C, L, b, b]  Gram matrix per CKA minibatch
       sums/...               dataset sums (see :mod:`vitlib.reducers`), written when complete
-      _progress.npz          resume state: next batch + running sums (atomic replace)
-      COMPLETE               written last; its absence means the store is partial
+    {view}.progress.npz      beside the store: resume state, i.e. the next batch and the
+                             running sums (replaced atomically after each batch)
+    {view}.complete.json     beside the store, written last: a summary of the run; without
+                             it the store is partial (it is the workflow's output file)
 
 Per-image arrays are chunked ``(batch_size, 1, ...)`` so a batch writes whole chunks (a
 redone batch overwrites, never merges) and one layer reads without the others.  A run that
 is killed resumes from ``_progress.npz``: per-image rows past it are rewritten identically,
 sums are restored from the same file, so the finished arrays equal those of an uninterrupted
-run.  :func:`open_store` refuses a store without ``COMPLETE``.
+run.  :func:`open_store` refuses a store without its ``complete.json``.  (The two files sit
+beside the store, not inside, so Zarr tools see a clean hierarchy.)
 """
 
 from __future__ import annotations
@@ -41,8 +44,18 @@ import zarr
 from vitlib.reducers import ArraySpec
 
 FORMAT = 1
-COMPLETE = "COMPLETE"
-PROGRESS = "_progress.npz"
+
+
+def progress_path(store: str | os.PathLike) -> Path:
+    """``x/center.zarr`` → ``x/center.progress.npz``."""
+    p = Path(store)
+    return p.with_name(p.name.removesuffix(".zarr") + ".progress.npz")
+
+
+def complete_path(store: str | os.PathLike) -> Path:
+    """``x/center.zarr`` → ``x/center.complete.json`` (the completion marker)."""
+    p = Path(store)
+    return p.with_name(p.name.removesuffix(".zarr") + ".complete.json")
 
 
 class IncompleteStoreError(RuntimeError):
@@ -109,9 +122,13 @@ class StoreWriter:
     def _open(self, labels: np.ndarray) -> None:
         if self.path.exists() and not self._existing_ok():
             shutil.rmtree(self.path)
+            progress_path(self.path).unlink(missing_ok=True)
+        complete_path(self.path).unlink(missing_ok=True)
         if self.path.exists():
             self.group = zarr.open_group(str(self.path), mode="r+")
             return
+        progress_path(self.path).unlink(missing_ok=True)  # belongs to a store that is gone
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".creating")
         shutil.rmtree(tmp, ignore_errors=True)
         g = zarr.open_group(str(tmp), mode="w")
@@ -132,7 +149,7 @@ class StoreWriter:
     # ------------------------------------------------------------------ progress
     def load_progress(self) -> tuple[int, dict[str, np.ndarray] | None]:
         """``(next_batch, sums)`` of the last committed batch (``(0, None)`` if none)."""
-        p = self.path / PROGRESS
+        p = progress_path(self.path)
         if not p.exists():
             return 0, None
         with np.load(p) as z:
@@ -161,22 +178,30 @@ class StoreWriter:
         buf = io.BytesIO()
         np.savez(buf, __next_batch__=np.int64(batch + 1),
                  **{k.replace("/", "__"): np.asarray(v) for k, v in sums.items()})
-        _atomic_write_bytes(self.path / PROGRESS, buf.getvalue())
+        _atomic_write_bytes(progress_path(self.path), buf.getvalue())
 
     def finalize(self, sums: Mapping[str, np.ndarray], summary: Mapping[str, Any]) -> None:
-        """Write the dataset sums, then the COMPLETE marker (last)."""
+        """Write the dataset sums, then the completion marker (last)."""
         nb, _ = self.load_progress()
         if nb < self.n_batches:
             raise RuntimeError(f"{self.path}: only {nb} of {self.n_batches} batches committed")
         for k, v in sums.items():
             self.group.create_array(k, data=np.asarray(v), overwrite=True)
-        _atomic_write_bytes(self.path / COMPLETE,
+        _atomic_write_bytes(complete_path(self.path),
                             json.dumps({**summary, "fingerprint": self.meta["fingerprint"]},
                                        indent=1, default=str).encode())
 
 
+def store_from_marker(marker: str | os.PathLike) -> Path:
+    """``x/center.complete.json`` → ``x/center.zarr`` (workflow rules name the marker)."""
+    p = Path(marker)
+    if not p.name.endswith(".complete.json"):
+        raise ValueError(f"{p} is not a store completion marker (*.complete.json)")
+    return p.with_name(p.name.removesuffix(".complete.json") + ".zarr")
+
+
 def is_complete(path: str | os.PathLike) -> bool:
-    return (Path(path) / COMPLETE).exists()
+    return complete_path(path).exists()
 
 
 def open_store(path: str | os.PathLike) -> zarr.Group:
@@ -184,7 +209,7 @@ def open_store(path: str | os.PathLike) -> zarr.Group:
     p = Path(path)
     if not is_complete(p):
         raise IncompleteStoreError(
-            f"{p} is not a complete vitlib store (no {COMPLETE} marker): its extraction"
+            f"{p} is not a complete vitlib store (no {complete_path(p).name}): its extraction"
             " has not finished; run the workflow to resume it")
     return zarr.open_group(str(p), mode="r")
 

@@ -1,5 +1,4 @@
 import logging
-import os
 
 import torch
 
@@ -7,6 +6,7 @@ from vitlib.config import model_spec
 from vitlib.data.manifest import Manifest
 from vitlib.extract import run_extraction
 from vitlib.logs import log_to
+from vitlib.store import store_from_marker
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
@@ -15,7 +15,7 @@ summary = run_extraction(
     model_spec(snakemake.config, snakemake.wildcards.model),
     Manifest.load(snakemake.input.manifest),
     snakemake.wildcards.view,
-    os.path.dirname(snakemake.output[0]),
+    store_from_marker(snakemake.output[0]),
     batch_size=snakemake.params.batch_size,
     dtype=snakemake.params.dtype,
     feature_dtype=snakemake.params.feature_dtype,

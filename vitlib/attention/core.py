@@ -149,7 +149,7 @@ def mass_threshold_mask(attention_map: ArrayT, mass: float = 0.6) -> ArrayT:
     t, was_np = _as_torch(attention_map)
     a = t.float()
     a = a / a.sum(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-    vals, order = torch.sort(a, dim=-1)
+    vals, order = torch.sort(a, dim=-1, stable=True)
     keep_sorted = torch.cumsum(vals, -1) > (1.0 - mass)
     keep = torch.zeros_like(keep_sorted)
     keep.scatter_(-1, order, keep_sorted)

@@ -93,6 +93,11 @@ class CollectConsumer:
                           if self._att else None)
 
 
+def _no_autocast(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Consumers reduce in the dtypes they choose, never under the forward's autocast."""
+    return torch.autocast(t.device.type, enabled=False)
+
+
 def _get_submodule(block: nn.Module, path: str) -> nn.Module:
     return block.get_submodule(path) if path else block
 
@@ -161,11 +166,13 @@ class Capture:
                     mod = _get_submodule(blk, cp.module)
                     if cp.side == "output":
                         def hook(_m, _inp, out, i=i, name=name):  # noqa: ANN001
-                            consumer.on_tokens(name, i, out)
+                            with _no_autocast(out):
+                                consumer.on_tokens(name, i, out)
                         handles.append(mod.register_forward_hook(hook))
                     else:
                         def pre(_m, inp, i=i, name=name):  # noqa: ANN001
-                            consumer.on_tokens(name, i, inp[0])
+                            with _no_autocast(inp[0]):
+                                consumer.on_tokens(name, i, inp[0])
                         handles.append(mod.register_forward_pre_hook(pre))
                 if self.attention:
                     attn = blk.attn
@@ -174,7 +181,8 @@ class Capture:
                         attn.fused_attn = False
 
                     def ahook(_m, _inp, out, i=i):  # noqa: ANN001
-                        consumer.on_attention(i, out)
+                        with _no_autocast(out):
+                            consumer.on_attention(i, out)
                     handles.append(attn.attn_drop.register_forward_hook(ahook))
             yield
         finally:

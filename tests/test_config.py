@@ -1,0 +1,48 @@
+"""Config validation: schema defaults, and errors that name the key and the value."""
+
+import copy
+
+import pytest
+import yaml
+
+from vitlib.config import ConfigError, validate_config
+from conftest import REPO
+
+
+@pytest.fixture()
+def cfg():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_defaults_are_filled(cfg):
+    del cfg["extract"]["dtype"]
+    out = validate_config(cfg, base_dir=REPO)
+    assert out["extract"]["dtype"] == "fp32"
+    assert out["datasets"]["toy"]["per_class"] is None
+    assert out["analyses"]["attention_distance"]["units"] == "normalised"
+
+
+@pytest.mark.parametrize("mutate, key, value", [
+    (lambda c: c["models"].append("vit_nope_b16"), "models.2", "vit_nope_b16"),
+    (lambda c: c["extract"].update(batch_size=-4), "extract.batch_size", "-4"),
+    (lambda c: c["datasets"]["toy"].update(cka_batch_size=-1), "datasets.toy.cka_batch_size", "-1"),
+    (lambda c: c["datasets"].update(real={"kind": "imagefolder", "root": "/no/such/dir"}),
+     "datasets.real.root", "/no/such/dir"),
+    (lambda c: c["analyses"]["attention_distance"].update(datasets=["toy", "imagenet"]),
+     "analyses.attention_distance.datasets.1", "imagenet"),
+    (lambda c: c["analyses"]["attention_distance"].update(units="miles"),
+     "analyses.attention_distance.units", "miles"),
+    (lambda c: c["extract"].update(bogus=1), "extract", "bogus"),
+])
+def test_errors_name_key_and_value(cfg, mutate, key, value):
+    c = copy.deepcopy(cfg)
+    mutate(c)
+    with pytest.raises(ConfigError) as e:
+        validate_config(c, base_dir=REPO)
+    msg = str(e.value)
+    assert key in msg and value in msg, msg
+
+
+def test_builtin_ids_are_accepted(cfg):
+    cfg["models"] = ["fs_b16", "dino_s8", "mae_h14"]
+    validate_config(cfg, base_dir=REPO)

@@ -1,0 +1,160 @@
+"""Store layout, completion marker and resumption after a kill at any point."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import zarr
+
+from vitlib.extract import run_extraction
+from vitlib.store import (IncompleteStoreError, StoreWriter, is_complete, open_store,
+                          progress_path)
+
+
+class Killed(Exception):
+    pass
+
+
+def arrays(path):
+    g = zarr.open_group(str(path), mode="r")
+    out = {}
+
+    def walk(grp, prefix=""):
+        for k, a in grp.arrays():
+            out[prefix + k] = np.asarray(a[...])
+        for k, sub in grp.groups():
+            walk(sub, prefix + k + "/")
+    walk(g)
+    return out
+
+
+def assert_same_arrays(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.fixture()
+def reference(tmp_path, tiny_spec, tiny_manifest):
+    ref = tmp_path / "ref.zarr"
+    s = run_extraction(tiny_spec, tiny_manifest, "center", ref, batch_size=8, progress=False)
+    assert s["batches"] == 4 and s["n_items"] == 32
+    return arrays(ref)
+
+
+def test_layout_and_values(tmp_path, tiny_spec, tiny_manifest, reference):
+    g = open_store(tmp_path / "ref.zarr")
+    meta = g.attrs["vitlib"]
+    assert meta["n_items"] == 32 and meta["batch_size"] == 8 and meta["n_chunks"] == 8
+    assert g["feat/block_cls"].shape == (32, 3, 32)
+    assert g["feat/block_cls"].chunks == (8, 1, 32)      # a batch writes whole chunks
+    assert g["attn/cls_row"].shape == (32, 3, 2, 16)
+    assert g["attn/distance"].shape == (32, 3, 2)
+    assert g["gram/block_all"].shape == (8, 3, 4, 4)
+    assert int(g["sums/n_images"][()]) == 32
+    np.testing.assert_array_equal(g["labels"][:], tiny_manifest.labels)
+    # nothing left at its fill value: every row was written
+    assert np.all(np.abs(reference["feat/block_cls"]).sum(-1) > 0)
+    assert np.all(reference["attn/distance"] > 0)
+    # attention rows of one head over spatial keys sum to at most 1
+    assert np.all(reference["attn/cls_row"].astype(np.float32).sum(-1) <= 1.001)
+
+
+@pytest.mark.parametrize("kill_after", [0, 2])
+def test_resume_after_exception_equals_uninterrupted(tmp_path, tiny_spec, tiny_manifest,
+                                                     reference, kill_after):
+    out = tmp_path / "run.zarr"
+
+    def boom(b):
+        if b == kill_after:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False,
+                       on_batch=boom)
+    assert not is_complete(out)
+    with pytest.raises(IncompleteStoreError, match="not a complete vitlib store"):
+        open_store(out)
+    s = run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False)
+    assert s["resumed_from_batch"] == kill_after + 1
+    assert_same_arrays(arrays(out), reference)
+
+
+def test_kill_between_rows_and_commit_redoes_the_batch(tmp_path, tiny_spec, tiny_manifest,
+                                                       reference, monkeypatch):
+    """Rows of batch 2 written, progress not yet committed: batch 2 is redone, sums not doubled."""
+    out = tmp_path / "run.zarr"
+    real = StoreWriter.write_batch
+
+    def write_then_die(self, batch, per_image, per_chunk, sums):
+        if batch == 2:
+            for name, arr in per_image.items():  # the rows land ...
+                self.group[name][16:24] = arr
+            raise Killed  # ... the commit does not
+        return real(self, batch, per_image, per_chunk, sums)
+
+    monkeypatch.setattr(StoreWriter, "write_batch", write_then_die)
+    with pytest.raises(Killed):
+        run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False)
+    monkeypatch.setattr(StoreWriter, "write_batch", real)
+    s = run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False)
+    assert s["resumed_from_batch"] == 2
+    assert_same_arrays(arrays(out), reference)
+
+
+def test_sigkill_at_a_random_moment_then_resume(tmp_path, tiny_spec, tiny_manifest, reference):
+    """A real SIGKILL of a separate extraction process, then a resumed run."""
+    out = tmp_path / "killed.zarr"
+    man = tmp_path / "manifest.json"
+    tiny_manifest.save(man)
+    code = textwrap.dedent(f"""
+        import time
+        from vitlib.data.manifest import Manifest
+        from vitlib.models import spec_from_config
+        from conftest import TINY_ARCH
+        spec = spec_from_config("tiny", TINY_ARCH)
+        from vitlib.extract import run_extraction
+        run_extraction(spec, Manifest.load({str(man)!r}), "center", {str(out)!r}, batch_size=8,
+                       progress=False, on_batch=lambda b: time.sleep(0.4))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    deadline = time.time() + 120
+    while not progress_path(out).exists():
+        assert proc.poll() is None, "extraction ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not is_complete(out)
+    s = run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False)
+    assert 1 <= s["resumed_from_batch"] < 4
+    assert_same_arrays(arrays(out), reference)
+
+
+def test_changed_settings_discard_a_partial_store(tmp_path, tiny_spec, tiny_manifest):
+    out = tmp_path / "s.zarr"
+
+    def boom(b):
+        raise Killed
+
+    with pytest.raises(Killed):
+        run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False,
+                       on_batch=boom)
+    s = run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, dtype="bf16",
+                       progress=False)
+    assert s["resumed_from_batch"] == 0
+    assert open_store(out).attrs["vitlib"]["dtype"] == "bf16"
+
+
+def test_batch_size_rounds_to_whole_cka_minibatches(tmp_path, tiny_spec, tiny_manifest):
+    s = run_extraction(tiny_spec, tiny_manifest, "center", tmp_path / "r.zarr", batch_size=6,
+                       progress=False)
+    g = open_store(tmp_path / "r.zarr")
+    assert g.attrs["vitlib"]["batch_size"] == 8 and s["batches"] == 4

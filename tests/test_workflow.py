@@ -1,0 +1,150 @@
+"""The workflow through the snakemake command line, on a tiny config in a temporary directory."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, TINY_ARCH
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def tiny_config(**extra_datasets) -> dict:
+    cfg = {
+        "results": "results",
+        "models": ["tiny_a", "tiny_b"],
+        "custom_models": {
+            "tiny_a": TINY_ARCH,
+            "tiny_b": {**TINY_ARCH, "init_seed": 1,
+                       "arch_kwargs": {**TINY_ARCH["arch_kwargs"], "depth": 2, "num_heads": 4}},
+        },
+        "datasets": {"toy": {"kind": "imagefolder", "cka_batch_size": 4,
+                             "generate": {"size": "tiny", "seed": 0, "per_class": 6}}},
+        "extract": {"batch_size": 8, "threads": 1},
+        "analyses": {"attention_distance": {"datasets": ["toy", *extra_datasets]}},
+        "figures": {"formats": ["pdf", "png"], "dpi": 60},
+    }
+    cfg["datasets"].update(extra_datasets)
+    return cfg
+
+
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                        "--cores", "2", *args], capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError(f"snakemake {args} failed:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Jobs a dry run would execute, from Snakemake's job-stats table."""
+    p = smk(workdir, "-n", *args)
+    text = p.stdout + p.stderr
+    if "Nothing to be done" in text:
+        return {}
+    stats = text.split("Job stats:")[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)
+            if m.group(1) != "total"}
+
+
+def write_config(workdir: Path, cfg: dict) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory) -> Path:
+    wd = tmp_path_factory.mktemp("wf")
+    write_config(wd, tiny_config())
+    smk(wd)
+    return wd
+
+
+def test_full_run_produces_real_outputs(done_run):
+    res = done_run / "results"
+    for ext in ("pdf", "png"):
+        f = res / "figures" / "toy" / f"attention_distance.{ext}"
+        assert f.stat().st_size > 1000
+    assert (res / "figures/toy/attention_distance.png").read_bytes()[:4] == b"\x89PNG"
+    for model, depth, heads in (("tiny_a", 3, 2), ("tiny_b", 2, 4)):
+        t = pd.read_csv(res / "tables" / "toy" / "attention_distance" / f"{model}.csv")
+        assert len(t) == depth * heads
+        assert set(t["layer"]) == set(range(depth)) and set(t["head"]) == set(range(heads))
+        assert (t["n_images"] == 24).all()  # 4 classes × 6 images
+        assert t["value"].between(0.05, np.sqrt(2)).all()
+        assert (res / "features" / model / "toy" / "center.complete.json").exists()
+    # benchmark files record per-rule time
+    assert list((res / "benchmarks" / "extract").rglob("*.tsv"))
+
+
+def test_second_run_does_nothing(done_run):
+    assert planned_jobs(done_run) == {}
+
+
+def test_analysis_setting_reruns_only_that_analysis(done_run):
+    cfg = tiny_config()
+    cfg["analyses"]["attention_distance"]["units"] = "tokens"
+    before = pd.read_csv(done_run / "results/tables/toy/attention_distance/tiny_a.csv")
+    write_config(done_run, cfg)
+    try:
+        jobs = planned_jobs(done_run)
+        assert jobs == {"attention_distance": 2, "figure_attention_distance": 1, "all": 1}
+        smk(done_run)
+        after = pd.read_csv(done_run / "results/tables/toy/attention_distance/tiny_a.csv")
+        # 4×4 grid: token units = unit-square units × (K − 1)
+        np.testing.assert_allclose(after["value"], before["value"] * 3, rtol=1e-9)
+        assert (after["units"] == "tokens").all()
+    finally:
+        write_config(done_run, tiny_config())
+
+
+def test_one_figure_target_builds_only_what_it_needs(tmp_path):
+    other = {"kind": "imagefolder", "cka_batch_size": 4,
+             "generate": {"size": "tiny", "seed": 1, "per_class": 4}}
+    write_config(tmp_path, tiny_config(other=other))
+    assert planned_jobs(tmp_path)["extract"] == 4  # both datasets for `all`
+    jobs = planned_jobs(tmp_path, "results/figures/other/attention_distance.pdf")
+    assert jobs == {"generate_world": 1, "manifest": 1, "extract": 2, "attention_distance": 2,
+                    "figure_attention_distance": 1}
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    cfg = tiny_config()
+    cfg["models"].append("fs_b99")
+    cfg["extract"]["batch_size"] = 8
+    write_config(tmp_path, cfg)
+    p = smk(tmp_path, check=False)
+    assert p.returncode != 0
+    err = p.stdout + p.stderr
+    assert "models.2" in err and "fs_b99" in err
+    assert not (tmp_path / "results").exists()
+
+    cfg = tiny_config()
+    cfg["extract"]["batch_size"] = -1
+    write_config(tmp_path, cfg)
+    p = smk(tmp_path, check=False)
+    assert p.returncode != 0 and "extract.batch_size" in p.stdout + p.stderr
+
+
+def test_external_imagefolder_file_list_change_reruns_manifest(tmp_path, tiny_world):
+    """A real (non-generated) folder: adding an image reruns the manifest and its dependents."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_world / "imagenet" / "train", data)
+    cfg = tiny_config()
+    cfg["datasets"]["toy"] = {"kind": "imagefolder", "root": str(data), "cka_batch_size": 4,
+                              "per_class": 3}
+    write_config(tmp_path / "wd", cfg)
+    smk(tmp_path / "wd")
+    assert planned_jobs(tmp_path / "wd") == {}
+    shutil.copy(data / "disc" / "0000.png", data / "disc" / "0000b.png")
+    jobs = planned_jobs(tmp_path / "wd")
+    assert jobs["manifest"] == 1 and jobs["extract"] == 2

@@ -8,6 +8,8 @@ rule attention_distance:
         results("tables", "{dataset}", "attention_distance", "{model}.csv"),
     params:
         units=lambda wc: analysis("attention_distance")["units"],
+    conda:
+        "../envs/cpu.yaml"
     log:
         results("logs", "attention_distance", "{dataset}", "{model}.log"),
     script:
@@ -28,6 +30,8 @@ rule figure_attention_distance:
         ),
     params:
         dpi=config["figures"]["dpi"],
+    conda:
+        "../envs/cpu.yaml"
     log:
         results("logs", "figures", "{dataset}", "attention_distance.log"),
     script:

@@ -6,6 +6,8 @@ rule generate_world:
         directory(results("data", "{dataset}", "world")),
     params:
         generate=lambda wc: DATASETS[wc.dataset]["generate"],
+    conda:
+        "../envs/cpu.yaml"
     log:
         results("logs", "generate_world", "{dataset}.log"),
     benchmark:
@@ -35,6 +37,8 @@ rule manifest:
             if "generate" in DATASETS[wc.dataset]
             else listing_fingerprint(DATASETS[wc.dataset]["root"])
         ),
+    conda:
+        "../envs/cpu.yaml"
     log:
         results("logs", "manifest", "{dataset}.log"),
     script:

@@ -16,6 +16,8 @@ rule extract:
     threads: config["extract"]["threads"]
     resources:
         gpu=1 if config["extract"]["device"].startswith("cuda") else 0,
+    conda:
+        "../envs/gpu.yaml"
     log:
         results("logs", "extract", "{model}", "{dataset}", "{view}.log"),
     benchmark:

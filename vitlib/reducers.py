@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vitlib.attention.core import aligned_sum, distance_template, spatial_rows
+from vitlib.attention.core import aligned_sum, distance_template
 
 
 @dataclass(frozen=True)
@@ -132,27 +132,39 @@ class StreamingReducer:
     def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:
         if not self.attention:
             return
+        # Few passes over the [B, H, N, N] tensor, no permuted copies (einsum over these
+        # shapes copies; measured 2× slower), one renormalised temporary reused in place.
         a = attn_bhnn.float()
-        P = self.P
+        P, S = self.P, self.S
+        B, H = a.shape[:2]
         self._img["attn/cls_row"][layer] = a[:, :, 0, P:]
-        spatial_raw = a[:, :, P:, P:]
-        self._img["attn/spatial_mean_row"][layer] = spatial_raw.mean(2)
-        s = spatial_rows(a, P)  # [B, H, S, S] renormalised
-        d = distance_template(self.grid_hw, s.device)
-        self._img["attn/distance"][layer] = (s * d).sum(-1).mean(-1)
-        # dataset sums (PROTOCOLS §2.2): all rows, spatial rows, spatial rows renormalised
-        # without the CLS key ("spcpure"), CLS row — over all keys.
+        col = a.sum(2)                                         # [B, H, N] over all queries
+        col_sp = col - a[:, :, :P, :].sum(2)                   # over spatial queries
+        self._img["attn/spatial_mean_row"][layer] = col_sp[:, :, P:] / S
+        sp = a[:, :, P:, P:]                                   # spatial queries × keys (view)
+        mass = sp.sum(-1)                                      # [B, H, S]
+        inv = torch.where(mass > 0, 1.0 / mass.clamp_min(1e-30), torch.zeros_like(mass))
+        w = sp * inv[..., None]                                # renormalised rows Â
+        aligned_src = w.sum(0)                                 # Σ_b Â_b  [H, S, S]
+        w.mul_(distance_template(self.grid_hw, a.device))      # Â_qk · d_qk
+        self._img["attn/distance"][layer] = w.sum(-1).mean(-1)  # PROTOCOLS §2.5
+        del w
+        # dataset sums (PROTOCOLS §2.2): all query rows, spatial query rows, spatial rows
+        # renormalised without the CLS key ("spcpure"), the CLS row — over all keys.
         ls = self._layer_sums
-        ls["sums/attn_map_all"][layer] = a.mean(2).sum(0)
-        ls["sums/attn_map_spatial"][layer] = a[:, :, P:, :].mean(2).sum(0)
-        pure = a[:, :, P:, :].clone()
-        pure[..., 0] = 0
-        mass = pure.sum(-1, keepdim=True)
-        pure = torch.where(mass > 0, pure / mass.clamp_min(1e-38), torch.zeros_like(pure))
-        ls["sums/attn_map_spatial_pure"][layer] = pure.mean(2).sum(0)
+        ls["sums/attn_map_all"][layer] = col.sum(0) / self.N
+        ls["sums/attn_map_spatial"][layer] = col_sp.sum(0) / S
+        rows = a[:, :, P:, :]
+        mass_pure = rows.sum(-1) - rows[..., 0]
+        inv_pure = torch.where(mass_pure > 0, 1.0 / mass_pure.clamp_min(1e-30),
+                               torch.zeros_like(mass_pure))
+        pure = torch.bmm(inv_pure.reshape(B * H, 1, S),
+                         rows.reshape(B * H, S, self.N)).reshape(B, H, self.N).sum(0) / S
+        pure[:, 0] = 0
+        ls["sums/attn_map_spatial_pure"][layer] = pure
         ls["sums/attn_map_cls"][layer] = a[:, :, 0, :].sum(0)
-        ls["sums/attn_aligned"][layer] = aligned_sum(s.sum(0), self.grid_hw)
-        ls["sums/null_rows"][layer] = (spatial_raw.sum(-1) <= 0).sum((0, 2))
+        ls["sums/attn_aligned"][layer] = aligned_sum(aligned_src, self.grid_hw)  # §2.3
+        ls["sums/null_rows"][layer] = (mass <= 0).sum((0, 2))
 
     def end_batch(self) -> None:
         missing = [k for k, v in self._img.items() if any(t is None for t in v)]

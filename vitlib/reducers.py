@@ -118,8 +118,9 @@ class StreamingReducer:
         if point not in self.points:
             return
         x = x_bnd.float()
-        cls = x[:, 0]
         spatial = x[:, self.P:]
+        # A model without a class token (SigLIP) is represented by its mean spatial token.
+        cls = x[:, 0] if self.P else spatial.mean(1)
         self._img[f"feat/{point}_cls"][layer] = cls
         self._img[f"feat/{point}_spatial_mean"][layer] = spatial.mean(1)
         if self._chunks:
@@ -137,10 +138,12 @@ class StreamingReducer:
         a = attn_bhnn.float()
         P, S = self.P, self.S
         B, H = a.shape[:2]
-        self._img["attn/cls_row"][layer] = a[:, :, 0, P:]
         col = a.sum(2)                                         # [B, H, N] over all queries
         col_sp = col - a[:, :, :P, :].sum(2)                   # over spatial queries
         self._img["attn/spatial_mean_row"][layer] = col_sp[:, :, P:] / S
+        # no class token (P = 0): the mean spatial query stands in for the CLS query
+        cls_q = a[:, :, 0, :] if P else col_sp / S             # [B, H, N]
+        self._img["attn/cls_row"][layer] = cls_q[:, :, P:]
         sp = a[:, :, P:, P:]                                   # spatial queries × keys (view)
         mass = sp.sum(-1)                                      # [B, H, S]
         inv = torch.where(mass > 0, 1.0 / mass.clamp_min(1e-30), torch.zeros_like(mass))
@@ -155,14 +158,15 @@ class StreamingReducer:
         ls["sums/attn_map_all"][layer] = col.sum(0) / self.N
         ls["sums/attn_map_spatial"][layer] = col_sp.sum(0) / S
         rows = a[:, :, P:, :]
-        mass_pure = rows.sum(-1) - rows[..., 0]
+        mass_pure = rows.sum(-1) - (rows[..., 0] if P else 0)
         inv_pure = torch.where(mass_pure > 0, 1.0 / mass_pure.clamp_min(1e-30),
                                torch.zeros_like(mass_pure))
         pure = torch.bmm(inv_pure.reshape(B * H, 1, S),
                          rows.reshape(B * H, S, self.N)).reshape(B, H, self.N).sum(0) / S
-        pure[:, 0] = 0
+        if P:
+            pure[:, 0] = 0
         ls["sums/attn_map_spatial_pure"][layer] = pure
-        ls["sums/attn_map_cls"][layer] = a[:, :, 0, :].sum(0)
+        ls["sums/attn_map_cls"][layer] = cls_q.sum(0)
         ls["sums/attn_aligned"][layer] = aligned_sum(aligned_src, self.grid_hw)  # §2.3
         ls["sums/null_rows"][layer] = (mass <= 0).sum((0, 2))
 

@@ -1,70 +1,91 @@
-"""Build the network of a :class:`~vitlib.models.registry.ModelSpec`.
+"""Build the network of a :class:`~vitlib.models.registry.ModelSpec`, with its weights.
 
-So far: timm architectures, randomly initialised with a seed or loaded from a plain
-state-dict file (``weights.path``).  Per-family upstream loaders live beside this module.
+``build_model(spec, weights_path)`` creates the family's module (timm, or open_clip's image
+tower for CLIP), randomly initialised with ``spec.init_seed`` when given, loads the
+checkpoint through the family's converter (:mod:`vitlib.models.families`) and checks the
+result has the spec's depth, heads, width, patch and image size.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
+from vitlib.models.families import CONVERTERS, CheckpointMismatch, load_converted
 from vitlib.models.registry import ModelSpec
+from vitlib.models.weights import WeightsError, apply_key_map, read_checkpoint
+
+#: Checkpoint layout assumed for a family when ``weights.format`` is not given.
+DEFAULT_FORMAT = {"clip": "openai_clip", "dino": "dino", "moco": "moco", "mae": "mae",
+                  "beit": "beit"}
 
 
 class ModelError(RuntimeError):
     """A model cannot be built or its weights do not fit; the message names the model."""
 
 
-def build_model(spec: ModelSpec, weights_path: str | Path | None = None,
-                device: str | torch.device = "cpu") -> nn.Module:
-    """Instantiate ``spec`` (eval mode) and check it has the spec's dimensions."""
-    gen_state = None
+def is_clip(spec: ModelSpec) -> bool:
+    return spec.family == "clip" and not spec.arch.startswith("vit_")
+
+
+def build_network(spec: ModelSpec) -> nn.Module:
+    """The family's module, randomly initialised (seeded by ``spec.init_seed`` if set)."""
+    state = torch.random.get_rng_state()
     if spec.init_seed is not None:
-        gen_state = torch.random.get_rng_state()
         torch.manual_seed(int(spec.init_seed))
     try:
-        model = timm.create_model(spec.arch, pretrained=False, num_classes=0,
-                                  **dict(spec.arch_kwargs))
+        if is_clip(spec):
+            from vitlib.models.openclip import OpenClipViT, build_vision_tower
+
+            return OpenClipViT(build_vision_tower(spec.arch, **dict(spec.arch_kwargs)))
+        return timm.create_model(spec.arch, pretrained=False, num_classes=0,
+                                 **dict(spec.arch_kwargs))
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"model {spec.id}: cannot build {spec.arch!r}: {e}") from e
     finally:
-        if gen_state is not None:
-            torch.random.set_rng_state(gen_state)
-    path = weights_path or (spec.weights or {}).get("path")
+        if spec.init_seed is not None:
+            torch.random.set_rng_state(state)
+
+
+def weights_format(spec: ModelSpec) -> str:
+    w = spec.weights or {}
+    return str(w.get("format") or DEFAULT_FORMAT.get(spec.family, "timm"))
+
+
+def build_model(spec: ModelSpec, weights_path: str | Path | None = None,
+                device: str | torch.device = "cpu") -> nn.Module:
+    """Instantiate ``spec`` in eval mode, load ``weights_path`` (or ``spec.weights.path``)."""
+    model = build_network(spec)
+    w: dict[str, Any] = dict(spec.weights or {})
+    path = weights_path or w.get("path")
     if path:
-        load_state_dict_file(model, path, model_id=spec.id)
+        fmt = weights_format(spec)
+        try:
+            obj = read_checkpoint(path, model_id=spec.id)
+            if isinstance(obj, dict) and w.get("key_map"):
+                obj = apply_key_map(_unwrap_top(obj), w["key_map"])
+            sd = CONVERTERS[fmt](obj, model)
+            load_converted(model, sd, fmt=fmt, model_id=spec.id, source=str(path))
+        except (CheckpointMismatch, WeightsError) as e:
+            raise ModelError(str(e)) from None
     check_dims(model, spec)
     return model.eval().to(device)
 
 
-def load_state_dict_file(model: nn.Module, path: str | Path, *, model_id: str,
-                         allowed_missing: tuple[str, ...] = ("head.weight", "head.bias")) -> None:
-    """Load a plain state dict strictly (only ``allowed_missing`` may be absent)."""
-    p = Path(path)
-    if not p.exists():
-        raise ModelError(f"model {model_id}: checkpoint {p} does not exist")
-    sd = torch.load(p, map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd and k not in allowed_missing]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        raise ModelError(
-            f"model {model_id}: checkpoint {p} does not fit {type(model).__name__}:"
-            f" missing {missing}, unexpected {unexpected}, mis-shaped {shapes}")
-    model.load_state_dict(sd, strict=False)
+def _unwrap_top(obj: dict) -> dict:
+    for k in ("state_dict", "model", "module"):
+        if k in obj and isinstance(obj[k], dict):
+            return obj[k]
+    return obj
 
 
 def check_dims(model: nn.Module, spec: ModelSpec) -> None:
     blocks = getattr(model, "blocks", None)
-    got = {
+    got: dict[str, Any] = {
         "depth": len(blocks) if blocks is not None else None,
         "num_heads": getattr(getattr(blocks[0], "attn", None), "num_heads", None) if blocks else None,
         "embed_dim": getattr(model, "embed_dim", None),
@@ -74,6 +95,9 @@ def check_dims(model: nn.Module, spec: ModelSpec) -> None:
     if pe is not None:
         got["patch_size"] = int(pe.patch_size[0])
         got["img_size"] = int(pe.img_size[0]) if pe.img_size is not None else spec.img_size
+    else:
+        got["patch_size"] = getattr(model, "patch_size", None)
+        got["img_size"] = getattr(model, "img_size", None)
     bad = {k: (v, getattr(spec, k)) for k, v in got.items() if v is not None and v != getattr(spec, k)}
     if bad:
         raise ModelError(f"model {spec.id}: built network differs from its spec"

@@ -33,11 +33,12 @@ _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class CapturePoint:
     """Where a capture point's tensor comes from inside one block.
 
-    ``module`` is a dotted path relative to the block ("" is the block itself); ``side``
+    ``module`` lists dotted paths relative to the block ("" is the block itself), the first
+    that exists is used (timm names first, then open_clip's ``ln_1``/``ls_1`` ...); ``side``
     says whether the module's input (first positional argument) or output is taken.
     """
 
-    module: str
+    module: tuple[str, ...]
     side: Literal["input", "output"]
 
 
@@ -46,13 +47,13 @@ class CapturePoint:
 #: of §3.2).  ``attn_skip``/``attn_branch``/``mlp_skip``/``mlp_branch``: skip path and
 #: branch output (after layer scale) of each sub-block (the residual analysis of §3.4).
 CAPTURE_POINTS: dict[str, CapturePoint] = {
-    "block": CapturePoint("", "output"),
-    "norm1": CapturePoint("norm1", "output"),
-    "norm2": CapturePoint("norm2", "output"),
-    "attn_skip": CapturePoint("", "input"),
-    "attn_branch": CapturePoint("ls1", "output"),
-    "mlp_skip": CapturePoint("norm2", "input"),
-    "mlp_branch": CapturePoint("ls2", "output"),
+    "block": CapturePoint(("",), "output"),
+    "norm1": CapturePoint(("norm1", "ln_1"), "output"),
+    "norm2": CapturePoint(("norm2", "ln_2"), "output"),
+    "attn_skip": CapturePoint(("",), "input"),
+    "attn_branch": CapturePoint(("ls1", "ls_1"), "output"),
+    "mlp_skip": CapturePoint(("norm2", "ln_2"), "input"),
+    "mlp_branch": CapturePoint(("ls2", "ls_2"), "output"),
 }
 
 
@@ -98,8 +99,15 @@ def _no_autocast(t: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.autocast(t.device.type, enabled=False)
 
 
-def _get_submodule(block: nn.Module, path: str) -> nn.Module:
-    return block.get_submodule(path) if path else block
+def _get_submodule(block: nn.Module, paths: tuple[str, ...], point: str) -> nn.Module:
+    for path in paths:
+        if not path:
+            return block
+        try:
+            return block.get_submodule(path)
+        except AttributeError:
+            continue
+    raise TypeError(f"{type(block).__name__} has none of {paths} for capture point {point!r}")
 
 
 class Capture:
@@ -163,7 +171,7 @@ class Capture:
             for i, blk in enumerate(self.blocks):
                 for name in self.points:
                     cp = CAPTURE_POINTS[name]
-                    mod = _get_submodule(blk, cp.module)
+                    mod = _get_submodule(blk, cp.module, name)
                     if cp.side == "output":
                         def hook(_m, _inp, out, i=i, name=name):  # noqa: ANN001
                             with _no_autocast(out):

@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from vitlib.config import ConfigError, model_spec, validate_config
 from vitlib.data.manifest import listing_fingerprint
+from vitlib.models.weights import cached_weights_path
 
 try:
     validate_config(config, base_dir=workflow.basedir)
@@ -54,6 +55,16 @@ def spec_params(model):
     from dataclasses import asdict
 
     return {k: v for k, v in asdict(model_spec(config, model)).items() if k != "paper"}
+
+
+def weights_input(model):
+    """The checkpoint an extraction reads: a local file, a cached download, or none."""
+    w = model_spec(config, model).weights or {}
+    if w.get("path"):
+        return [w["path"]]
+    if w.get("url"):
+        return [str(cached_weights_path(config["weights_cache"], model, w["url"]))]
+    return []
 
 
 def analysis(name):

@@ -1,9 +1,28 @@
+# Weights: each checkpoint downloaded once into the cache and verified (vitlib.models.weights).
+
+
+rule download_weights:
+    output:
+        os.path.join(config["weights_cache"], "{model}", "{filename}"),
+    params:
+        url=lambda wc: model_spec(config, wc.model).weights["url"],
+        sha256=lambda wc: model_spec(config, wc.model).weights.get("sha256"),
+    retries: 1
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        results("logs", "download_weights", "{model}", "{filename}.log"),
+    script:
+        "../workflow_scripts/download_weights.py"
+
+
 # One forward pass per (model, dataset, view) into a resumable Zarr store.
 
 
 rule extract:
     input:
         manifest=results("manifests", "{dataset}.json"),
+        weights=lambda wc: weights_input(wc.model),
     output:
         # The completion marker beside {view}.zarr is written last; the store survives a
         # failed or killed job and the next run resumes it from its last committed batch.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -63,8 +64,18 @@ def write_config(workdir: Path, cfg: dict) -> None:
 
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory) -> Path:
+    """The tiny workflow, with tiny_b loaded from a user checkpoint file (DINO layout)."""
+    import torch
+
+    from vitlib.models import spec_from_config
+    from vitlib.models.build import build_network
+
     wd = tmp_path_factory.mktemp("wf")
-    write_config(wd, tiny_config())
+    cfg = tiny_config()
+    spec_b = spec_from_config("tiny_b", {**cfg["custom_models"]["tiny_b"], "init_seed": 5})
+    torch.save(build_network(spec_b).state_dict(), wd / "tiny_b.pth")
+    cfg["custom_models"]["tiny_b"]["weights"] = {"path": str(wd / "tiny_b.pth"), "format": "dino"}
+    write_config(wd, cfg)
     smk(wd)
     return wd
 
@@ -82,6 +93,10 @@ def test_full_run_produces_real_outputs(done_run):
         assert (t["n_images"] == 24).all()  # 4 classes × 6 images
         assert t["value"].between(0.05, np.sqrt(2)).all()
         assert (res / "features" / model / "toy" / "center.complete.json").exists()
+    from vitlib.store import open_store
+
+    meta = open_store(res / "features" / "tiny_b" / "toy" / "center.zarr").attrs["vitlib"]
+    assert meta["weights"].endswith("tiny_b.pth")  # the user checkpoint was the input
     # benchmark files record per-rule time
     assert list((res / "benchmarks" / "extract").rglob("*.tsv"))
 
@@ -91,7 +106,8 @@ def test_second_run_does_nothing(done_run):
 
 
 def test_analysis_setting_reruns_only_that_analysis(done_run):
-    cfg = tiny_config()
+    cfg = yaml.safe_load((done_run / "config.yaml").read_text())
+    original = copy.deepcopy(cfg)
     cfg["analyses"]["attention_distance"]["units"] = "tokens"
     before = pd.read_csv(done_run / "results/tables/toy/attention_distance/tiny_a.csv")
     write_config(done_run, cfg)
@@ -104,7 +120,7 @@ def test_analysis_setting_reruns_only_that_analysis(done_run):
         np.testing.assert_allclose(after["value"], before["value"] * 3, rtol=1e-9)
         assert (after["units"] == "tokens").all()
     finally:
-        write_config(done_run, tiny_config())
+        write_config(done_run, original)
 
 
 def test_one_figure_target_builds_only_what_it_needs(tmp_path):

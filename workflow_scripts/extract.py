@@ -21,5 +21,6 @@ summary = run_extraction(
     feature_dtype=snakemake.params.feature_dtype,
     device=cfg["device"],
     num_workers=cfg["num_workers"],
+    weights_path=snakemake.input.weights[0] if snakemake.input.weights else None,
 )
 logging.getLogger("extract").info("done: %s", summary)

@@ -76,4 +76,13 @@ def all_targets():
     ad = analysis("attention_distance")
     for ds in ad.get("datasets", []):
         targets += expand(results("figures", ds, "attention_distance.{ext}"), ext=FIG_FORMATS)
+    at = analysis("attention")
+    for ds in at.get("datasets", []):
+        targets += expand(results("figures", ds, "{fig}.{ext}"), ext=FIG_FORMATS,
+                          fig=["attention_offset", "head_taxonomy", "artifact_tokens"])
+        targets += expand(results("figures", ds, "attention_maps", "{model}_{kind}.{ext}"),
+                          model=MODELS, kind=["cls", "spatial", "aligned"], ext=FIG_FORMATS)
+        if at["images"]:
+            targets += expand(results("figures", ds, "attention_images", "{model}.{ext}"),
+                              model=MODELS, ext=FIG_FORMATS)
     return targets

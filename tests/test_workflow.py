@@ -31,7 +31,8 @@ def tiny_config(**extra_datasets) -> dict:
         "datasets": {"toy": {"kind": "imagefolder", "cka_batch_size": 4,
                              "generate": {"size": "tiny", "seed": 0, "per_class": 6}}},
         "extract": {"batch_size": 8, "threads": 1},
-        "analyses": {"attention_distance": {"datasets": ["toy", *extra_datasets]}},
+        "analyses": {"attention_distance": {"datasets": ["toy", *extra_datasets]},
+                     "attention": {"datasets": ["toy"], "images": 1}},
         "figures": {"formats": ["pdf", "png"], "dpi": 60},
     }
     cfg["datasets"].update(extra_datasets)
@@ -94,6 +95,17 @@ def test_full_run_produces_real_outputs(done_run):
         assert t["value"].between(0.05, np.sqrt(2)).all()
         assert (res / "features" / model / "toy" / "center.complete.json").exists()
     from vitlib.store import open_store
+
+    # attention analyses: tables with real values, every figure rendered
+    tax = pd.read_csv(res / "tables/toy/head_taxonomy/tiny_a.csv")
+    assert len(tax) == 3 * 2 and tax["class"].notna().all()
+    hm = pd.read_csv(res / "tables/toy/head_metrics/tiny_b.csv")
+    assert set(hm["metric"]) >= {"attention_distance", "offset", "spatial_cls_attention"}
+    maps = np.load(res / "tables/toy/attention_maps/tiny_a.npz")
+    np.testing.assert_allclose(maps["cls"].sum(-1), 1.0, rtol=1e-4)
+    for f in ("attention_offset", "head_taxonomy", "artifact_tokens",
+              "attention_maps/tiny_a_aligned", "attention_images/tiny_b"):
+        assert (res / "figures" / "toy" / f"{f}.png").stat().st_size > 1000, f
 
     meta = open_store(res / "features" / "tiny_b" / "toy" / "center.zarr").attrs["vitlib"]
     assert meta["weights"].endswith("tiny_b.pth")  # the user checkpoint was the input

@@ -7,6 +7,7 @@ result, each declared by :class:`ArraySpec` s so the store can lay them out gene
 
 per image (``[B, ...]``)
     ``feat/<point>_cls`` and ``feat/<point>_spatial_mean`` ``[L, D]`` for each token point;
+    ``feat/block_token_norm`` ``[L, h·w]`` (L2 norm of every spatial block output token);
     ``attn/cls_row`` and ``attn/spatial_mean_row`` ``[L, H, h·w]`` (CLS query, and the mean
     spatial query, over spatial keys, not renormalised); ``attn/distance`` ``[L, H]``.
 per CKA minibatch (``[C, ...]``, C minibatches of ``cka_batch_size`` images in this batch)
@@ -78,6 +79,8 @@ class StreamingReducer:
         for p in self.points:
             specs += [ArraySpec(f"feat/{p}_cls", (L, D), fd),
                       ArraySpec(f"feat/{p}_spatial_mean", (L, D), fd)]
+        if "block" in self.points:  # artifact tokens (high-norm outliers) need every norm
+            specs.append(ArraySpec("feat/block_token_norm", (L, S), fd))
         if self.attention:
             specs += [ArraySpec("attn/cls_row", (L, H, S), fd),
                       ArraySpec("attn/spatial_mean_row", (L, H, S), fd),
@@ -123,6 +126,8 @@ class StreamingReducer:
         cls = x[:, 0] if self.P else spatial.mean(1)
         self._img[f"feat/{point}_cls"][layer] = cls
         self._img[f"feat/{point}_spatial_mean"][layer] = spatial.mean(1)
+        if point == "block":
+            self._img["feat/block_token_norm"][layer] = spatial.norm(dim=-1)
         if self._chunks:
             n = self._chunks * self.cka_b
             B = self.cka_b

@@ -10,6 +10,7 @@ Layout (Zarr v3 group; every array is written by one process, batch by batch)::
       labels                 [n] int64, the manifest's labels in manifest order
       feat/<point>_cls       [n, L, D]       token 0 of capture point <point> (e.g. block output)
       feat/<point>_spatial_mean [n, L, D]    mean over spatial tokens
+      feat/block_token_norm  [n, L, h·w]     norm of every spatial block output token
       attn/cls_row           [n, L, H, h·w]  CLS query over spatial keys
       attn/spatial_mean_row  [n, L, H, h·w]  mean spatial query over spatial keys
       attn/distance          [n, L, H]       mean attention distance (PROTOCOLS §2.5)
@@ -43,7 +44,7 @@ import zarr
 
 from vitlib.reducers import ArraySpec
 
-FORMAT = 1
+FORMAT = 2
 
 
 def progress_path(store: str | os.PathLike) -> Path:

@@ -57,3 +57,13 @@ class ManifestDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         item = self.manifest.items[i]
         return self.transform(load_rgb(str(self.manifest.abspath(item)))), i
+
+
+def view_image(path: str | "os.PathLike[str]", img_size: int):  # noqa: ANN201
+    """The ``center`` view of an image before normalisation, as ``uint8 [H, W, 3]`` (for
+    drawing attention over exactly the pixels the model saw)."""
+    import numpy as np
+
+    t = T.Compose([T.Resize(img_size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+                   T.CenterCrop(img_size)])
+    return np.asarray(t(load_rgb(str(path))), dtype=np.uint8)

@@ -1,0 +1,144 @@
+"""Attention analyses: offsets, taxonomy on synthetic heads of known class, store-based tables."""
+
+import numpy as np
+import pytest
+
+from vitlib.attention import aligned_aggregate
+from vitlib.attention.analyses import (TaxonomySettings, artifact_tokens_table, attention_offset,
+                                       average_maps, classify_head, head_metrics_table,
+                                       head_taxonomy_table)
+from vitlib.extract import run_extraction
+
+K = 14
+
+
+def head_from_target_fn(target):
+    """Attention [N, N] (one CLS + K×K) where query (r, c) spreads mass by target(r, c)->[K, K]."""
+    N = 1 + K * K
+    A = np.zeros((N, N))
+    A[0, 0] = 1
+    for q in range(K * K):
+        r, c = divmod(q, K)
+        m = target(r, c)
+        A[1 + q, 1:] = m.ravel() / m.sum()
+    return A
+
+
+def shift(dr, dc):
+    def t(r, c):
+        m = np.zeros((K, K))
+        m[min(max(r + dr, 0), K - 1), min(max(c + dc, 0), K - 1)] = 1
+        return m
+    return t
+
+
+def gaussian(sigma):
+    rr, cc = np.mgrid[0:K, 0:K]
+
+    def t(r, c):
+        return np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * sigma**2))
+    return t
+
+
+def row(r, c):
+    m = np.zeros((K, K))
+    m[r, :] = 1
+    return m
+
+
+def col(r, c):
+    m = np.zeros((K, K))
+    m[:, c] = 1
+    return m
+
+
+def uniform(r, c):
+    return np.ones((K, K))
+
+
+@pytest.mark.parametrize("target, cls, direction, offset", [
+    (shift(0, 0), "strict-local", "", (0, 0)),
+    (shift(0, 1), "offset-local", "right", (0, 1)),
+    (shift(0, -2), "offset-local", "left", (0, -2)),
+    (shift(-1, 0), "offset-local", "up", (-1, 0)),
+    (shift(1, 1), "offset-local", "down-right", (1, 1)),
+    (shift(-1, -1), "offset-local", "up-left", (-1, -1)),
+    (row, "axial-horizontal", "", None),
+    (col, "axial-vertical", "", None),
+    (gaussian(1.5), "soft-local", "", (0, 0)),
+    (uniform, "global", "", None),
+])
+def test_taxonomy_recovers_known_heads(target, cls, direction, offset):
+    aligned = aligned_aggregate(head_from_target_fn(target)[None], (K, K), 1)[0]
+    got = classify_head(aligned)
+    assert got["class"] == cls
+    assert got["direction"] == direction
+    if offset is not None:
+        assert (got["offset_rows"], got["offset_cols"]) == offset
+
+
+def test_taxonomy_thresholds_are_settings():
+    aligned = aligned_aggregate(head_from_target_fn(gaussian(1.5))[None], (K, K), 1)[0]
+    assert classify_head(aligned, TaxonomySettings(soft_mass=0.999))["class"] == "global"
+
+
+def test_offset_of_a_right_attending_head():
+    A = head_from_target_fn(shift(0, 1))
+    aligned = aligned_aggregate(A[None], (K, K), 1)
+    off = attention_offset(aligned)
+    M = 2 * K - 1
+    step = 2 / (M - 1)
+    # (K-1)/K of the queries attend one cell right, the last column attends itself
+    assert off["cx"][0] == pytest.approx(step * (K - 1) / K)
+    assert off["cy"][0] == pytest.approx(0, abs=1e-12)
+    assert off["d"][0] == pytest.approx(abs(off["cx"][0]))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_spec, tiny_world):
+    from vitlib.data.manifest import read_imagefolder
+
+    man = read_imagefolder(tiny_world / "imagenet" / "train", dataset="tiny", cka_batch_size=4)
+    out = tmp_path_factory.mktemp("s") / "center.zarr"
+    run_extraction(tiny_spec, man, "center", out, batch_size=8, progress=False)
+    return str(out)
+
+
+def test_average_maps_and_faithful_normaliser(store):
+    fixed = average_maps(store)
+    faithful = average_maps(store, aaam_normaliser="per_batch", faithful_batch_size=2)
+    np.testing.assert_allclose(faithful["aligned"], 2 * fixed["aligned"])
+    # every query row sums to 1, so every average map sums to 1 over keys
+    for m in ("all", "spatial", "spatial_pure", "cls"):
+        np.testing.assert_allclose(fixed[m].sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(fixed["aligned"].sum((-2, -1)), 1.0, rtol=1e-5)
+    assert fixed["spatial_pure"][..., 0].max() == 0
+
+
+def test_head_metrics_table_values(store):
+    t = head_metrics_table(store)
+    d = t[t.metric == "attention_distance"]
+    assert len(d) == 3 * 2 and d["value"].between(0, np.sqrt(2)).all()
+    sc = t[t.metric == "spatial_cls_attention"].set_index(["layer", "head"])["value"]
+    sc_faithful = head_metrics_table(store, spatial_cls_key="first_patch")
+    sf = sc_faithful[sc_faithful.metric == "spatial_cls_attention"].set_index(
+        ["layer", "head"])["value"]
+    maps = average_maps(store)
+    np.testing.assert_allclose(sc.to_numpy(), maps["spatial"][..., 0].ravel())
+    np.testing.assert_allclose(sf.to_numpy(), maps["spatial"][..., 1].ravel())
+    assert (sc_faithful["spatial_cls_key"] == "first_patch").all()
+
+
+def test_taxonomy_table_and_artifacts(store):
+    tax = head_taxonomy_table(store)
+    assert len(tax) == 6 and set(tax["class"]) <= {
+        "strict-local", "offset-local", "axial-horizontal", "axial-vertical", "soft-local",
+        "global"}
+    assert (tax["strict_mass"] == 0.7).all()
+    art = artifact_tokens_table(store, norm_factor=1.0)
+    frac = art[art.metric == "outlier_fraction"]["value"]
+    assert frac.between(0.2, 0.8).all()  # factor 1: tokens above the median, about half
+    share = art[art.metric == "cls_attention_share"]["value"].to_numpy()
+    assert np.isnan(share[-1]) and np.all((share[:-1] > 0) & (share[:-1] < 1))
+    none = artifact_tokens_table(store, norm_factor=100.0)
+    assert (none[none.metric == "outlier_fraction"]["value"] == 0).all()

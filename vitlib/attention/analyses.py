@@ -1,0 +1,258 @@
+"""Attention analyses computed from a finished store (PROTOCOLS §2; no forward pass).
+
+* :func:`average_maps` — dataset-average attention maps (§2.2) and aligned aggregated maps
+  (§2.3) from the store's sums, with the AAAM normaliser as a faithful/fixed setting.
+* :func:`attention_offset` — the average attention offset (§2.4) of aligned maps.
+* :func:`head_metrics_table` — tidy per-head table: distance, offset, spatial→CLS attention
+  (key index as a faithful/fixed setting), null-row fraction.
+* :func:`classify_heads` — the automatic head taxonomy (beyond the paper).
+* :func:`artifact_tokens_table` — high-norm outlier tokens and the CLS attention they draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from vitlib.store import open_store, store_meta
+
+AAAM_NORMALISERS = ("per_image", "per_batch")
+
+
+def _meta(g) -> dict[str, Any]:  # noqa: ANN001
+    return store_meta(g)
+
+
+def average_maps(store_path: str, *, aaam_normaliser: str = "per_image",
+                 faithful_batch_size: int = 2) -> dict[str, np.ndarray]:
+    """Dataset-average maps of a store.
+
+    Returns ``all``, ``spatial``, ``spatial_pure`` and ``cls`` ``[L, H, N]`` (mean over images
+    of the per-image mean over the mode's query rows, over all keys, PROTOCOLS §2.2) and
+    ``aligned`` ``[L, H, 2h−1, 2w−1]`` (§2.3).  ``aaam_normaliser``: ``per_image`` divides the
+    canvas by images × queries (what the paper describes); ``per_batch`` reproduces the
+    original code, which counted batches × queries with its batch size
+    ``faithful_batch_size`` (2), i.e. the true mean × that batch size.
+    """
+    if aaam_normaliser not in AAAM_NORMALISERS:
+        raise ValueError(f"aaam_normaliser must be one of {AAAM_NORMALISERS}, got {aaam_normaliser!r}")
+    g = open_store(store_path)
+    meta = _meta(g)
+    n = int(g["sums/n_images"][()])
+    if n == 0:
+        raise ValueError(f"{store_path}: the store holds no images")
+    h, w = meta["grid_hw"]
+    out = {m: np.asarray(g[f"sums/attn_map_{m}"]) / n for m in ("all", "spatial", "spatial_pure", "cls")}
+    aligned = np.asarray(g["sums/attn_aligned"]) / (n * h * w)
+    if aaam_normaliser == "per_batch":
+        aligned = aligned * faithful_batch_size
+    out["aligned"] = aligned
+    out["null_rows"] = np.asarray(g["sums/null_rows"]) / (n * h * w)
+    return out
+
+
+def attention_offset(aligned: np.ndarray) -> dict[str, np.ndarray]:
+    """Average attention offset (PROTOCOLS §2.4) of aligned maps ``[..., M, M]``.
+
+    Each map is normalised to sum 1 (all-zero maps give NaN); coordinates run from −1 to +1
+    across the canvas (x along columns, y along rows).  Returns ``cx``, ``cy`` and the offset
+    ``d = √(cx² + cy²)``, each ``[...]``.
+    """
+    Mr, Mc = aligned.shape[-2:]
+    tot = aligned.sum((-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = aligned / tot[..., None, None]
+    vy = 2 * np.arange(Mr) / (Mr - 1) - 1
+    vx = 2 * np.arange(Mc) / (Mc - 1) - 1
+    cx = (p * vx[None, :]).sum((-2, -1))
+    cy = (p * vy[:, None]).sum((-2, -1))
+    return {"cx": cx, "cy": cy, "d": np.sqrt(cx**2 + cy**2)}
+
+
+def head_metrics_table(store_path: str, *, aaam_normaliser: str = "per_image",
+                       spatial_cls_key: str = "cls") -> pd.DataFrame:
+    """Tidy per-head attention metrics of one store.
+
+    Metrics: ``attention_distance`` (§2.5, mean over images), ``offset``/``offset_x``/
+    ``offset_y`` (§2.4), ``spatial_cls_attention`` (mean attention spatial queries pay to the
+    CLS key; ``spatial_cls_key='first_patch'`` reproduces the original code's key index 1,
+    §8.1.1) and ``null_row_fraction`` (spatial rows with no spatial mass).
+    """
+    if spatial_cls_key not in ("cls", "first_patch"):
+        raise ValueError(f"spatial_cls_key must be 'cls' or 'first_patch', got {spatial_cls_key!r}")
+    g = open_store(store_path)
+    meta = _meta(g)
+    maps = average_maps(store_path, aaam_normaliser=aaam_normaliser)
+    dist = g["attn/distance"]
+    n = dist.shape[0]
+    acc = np.zeros(dist.shape[1:])
+    for lo in range(0, n, dist.chunks[0]):
+        acc += np.asarray(dist[lo:lo + dist.chunks[0]], dtype=np.float64).sum(0)
+    off = attention_offset(maps["aligned"])
+    P = int(meta["num_prefix_tokens"])
+    key = 0 if spatial_cls_key == "cls" else P  # index 1 for a model with one CLS token
+    metrics = {
+        "attention_distance": acc / n,
+        "offset": off["d"], "offset_x": off["cx"], "offset_y": off["cy"],
+        "spatial_cls_attention": (maps["spatial"][..., key] if P or key
+                                  else np.full(acc.shape, np.nan)),
+        "null_row_fraction": maps["null_rows"],
+    }
+    L, H = acc.shape
+    layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
+    frames = [pd.DataFrame({"layer": layer.ravel(), "head": head.ravel(), "metric": m,
+                            "value": np.asarray(v, dtype=float).ravel()})
+              for m, v in metrics.items()]
+    t = pd.concat(frames, ignore_index=True)
+    for k, v in {"model": meta["model"], "dataset": meta["dataset"], "view": meta["view"],
+                 "family": meta["spec"]["family"], "depth": L, "n_images": n,
+                 "aaam_normaliser": aaam_normaliser, "spatial_cls_key": spatial_cls_key}.items():
+        t[k] = v
+    return t
+
+
+# ---------------------------------------------------------------------------- taxonomy
+@dataclass(frozen=True)
+class TaxonomySettings:
+    """Thresholds of the head taxonomy (all masses are fractions of a normalised aligned map;
+    distances in tokens)."""
+
+    strict_mass: float = 0.7      # mass within Chebyshev radius 1 of the query → strict-local
+    local_mass: float = 0.5       # mass within radius 1 of an off-centre peak → offset-local
+    axial_mass: float = 0.6       # mass on the query's row (or column) → axial
+    soft_radius: int = 3          # Chebyshev radius of the soft-local window
+    soft_mass: float = 0.6        # mass within soft_radius of the query → soft-local
+
+
+TAXONOMY_CLASSES = ("strict-local", "offset-local", "axial-horizontal", "axial-vertical",
+                    "soft-local", "global")
+
+_DIRECTIONS = {(-1, 0): "up", (1, 0): "down", (0, -1): "left", (0, 1): "right",
+               (-1, -1): "up-left", (-1, 1): "up-right", (1, -1): "down-left",
+               (1, 1): "down-right"}
+
+
+def classify_head(aligned: np.ndarray, settings: TaxonomySettings = TaxonomySettings()
+                  ) -> dict[str, Any]:
+    """Classify one head from its aligned map ``[2h−1, 2w−1]`` (query at the centre).
+
+    Rules, first match wins: *strict-local* (≥ ``strict_mass`` within one token of the query);
+    *offset-local* (the peak is off-centre and ≥ ``local_mass`` lies within one token of it;
+    direction and offset in tokens from the peak, diagonals included); *axial-horizontal* /
+    *axial-vertical* (≥ ``axial_mass`` on the query's own row / column); *soft-local*
+    (≥ ``soft_mass`` within ``soft_radius`` tokens); otherwise *global*.
+    """
+    a = np.asarray(aligned, dtype=np.float64)
+    tot = a.sum()
+    Mr, Mc = a.shape
+    cr, cc = (Mr - 1) // 2, (Mc - 1) // 2
+    if tot <= 0:
+        return {"class": "global", "direction": "", "offset_rows": 0, "offset_cols": 0}
+    a = a / tot
+
+    def window(r: int, c: int, rad: int) -> float:
+        return float(a[max(r - rad, 0):r + rad + 1, max(c - rad, 0):c + rad + 1].sum())
+
+    pr, pc = np.unravel_index(int(np.argmax(a)), a.shape)
+    dr, dc = int(pr - cr), int(pc - cc)
+    out = {"direction": "", "offset_rows": dr, "offset_cols": dc}
+    if (dr, dc) == (0, 0) and window(cr, cc, 1) >= settings.strict_mass:
+        return {**out, "class": "strict-local"}
+    if (dr, dc) != (0, 0) and window(pr, pc, 1) >= settings.local_mass:
+        direction = _DIRECTIONS[(int(np.sign(dr)), int(np.sign(dc)))]
+        return {**out, "class": "offset-local", "direction": direction}
+    if a[cr, :].sum() >= settings.axial_mass:
+        return {**out, "class": "axial-horizontal"}
+    if a[:, cc].sum() >= settings.axial_mass:
+        return {**out, "class": "axial-vertical"}
+    if window(cr, cc, settings.soft_radius) >= settings.soft_mass:
+        return {**out, "class": "soft-local"}
+    return {**out, "class": "global"}
+
+
+def classify_heads(aligned_lhmm: np.ndarray, settings: TaxonomySettings = TaxonomySettings()
+                   ) -> pd.DataFrame:
+    """Classify every head of ``[L, H, M, M]`` aligned maps; one row per (layer, head)."""
+    rows = []
+    for layer in range(aligned_lhmm.shape[0]):
+        for head in range(aligned_lhmm.shape[1]):
+            rows.append({"layer": layer, "head": head,
+                         **classify_head(aligned_lhmm[layer, head], settings)})
+    return pd.DataFrame(rows)
+
+
+def head_taxonomy_table(store_path: str, settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The taxonomy of every head of a store's model, with the thresholds as columns."""
+    s = TaxonomySettings(**(settings or {}))
+    g = open_store(store_path)
+    meta = _meta(g)
+    t = classify_heads(average_maps(store_path)["aligned"], s)
+    for k, v in {"model": meta["model"], "dataset": meta["dataset"],
+                 "family": meta["spec"]["family"], "depth": meta["depth"], **asdict(s)}.items():
+        t[k] = v
+    return t
+
+
+# ---------------------------------------------------------------------------- artifacts
+def artifact_tokens_table(store_path: str, *, norm_factor: float = 3.0) -> pd.DataFrame:
+    """High-norm "artifact" tokens per layer (beyond the paper; cf. ViTs need registers).
+
+    A spatial token of block ``l``'s output is an outlier when its norm exceeds
+    ``norm_factor`` × the median spatial-token norm of that image and layer.  Per layer:
+    ``outlier_fraction`` (share of spatial tokens) and ``cls_attention_share`` (share of the
+    CLS query's spatial attention in block ``l + 1`` — which reads block ``l``'s output — that
+    lands on those tokens, mean over heads and images; NaN for the last block).
+    """
+    g = open_store(store_path)
+    meta = _meta(g)
+    norms = g["feat/block_token_norm"]
+    cls_rows = g["attn/cls_row"]
+    n, L, S = norms.shape
+    frac = np.zeros(L)
+    share = np.zeros(L)
+    step = norms.chunks[0]
+    for lo in range(0, n, step):
+        nm = np.asarray(norms[lo:lo + step], dtype=np.float32)          # [b, L, S]
+        med = np.median(nm, axis=-1, keepdims=True)
+        out = nm > norm_factor * med
+        frac += out.mean(-1).sum(0)
+        cr = np.asarray(cls_rows[lo:lo + step], dtype=np.float32)       # [b, L, H, S]
+        tot = cr.sum(-1)                                                # [b, L, H]
+        on = (cr[:, 1:] * out[:, :-1, None, :]).sum(-1)                 # block l+1 reads l
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sh = np.where(tot[:, 1:] > 0, on / tot[:, 1:], 0.0).mean(-1)  # [b, L-1]
+        share[:-1] += sh.sum(0)
+    share[-1] = np.nan
+    t = pd.DataFrame({"layer": np.repeat(np.arange(L), 2),
+                      "metric": ["outlier_fraction", "cls_attention_share"] * L,
+                      "value": np.stack([frac / n, share / n], 1).ravel()})
+    for k, v in {"model": meta["model"], "dataset": meta["dataset"],
+                 "family": meta["spec"]["family"], "depth": L,
+                 "num_prefix_tokens": meta["num_prefix_tokens"], "norm_factor": norm_factor,
+                 "n_images": n}.items():
+        t[k] = v
+    return t
+
+
+# ---------------------------------------------------------------------------- single images
+def image_attention_maps(store_path: str, indices: list[int]) -> dict[str, np.ndarray]:
+    """Per-image CLS and mean-spatial attention rows of chosen images (paper Figure 13).
+
+    Returns ``cls`` and ``spatial`` ``[n, L, H, h, w]`` (float32) and ``index`` ``[n]``.
+    """
+    g = open_store(store_path)
+    h, w = _meta(g)["grid_hw"]
+    n = g["attn/cls_row"].shape[0]
+    bad = [i for i in indices if not 0 <= i < n]
+    if bad:
+        raise IndexError(f"{store_path}: image indices {bad} outside 0..{n - 1}")
+    idx = np.asarray(sorted(indices), dtype=int)
+    out = {}
+    for name, arr in (("cls", "attn/cls_row"), ("spatial", "attn/spatial_mean_row")):
+        a = np.stack([np.asarray(g[arr][i], dtype=np.float32) for i in idx])
+        out[name] = a.reshape(*a.shape[:-1], h, w)
+    out["index"] = idx
+    return out

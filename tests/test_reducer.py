@@ -58,3 +58,29 @@ def test_incomplete_cka_minibatch_is_not_grammed(tiny_model):
     Capture(tiny_model)(torch.randn(6, 3, 32, 32), red)  # one full minibatch + 2 spare images
     _, chk = red.batch_arrays()
     assert chk["gram/block_all"].shape[0] == 1
+
+
+def test_residual_branches_grams_and_norm_ratios(tiny_model):
+    """Derived branches equal the sub-blocks' own outputs (timm ls1/ls2), Grams and ratios too."""
+    torch.manual_seed(2)
+    x = torch.randn(8, 3, 32, 32)
+    pts = ("attn_skip", "attn_branch", "mlp_skip", "mlp_branch", "norm1")
+    full = Capture(tiny_model, points=pts).collect(x).tokens
+    red = StreamingReducer(depth=3, num_heads=2, embed_dim=32, grid_hw=(4, 4), cka_batch_size=4,
+                           gram_points=("norm1", "attn_skip", "attn_branch", "mlp_branch"),
+                           residual_norms=True, feature_dtype="float32")
+    assert set(red.capture_points()) == {"block", "norm1", "attn_skip", "mlp_skip"}
+    Capture(tiny_model, points=red.capture_points())(x, red)
+    img, chk = red.batch_arrays()
+    for p in ("norm1", "attn_skip", "attn_branch", "mlp_branch"):
+        t = full[p].numpy().astype(np.float64)  # [L, B, N, D]
+        for c in range(2):
+            f = t[:, 4 * c:4 * c + 4].reshape(3, 4, -1)
+            np.testing.assert_allclose(chk[f"gram/{p}_all"][c], f @ f.transpose(0, 2, 1),
+                                       rtol=1e-4, atol=1e-4)
+    for sub in ("attn", "mlp"):
+        s, b = full[f"{sub}_skip"], full[f"{sub}_branch"]
+        ref = (s.flatten(2).norm(dim=-1) / b.flatten(2).norm(dim=-1)).T  # [B, L]
+        np.testing.assert_allclose(img[f"resid/{sub}_norm_ratio_all"], ref.numpy(), rtol=1e-4)
+        ref_cls = (s[:, :, 0].norm(dim=-1) / b[:, :, 0].norm(dim=-1)).T
+        np.testing.assert_allclose(img[f"resid/{sub}_norm_ratio_cls"], ref_cls.numpy(), rtol=1e-4)

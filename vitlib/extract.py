@@ -55,7 +55,8 @@ def run_extraction(
     dtype: str = "fp32",
     device: str = "auto",
     num_workers: int = 0,
-    points: tuple[str, ...] = ("block",),
+    gram_points: tuple[str, ...] = ("block",),
+    residual_norms: bool = False,
     feature_dtype: str = "float16",
     weights_path: str | None = None,
     progress: bool = True,
@@ -81,7 +82,8 @@ def run_extraction(
         "cka_batch_size": manifest.cka_batch_size,
         "dtype": dtype,
         "feature_dtype": feature_dtype,
-        "points": list(points),
+        "gram_points": list(gram_points),
+        "residual_norms": residual_norms,
         "depth": spec.depth,
         "num_heads": spec.num_heads,
         "embed_dim": spec.embed_dim,
@@ -91,7 +93,8 @@ def run_extraction(
     }
     reducer = StreamingReducer(
         depth=spec.depth, num_heads=spec.num_heads, embed_dim=spec.embed_dim, grid_hw=grid,
-        num_prefix_tokens=spec.num_prefix_tokens, token_points=points,
+        num_prefix_tokens=spec.num_prefix_tokens, token_points=("block",),
+        gram_points=gram_points, residual_norms=residual_norms,
         cka_batch_size=manifest.cka_batch_size, feature_dtype=feature_dtype)
     writer = StoreWriter(out, meta, image_specs=reducer.image_specs(),
                          chunk_specs=reducer.chunk_specs(), sum_specs=reducer.sum_specs(),
@@ -104,7 +107,8 @@ def run_extraction(
 
     if start < writer.n_batches:
         model = build_model(spec, weights_path, device=dev)
-        cap = Capture(model, points=points, attention=True, dtype=dtype)  # type: ignore[arg-type]
+        cap = Capture(model, points=reducer.capture_points(), attention=True,
+                      dtype=dtype)  # type: ignore[arg-type]
         ds = ManifestDataset(manifest, make_transform(view, spec.img_size, spec.mean, spec.std))
         sub = Subset(ds, range(start * bs, len(ds)))
         loader = DataLoader(sub, batch_size=bs, shuffle=False, num_workers=num_workers,

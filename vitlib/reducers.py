@@ -49,13 +49,18 @@ class StreamingReducer:
     depth, num_heads, embed_dim: network size.
     grid_hw: spatial token grid ``(h, w)``.
     num_prefix_tokens: CLS (+ registers) at the start of the sequence.
-    token_points: capture points whose tokens are reduced (``"block"`` at least).
+    token_points: points with per-image features (``"block"``: the block outputs).
+    gram_points: points with per-minibatch Grams; besides captured points
+        (:data:`~vitlib.models.capture.CAPTURE_POINTS`) the derived ``attn_branch`` /
+        ``mlp_branch`` = next stream − skip (exact for every family, BEiT's γ included).
+    residual_norms: per-image norm ratios skip / branch of both sub-blocks (§3.4).
     cka_batch_size: images per CKA minibatch; 0 disables Grams.
     feature_dtype: storage dtype of per-image features and attention rows.
     """
 
     def __init__(self, *, depth: int, num_heads: int, embed_dim: int, grid_hw: tuple[int, int],
                  num_prefix_tokens: int = 1, token_points: tuple[str, ...] = ("block",),
+                 gram_points: tuple[str, ...] = ("block",), residual_norms: bool = False,
                  attention: bool = True, cka_batch_size: int = 0,
                  feature_dtype: str = "float16") -> None:
         self.L, self.H, self.D = depth, num_heads, embed_dim
@@ -64,6 +69,8 @@ class StreamingReducer:
         self.S = self.grid_hw[0] * self.grid_hw[1]
         self.N = self.P + self.S
         self.points = token_points
+        self.gram_points = gram_points if cka_batch_size else ()
+        self.residual_norms = residual_norms
         self.attention = attention
         self.cka_b = cka_batch_size
         self.feature_dtype = feature_dtype
@@ -81,6 +88,9 @@ class StreamingReducer:
                       ArraySpec(f"feat/{p}_spatial_mean", (L, D), fd)]
         if "block" in self.points:  # artifact tokens (high-norm outliers) need every norm
             specs.append(ArraySpec("feat/block_token_norm", (L, S), fd))
+        if self.residual_norms:
+            specs += [ArraySpec(f"resid/{sub}_norm_ratio_{kind}", (L,), "float32")
+                      for sub in ("attn", "mlp") for kind in ("all", "cls", "spatial")]
         if self.attention:
             specs += [ArraySpec("attn/cls_row", (L, H, S), fd),
                       ArraySpec("attn/spatial_mean_row", (L, H, S), fd),
@@ -92,7 +102,15 @@ class StreamingReducer:
             return []
         b = self.cka_b
         return [ArraySpec(f"gram/{p}_{kind}", (self.L, b, b), "float32")
-                for p in self.points for kind in ("cls", "spatial", "all")]
+                for p in self.gram_points for kind in ("cls", "spatial", "all")]
+
+    def capture_points(self) -> tuple[str, ...]:
+        """The capture points the :class:`~vitlib.models.capture.Capture` must deliver."""
+        need = set(self.points) | set(self.gram_points)
+        if need & {"attn_branch", "mlp_branch"} or self.residual_norms:
+            need |= {"attn_skip", "mlp_skip", "block"}
+        return tuple(p for p in ("block", "norm1", "norm2", "attn_skip", "mlp_skip")
+                     if p in need)
 
     def sum_specs(self) -> list[ArraySpec]:
         if not self.attention:
@@ -109,6 +127,7 @@ class StreamingReducer:
     # ------------------------------------------------------------------ consumer API
     def begin_batch(self, batch_size: int) -> None:
         self._batch = batch_size
+        self._skip: torch.Tensor | None = None
         self._chunks = batch_size // self.cka_b if self.cka_b else 0
         self._layer_sums: dict[str, list[torch.Tensor | None]] = {
             s.name: [None] * self.L for s in self.sum_specs() if s.shape}
@@ -118,22 +137,45 @@ class StreamingReducer:
             s.name: [None] * self.L for s in self.chunk_specs()}
 
     def on_tokens(self, point: str, layer: int, x_bnd: torch.Tensor) -> None:
-        if point not in self.points:
-            return
         x = x_bnd.float()
-        spatial = x[:, self.P:]
-        # A model without a class token (SigLIP) is represented by its mean spatial token.
-        cls = x[:, 0] if self.P else spatial.mean(1)
-        self._img[f"feat/{point}_cls"][layer] = cls
-        self._img[f"feat/{point}_spatial_mean"][layer] = spatial.mean(1)
-        if point == "block":
-            self._img["feat/block_token_norm"][layer] = spatial.norm(dim=-1)
-        if self._chunks:
-            n = self._chunks * self.cka_b
-            B = self.cka_b
-            for kind, t in (("cls", cls[:n]), ("spatial", spatial[:n]), ("all", x[:n])):
-                flat = t.reshape(self._chunks, B, -1)
-                self._chk[f"gram/{point}_{kind}"][layer] = torch.bmm(flat, flat.transpose(1, 2))
+        if point in self.points:
+            spatial = x[:, self.P:]
+            # A model without a class token (SigLIP) is represented by its mean spatial token.
+            self._img[f"feat/{point}_cls"][layer] = x[:, 0] if self.P else spatial.mean(1)
+            self._img[f"feat/{point}_spatial_mean"][layer] = spatial.mean(1)
+            if point == "block":
+                self._img["feat/block_token_norm"][layer] = spatial.norm(dim=-1)
+        self._grams(point, layer, x)
+        # Residual branches, derived exactly: the stream after a sub-block minus its skip.
+        if point == "attn_skip":
+            self._skip = x
+        elif point == "mlp_skip" and self._skip is not None:
+            self._branch("attn", layer, self._skip, x)
+            self._skip = x
+        elif point == "block" and self._skip is not None:
+            self._branch("mlp", layer, self._skip, x)
+            self._skip = None
+
+    def _branch(self, sub: str, layer: int, skip: torch.Tensor, after: torch.Tensor) -> None:
+        branch = after - skip
+        self._grams(f"{sub}_branch", layer, branch)
+        if self.residual_norms:
+            P = self.P
+            for kind, sl in (("all", slice(None)), ("cls", slice(0, max(P, 1))),
+                             ("spatial", slice(P, None))):
+                s_n = skip[:, sl].flatten(1).norm(dim=1)
+                b_n = branch[:, sl].flatten(1).norm(dim=1)
+                self._img[f"resid/{sub}_norm_ratio_{kind}"][layer] = s_n / b_n.clamp_min(1e-30)
+
+    def _grams(self, point: str, layer: int, x: torch.Tensor) -> None:
+        if not self._chunks or point not in self.gram_points:
+            return
+        n, B = self._chunks * self.cka_b, self.cka_b
+        spatial = x[:n, self.P:]
+        cls = x[:n, 0] if self.P else spatial.mean(1)
+        for kind, t in (("cls", cls), ("spatial", spatial), ("all", x[:n])):
+            flat = t.reshape(self._chunks, B, -1)
+            self._chk[f"gram/{point}_{kind}"][layer] = torch.bmm(flat, flat.transpose(1, 2))
 
     def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:
         if not self.attention:

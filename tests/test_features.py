@@ -1,0 +1,103 @@
+"""Clustering scores and the feature-analysis tables computed from stores."""
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+
+from vitlib.extract import run_extraction
+from vitlib.metrics.cka import linear_cka
+from vitlib.metrics.clustering import cluster_scores, kmeans_labels, noise_like, purity
+from vitlib.metrics.tables import (clustering_table, cka_pair_table, last_layer_cka_table,
+                                   residual_table)
+
+ALL_POINTS = ("block", "norm1", "norm2", "attn_skip", "attn_branch", "mlp_skip", "mlp_branch")
+
+
+def test_purity_hand_cases():
+    assert purity([0, 0, 1, 1], [5, 5, 7, 7]) == 1.0
+    assert purity([0, 0, 1, 1], [3, 3, 3, 3]) == 0.5
+    assert purity([0, 1, 1, 2, 2, 2], [0, 0, 0, 1, 1, 1]) == pytest.approx(5 / 6)
+    with pytest.raises(ValueError):
+        purity([], [])
+
+
+def test_faiss_kmeans_finds_separated_clusters_like_sklearn():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(5, 16)) * 10
+    y = np.repeat(np.arange(5), 40)
+    x = centres[y] + rng.normal(size=(200, 16))
+    s = cluster_scores(x, y, 5, seed=0)
+    assert s == {"nmi": pytest.approx(1.0), "ari": pytest.approx(1.0), "purity": 1.0}
+    sk = KMeans(5, n_init=10, random_state=0).fit_predict(x)
+    assert purity(sk, kmeans_labels(x, 5)) == 1.0  # the same partition
+    np.testing.assert_array_equal(kmeans_labels(x, 5, seed=3), kmeans_labels(x, 5, seed=3))
+
+
+def test_noise_baselines():
+    g = noise_like((100, 8), "gaussian", 0)
+    u = noise_like((100, 8), "uniform", 0)
+    assert abs(g.mean()) < 0.3 and u.min() >= 0 and u.max() < 1
+    np.testing.assert_array_equal(g, noise_like((100, 8), "gaussian", 0))
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory, tiny_world):
+    from vitlib.data.manifest import read_imagefolder
+    from vitlib.models import spec_from_config
+    from conftest import TINY_ARCH
+
+    man = read_imagefolder(tiny_world / "imagenet" / "train", dataset="tiny", cka_batch_size=8)
+    d = tmp_path_factory.mktemp("fs")
+    out = {}
+    for name, seed in (("a", 0), ("b", 1)):
+        spec = spec_from_config(name, {**TINY_ARCH, "init_seed": seed})
+        out[name] = str(d / f"{name}.zarr")
+        run_extraction(spec, man, "center", out[name], batch_size=16, progress=False,
+                       gram_points=ALL_POINTS, residual_norms=True, feature_dtype="float32")
+    return out
+
+
+def test_self_cka_grid_is_symmetric_with_unit_diagonal(stores):
+    t = cka_pair_table(stores["a"], stores["a"], points="norm")
+    grid = t.pivot(index="row", columns="col", values="value").to_numpy()
+    assert grid.shape == (6, 6)  # norm1, norm2 of 3 blocks
+    np.testing.assert_allclose(np.diag(grid), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(grid, grid.T, rtol=1e-9)
+    assert list(t["point_x"][:2]) == ["norm1", "norm1"] and t["layer_x"].max() == 2
+
+
+def test_between_model_block_cka_equals_feature_cka(stores):
+    """From stored Grams == from the features themselves (CLS tokens, one layer)."""
+    import zarr
+
+    t = cka_pair_table(stores["a"], stores["b"], points="block", kind="cls")
+    ga, gb = zarr.open_group(stores["a"]), zarr.open_group(stores["b"])
+    xa = np.asarray(ga["feat/block_cls"][:, 1], dtype=np.float64)
+    xb = np.asarray(gb["feat/block_cls"][:, 2], dtype=np.float64)
+    from vitlib.metrics.cka import minibatch_cka
+
+    ref = minibatch_cka(list(xa.reshape(4, 8, -1)), list(xb.reshape(4, 8, -1)))
+    got = t[(t.layer_x == 1) & (t.layer_y == 2)]["value"].item()
+    assert got == pytest.approx(ref, rel=1e-6)
+    assert 0 < got <= 1
+
+
+def test_last_layer_and_residual_tables(stores):
+    t = last_layer_cka_table([stores["a"], stores["b"]])
+    assert set(t["kind"]) == {"all", "cls", "spatial"} and len(t) == 3 * 4
+    diag = t[t.model_x == t.model_y]["value"]
+    np.testing.assert_allclose(diag, 1.0, rtol=1e-9)
+    r = residual_table(stores["a"])
+    attn = r[(r.sub_block == "attn") & (r.metric == "cka")]
+    assert len(attn) == 9 and attn["value"].between(-0.2, 1.0001).all()
+    ratio = r[(r.sub_block == "mlp") & (r.metric == "norm_ratio_all")]["value"]
+    assert len(ratio) == 3 and (ratio > 0).all()
+
+
+def test_clustering_table(stores):
+    t = clustering_table(stores["a"], seed=0, n_init=2)
+    assert t["k"].iloc[0] == 4
+    assert set(t["feature"]) == {"cls", "spatial", "noise"}
+    assert t["value"].between(-1, 1).all() and len(t) == (2 * 3 + 1) * 3
+    pur = t[(t.metric == "purity")]["value"]
+    assert (pur >= 0.25).all()  # 4 balanced classes: purity is at least chance

@@ -1,0 +1,1 @@
+"""Feature metrics: CKA (from features or stored Grams) and clustering scores."""

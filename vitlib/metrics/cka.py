@@ -1,0 +1,131 @@
+"""Centered kernel alignment (linear kernel) with the unbiased HSIC estimator.
+
+Paper eq. 1–2 / PROTOCOLS §3.1: for minibatches ``i`` of ``n`` examples with linear Grams
+``K_i = X_i X_iᵀ`` and ``L_i = Y_i Y_iᵀ`` (diagonals zeroed),
+
+    HSIC_u(K, L) = [tr(K L) + 1ᵀK1 · 1ᵀL1 / ((n−1)(n−2)) − 2/(n−2) · 1ᵀ K L 1] / (n(n−3))
+    CKA = Σ_i HSIC_u(K_i, L_i) / sqrt(Σ_i HSIC_u(K_i, K_i) · Σ_i HSIC_u(L_i, L_i))
+
+:func:`cka_grid_from_grams` evaluates every layer pair of two models from Grams stored at
+extraction in two matrix products per minibatch: ``tr(K L) = ⟨K, L⟩`` (Grams are
+symmetric) and ``1ᵀ K L 1 = (K1)·(L1)``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _t(x: ArrayLike) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    return t.to(torch.float64)
+
+
+def minmax_rescale(grams: torch.Tensor) -> torch.Tensor:
+    """The original code's per-Gram rescaling ``(K − min K) / max(K − min K)`` over all
+    entries (PROTOCOLS §3.1 step 3; the ``faithful`` setting)."""
+    lo = grams.amin(dim=(-2, -1), keepdim=True)
+    k = grams - lo
+    hi = k.amax(dim=(-2, -1), keepdim=True)
+    return k / torch.where(hi > 0, hi, torch.ones_like(hi))
+
+
+def hsic_terms(grams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Zero the diagonals of ``[..., n, n]`` Grams; return (K̃ flattened, row sums, total)."""
+    n = grams.shape[-1]
+    k = grams.clone()
+    k.diagonal(dim1=-2, dim2=-1).zero_()
+    return k.reshape(*k.shape[:-2], n * n), k.sum(-1), k.sum((-2, -1))
+
+
+def hsic_grid(grams_x: torch.Tensor, grams_y: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC between every layer pair, summed over minibatches.
+
+    ``grams_x`` ``[C, Lx, n, n]``, ``grams_y`` ``[C, Ly, n, n]`` → ``[Lx, Ly]``.
+    """
+    C, _, n, _ = grams_x.shape
+    if n < 4:
+        raise ValueError(f"unbiased HSIC needs minibatches of at least 4 examples, got {n}")
+    if grams_y.shape[0] != C or grams_y.shape[-1] != n:
+        raise ValueError(f"Gram stacks differ: {tuple(grams_x.shape)} vs {tuple(grams_y.shape)}")
+    kx, rx, sx = hsic_terms(grams_x)
+    ky, ry, sy = hsic_terms(grams_y)
+    tr = torch.bmm(kx, ky.transpose(1, 2))                      # [C, Lx, Ly]
+    ones = sx[:, :, None] * sy[:, None, :] / ((n - 1) * (n - 2))
+    cross = torch.bmm(rx, ry.transpose(1, 2)) * (2.0 / (n - 2))
+    return ((tr + ones - cross) / (n * (n - 3))).sum(0)
+
+
+def hsic_self(grams: torch.Tensor) -> torch.Tensor:
+    """``Σ_i HSIC_u(K_i, K_i)`` per layer: ``[C, L, n, n]`` → ``[L]``."""
+    C, L, n, _ = grams.shape
+    k, r, s = hsic_terms(grams)
+    tr = (k * k).sum(-1)
+    return ((tr + s * s / ((n - 1) * (n - 2)) - (r * r).sum(-1) * (2.0 / (n - 2)))
+            / (n * (n - 3))).sum(0)
+
+
+def cka_grid_from_grams(grams_x: ArrayLike, grams_y: ArrayLike, *, minmax: bool = False
+                        ) -> np.ndarray:
+    """Minibatch CKA between every layer of two models from stored Grams.
+
+    Parameters
+    ----------
+    grams_x, grams_y : ``[C, Lx, n, n]`` and ``[C, Ly, n, n]`` — the Gram matrices of the same
+        ``C`` minibatches (same images in the same order) for each layer.
+    minmax : rescale each Gram to [0, 1] first (the original code; ``faithful``).
+
+    Returns
+    -------
+    ``[Lx, Ly]`` float64 CKA values.
+    """
+    gx, gy = _t(grams_x), _t(grams_y)
+    if minmax:
+        gx, gy = minmax_rescale(gx), minmax_rescale(gy)
+    num = hsic_grid(gx, gy)
+    den = torch.sqrt(hsic_self(gx)[:, None] * hsic_self(gy)[None, :])
+    return (num / den).numpy()
+
+
+def gram(x: ArrayLike) -> torch.Tensor:
+    t = _t(x)
+    t = t.reshape(t.shape[0], -1)
+    return t @ t.T
+
+
+def linear_cka(x: ArrayLike, y: ArrayLike, unbiased: bool = True) -> float:
+    """Linear CKA of ``x`` ``[n, d1]`` and ``y`` ``[n, d2]`` (one batch).
+
+    ``unbiased=True`` uses the unbiased HSIC estimator (needs n ≥ 4); ``False`` the biased
+    one, ``HSIC(K, L) = tr(K H L H) / (n−1)²`` with the centring matrix ``H``.
+    """
+    kx, ky = gram(x), gram(y)
+    if kx.shape != ky.shape:
+        raise ValueError(f"x and y need the same number of rows: {kx.shape[0]} vs {ky.shape[0]}")
+    if unbiased:
+        return float(cka_grid_from_grams(kx[None, None], ky[None, None])[0, 0])
+    n = kx.shape[0]
+    h = torch.eye(n, dtype=kx.dtype) - 1.0 / n
+    kc, lc = h @ kx @ h, h @ ky @ h
+    return float((kc * lc).sum() / torch.sqrt((kc * kc).sum() * (lc * lc).sum()))
+
+
+def minibatch_cka(batches_x: Sequence[ArrayLike], batches_y: Sequence[ArrayLike]) -> float:
+    """Minibatch CKA (paper eq. 2) over equally long lists of ``[n_i, d]`` arrays.
+
+    Batches may differ in size (each HSIC uses its own ``n_i``).
+    """
+    if len(batches_x) != len(batches_y) or not batches_x:
+        raise ValueError("batches_x and batches_y must be equally long and non-empty")
+    num = sxx = syy = 0.0
+    for bx, by in zip(batches_x, batches_y):
+        kx, ky = gram(bx)[None, None], gram(by)[None, None]
+        num += float(hsic_grid(kx, ky)[0, 0])
+        sxx += float(hsic_self(kx)[0])
+        syy += float(hsic_self(ky)[0])
+    return num / float(np.sqrt(sxx * syy))

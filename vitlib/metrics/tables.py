@@ -1,0 +1,130 @@
+"""Feature analyses on finished stores (PROTOCOLS §3): tidy tables, no forward pass."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from vitlib.metrics.cka import cka_grid_from_grams
+from vitlib.metrics.clustering import cluster_scores, noise_like
+from vitlib.store import open_store, store_meta
+
+#: "norm": the paper's grids over norm1/norm2 of every block (2L rows, §3.2);
+#: "block": block outputs (L rows).
+GRID_POINTS = {"norm": ("norm1", "norm2"), "block": ("block",)}
+
+
+def _grams(g, point: str, kind: str) -> np.ndarray:  # noqa: ANN001
+    name = f"gram/{point}_{kind}"
+    if name not in g:
+        raise KeyError(f"store has no {name}: extract with extract.gram_points including {point!r}")
+    return np.asarray(g[name][...], dtype=np.float64)  # [C, L, n, n]
+
+
+def _interleaved(g, points: Sequence[str], kind: str) -> tuple[np.ndarray, list[tuple[str, int]]]:  # noqa: ANN001
+    """Stack Grams of several points per block in module order: [C, L·len(points), n, n]."""
+    gs = [_grams(g, p, kind) for p in points]
+    C, L = gs[0].shape[:2]
+    out = np.stack(gs, 2).reshape(C, L * len(points), *gs[0].shape[2:])
+    labels = [(p, layer) for layer in range(L) for p in points]
+    return out, labels
+
+
+def _same_partition(gx, gy, px: str, py: str) -> None:  # noqa: ANN001
+    mx, my = store_meta(gx), store_meta(gy)
+    if mx["manifest_digest"] != my["manifest_digest"] or mx["cka_batch_size"] != my["cka_batch_size"]:
+        raise ValueError(f"{px} and {py} were extracted from different manifests or CKA"
+                         " partitions; CKA needs the same images in the same minibatches")
+
+
+def cka_pair_table(store_x: str, store_y: str, *, points: str = "norm", kind: str = "all",
+                   minmax: bool = False) -> pd.DataFrame:
+    """Layer × layer CKA between two models (or one model with itself, §3.2)."""
+    gx, gy = open_store(store_x), open_store(store_y)
+    _same_partition(gx, gy, store_x, store_y)
+    kx, lx = _interleaved(gx, GRID_POINTS[points], kind)
+    ky, ly = _interleaved(gy, GRID_POINTS[points], kind)
+    grid = cka_grid_from_grams(kx, ky, minmax=minmax)
+    i, j = np.meshgrid(np.arange(len(lx)), np.arange(len(ly)), indexing="ij")
+    return pd.DataFrame({
+        "model_x": store_meta(gx)["model"], "model_y": store_meta(gy)["model"],
+        "row": i.ravel(), "col": j.ravel(),
+        "point_x": [lx[a][0] for a in i.ravel()], "layer_x": [lx[a][1] for a in i.ravel()],
+        "point_y": [ly[b][0] for b in j.ravel()], "layer_y": [ly[b][1] for b in j.ravel()],
+        "value": grid.ravel(), "points": points, "kind": kind, "minmax": minmax,
+    })
+
+
+def last_layer_cka_table(stores: Sequence[str], *, minmax: bool = False) -> pd.DataFrame:
+    """CKA between the last block outputs of every model pair, for all / CLS / spatial tokens
+    (paper Figures 6, 19)."""
+    gs = [open_store(s) for s in stores]
+    for s, g in zip(stores[1:], gs[1:]):
+        _same_partition(gs[0], g, stores[0], s)
+    rows = []
+    for kind in ("all", "cls", "spatial"):
+        last = [_grams(g, "block", kind)[:, -1:] for g in gs]
+        for a, ga in enumerate(gs):
+            for b, gb in enumerate(gs):
+                if b < a:
+                    continue
+                v = float(cka_grid_from_grams(last[a], last[b], minmax=minmax)[0, 0])
+                for x, y in {(a, b), (b, a)}:
+                    rows.append({"model_x": store_meta(gs[x])["model"],
+                                 "model_y": store_meta(gs[y])["model"],
+                                 "kind": kind, "value": v, "minmax": minmax})
+    return pd.DataFrame(rows)
+
+
+def residual_table(store: str, *, minmax: bool = False) -> pd.DataFrame:
+    """Residual connections (§3.4): CKA skip (rows) vs branch (columns) per sub-block, and
+    mean norm ratios ‖skip‖ / ‖branch‖ per block for all / CLS / spatial tokens."""
+    g = open_store(store)
+    meta = store_meta(g)
+    frames = []
+    for sub in ("attn", "mlp"):
+        grid = cka_grid_from_grams(_grams(g, f"{sub}_skip", "all"),
+                                   _grams(g, f"{sub}_branch", "all"), minmax=minmax)
+        i, j = np.meshgrid(np.arange(grid.shape[0]), np.arange(grid.shape[1]), indexing="ij")
+        frames.append(pd.DataFrame({"sub_block": sub, "metric": "cka", "layer_x": i.ravel(),
+                                    "layer_y": j.ravel(), "value": grid.ravel()}))
+        for kind in ("all", "cls", "spatial"):
+            name = f"resid/{sub}_norm_ratio_{kind}"
+            if name in g:
+                r = np.asarray(g[name][...], dtype=np.float64).mean(0)
+                frames.append(pd.DataFrame({"sub_block": sub, "metric": f"norm_ratio_{kind}",
+                                            "layer_x": np.arange(len(r)), "layer_y": -1,
+                                            "value": r}))
+    t = pd.concat(frames, ignore_index=True)
+    t["model"], t["family"], t["depth"], t["minmax"] = (meta["model"], meta["spec"]["family"],
+                                                         meta["depth"], minmax)
+    return t
+
+
+def clustering_table(store: str, *, k: int | None = None, seed: int = 0, n_init: int = 10,
+                     noise: str = "gaussian") -> pd.DataFrame:
+    """Image-level clustering per layer (§3.5): k-means on CLS and on mean-pooled spatial
+    features against the class labels; ``feature='noise'`` rows are the random-chance
+    baseline (noise of the same shape, seeded; ``noise='uniform'`` is the faithful variant)."""
+    g = open_store(store)
+    meta = store_meta(g)
+    y = np.asarray(g["labels"][...])
+    k = k or int(len(np.unique(y)))
+    rows = []
+    for feat, name in (("cls", "feat/block_cls"), ("spatial", "feat/block_spatial_mean")):
+        arr = g[name]
+        for layer in range(arr.shape[1]):
+            x = np.asarray(arr[:, layer], dtype=np.float32)
+            for m, v in cluster_scores(x, y, k, seed=seed, n_init=n_init).items():
+                rows.append({"feature": feat, "layer": layer, "metric": m, "value": v})
+    x = noise_like((len(y), meta["embed_dim"]), noise, seed)
+    for m, v in cluster_scores(x, y, k, seed=seed, n_init=n_init).items():
+        rows.append({"feature": "noise", "layer": -1, "metric": m, "value": v})
+    t = pd.DataFrame(rows)
+    for col, v in {"model": meta["model"], "dataset": meta["dataset"],
+                   "family": meta["spec"]["family"], "depth": meta["depth"], "k": k,
+                   "seed": seed, "noise": noise, "n_images": len(y)}.items():
+        t[col] = v
+    return t

@@ -14,6 +14,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/extract.smk"
 include: "rules/attention.smk"
+include: "rules/features.smk"
 
 
 rule all:

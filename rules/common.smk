@@ -23,6 +23,8 @@ VIEWS = ["center"]
 
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
+    mx="|".join(map(re.escape, MODELS)),
+    my="|".join(map(re.escape, MODELS)),
     dataset="|".join(map(re.escape, DATASETS)),
     view="|".join(VIEWS),
 
@@ -85,4 +87,13 @@ def all_targets():
         if at["images"]:
             targets += expand(results("figures", ds, "attention_images", "{model}.{ext}"),
                               model=MODELS, ext=FIG_FORMATS)
+    ft = analysis("features")
+    for ds in ft.get("datasets", []):
+        targets += expand(results("figures", ds, "{fig}.{ext}"), ext=FIG_FORMATS,
+                          fig=["cka_grids", "cka_last_layer", "residual", "clustering"])
     return targets
+
+
+def model_pairs():
+    """Unordered model pairs in config order, self-pairs included (within-model grids)."""
+    return [(a, b) for i, a in enumerate(MODELS) for b in MODELS[i:]]

@@ -32,6 +32,8 @@ rule extract:
         batch_size=config["extract"]["batch_size"],
         dtype=config["extract"]["dtype"],
         feature_dtype=config["extract"]["feature_dtype"],
+        gram_points=config["extract"]["gram_points"],
+        residual_norms=config["extract"]["residual_norms"],
     threads: config["extract"]["threads"]
     resources:
         gpu=1 if config["extract"]["device"].startswith("cuda") else 0,

@@ -32,7 +32,8 @@ def tiny_config(**extra_datasets) -> dict:
                              "generate": {"size": "tiny", "seed": 0, "per_class": 6}}},
         "extract": {"batch_size": 8, "threads": 1},
         "analyses": {"attention_distance": {"datasets": ["toy", *extra_datasets]},
-                     "attention": {"datasets": ["toy"], "images": 1}},
+                     "attention": {"datasets": ["toy"], "images": 1},
+                     "features": {"datasets": ["toy"], "clustering_n_init": 2}},
         "figures": {"formats": ["pdf", "png"], "dpi": 60},
     }
     cfg["datasets"].update(extra_datasets)
@@ -103,7 +104,16 @@ def test_full_run_produces_real_outputs(done_run):
     assert set(hm["metric"]) >= {"attention_distance", "offset", "spatial_cls_attention"}
     maps = np.load(res / "tables/toy/attention_maps/tiny_a.npz")
     np.testing.assert_allclose(maps["cls"].sum(-1), 1.0, rtol=1e-4)
-    for f in ("attention_offset", "head_taxonomy", "artifact_tokens",
+    # feature analyses: the within-model grid is symmetric with a unit diagonal
+    g = pd.read_csv(res / "tables/toy/cka/tiny_a__tiny_a.csv").pivot(
+        index="row", columns="col", values="value").to_numpy()
+    assert g.shape == (6, 6) and np.allclose(np.diag(g), 1.0) and np.allclose(g, g.T)
+    assert (res / "tables/toy/cka/tiny_a__tiny_b.csv").exists()
+    assert not (res / "tables/toy/cka/tiny_b__tiny_a.csv").exists()  # unordered pairs
+    cl = pd.read_csv(res / "tables/toy/clustering/tiny_b.csv")
+    assert set(cl["feature"]) == {"cls", "spatial", "noise"} and cl["value"].notna().all()
+    for f in ("cka_grids", "cka_last_layer", "residual", "clustering",
+              "attention_offset", "head_taxonomy", "artifact_tokens",
               "attention_maps/tiny_a_aligned", "attention_images/tiny_b"):
         assert (res / "figures" / "toy" / f"{f}.png").stat().st_size > 1000, f
 

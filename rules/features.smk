@@ -1,0 +1,102 @@
+# Feature analyses (PROTOCOLS §3) from the stored Grams and features; figures read tables.
+
+
+def features_store(model, dataset):
+    return store_marker(model, dataset, analysis("features")["view"])
+
+
+rule cka_pair:
+    input:
+        x=lambda wc: features_store(wc.mx, wc.dataset),
+        y=lambda wc: features_store(wc.my, wc.dataset),
+    output:
+        results("tables", "{dataset}", "cka", "{mx}__{my}.csv"),
+    params:
+        points=lambda wc: analysis("features")["cka_points"],
+        kind=lambda wc: analysis("features")["cka_kind"],
+        minmax=lambda wc: analysis("features")["cka_minmax"],
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        results("logs", "cka", "{dataset}", "{mx}__{my}.log"),
+    script:
+        "../workflow_scripts/cka_pair.py"
+
+
+rule cka_last_layer:
+    input:
+        lambda wc: [features_store(m, wc.dataset) for m in MODELS],
+    output:
+        results("tables", "{dataset}", "cka_last_layer.csv"),
+    params:
+        minmax=lambda wc: analysis("features")["cka_minmax"],
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        results("logs", "cka_last_layer", "{dataset}.log"),
+    script:
+        "../workflow_scripts/cka_last_layer.py"
+
+
+rule residual:
+    input:
+        lambda wc: features_store(wc.model, wc.dataset),
+    output:
+        results("tables", "{dataset}", "residual", "{model}.csv"),
+    params:
+        minmax=lambda wc: analysis("features")["cka_minmax"],
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        results("logs", "residual", "{dataset}", "{model}.log"),
+    script:
+        "../workflow_scripts/residual.py"
+
+
+rule clustering:
+    input:
+        lambda wc: features_store(wc.model, wc.dataset),
+    output:
+        results("tables", "{dataset}", "clustering", "{model}.csv"),
+    params:
+        k=lambda wc: analysis("features")["clustering_k"],
+        seed=lambda wc: analysis("features")["clustering_seed"],
+        n_init=lambda wc: analysis("features")["clustering_n_init"],
+        noise=lambda wc: analysis("features")["noise"],
+    threads: 2
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        results("logs", "clustering", "{dataset}", "{model}.log"),
+    script:
+        "../workflow_scripts/clustering.py"
+
+
+FEATURE_FIGURE_INPUTS = {
+    "cka_grids": lambda ds: [results("tables", ds, "cka", f"{a}__{b}.csv") for a, b in model_pairs()],
+    "cka_last_layer": lambda ds: [results("tables", ds, "cka_last_layer.csv")],
+    "residual": lambda ds: [results("tables", ds, "residual", f"{m}.csv") for m in MODELS],
+    "clustering": lambda ds: [results("tables", ds, "clustering", f"{m}.csv") for m in MODELS],
+}
+
+
+rule figure_features:
+    input:
+        lambda wc: FEATURE_FIGURE_INPUTS[wc.fig](wc.dataset),
+    output:
+        report(
+            expand(results("figures", "{{dataset}}", "{{fig}}.{ext}"), ext=FIG_FORMATS),
+            caption="../report/{fig}.rst",
+            category="Features",
+        ),
+    wildcard_constraints:
+        fig="cka_grids|cka_last_layer|residual|clustering",
+    params:
+        dpi=config["figures"]["dpi"],
+        models=MODELS,
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        results("logs", "figures", "{dataset}", "{fig}.log"),
+    script:
+        "../workflow_scripts/figure_features.py"

@@ -1,0 +1,120 @@
+"""Downstream metrics against hand-computed cases and independent formulations."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+
+from vitlib.downstream.davis import (boundary_f, evaluate_sequence, propagate_labels,
+                                     region_similarity, soft_to_labels)
+from vitlib.downstream.keypoints import pck
+from vitlib.downstream.knn import knn_accuracy, knn_predict, knn_topk_streaming
+from vitlib.downstream.retrieval import revisited_map
+
+
+# ------------------------------------------------------------------------------ k-NN
+def test_knn_matches_brute_force_vote():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    ytr = rng.integers(0, 4, 300)
+    xtr = centres[ytr] + 0.8 * rng.normal(size=(300, 16))
+    yte = rng.integers(0, 4, 50)
+    xte = centres[yte] + 0.8 * rng.normal(size=(50, 16))
+    k, T = 10, 0.07
+    # independent: cosine similarities, explicit top-k, weighted vote
+    a = xtr / np.linalg.norm(xtr, axis=1, keepdims=True)
+    b = xte / np.linalg.norm(xte, axis=1, keepdims=True)
+    sim = b @ a.T
+    nn = np.argsort(-sim, axis=1)[:, :k]
+    ref = np.array([np.bincount(ytr[nn[i]], weights=np.exp(sim[i, nn[i]] / T), minlength=4).argmax()
+                    for i in range(50)])
+    got = knn_predict(xtr, ytr, xte, k=k, temperature=T, chunk_size=64)  # 5 streamed chunks
+    np.testing.assert_array_equal(got, ref)
+    assert (got == yte).mean() > 0.8
+    top5 = knn_predict(xtr, ytr, xte, k=k, top5=True)
+    assert top5.shape == (50, 4) and (top5[:, 0] == got).all()  # only 4 classes exist
+
+
+def test_streaming_topk_equals_one_shot():
+    rng = np.random.default_rng(1)
+    xtr, xte = rng.normal(size=(1000, 8)), rng.normal(size=(20, 8))
+    d1, i1 = knn_topk_streaming([xtr], xte, 7)
+    d2, i2 = knn_topk_streaming([xtr[i:i + 97] for i in range(0, 1000, 97)], xte, 7)
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(d1, d2, rtol=1e-6)
+
+
+def test_knn_accuracy_uniform_weights_agree_with_sklearn():
+    rng = np.random.default_rng(2)
+    xtr, ytr = rng.normal(size=(200, 5)), rng.integers(0, 3, 200)
+    xte, yte = rng.normal(size=(40, 5)), rng.integers(0, 3, 40)
+    sims, idx = knn_topk_streaming([xtr], xte, 15)
+    acc = knn_accuracy(sims, ytr[idx], yte, [1, 15], num_classes=3, temperature=1e9)
+    sk = KNeighborsClassifier(1, metric="cosine").fit(xtr, ytr).predict(xte)
+    assert acc[1]["top1"] == pytest.approx((sk == yte).mean() * 100)
+
+
+# ------------------------------------------------------------------------------ retrieval
+def test_revisited_map_hand_case():
+    # db of 6 images; one query; ranking 0..5
+    ranks = np.arange(6)[:, None]
+    gnd = [{"easy": [0, 3], "hard": [5], "junk": [1]}]
+    m = revisited_map(ranks, gnd, "medium")
+    # positives 0,3,5; junk 1 removed → adjusted ranks 0,2,4
+    ap = ((1 + 1) / 2 + (1 / 2 + 2 / 3) / 2 + (2 / 4 + 3 / 5) / 2) / 3
+    assert m["map"] == pytest.approx(ap * 100)
+    h = revisited_map(ranks, gnd, "hard")
+    # positive 5; ignored 1, 0, 3 ranked before → adjusted rank 2
+    assert h["map"] == pytest.approx((0 + 1 / 3) / 2 * 100)
+
+
+def test_revisited_map_skips_queries_without_positives():
+    ranks = np.tile(np.arange(4)[:, None], (1, 2))
+    gnd = [{"easy": [0], "hard": [], "junk": []}, {"easy": [], "hard": [], "junk": [1]}]
+    m = revisited_map(ranks, gnd, "medium")
+    assert m["map"] == 100.0 and np.isnan(m["aps"][1])
+
+
+# ------------------------------------------------------------------------------ DAVIS
+def test_j_and_f_hand_cases():
+    a = np.zeros((100, 100), bool)
+    a[20:60, 20:60] = True
+    assert region_similarity(a, a) == 1.0 and boundary_f(a, a) == 1.0
+    assert region_similarity(np.zeros_like(a), np.zeros_like(a)) == 1.0
+    b = np.zeros_like(a)
+    b[40:80, 20:60] = True
+    assert region_similarity(a, b) == pytest.approx(800 / 2400)
+    shifted = np.roll(a, 1, axis=1)  # 1 px shift, tolerance ceil(0.008·141.4) = 2 px
+    assert boundary_f(a, shifted) == 1.0
+    far = np.roll(a, 10, axis=1)
+    assert boundary_f(a, far) < 0.6
+    assert boundary_f(a, np.zeros_like(a)) == 0.0
+
+
+def test_propagation_with_perfect_features_recovers_masks():
+    T, h, w = 6, 8, 10
+    labels = np.zeros((T, h, w), int)
+    for t in range(T):
+        labels[t, 2:6, 1 + t:4 + t] = 1                     # a moving object
+        labels[t, 0:2, 7:10] = 2                           # a second, static one
+    onehot = np.eye(3)[labels]                             # [T, h, w, 3]
+    feats = torch.tensor(onehot + 0.01 * np.random.default_rng(0).normal(size=onehot.shape))
+    first = torch.tensor(onehot[0]).permute(2, 0, 1)
+    soft = propagate_labels(feats, first, n_last=3, radius=4, topk=5)
+    assert soft.shape == (T, 3, h, w)
+    np.testing.assert_array_equal(soft.argmax(1).numpy(), labels)
+    frames = soft_to_labels(soft, patch=4, out_hw=(h * 4, w * 4))
+    gt = np.kron(labels, np.ones((4, 4), int))
+    res = evaluate_sequence(frames, gt)
+    assert set(res) == {1, 2} and all(v["J"] > 0.9 and v["F"] > 0.9 for v in res.values())
+
+
+# ------------------------------------------------------------------------------ PCK
+def test_pck_hand_case():
+    gt = np.array([[0, 0], [10, 10], [5, 5]])
+    pred = np.array([[1, 0], [10, 14], [5, 25]])
+    assert pck(pred, gt, 20, 0.1) == pytest.approx(1 / 3)     # threshold 2 px
+    assert pck(pred, gt, 20, 0.25) == pytest.approx(2 / 3)    # 5 px
+    assert pck(pred, gt, np.array([20, 20, 300]), 0.1) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError):
+        pck(pred[:, :1], gt, 20, 0.1)

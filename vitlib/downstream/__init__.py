@@ -1,0 +1,1 @@
+"""Downstream tasks at every layer: k-NN, retrieval, DAVIS propagation, keypoint PCK."""

@@ -1,0 +1,143 @@
+"""DAVIS-2017 semi-supervised video object segmentation by label propagation, and J&F.
+
+Propagation follows DINO's protocol (PROTOCOLS §5.3): context = first frame (its annotation)
+plus the ``n_last`` most recent frames (their soft predictions); affinities
+``exp(cos / T)`` restricted to a ``±radius`` token neighbourhood, top-k sources per target
+token, normalised.  Everything is a matrix product over whole frames — no loops over tokens.
+
+J and F follow the official ``davis2017-evaluation`` definitions: J = IoU (1 when both masks
+are empty); F = boundary F-measure of Martin et al.'s boundary maps, matched within
+``ceil(0.008 × image diagonal)`` pixels; per object the mean over all frames except the
+first and the last.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+
+# ------------------------------------------------------------------------------ metrics
+def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
+    """J: intersection over union of two binary masks (1.0 when both are empty)."""
+    p, g = np.asarray(pred, bool), np.asarray(gt, bool)
+    if p.shape != g.shape:
+        raise ValueError(f"mask shapes differ: {p.shape} vs {g.shape}")
+    union = np.logical_or(p, g).sum()
+    return 1.0 if union == 0 else float(np.logical_and(p, g).sum() / union)
+
+
+def seg2bmap(seg: np.ndarray) -> np.ndarray:
+    """Boundary map of a binary segmentation (Martin et al. 2004, as in the DAVIS code)."""
+    seg = np.asarray(seg, bool)
+    e = np.zeros_like(seg)
+    s = np.zeros_like(seg)
+    se = np.zeros_like(seg)
+    e[:, :-1] = seg[:, 1:]
+    s[:-1, :] = seg[1:, :]
+    se[:-1, :-1] = seg[1:, 1:]
+    b = (seg ^ e) | (seg ^ s) | (seg ^ se)
+    b[-1, :] = seg[-1, :] ^ e[-1, :]
+    b[:, -1] = seg[:, -1] ^ s[:, -1]
+    b[-1, -1] = False
+    return b
+
+
+def _disk(r: int) -> np.ndarray:
+    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    return x * x + y * y <= r * r
+
+
+def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
+    """F: boundary F-measure with tolerance ``ceil(bound_th × diagonal)`` pixels."""
+    p, g = np.asarray(pred, bool), np.asarray(gt, bool)
+    if p.shape != g.shape:
+        raise ValueError(f"mask shapes differ: {p.shape} vs {g.shape}")
+    bound_pix = bound_th if bound_th >= 1 else math.ceil(bound_th * np.linalg.norm(p.shape))
+    fb, gb = seg2bmap(p), seg2bmap(g)
+    disk = _disk(int(bound_pix))
+    f_dil = ndimage.binary_dilation(fb, structure=disk)
+    g_dil = ndimage.binary_dilation(gb, structure=disk)
+    n_f, n_g = fb.sum(), gb.sum()
+    if n_f == 0 and n_g == 0:
+        return 1.0
+    if n_f == 0 or n_g == 0:
+        return 0.0
+    precision = (fb & g_dil).sum() / n_f
+    recall = (gb & f_dil).sum() / n_g
+    return 0.0 if precision + recall == 0 else float(2 * precision * recall / (precision + recall))
+
+
+def evaluate_sequence(pred: np.ndarray, gt: np.ndarray) -> dict[int, dict[str, float]]:
+    """Per object of one sequence: J and F means over frames 1..T−2 (first and last excluded).
+
+    ``pred``, ``gt``: ``[T, H, W]`` integer label maps (0 background, 255 void ignored in gt).
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction {pred.shape} and annotation {gt.shape} differ")
+    objects = [o for o in np.unique(gt) if o not in (0, 255)]
+    frames = range(1, gt.shape[0] - 1) if gt.shape[0] > 2 else range(gt.shape[0])
+    out = {}
+    for o in objects:
+        js = [region_similarity(pred[t] == o, gt[t] == o) for t in frames]
+        fs = [boundary_f(pred[t] == o, gt[t] == o) for t in frames]
+        out[int(o)] = {"J": float(np.mean(js)), "F": float(np.mean(fs))}
+    return out
+
+
+# ------------------------------------------------------------------------------ propagation
+def neighbourhood_mask(h: int, w: int, radius: int) -> torch.Tensor:
+    """``[h·w, h·w]`` 1 where source and target tokens are within ±radius rows and columns."""
+    r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    r, c = r.flatten(), c.flatten()
+    return (((r[:, None] - r[None, :]).abs() <= radius) &
+            ((c[:, None] - c[None, :]).abs() <= radius)).float()
+
+
+def propagate_labels(feats: torch.Tensor, first_mask: torch.Tensor, *, n_last: int = 7,
+                     radius: int = 12, topk: int = 5, temperature: float = 0.1
+                     ) -> torch.Tensor:
+    """Soft masks of every frame by label propagation.
+
+    Parameters
+    ----------
+    feats : ``[T, h, w, D]`` per-frame token features.
+    first_mask : ``[C, h, w]`` one-hot (or soft) annotation of frame 0 at token resolution.
+
+    Returns
+    -------
+    ``[T, C, h, w]`` soft masks (frame 0 is ``first_mask``).
+    """
+    T, h, w, D = feats.shape
+    f = F.normalize(feats.reshape(T, h * w, D).float(), dim=-1)
+    mask = neighbourhood_mask(h, w, radius).to(f.device)
+    segs = [first_mask.reshape(first_mask.shape[0], h * w).float()]
+    ctx_idx: list[int] = []
+    for t in range(1, T):
+        idx = [0] + ctx_idx[-n_last:] if n_last else [0]
+        src = f[idx]                                            # [n, hw, D]
+        aff = torch.exp(src @ f[t].T / temperature) * mask      # [n, hw_src, hw_tgt]
+        aff = aff.reshape(-1, h * w)                            # sources × targets
+        k = min(topk, aff.shape[0])
+        kth = aff.topk(k, dim=0).values[-1:]                    # k-th largest per target
+        aff = torch.where(aff >= kth, aff, torch.zeros_like(aff))
+        aff = aff / aff.sum(0, keepdim=True).clamp_min(1e-30)
+        seg_src = torch.cat([segs[i] for i in idx], dim=1)      # [C, n·hw]
+        segs.append(seg_src @ aff)
+        ctx_idx.append(t)
+    return torch.stack(segs).reshape(T, -1, h, w)
+
+
+def soft_to_labels(soft: torch.Tensor, patch: int, out_hw: tuple[int, int]) -> np.ndarray:
+    """DINO's post-processing: bilinear upsampling by the patch size, per-channel min–max
+    normalisation, argmax, nearest resize to the frame size → ``[T, H, W]`` labels."""
+    up = F.interpolate(soft, scale_factor=patch, mode="bilinear", align_corners=False)
+    lo = up.amin(dim=(-2, -1), keepdim=True)
+    hi = up.amax(dim=(-2, -1), keepdim=True)
+    up = torch.where(hi > 0, (up - lo) / (hi - lo).clamp_min(1e-30), up)
+    lab = up.argmax(1, keepdim=True).float()
+    return F.interpolate(lab, size=out_hw, mode="nearest")[:, 0].to(torch.int64).numpy()

@@ -1,0 +1,93 @@
+"""Weighted k-NN classification (DINO protocol, PROTOCOLS §5.1) with FAISS.
+
+Cosine similarity of L2-normalised features; the top-``k`` neighbours vote with weight
+``exp(sim / T)``.  :func:`knn_predict` works on arrays; :func:`knn_topk_streaming` keeps only
+a running top-k per query while the training features arrive chunk by chunk (from Zarr), so
+memory stays bounded by the queries, whatever the size of the training set.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+def knn_topk_streaming(train_chunks: Iterable[np.ndarray], test_feats: np.ndarray, k: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` cosine similarities and global train indices for every query.
+
+    ``train_chunks`` yields ``[n_i, d]`` arrays in train order; only one chunk is in memory at
+    a time (FAISS ``ResultHeap`` merges each chunk's results).  Uses a GPU index when FAISS
+    has GPUs.
+    """
+    import faiss
+
+    q = _normalise(test_feats)
+    heap = faiss.ResultHeap(q.shape[0], k, keep_max=True)
+    offset = 0
+    gpu = faiss.get_num_gpus() > 0 if hasattr(faiss, "get_num_gpus") else False
+    res = faiss.StandardGpuResources() if gpu else None
+    for chunk in train_chunks:
+        x = _normalise(chunk)
+        index = faiss.IndexFlatIP(x.shape[1])
+        if gpu:
+            index = faiss.index_cpu_to_gpu(res, 0, index)
+        index.add(x)
+        kk = min(k, x.shape[0])
+        D, I = index.search(q, kk)
+        if kk < k:
+            D = np.pad(D, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+            I = np.pad(I, ((0, 0), (0, k - kk)), constant_values=-1 - offset)
+        heap.add_result(D, (I + offset).astype(np.int64))
+        offset += x.shape[0]
+    if offset < k:
+        raise ValueError(f"k = {k} neighbours asked for but only {offset} training examples")
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def vote(sims: np.ndarray, neighbour_labels: np.ndarray, num_classes: int, k: int,
+         temperature: float = 0.07, top: int = 5) -> np.ndarray:
+    """Class ranking from the first ``k`` neighbours: ``score_c = Σ exp(sim/T)·[y = c]``.
+
+    Returns ``[n, top]`` predicted labels, best first (ties: lower class id first).
+    """
+    s = np.exp(sims[:, :k].astype(np.float64) / temperature)
+    scores = np.zeros((sims.shape[0], num_classes))
+    np.add.at(scores, (np.arange(sims.shape[0])[:, None], neighbour_labels[:, :k]), s)
+    return np.argsort(-scores, axis=1, kind="stable")[:, :top]
+
+
+def knn_predict(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray,
+                k: int = 20, temperature: float = 0.07, num_classes: int | None = None,
+                top5: bool = False, chunk_size: int = 65536) -> np.ndarray:
+    """Predicted labels of ``test_feats`` by weighted k-NN over ``train_feats``.
+
+    Returns ``[n_test]`` top-1 labels, or ``[n_test, 5]`` (best first) with ``top5=True``.
+    """
+    train_labels = np.asarray(train_labels)
+    C = int(num_classes or train_labels.max() + 1)
+    chunks = (train_feats[i:i + chunk_size] for i in range(0, len(train_feats), chunk_size))
+    sims, idx = knn_topk_streaming(chunks, test_feats, k)
+    pred = vote(sims, train_labels[idx], C, k, temperature, top=min(5, C) if top5 else 1)
+    return pred if top5 else pred[:, 0]
+
+
+def knn_accuracy(sims: np.ndarray, neighbour_labels: np.ndarray, test_labels: np.ndarray,
+                 ks: Iterable[int], num_classes: int, temperature: float = 0.07
+                 ) -> dict[int, dict[str, float]]:
+    """Top-1 / top-5 accuracy (%) for every ``k`` in ``ks`` from one top-max(ks) search."""
+    out = {}
+    y = np.asarray(test_labels)
+    for k in ks:
+        pred = vote(sims, neighbour_labels, num_classes, k, temperature, top=min(5, k, num_classes))
+        out[k] = {"top1": float((pred[:, 0] == y).mean() * 100),
+                  "top5": float((pred == y[:, None]).any(1).mean() * 100)}
+    return out

@@ -15,6 +15,7 @@ include: "rules/data.smk"
 include: "rules/extract.smk"
 include: "rules/attention.smk"
 include: "rules/features.smk"
+include: "rules/downstream.smk"
 
 
 rule all:

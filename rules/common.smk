@@ -91,7 +91,17 @@ def all_targets():
     for ds in ft.get("datasets", []):
         targets += expand(results("figures", ds, "{fig}.{ext}"), ext=FIG_FORMATS,
                           fig=["cka_grids", "cka_last_layer", "residual", "clustering"])
+    kn = analysis("knn")
+    for pair in kn.get("pairs", []):
+        targets += expand(results("figures", pair["test"], "knn.{ext}"), ext=FIG_FORMATS)
     return targets
+
+
+def knn_train(test):
+    for pair in analysis("knn").get("pairs", []):
+        if pair["test"] == test:
+            return pair["train"]
+    raise ValueError(f"no analyses.knn.pairs entry has test dataset {test!r}")
 
 
 def model_pairs():

@@ -118,3 +118,23 @@ def test_pck_hand_case():
     assert pck(pred, gt, np.array([20, 20, 300]), 0.1) == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         pck(pred[:, :1], gt, 20, 0.1)
+
+
+def test_knn_table_from_stores(tmp_path, tiny_spec, tiny_manifest):
+    """Train = test: with k = 1 every query finds itself (100 %); k=20 equals knn_predict."""
+    import zarr
+
+    from vitlib.downstream.tables import knn_table
+    from vitlib.extract import run_extraction
+
+    s = str(tmp_path / "s.zarr")
+    run_extraction(tiny_spec, tiny_manifest, "center", s, batch_size=8, progress=False,
+                   feature_dtype="float32")
+    t = knn_table(s, s, ks=(1, 20))
+    assert len(t) == 3 * 2
+    assert (t[t.k == 1]["top1"] == 100.0).all()
+    g = zarr.open_group(s)
+    x = np.asarray(g["feat/block_cls"][:, 2])
+    y = np.asarray(g["labels"][:])
+    pred = knn_predict(x, y, x, k=20)
+    assert t[(t.k == 20) & (t.layer == 2)]["top1"].item() == pytest.approx((pred == y).mean() * 100)

@@ -29,11 +29,14 @@ def tiny_config(**extra_datasets) -> dict:
                        "arch_kwargs": {**TINY_ARCH["arch_kwargs"], "depth": 2, "num_heads": 4}},
         },
         "datasets": {"toy": {"kind": "imagefolder", "cka_batch_size": 4,
-                             "generate": {"size": "tiny", "seed": 0, "per_class": 6}}},
+                             "generate": {"size": "tiny", "seed": 0, "per_class": 6}},
+                     "toy_val": {"kind": "imagefolder", "cka_batch_size": 4,
+                                 "generate": {"size": "tiny", "seed": 1, "per_class": 2}}},
         "extract": {"batch_size": 8, "threads": 1},
         "analyses": {"attention_distance": {"datasets": ["toy", *extra_datasets]},
                      "attention": {"datasets": ["toy"], "images": 1},
-                     "features": {"datasets": ["toy"], "clustering_n_init": 2}},
+                     "features": {"datasets": ["toy"], "clustering_n_init": 2},
+                     "knn": {"pairs": [{"train": "toy", "test": "toy_val"}], "ks": [5, 20]}},
         "figures": {"formats": ["pdf", "png"], "dpi": 60},
     }
     cfg["datasets"].update(extra_datasets)
@@ -112,6 +115,9 @@ def test_full_run_produces_real_outputs(done_run):
     assert not (res / "tables/toy/cka/tiny_b__tiny_a.csv").exists()  # unordered pairs
     cl = pd.read_csv(res / "tables/toy/clustering/tiny_b.csv")
     assert set(cl["feature"]) == {"cls", "spatial", "noise"} and cl["value"].notna().all()
+    knn = pd.read_csv(res / "tables/toy_val/knn/tiny_a.csv")
+    assert len(knn) == 3 * 2 and knn["top1"].between(0, 100).all() and (knn["n_test"] == 8).all()
+    assert (res / "figures/toy_val/knn.png").stat().st_size > 1000
     for f in ("cka_grids", "cka_last_layer", "residual", "clustering",
               "attention_offset", "head_taxonomy", "artifact_tokens",
               "attention_maps/tiny_a_aligned", "attention_images/tiny_b"):
@@ -149,7 +155,7 @@ def test_one_figure_target_builds_only_what_it_needs(tmp_path):
     other = {"kind": "imagefolder", "cka_batch_size": 4,
              "generate": {"size": "tiny", "seed": 1, "per_class": 4}}
     write_config(tmp_path, tiny_config(other=other))
-    assert planned_jobs(tmp_path)["extract"] == 4  # both datasets for `all`
+    assert planned_jobs(tmp_path)["extract"] == 6  # three datasets for `all`
     jobs = planned_jobs(tmp_path, "results/figures/other/attention_distance.pdf")
     assert jobs == {"generate_world": 1, "manifest": 1, "extract": 2, "attention_distance": 2,
                     "figure_attention_distance": 1}

@@ -89,6 +89,12 @@ def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> di
             raise ConfigError(
                 f"config key 'datasets.{name}.root': path {root!r} does not exist")
     for aname, acfg in config.get("analyses", {}).items():
+        for j, pair in enumerate(acfg.get("pairs", [])):
+            for role in ("train", "test"):
+                if pair[role] not in config["datasets"]:
+                    raise ConfigError(
+                        f"config key 'analyses.{aname}.pairs.{j}.{role}': dataset"
+                        f" {pair[role]!r} is not defined under datasets")
         for j, dname in enumerate(acfg.get("datasets", [])):
             if dname not in config["datasets"]:
                 raise ConfigError(

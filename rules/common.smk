@@ -94,14 +94,18 @@ def all_targets():
     kn = analysis("knn")
     for pair in kn.get("pairs", []):
         targets += expand(results("figures", pair["test"], "knn.{ext}"), ext=FIG_FORMATS)
+    for pair in analysis("probe").get("pairs", []):
+        targets += expand(results("figures", pair["test"], "probe.{ext}"), ext=FIG_FORMATS)
+        targets.append(results("tables", pair["test"], "probe_table6.csv"))
     return targets
 
 
-def knn_train(test):
-    for pair in analysis("knn").get("pairs", []):
+def train_of(name, test):
+    """The training dataset paired with ``test`` in analyses.<name>.pairs."""
+    for pair in analysis(name).get("pairs", []):
         if pair["test"] == test:
             return pair["train"]
-    raise ValueError(f"no analyses.knn.pairs entry has test dataset {test!r}")
+    raise ValueError(f"no analyses.{name}.pairs entry has test dataset {test!r}")
 
 
 def model_pairs():

@@ -3,7 +3,7 @@
 
 rule knn:
     input:
-        train=lambda wc: store_marker(wc.model, knn_train(wc.dataset), analysis("knn")["view"]),
+        train=lambda wc: store_marker(wc.model, train_of("knn", wc.dataset), analysis("knn")["view"]),
         test=lambda wc: store_marker(wc.model, wc.dataset, analysis("knn")["view"]),
     output:
         results("tables", "{dataset}", "knn", "{model}.csv"),
@@ -39,3 +39,48 @@ rule figure_knn:
         results("logs", "figures", "{dataset}", "knn.log"),
     script:
         "../workflow_scripts/figure_knn.py"
+
+
+rule probe:
+    input:
+        train=lambda wc: store_marker(
+            wc.model, train_of("probe", wc.dataset), analysis("probe")["view"]
+        ),
+        test=lambda wc: store_marker(wc.model, wc.dataset, analysis("probe")["view"]),
+    output:
+        results("tables", "{dataset}", "probe", "{model}.csv"),
+    params:
+        settings=lambda wc: {
+            k: analysis("probe")[k] for k in ("epochs", "lr", "batch_size", "weight_decay", "seed")
+        },
+    threads: 2
+    resources:
+        gpu=1 if config["extract"]["device"].startswith("cuda") else 0,
+    conda:
+        "../envs/gpu.yaml"
+    log:
+        results("logs", "probe", "{dataset}", "{model}.log"),
+    benchmark:
+        results("benchmarks", "probe", "{dataset}", "{model}.tsv")
+    script:
+        "../workflow_scripts/probe.py"
+
+
+rule probe_summary:
+    input:
+        expand(results("tables", "{{dataset}}", "probe", "{model}.csv"), model=MODELS),
+    output:
+        table6=results("tables", "{dataset}", "probe_table6.csv"),
+        figure=report(
+            expand(results("figures", "{{dataset}}", "probe.{ext}"), ext=FIG_FORMATS),
+            caption="../report/probe.rst",
+            category="Downstream",
+        ),
+    params:
+        dpi=config["figures"]["dpi"],
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        results("logs", "figures", "{dataset}", "probe.log"),
+    script:
+        "../workflow_scripts/probe_summary.py"

@@ -36,7 +36,8 @@ def tiny_config(**extra_datasets) -> dict:
         "analyses": {"attention_distance": {"datasets": ["toy", *extra_datasets]},
                      "attention": {"datasets": ["toy"], "images": 1},
                      "features": {"datasets": ["toy"], "clustering_n_init": 2},
-                     "knn": {"pairs": [{"train": "toy", "test": "toy_val"}], "ks": [5, 20]}},
+                     "knn": {"pairs": [{"train": "toy", "test": "toy_val"}], "ks": [5, 20]},
+                     "probe": {"pairs": [{"train": "toy", "test": "toy_val"}], "epochs": 2}},
         "figures": {"formats": ["pdf", "png"], "dpi": 60},
     }
     cfg["datasets"].update(extra_datasets)
@@ -118,6 +119,9 @@ def test_full_run_produces_real_outputs(done_run):
     knn = pd.read_csv(res / "tables/toy_val/knn/tiny_a.csv")
     assert len(knn) == 3 * 2 and knn["top1"].between(0, 100).all() and (knn["n_test"] == 8).all()
     assert (res / "figures/toy_val/knn.png").stat().st_size > 1000
+    t6 = pd.read_csv(res / "tables/toy_val/probe_table6.csv", index_col=0)
+    assert list(t6.index) == ["tiny_a", "tiny_b"] and t6.shape[1] == 4
+    assert t6.to_numpy().min() >= 0 and t6.to_numpy().max() <= 100
     for f in ("cka_grids", "cka_last_layer", "residual", "clustering",
               "attention_offset", "head_taxonomy", "artifact_tokens",
               "attention_maps/tiny_a_aligned", "attention_images/tiny_b"):

@@ -45,3 +45,43 @@ def knn_table(train_store: str, test_store: str, *, ks: Sequence[int] = (10, 20,
                    "n_test": len(yte), "chance": 100.0 / C}.items():
         t[col] = v
     return t
+
+
+def probe_table(train_store: str, test_store: str, *, epochs: int = 20, lr: float = 0.1,
+                batch_size: int = 256, weight_decay: float = 0.0, seed: int = 0,
+                features: Sequence[str] = ("cls", "spatial_mean"),
+                batchnorm: Sequence[bool] = (False, True), device: str = "cpu") -> pd.DataFrame:
+    """Linear probe accuracy for every layer × feature kind × BatchNorm option."""
+    import time
+
+    from vitlib.downstream.probe import evaluate_probe, train_probe
+
+    gtr, gte = open_store(train_store), open_store(test_store)
+    mtr, mte = store_meta(gtr), store_meta(gte)
+    ytr = np.asarray(gtr["labels"][...])
+    yte = np.asarray(gte["labels"][...])
+    C = int(max(ytr.max(), yte.max()) + 1)
+    rows = []
+    for feat in features:
+        name = f"feat/block_{feat}"
+        step = gtr[name].chunks[0]
+        for layer in range(mtr["depth"]):
+            def chunks(layer: int = layer, name: str = name):  # noqa: ANN202
+                for i, x in enumerate(read_layer(gtr, name, layer)):
+                    yield x, ytr[i * step:i * step + len(x)]
+            xte = np.asarray(gte[name][:, layer], dtype=np.float32)
+            for bn in batchnorm:
+                t0 = time.perf_counter()
+                probe = train_probe(chunks, mtr["embed_dim"], C, n_train=len(ytr), epochs=epochs,
+                                    lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                                    batchnorm=bn, seed=seed, device=device)
+                acc = evaluate_probe(probe, xte, yte, device=device)
+                rows.append({"layer": layer, "feature": feat, "batchnorm": bn, **acc,
+                             "seconds": time.perf_counter() - t0})
+    t = pd.DataFrame(rows)
+    for col, v in {"model": mtr["model"], "family": mtr["spec"]["family"], "depth": mtr["depth"],
+                   "train": mtr["dataset"], "test": mte["dataset"], "epochs": epochs, "lr": lr,
+                   "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed,
+                   "chance": 100.0 / C}.items():
+        t[col] = v
+    return t

@@ -36,3 +36,24 @@ def knn_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, k: int = 2
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=dpi)
     plt.close(fig)
+
+
+def probe_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
+    """Linear-probe top-1 per layer: CLS / spatial features, without / with BatchNorm."""
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), constrained_layout=True, sharey=True)
+    panels = [("cls", False), ("cls", True), ("spatial_mean", False), ("spatial_mean", True)]
+    for ax, (feat, bn) in zip(axes, panels):
+        for model, t in table.groupby("model", sort=False):
+            st = model_style(str(model), str(t["family"].iloc[0]))
+            g = t[(t.feature == feat) & (t.batchnorm == bn)]
+            ax.plot(g["layer"] + 1, g["top1"], label=model, **st)
+        ax.axhline(float(table["chance"].iloc[0]), color="0.5", ls="--", lw=1)
+        ax.set_title(f"{'CLS' if feat == 'cls' else 'spatial'}{' + BN' if bn else ''}")
+        ax.set_xlabel("layer")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("linear probe top-1 (%)")
+    axes[-1].legend(fontsize=7)
+    for out in outputs:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=dpi)
+    plt.close(fig)

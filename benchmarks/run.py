@@ -94,7 +94,222 @@ def bench_capture(repeats: int) -> list[Row]:
     return rows
 
 
-SECTIONS: dict[str, Callable[[int], list[Row]]] = {"capture": bench_capture}
+def bench_cka(repeats: int) -> list[Row]:
+    """12×12 layer CKA grid on identical random features (12 layers × 5,000 × 768, minibatch
+    64): this project's Gram-based estimator vs the PyPI package cka-pytorch (1 epoch)."""
+    import numpy as np
+    from torch import nn
+
+    from vitlib.metrics.cka import cka_grid_from_grams
+
+    L, n, d, b = 12, 5000, 768, 64
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(n, 64, generator=g)
+    feats = torch.stack([base @ torch.randn(64, d, generator=g) + 0.3 * l * torch.randn(n, d, generator=g)
+                         for l in range(L)])                       # [L, n, d]
+    n_use = n - n % b
+    C = n_use // b
+
+    def ours_from_features() -> object:
+        x = feats[:, :n_use].reshape(L, C, b, d).transpose(0, 1)    # [C, L, b, d]
+        grams = x @ x.transpose(-1, -2)
+        return cka_grid_from_grams(grams, grams)
+
+    x = feats[:, :n_use].reshape(L, C, b, d).transpose(0, 1)
+    stored = (x @ x.transpose(-1, -2)).numpy()                      # what extraction stores
+
+    def ours_from_grams() -> object:
+        return cka_grid_from_grams(stored, stored)
+
+    rows: list[Row] = []
+    try:
+        from cka_pytorch.cka import CKACalculator
+    except ImportError:
+        rows.append(("CKA 12x12 (cka-pytorch)", "n/a", "", "", "pip install cka-pytorch"))
+        t = median_times({"ours": ours_from_features}, repeats)
+        rows.append(("CKA 12x12 grid, ours incl. Grams (s)", f"{t['ours']:.3f}", "", "", ""))
+        return rows
+
+    class Replay(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Identity() for _ in range(L))
+
+        def forward(self, idx: torch.Tensor) -> None:
+            for l, layer in enumerate(self.layers):
+                layer(feats[l, idx])
+
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.arange(n_use), torch.zeros(n_use)), batch_size=b)
+    names = [f"layers.{i}" for i in range(L)]
+    result: dict[str, object] = {}
+
+    def theirs() -> object:
+        calc = CKACalculator(Replay(), Replay(), model1_layers=names, model2_layers=names,
+                             verbose=False, device=torch.device("cpu"))
+        result["grid"] = calc.calculate_cka_matrix(loader, num_epochs=1, epsilon=0.0)
+        return result["grid"]
+
+    t = median_times({"theirs": theirs, "ours_feat": ours_from_features,
+                      "ours_grams": ours_from_grams}, repeats)
+    diff = float(np.abs(np.asarray(result["grid"], dtype=np.float64) - ours_from_grams()).max())
+    rows.append(("CKA 12x12 grid, 5000x768, from stored Grams (s)", f"{t['ours_grams']:.4f}",
+                 f"cka-pytorch 1 epoch {t['theirs']:.2f}", f"{t['theirs'] / t['ours_grams']:.0f}x faster",
+                 f"max |diff| {diff:.1e}; target >= 10x, <= 1e-5"))
+    rows.append(("CKA 12x12 grid, incl. computing the Grams (s)", f"{t['ours_feat']:.3f}",
+                 f"cka-pytorch 1 epoch {t['theirs']:.2f}", f"{t['theirs'] / t['ours_feat']:.1f}x faster", ""))
+    return rows
+
+
+def bench_knn(repeats: int) -> list[Row]:
+    """FAISS k-NN (streamed chunks) vs scikit-learn brute-force cosine k-NN:
+    100,000 × 768 train, 10,000 queries, k = 20."""
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    from vitlib.downstream.knn import knn_topk_streaming
+
+    rng = np.random.default_rng(0)
+    xtr = rng.standard_normal((100_000, 768), dtype=np.float32)
+    xte = rng.standard_normal((10_000, 768), dtype=np.float32)
+    out: dict[str, object] = {}
+
+    def ours() -> object:
+        out["ours"] = knn_topk_streaming([xtr[i:i + 25_000] for i in range(0, 100_000, 25_000)], xte, 20)
+        return out["ours"]
+
+    def sk() -> object:
+        out["sk"] = NearestNeighbors(n_neighbors=20, metric="cosine", algorithm="brute",
+                                     n_jobs=-1).fit(xtr).kneighbors(xte)
+        return out["sk"]
+
+    t = median_times({"ours": ours, "sk": sk}, max(1, repeats // 2), warmup=0)
+    same = np.mean([set(a) == set(b) for a, b in zip(out["ours"][1], out["sk"][1])])
+    return [("k-NN 100k x 768, 10k queries, k=20 (s)", f"{t['ours']:.2f}",
+             f"sklearn brute cosine {t['sk']:.2f}", f"{t['sk'] / t['ours']:.1f}x faster",
+             f"identical neighbour sets for {same * 100:.2f} % of queries")]
+
+
+def bench_kmeans(repeats: int) -> list[Row]:
+    """FAISS k-means (all points, 10 restarts) vs scikit-learn KMeans (n_init=10):
+    5,000 × 768, k = 50, on clustered data."""
+    import numpy as np
+    from sklearn.cluster import KMeans
+
+    from vitlib.metrics.clustering import kmeans_labels
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((50, 768)).astype(np.float32) * 2
+    x = centres[rng.integers(0, 50, 5000)] + rng.standard_normal((5000, 768), dtype=np.float32)
+    out: dict[str, np.ndarray] = {}
+
+    def inertia(lab: np.ndarray) -> float:
+        return float(sum(((x[lab == c] - x[lab == c].mean(0)) ** 2).sum() for c in np.unique(lab)))
+
+    def ours() -> object:
+        out["ours"] = kmeans_labels(x, 50, seed=0, n_init=10)
+        return out["ours"]
+
+    def sk() -> object:
+        out["sk"] = KMeans(50, n_init=10, random_state=0).fit_predict(x)
+        return out["sk"]
+
+    t = median_times({"ours": ours, "sk": sk}, max(1, repeats // 2), warmup=0)
+    return [("k-means 5000 x 768, k=50 (s)", f"{t['ours']:.2f}", f"sklearn n_init=10 {t['sk']:.2f}",
+             f"{t['sk'] / t['ours']:.1f}x faster",
+             f"inertia ratio ours/sklearn {inertia(out['ours']) / inertia(out['sk']):.4f}")]
+
+
+def bench_memory(repeats: int) -> list[Row]:
+    """Peak resident memory of a ViT-L/16 extraction (random init, batch 32, 64 images) and
+    the Zarr store size per 1,000 images (fp16 features, all Gram points)."""
+    import json
+    import subprocess
+    import tempfile
+
+    code = r"""
+import json, resource, sys, tempfile, time
+from pathlib import Path
+import numpy as np, torch
+torch.set_num_threads(2)
+from vitlib.data.synthetic import generate
+from vitlib.data.manifest import read_imagefolder
+from vitlib.extract import run_extraction
+from vitlib.models import get_spec
+d = Path(sys.argv[1])
+generate(d / "w", size="tiny", seed=0, classes=4, per_class=16, image_size=224)
+man = read_imagefolder(d / "w" / "imagenet" / "train", dataset="m", cka_batch_size=8)
+spec = get_spec("random_b16")
+from dataclasses import replace
+spec = replace(spec, id="random_l16", arch="vit_large_patch16_224", depth=24, num_heads=16, embed_dim=1024)
+t = time.time()
+run_extraction(spec, man, "center", d / "s.zarr", batch_size=32, progress=False,
+               gram_points=("block","norm1","norm2","attn_skip","attn_branch","mlp_skip","mlp_branch"),
+               residual_norms=True)
+size = sum(f.stat().st_size for f in (d / "s.zarr").rglob("*") if f.is_file())
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "seconds": time.time() - t, "bytes": size, "n": len(man)}))
+"""
+    with tempfile.TemporaryDirectory() as d:
+        p = subprocess.run([sys.executable, "-c", code, d], capture_output=True, text=True)
+    if p.returncode:
+        return [("ViT-L/16 extraction peak RSS", "failed", "", "", p.stderr[-300:])]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    per_1000 = r["bytes"] / r["n"] * 1000 / 2**20
+    return [("ViT-L/16 extraction, batch 32, 64 images: peak RSS (MiB)", f"{r['peak_mb']:.0f}", "",
+             "", f"{r['seconds']:.0f} s"),
+            ("Zarr store per 1,000 images, ViT-L/16 (MiB)", f"{per_1000:.1f}", "", "",
+             "fp16 features + fp32 Grams (b=8, 7 points)")]
+
+
+def bench_workflow(repeats: int) -> list[Row]:
+    """Dry-run time of the paper preset (20 models, every analysis) with all outputs present,
+    and the jobs rerun after changing one analysis setting."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as d:
+        wd = Path(d)
+        root = wd / "imagenet"
+        for i in range(50):
+            (root / f"n{i:08d}").mkdir(parents=True)
+            (root / f"n{i:08d}" / "a.JPEG").write_bytes(b"x")
+        cfg = (repo / "presets" / "paper.yaml").read_text().replace("data/imagenet/train", str(root))
+        cfg = re.sub(r"classes: \[[^\]]*\]", "", cfg, flags=re.S)
+        (wd / "config.yaml").write_text((repo / "config.yaml").read_text())
+        (wd / "paper.yaml").write_text(cfg)
+        smk = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(wd),
+               "--configfile", str(wd / "paper.yaml"), "--cores", "2"]
+        jobs = subprocess.run(smk + ["-n", "--quiet", "rules"], capture_output=True, text=True)
+        # mark every output present: touch them in DAG order
+        t_touch = time.perf_counter()
+        subprocess.run(smk + ["--touch", "--quiet"], capture_output=True, text=True)
+        touched = time.perf_counter() - t_touch
+        times = []
+        for _ in range(max(1, repeats // 2)):
+            t0 = time.perf_counter()
+            p = subprocess.run(smk + ["-n"], capture_output=True, text=True)
+            times.append(time.perf_counter() - t0)
+        nothing = "Nothing to be done" in p.stdout + p.stderr
+        changed = subprocess.run(smk + ["-n", "--config", "analyses={attention_distance: {datasets: [imagenet50], units: tokens}}"],
+                                 capture_output=True, text=True)
+        text = changed.stdout + changed.stderr
+        stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[-1], re.M)) if "Job stats:" in text else {}
+        shutil.rmtree(wd / ".snakemake", ignore_errors=True)
+    total = re.search(r"total\s+(\d+)", jobs.stdout + jobs.stderr)
+    return [("dry run of the paper preset, all outputs present (s)", f"{statistics.median(times):.1f}",
+             "", "", f"{total.group(1) if total else '?'} jobs in the DAG; nothing to do: {nothing}"),
+            ("jobs rerun after changing analyses.attention_distance.units",
+             str(sum(int(v) for k, v in stats.items() if k != 'total')), "", "",
+             f"extract jobs: {stats.get('extract', '0')}; {dict((k, v) for k, v in stats.items() if k != 'total')}")]
+
+
+SECTIONS: dict[str, Callable[[int], list[Row]]] = {
+    "capture": bench_capture, "cka": bench_cka, "knn": bench_knn, "kmeans": bench_kmeans,
+    "memory": bench_memory, "workflow": bench_workflow}
 
 
 def machine() -> str:

@@ -1,13 +1,17 @@
 """A one-node SLURM cluster on localhost for tests (see ../shared/SLURM_LOCAL.md).
 
 Everything lives in one temporary directory: slurm.conf, gres.conf, spool, logs and PID
-files.  Clients find it through ``SLURM_CONF`` (nothing is written to /etc/slurm), and
-:meth:`LocalSlurm.stop` kills exactly the daemons it started, by the PIDs they wrote, then
-removes the directory — no SLURM config is left behind to slow later ``snakemake`` calls.
+files.  Clients find it through ``SLURM_CONF`` and, because snakemake-executor-plugin-slurm
+(2.8) deletes every ``SLURM_*`` variable inside a job before it calls ``srun``, through a
+symbolic link at the default path ``/etc/slurm/slurm.conf`` as well (refused if a real config
+is there).  :meth:`LocalSlurm.stop` kills exactly the daemons it started, by their PIDs, and
+removes the link and the directory — no SLURM config is left behind to slow later
+``snakemake`` calls.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -16,6 +20,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 
 
 def available() -> bool:
@@ -28,12 +34,14 @@ class LocalSlurm:
         self.host = socket.gethostname().split(".")[0]
         self.pids: list[int] = []
         self.env = {**os.environ, "SLURM_CONF": str(self.dir / "slurm.conf")}
+        self.linked = False
 
     def _conf(self) -> None:
         d = self.dir
         for sub in ("spool", "state", "log"):
             (d / sub).mkdir()
         cpus = os.cpu_count() or 2
+        mem_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20) - 512
         (d / "slurm.conf").write_text(f"""
 ClusterName=vitlibtest
 SlurmctldHost={self.host}(127.0.0.1)
@@ -56,22 +64,36 @@ JobAcctGatherType=jobacct_gather/none
 MinJobAge=300
 ReturnToService=2
 GresTypes=gpu
-NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=64000 Gres=gpu:fake:1 State=UNKNOWN
+NodeName={self.host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} Gres=gpu:fake:1 State=UNKNOWN
 PartitionName=test Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 """)
         (d / "gres.conf").write_text(f"NodeName={self.host} Name=gpu Type=fake File=/dev/null\n")
+        if DEFAULT_CONF.exists() or DEFAULT_CONF.is_symlink():
+            raise RuntimeError(f"{DEFAULT_CONF} exists: refusing to run a test cluster beside it")
+        DEFAULT_CONF.parent.mkdir(parents=True, exist_ok=True)
+        DEFAULT_CONF.symlink_to(d / "slurm.conf")
+        self.linked = True
 
     def start(self) -> "LocalSlurm":
+        """Start the daemons; they are stopped at interpreter exit and on SIGTERM too."""
+        atexit.register(self.stop)
+        self._old_term = signal.signal(signal.SIGTERM, self._on_term)
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> "LocalSlurm":
         self._conf()
         run = Path("/run/munge")
         run.mkdir(parents=True, exist_ok=True)
         shutil.chown(run, "munge", "munge")
         if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
-            pidfile = self.dir / "munged.pid"
-            subprocess.run(["runuser", "-u", "munge", "--", "munged", "--pid-file",
-                            str(pidfile)], check=True)
-            shutil.copy(pidfile, self.dir / "munged.pid.copy")
-            self.pids.append(int(pidfile.read_text().strip()))
+            subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True)
+            pid = subprocess.run(["pgrep", "-x", "-n", "munged"], capture_output=True,
+                                 text=True).stdout.strip()
+            self.pids.append(int(pid))
         conf = str(self.dir / "slurm.conf")
         subprocess.run(["slurmctld", "-f", conf], check=True, env=self.env)
         subprocess.run(["slurmd", "-f", conf], check=True, env=self.env)
@@ -88,10 +110,16 @@ PartitionName=test Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
             if "idle" in out:
                 return self
             time.sleep(0.2)
-        raise RuntimeError(f"local SLURM did not come up: {out!r}\n"
-                           + (self.dir / "log" / "slurmctld.log").read_text()[-2000:])
+        log = (self.dir / "log" / "slurmctld.log").read_text()
+        raise RuntimeError(f"local SLURM did not come up: {out!r}\n" + log[-1500:])
+
+    def _on_term(self, signum, frame):  # noqa: ANN001, ANN202
+        raise KeyboardInterrupt(f"signal {signum}: stopping the local SLURM cluster")
 
     def stop(self) -> None:
+        if getattr(self, "_old_term", None) is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
+            self._old_term = None
         for pid in reversed(self.pids):
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -105,4 +133,8 @@ PartitionName=test Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
                 except ProcessLookupError:
                     break
                 time.sleep(0.1)
+        self.pids = []
+        if self.linked and DEFAULT_CONF.is_symlink():
+            DEFAULT_CONF.unlink()
+        self.linked = False
         shutil.rmtree(self.dir, ignore_errors=True)

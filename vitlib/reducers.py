@@ -204,12 +204,15 @@ class StreamingReducer:
         ls = self._layer_sums
         ls["sums/attn_map_all"][layer] = col.sum(0) / self.N
         ls["sums/attn_map_spatial"][layer] = col_sp.sum(0) / S
-        rows = a[:, :, P:, :]
-        mass_pure = rows.sum(-1) - (rows[..., 0] if P else 0)
-        inv_pure = torch.where(mass_pure > 0, 1.0 / mass_pure.clamp_min(1e-30),
-                               torch.zeros_like(mass_pure))
-        pure = torch.bmm(inv_pure.reshape(B * H, 1, S),
-                         rows.reshape(B * H, S, self.N)).reshape(B, H, self.N).sum(0) / S
+        # "spcpure": each spatial row renormalised without the CLS key; contract the full
+        # (contiguous) tensor with per-row weights that are zero for prefix queries (a bmm
+        # over [B·H, 1, N] × [B·H, N, N]; slicing the rows first would copy the tensor).
+        mass_pure = a[:, :, P:, :].sum(-1) - (a[:, :, P:, 0] if P else 0)
+        inv_pure = torch.zeros(B, H, self.N, device=a.device)
+        inv_pure[:, :, P:] = torch.where(mass_pure > 0, 1.0 / mass_pure.clamp_min(1e-30),
+                                         torch.zeros_like(mass_pure))
+        pure = torch.bmm(inv_pure.reshape(B * H, 1, self.N),
+                         a.reshape(B * H, self.N, self.N)).reshape(B, H, self.N).sum(0) / S
         if P:
             pure[:, 0] = 0
         ls["sums/attn_map_spatial_pure"][layer] = pure

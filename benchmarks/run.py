@@ -318,9 +318,76 @@ def bench_workflow(repeats: int) -> list[Row]:
              f" tables rerun for {len(rerun_models)} models")]
 
 
+def _vit_b16_gflop_per_image() -> float:
+    """Forward FLOPs of ViT-B/16 at 224 (2 × MACs): 12 N D² + 2 N² D per block, patch embed."""
+    N, D, L = 197, 768, 12
+    macs = L * (12 * N * D * D + 2 * N * N * D) + 196 * 768 * 768
+    return 2 * macs / 1e9
+
+
+def bench_precision(repeats: int) -> list[Row]:
+    """bf16 vs fp32 on the same images (ViT-B/16, batch 32): the largest attention-distance
+    and CKA differences bf16 causes, and images/s as a fraction of the measured matmul peak."""
+    import numpy as np
+    import timm
+
+    from vitlib.metrics.cka import cka_grid_from_grams
+    from vitlib.models import Capture
+    from vitlib.reducers import StreamingReducer
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0).eval()
+    x = torch.randn(32, 3, 224, 224)
+    out = {}
+    times = {}
+    for dt in ("fp32", "bf16"):
+        red = StreamingReducer(depth=12, num_heads=12, embed_dim=768, grid_hw=(14, 14),
+                               cka_batch_size=8, feature_dtype="float32")
+        cap = Capture(model, dtype=dt)
+        cap(x, red)  # warm-up
+        t0 = time.perf_counter()
+        red = StreamingReducer(depth=12, num_heads=12, embed_dim=768, grid_hw=(14, 14),
+                               cka_batch_size=8, feature_dtype="float32")
+        cap(x, red)
+        times[dt] = time.perf_counter() - t0
+        out[dt] = red.batch_arrays()
+    d32, d16 = out["fp32"][0]["attn/distance"], out["bf16"][0]["attn/distance"]
+    g32, g16 = out["fp32"][1]["gram/block_all"], out["bf16"][1]["gram/block_all"]
+    grid32 = cka_grid_from_grams(g32, g32)
+    grid16 = cka_grid_from_grams(g16, g16)
+    cross = np.diag(cka_grid_from_grams(g32, g16))
+
+    def peak(dtype: torch.dtype) -> float:
+        a = torch.randn(2048, 2048).to(dtype)
+        b = torch.randn(2048, 2048).to(dtype)
+        a @ b
+        ts = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            ts.append(time.perf_counter() - t0)
+        return 2 * 2048**3 / statistics.median(ts) / 1e9
+
+    p32, p16 = peak(torch.float32), peak(torch.bfloat16)
+    gf = _vit_b16_gflop_per_image()
+    ips32, ips16 = 32 / times["fp32"], 32 / times["bf16"]
+    return [
+        ("bf16 vs fp32: max |attention distance difference| (unit square)",
+         f"{float(np.abs(d32 - d16).max()):.2e}", "", "",
+         f"mean distance {float(d32.mean()):.3f}"),
+        ("bf16 vs fp32: max |CKA grid difference| (12x12, block outputs)",
+         f"{float(np.abs(grid32 - grid16).max()):.2e}", "", "",
+         f"min CKA(fp32 layer, bf16 same layer) {float(cross.min()):.5f}"),
+        ("matmul peak 2048^3 (GFLOP/s)", f"fp32 {p32:.0f}, bf16 {p16:.0f}", "", "", ""),
+        ("ViT-B/16 full capture, fraction of matmul peak", f"fp32 {ips32 * gf / p32 * 100:.0f} %",
+         "", "", f"bf16 {ips16 * gf / p16 * 100:.0f} %; {gf:.1f} GFLOP/image; "
+                 f"{ips32:.1f} / {ips16:.1f} img/s"),
+    ]
+
+
 SECTIONS: dict[str, Callable[[int], list[Row]]] = {
     "capture": bench_capture, "cka": bench_cka, "knn": bench_knn, "kmeans": bench_kmeans,
-    "memory": bench_memory, "workflow": bench_workflow}
+    "memory": bench_memory, "workflow": bench_workflow, "precision": bench_precision}
 
 
 def machine() -> str:
@@ -347,6 +414,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="2 repeats")
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    ap.add_argument("--append", action="store_true",
+                    help="add these rows to the table already in --out")
     a = ap.parse_args()
     repeats = 2 if a.quick else a.repeats
     rows: list[Row] = []
@@ -358,6 +427,12 @@ def main() -> None:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     table = "\n".join(lines)
     print(table)
+    if a.append and Path(a.out).exists():
+        old = Path(a.out).read_text().rstrip("\n")
+        Path(a.out).write_text(old + "\n" + "\n".join(lines[2:]) +
+                               f"\n\n(rows after the first table: `--only {' '.join(a.only or [])}`"
+                               f" appended, same machine)\n")
+        return
     Path(a.out).write_text(
         f"# vitlib benchmark results\n\nMachine: {machine()}\n\n"
         f"Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}` "

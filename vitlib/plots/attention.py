@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vitlib.plots.style import model_style  # noqa: E402
+from vitlib.plots.style import model_style, save_figure  # noqa: E402
 
 
 def attention_distance_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *,
@@ -42,7 +42,4 @@ def attention_distance_figure(table: pd.DataFrame, outputs: Sequence[str | Path]
     ax1.set_title("Average attention distance per layer (dots: heads)")
     ax2.set_title("Against normalised depth")
     ax2.legend(fontsize=8, loc="best")
-    for out in outputs:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, outputs, dpi)

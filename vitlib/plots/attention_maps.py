@@ -13,14 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vitlib.plots.style import model_style  # noqa: E402
-
-
-def _save(fig, outputs: Sequence[str | Path], dpi: int) -> None:  # noqa: ANN001
-    for out in outputs:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
-    plt.close(fig)
+from vitlib.plots.style import model_style, save_figure  # noqa: E402
 
 
 def _prescale(m: np.ndarray) -> np.ndarray:
@@ -48,7 +41,7 @@ def map_grid_figure(maps_lhxy: np.ndarray, outputs: Sequence[str | Path], *, tit
                 ax.set_title(f"h{head}", fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, outputs, dpi)
+    save_figure(fig, outputs, dpi)
 
 
 def image_grid_figure(npz: dict, outputs: Sequence[str | Path], *, title: str,
@@ -77,7 +70,7 @@ def image_grid_figure(npz: dict, outputs: Sequence[str | Path], *, title: str,
                     if head == 0 and k == 0:
                         ax.set_ylabel(f"L{layer + 1}", fontsize=6)
     fig.suptitle(title, fontsize=8)
-    _save(fig, outputs, dpi)
+    save_figure(fig, outputs, dpi)
 
 
 def offset_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
@@ -95,7 +88,7 @@ def offset_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: in
         ax.set_ylabel("y offset")
         fig.colorbar(sc, ax=ax, label="layer")
     fig.tight_layout()
-    _save(fig, outputs, dpi)
+    save_figure(fig, outputs, dpi)
 
 
 CLASS_COLORS = {"strict-local": "#1b9e77", "offset-local": "#d95f02", "axial-horizontal": "#7570b3",
@@ -119,7 +112,7 @@ def taxonomy_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: 
         ax.set_ylabel("heads")
     axes[0, -1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()
-    _save(fig, outputs, dpi)
+    save_figure(fig, outputs, dpi)
 
 
 def artifact_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
@@ -139,4 +132,4 @@ def artifact_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: 
         ax.set_xlabel("normalised depth")
         ax.grid(alpha=0.3)
     a2.legend(fontsize=7)
-    _save(fig, outputs, dpi)
+    save_figure(fig, outputs, dpi)

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vitlib.plots.style import model_style  # noqa: E402
+from vitlib.plots.style import model_style, save_figure  # noqa: E402
 
 
 def knn_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, k: int = 20,
@@ -32,10 +32,7 @@ def knn_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, k: int = 2
         ax.set_title(f"k-NN (k = {kk}) {m}")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7)
-    for out in outputs:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, outputs, dpi)
 
 
 def probe_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
@@ -53,7 +50,4 @@ def probe_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("linear probe top-1 (%)")
     axes[-1].legend(fontsize=7)
-    for out in outputs:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, outputs, dpi)

@@ -12,14 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vitlib.plots.style import model_style  # noqa: E402
-
-
-def _save(fig, outputs: Sequence[str | Path], dpi: int) -> None:  # noqa: ANN001
-    for out in outputs:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=dpi)
-    plt.close(fig)
+from vitlib.plots.style import model_style, save_figure  # noqa: E402
 
 
 def cka_grids_figure(table: pd.DataFrame, models: Sequence[str], outputs: Sequence[str | Path],
@@ -45,7 +38,7 @@ def cka_grids_figure(table: pd.DataFrame, models: Sequence[str], outputs: Sequen
     pts = table["points"].iloc[0]
     fig.suptitle(f"CKA between layers ({'norm1/norm2 of every block' if pts == 'norm' else 'block outputs'})",
                  fontsize=9)
-    _save(fig, outputs, dpi)
+    save_figure(fig, outputs, dpi)
 
 
 def last_layer_figure(table: pd.DataFrame, models: Sequence[str], outputs: Sequence[str | Path],
@@ -60,7 +53,7 @@ def last_layer_figure(table: pd.DataFrame, models: Sequence[str], outputs: Seque
         ax.set_yticks(range(len(models)), models, fontsize=7)
         ax.set_title(f"CKA for {kind} tokens")
     fig.colorbar(im, ax=axes, shrink=0.8)
-    _save(fig, outputs, dpi)
+    save_figure(fig, outputs, dpi)
 
 
 def residual_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
@@ -89,7 +82,7 @@ def residual_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: 
         ax.set_ylabel("‖skip‖ / ‖branch‖", fontsize=7)
         ax.legend(fontsize=6)
     fig.tight_layout()
-    _save(fig, outputs, dpi)
+    save_figure(fig, outputs, dpi)
 
 
 def clustering_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
@@ -110,4 +103,4 @@ def clustering_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi
             ax.set_xlabel("normalised depth")
             ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7)
-    _save(fig, outputs, dpi)
+    save_figure(fig, outputs, dpi)

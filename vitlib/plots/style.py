@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from itertools import cycle
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 FAMILY_COLORS = {
     "fs": "darkred", "clip": "red", "dino": "darkgreen", "moco": "limegreen", "mae": "blue",
@@ -26,3 +27,13 @@ def model_style(model_id: str, family: str) -> dict[str, Any]:
     ls = PATCH_LINESTYLE.get(int(m.group(1)), "-") if m else "-"
     return {"color": color, "marker": FAMILY_MARKERS.get(family, "o"), "linestyle": ls,
             "markersize": 4}
+
+
+def save_figure(fig: Any, outputs: Sequence[str | Path], dpi: int) -> None:
+    """Write ``fig`` to every output path (format from the suffix), then close it."""
+    import matplotlib.pyplot as plt
+
+    for out in outputs:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=dpi)
+    plt.close(fig)

@@ -7,6 +7,8 @@ from snakemake.exceptions import WorkflowError
 
 from vitlib.config import ConfigError, model_spec, validate_config
 from vitlib.data.manifest import listing_fingerprint
+from vitlib.data.readers import generated_root
+from vitlib.data.views import VIEWS
 from vitlib.models.weights import cached_weights_path
 
 try:
@@ -18,7 +20,6 @@ RESULTS = config["results"]
 MODELS = config["models"]
 DATASETS = config["datasets"]
 FIG_FORMATS = config["figures"]["formats"]
-VIEWS = ["center"]
 
 
 wildcard_constraints:
@@ -26,6 +27,7 @@ wildcard_constraints:
     mx="|".join(map(re.escape, MODELS)),
     my="|".join(map(re.escape, MODELS)),
     dataset="|".join(map(re.escape, DATASETS)),
+    task="|".join(TASKS),
     view="|".join(VIEWS),
 
 
@@ -40,7 +42,7 @@ def world_dir(dataset):
 def dataset_root(dataset):
     ds = DATASETS[dataset]
     if "generate" in ds:
-        return os.path.join(world_dir(dataset), "imagenet", "train")
+        return generated_root(world_dir(dataset), ds["kind"], ds["generate"])
     return ds["root"]
 
 
@@ -94,6 +96,12 @@ def all_targets():
     kn = analysis("knn")
     for pair in kn.get("pairs", []):
         targets += expand(results("figures", pair["test"], "knn.{ext}"), ext=FIG_FORMATS)
+    for task in TASKS:
+        for ds in analysis(task).get("datasets", []):
+            targets += expand(results("figures", ds, f"{task}.{{ext}}"), ext=FIG_FORMATS)
+    if downstream_tables():
+        targets.append(results("tables", "summary", "best_layers.csv"))
+        targets += expand(results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS)
     for pair in analysis("probe").get("pairs", []):
         targets += expand(results("figures", pair["test"], "probe.{ext}"), ext=FIG_FORMATS)
         targets.append(results("tables", pair["test"], "probe_table6.csv"))
@@ -111,3 +119,28 @@ def train_of(name, test):
 def model_pairs():
     """Unordered model pairs in config order, self-pairs included (within-model grids)."""
     return [(a, b) for i, a in enumerate(MODELS) for b in MODELS[i:]]
+
+
+#: Per-dataset tasks with one table per (dataset, model) and one figure per dataset:
+#: the view each reads and the settings passed to its table function.
+TASKS = ("saliency", "segments", "retrieval", "davis", "spair")
+
+
+def task_view(task):
+    a = analysis(task)
+    return {"saliency": "center", "retrieval": "retrieval", "spair": "spair"}.get(task) or a["view"]
+
+
+def task_settings(task):
+    return {k: v for k, v in analysis(task).items() if k not in ("datasets", "view")}
+
+
+def downstream_tables():
+    """Every per-layer downstream table of the config (inputs of the summary)."""
+    out = []
+    for pair in analysis("knn").get("pairs", []):
+        out += [results("tables", pair["test"], "knn", f"{m}.csv") for m in MODELS]
+    for task in ("retrieval", "davis", "spair"):
+        for ds in analysis(task).get("datasets", []):
+            out += [results("tables", ds, task, f"{m}.csv") for m in MODELS]
+    return out

@@ -6,6 +6,7 @@ rule generate_world:
         directory(results("data", "{dataset}", "world")),
     params:
         generate=lambda wc: DATASETS[wc.dataset]["generate"],
+        kind=lambda wc: DATASETS[wc.dataset]["kind"],
     conda:
         "../envs/cpu.yaml"
     log:
@@ -26,9 +27,11 @@ rule manifest:
     input:
         manifest_input,
     output:
-        results("manifests", "{dataset}.json"),
+        manifest=results("manifests", "{dataset}.json"),
+        # unreadable images skipped under skip_bad_images (header only otherwise)
+        skipped=results("manifests", "{dataset}.skipped.tsv"),
     params:
-        dataset=lambda wc: {k: v for k, v in DATASETS[wc.dataset].items() if k != "generate"},
+        dataset=lambda wc: DATASETS[wc.dataset],
         root=lambda wc: dataset_root(wc.dataset),
         # The file list of an external folder: a change reruns the manifest and what
         # depends on it, nothing else.

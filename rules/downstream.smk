@@ -84,3 +84,65 @@ rule probe_summary:
         results("logs", "figures", "{dataset}", "probe.log"),
     script:
         "../workflow_scripts/probe_summary.py"
+
+
+# Saliency IoU, object/part clustering, retrieval, DAVIS and SPair: one table per
+# (dataset, model) from the store of the view the task reads, one figure per dataset.
+
+
+rule task_table:
+    input:
+        store=lambda wc: store_marker(wc.model, wc.dataset, task_view(wc.task)),
+        manifest=results("manifests", "{dataset}.json"),
+    output:
+        results("tables", "{dataset}", "{task}", "{model}.csv"),
+    params:
+        settings=lambda wc: task_settings(wc.task),
+    threads: 2
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        results("logs", "{task}", "{dataset}", "{model}.log"),
+    benchmark:
+        results("benchmarks", "{task}", "{dataset}", "{model}.tsv")
+    script:
+        "../workflow_scripts/task_table.py"
+
+
+rule figure_task:
+    input:
+        expand(results("tables", "{{dataset}}", "{{task}}", "{model}.csv"), model=MODELS),
+    output:
+        report(
+            expand(results("figures", "{{dataset}}", "{{task}}.{ext}"), ext=FIG_FORMATS),
+            caption="../report/{task}.rst",
+            category="Tasks",
+        ),
+    params:
+        dpi=config["figures"]["dpi"],
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        results("logs", "figures", "{dataset}", "{task}.log"),
+    script:
+        "../workflow_scripts/figure_task.py"
+
+
+rule downstream_summary:
+    input:
+        downstream_tables(),
+    output:
+        table=results("tables", "summary", "best_layers.csv"),
+        figure=report(
+            expand(results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS),
+            caption="../report/best_layers.rst",
+            category="Downstream",
+        ),
+    params:
+        dpi=config["figures"]["dpi"],
+    conda:
+        "../envs/cpu.yaml"
+    log:
+        results("logs", "figures", "summary", "best_layers.log"),
+    script:
+        "../workflow_scripts/downstream_summary.py"

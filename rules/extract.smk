@@ -34,6 +34,7 @@ rule extract:
         feature_dtype=config["extract"]["feature_dtype"],
         gram_points=config["extract"]["gram_points"],
         residual_norms=config["extract"]["residual_norms"],
+        tile_factor=config["extract"]["tile_factor"],
     threads: config["extract"]["threads"]
     resources:
         gpu=1 if config["extract"]["device"].startswith("cuda") else 0,

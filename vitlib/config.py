@@ -80,7 +80,7 @@ def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> di
         except (KeyError, ValueError) as e:
             raise ConfigError(f"config key 'custom_models.{mid}': {e}") from None
         path = (mcfg.get("weights") or {}).get("path")
-        if path and mid in config["models"] and not _exists(path, base_dir):
+        if path and mid in config["models"] and "train" not in mcfg and not _exists(path, base_dir):
             raise ConfigError(
                 f"config key 'custom_models.{mid}.weights.path': file {path!r} does not exist")
     for name, ds in config["datasets"].items():
@@ -100,7 +100,22 @@ def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> di
                 raise ConfigError(
                     f"config key 'analyses.{aname}.datasets.{j}': dataset {dname!r} is not"
                     f" defined under datasets (defined: {', '.join(config['datasets'])})")
+            kind = config["datasets"][dname]["kind"]
+            if aname in ANALYSIS_KINDS and kind not in ANALYSIS_KINDS[aname]:
+                raise ConfigError(
+                    f"config key 'analyses.{aname}.datasets.{j}': dataset {dname!r} is of kind"
+                    f" {kind!r}; {aname} needs one of {', '.join(ANALYSIS_KINDS[aname])}")
     return config
+
+
+#: Dataset kinds each analysis can read (the others work on any image dataset).
+ANALYSIS_KINDS = {
+    "saliency": ("coco", "partimagenet"),
+    "segments": ("coco", "partimagenet"),
+    "retrieval": ("revisited",),
+    "davis": ("davis",),
+    "spair": ("spair",),
+}
 
 
 def _exists(path: str, base_dir: str | Path) -> bool:

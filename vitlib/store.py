@@ -16,6 +16,14 @@ Layout (Zarr v3 group; every array is written by one process, batch by batch)::
       attn/distance          [n, L, H]       mean attention distance (PROTOCOLS §2.5)
       gram/<point>_{cls,spatial,all} [C, L, b, b]  Gram matrix per CKA minibatch
       sums/...               dataset sums (see :mod:`vitlib.reducers`), written when complete
+
+    Token views (``patches``, ``squash``, ``spair``, ``dense``; see :mod:`vitlib.data.views`)
+    keep every spatial token instead, ragged (one grid per image)::
+
+      labels, grid [n, 2]    token grid (rows, cols) of each image
+      offsets [n + 1]        image i's tokens are rows offsets[i]:offsets[i+1], row-major
+      tokens [T, L, D]       block outputs of every spatial token, chunked (4096, 1, D)
+      cls [n, L, D]          the CLS token (not for ``dense``, whose tiles each have one)
     {view}.progress.npz      beside the store: resume state, i.e. the next batch and the
                              running sums (replaced atomically after each batch)
     {view}.complete.json     beside the store, written last: a summary of the run; without
@@ -45,6 +53,8 @@ import zarr
 from vitlib.reducers import ArraySpec
 
 FORMAT = 2
+#: Rows (tokens) per chunk of the ragged token arrays of token views.
+TOKEN_CHUNK = 4096
 
 
 def progress_path(store: str | os.PathLike) -> Path:
@@ -92,7 +102,9 @@ class StoreWriter:
 
     def __init__(self, path: str | os.PathLike, meta: Mapping[str, Any], *,
                  image_specs: Iterable[ArraySpec], chunk_specs: Iterable[ArraySpec],
-                 sum_specs: Iterable[ArraySpec], labels: np.ndarray) -> None:
+                 sum_specs: Iterable[ArraySpec], labels: np.ndarray,
+                 token_specs: Iterable[ArraySpec] = (), offsets: np.ndarray | None = None,
+                 extra_arrays: Mapping[str, np.ndarray] | None = None) -> None:
         self.path = Path(path)
         self.meta = dict(meta)
         self.meta["format"] = FORMAT
@@ -105,6 +117,11 @@ class StoreWriter:
         self.image_specs = list(image_specs)
         self.chunk_specs = list(chunk_specs)
         self.sum_specs = list(sum_specs)
+        self.token_specs = list(token_specs)
+        self.offsets = None if offsets is None else np.asarray(offsets, dtype=np.int64)
+        if self.token_specs and (self.offsets is None or len(self.offsets) != self.n + 1):
+            raise ValueError("token arrays need offsets of length n_items + 1")
+        self.extra_arrays = dict(extra_arrays or {})
         if self.cka_b and self.bs % self.cka_b:
             raise ValueError(f"batch_size {self.bs} must be a multiple of cka_batch_size {self.cka_b}")
         self.n_chunks = self.n // self.cka_b if self.cka_b else 0
@@ -134,6 +151,16 @@ class StoreWriter:
         shutil.rmtree(tmp, ignore_errors=True)
         g = zarr.open_group(str(tmp), mode="w")
         g.create_array("labels", data=np.asarray(labels, dtype=np.int64))
+        for name, arr in self.extra_arrays.items():
+            g.create_array(name, data=np.asarray(arr))
+        if self.token_specs:
+            assert self.offsets is not None
+            g.create_array("offsets", data=self.offsets)
+            total = int(self.offsets[-1])
+            for s in self.token_specs:
+                g.create_array(s.name, shape=(total, *s.shape), dtype=s.dtype,
+                               chunks=(max(1, min(total, TOKEN_CHUNK)), 1, *s.shape[1:]),
+                               fill_value=0, compressors=None)
         for s in self.image_specs:
             g.create_array(s.name, shape=(self.n, *s.shape), dtype=s.dtype,
                            chunks=(self.bs, *((1,) + s.shape[1:] if s.shape else ())),
@@ -160,10 +187,19 @@ class StoreWriter:
         return nb, sums
 
     def write_batch(self, batch: int, per_image: Mapping[str, np.ndarray],
-                    per_chunk: Mapping[str, np.ndarray], sums: Mapping[str, np.ndarray]) -> None:
+                    per_chunk: Mapping[str, np.ndarray], sums: Mapping[str, np.ndarray],
+                    per_token: Mapping[str, np.ndarray] | None = None) -> None:
         """Write batch ``batch``'s rows, then commit the running sums and progress atomically."""
         lo = batch * self.bs
         hi = min(lo + self.bs, self.n)
+        if per_token:
+            assert self.offsets is not None
+            t_lo, t_hi = int(self.offsets[lo]), int(self.offsets[hi])
+            for name, arr in per_token.items():
+                if arr.shape[0] != t_hi - t_lo:
+                    raise ValueError(f"{name}: batch {batch} has {arr.shape[0]} tokens,"
+                                     f" expected {t_hi - t_lo}")
+                self.group[name][t_lo:t_hi] = arr
         for name, arr in per_image.items():
             if arr.shape[0] != hi - lo:
                 raise ValueError(f"{name}: batch {batch} has {arr.shape[0]} rows, expected {hi - lo}")
@@ -227,3 +263,13 @@ def read_layer(group: zarr.Group, name: str, layer: int, chunk_rows: int | None 
     step = chunk_rows or arr.chunks[0]
     for lo in range(0, arr.shape[0], step):
         yield np.asarray(arr[lo:lo + step, layer])
+
+
+def read_tokens(group: zarr.Group, index: int, layer: int | slice = slice(None)) -> np.ndarray:
+    """Token grid of image ``index`` from a token-view store: ``[gh, gw, D]`` for one layer,
+    ``[gh, gw, L, D]`` for a slice of layers."""
+    off = group["offsets"]
+    lo, hi = int(off[index]), int(off[index + 1])
+    gh, gw = (int(v) for v in group["grid"][index])
+    x = np.asarray(group["tokens"][lo:hi, layer])
+    return x.reshape(gh, gw, *x.shape[1:])

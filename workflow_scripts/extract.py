@@ -21,6 +21,7 @@ summary = run_extraction(
     feature_dtype=snakemake.params.feature_dtype,
     gram_points=tuple(snakemake.params.gram_points),
     residual_norms=snakemake.params.residual_norms,
+    tile_factor=snakemake.params.tile_factor,
     device=cfg["device"],
     num_workers=cfg["num_workers"],
     weights_path=snakemake.input.weights[0] if snakemake.input.weights else None,

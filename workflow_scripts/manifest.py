@@ -1,13 +1,10 @@
-from vitlib.data.manifest import read_imagefolder
+from vitlib.data.readers import build_manifest
 from vitlib.logs import log_to
 
 log_to(snakemake.log[0])
-ds = snakemake.params.dataset
-manifest = read_imagefolder(
-    snakemake.params.root,
-    dataset=snakemake.wildcards.dataset,
-    per_class=ds.get("per_class"),
-    classes=ds.get("classes"),
-    cka_batch_size=ds["cka_batch_size"],
-)
-manifest.save(snakemake.output[0])
+manifest, skipped = build_manifest(snakemake.wildcards.dataset, snakemake.params.dataset,
+                                   snakemake.params.root)
+with open(snakemake.output.skipped, "w") as f:
+    f.write("path\treason\n")
+    f.writelines(f"{p}\t{r}\n" for p, r in skipped)
+manifest.save(snakemake.output.manifest)

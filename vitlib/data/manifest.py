@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,6 +34,8 @@ class Item:
     path: str
     label: int
     cka_batch: int = -1
+    #: Kind-specific fields (COCO image id, DAVIS sequence and frame, retrieval role, ...).
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
 
 
 @dataclass
@@ -77,7 +79,9 @@ class Manifest:
             raise DataError(f"manifest {p} does not exist") from None
         except json.JSONDecodeError as e:
             raise DataError(f"manifest {p} is not valid JSON: {e}") from None
-        d.pop("format", None)
+        fmt = d.pop("format", None)
+        if fmt != 1 or "items" not in d:
+            raise DataError(f"manifest {p}: not a vitlib manifest (format {fmt!r})")
         d["items"] = [Item(**it) for it in d["items"]]
         return cls(**d)
 
@@ -86,6 +90,10 @@ class Manifest:
         h = hashlib.sha256()
         for it in self.items:
             h.update(f"{it.id}\t{it.path}\t{it.label}\t{it.cka_batch}\n".encode())
+            if it.meta:
+                h.update(json.dumps(it.meta, sort_keys=True).encode())
+        if self.extra:
+            h.update(json.dumps(self.extra, sort_keys=True, default=str).encode())
         return h.hexdigest()[:16]
 
 
@@ -130,10 +138,15 @@ def read_imagefolder(root: str | os.PathLike, *, dataset: str, per_class: int | 
         for f in files:
             rel = f"{cname}/{f}"
             items.append(Item(id=os.path.splitext(rel)[0], path=rel, label=label))
-    parts = assign_cka_batches(len(items), cka_batch_size)
-    items = [Item(it.id, it.path, it.label, c) for it, c in zip(items, parts)]
     return Manifest(dataset=dataset, kind="imagefolder", root=str(rootp.resolve()),
-                    classes=list(names), items=items, cka_batch_size=cka_batch_size)
+                    classes=list(names), items=with_cka_batches(items, cka_batch_size),
+                    cka_batch_size=cka_batch_size)
+
+
+def with_cka_batches(items: Sequence[Item], cka_batch_size: int) -> list[Item]:
+    """``items`` with their CKA minibatch (:func:`assign_cka_batches`) filled in."""
+    parts = assign_cka_batches(len(items), cka_batch_size)
+    return [replace(it, cka_batch=c) for it, c in zip(items, parts)]
 
 
 def listing_fingerprint(root: str | os.PathLike) -> str:

@@ -1,47 +1,205 @@
-"""Views: how images are prepared for a model (PROTOCOLS §1.4).
+"""Views: how images are prepared for a model (PROTOCOLS §1.4, §4, §5.2–5.4).
 
-``center``: bicubic (antialiased) resize of the short side to the model's image size,
-centre crop, ``ToTensor``, the family's mean/std — no 256→224 ratio.
+A view turns an image into the model's input.  ``S`` is the model's image size and ``p``
+its patch size.
+
+==============  =====================================================================  ========
+view            what the model sees                                                     store
+==============  =====================================================================  ========
+``center``      bicubic (antialiased) short side → S, centre crop S×S (§1.4; no          reduced
+                256→224 ratio)
+``retrieval``   ``thumbnail((S, S))`` (LANCZOS, long side ≤ S), then ``center`` (§5.2)  reduced
+``patches``     ``center``, keeping every spatial token of every block                  tokens
+``squash``      bicubic resize to S×S, aspect not kept (DAVIS non-dense, §5.3)          tokens
+``spair``       long side → S (LANCZOS), zero-padded to S×S, centred (§5.4)             tokens
+``dense``       short side → 2S, long side floored to a multiple of p, tiled by S×S     tokens
+                windows, the last row/column shifted back to the border, first tile
+                covering a token wins (§4); one token grid per image
+==============  =====================================================================  ========
+
+"reduced" views go through :class:`~vitlib.reducers.StreamingReducer` (CLS and mean
+features, attention rows, distances, Grams, sums); "tokens" views keep the spatial token
+features of every block (ragged: one grid per image) for mask pooling, label propagation
+and keypoint matching.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from vitlib.data.manifest import DataError, Manifest
 
-VIEWS = ("center",)
+REDUCED_VIEWS = ("center", "retrieval")
+TOKEN_VIEWS = ("patches", "squash", "spair", "dense")
+VIEWS = REDUCED_VIEWS + TOKEN_VIEWS
+BICUBIC = T.InterpolationMode.BICUBIC
 
 
-def center_transform(img_size: int, mean: Sequence[float], std: Sequence[float]
-                     ) -> Callable[[Image.Image], torch.Tensor]:
-    return T.Compose([
-        T.Resize(img_size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-        T.CenterCrop(img_size),
-        T.ToTensor(),
-        T.Normalize(mean, std),
-    ])
-
-
-def make_transform(view: str, img_size: int, mean: Sequence[float], std: Sequence[float]
-                   ) -> Callable[[Image.Image], torch.Tensor]:
-    if view == "center":
-        return center_transform(img_size, mean, std)
-    raise ValueError(f"unknown view {view!r}; known views: {', '.join(VIEWS)}")
-
-
-def load_rgb(path: str) -> Image.Image:
+def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Open an image as RGB; a missing, unreadable or truncated file is a DataError naming it."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
     except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
+
+
+def _normalise(mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image], torch.Tensor]:
+    return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+
+
+def center_pixels(img_size: int) -> Callable[[Image.Image], Image.Image]:
+    return T.Compose([T.Resize(img_size, interpolation=BICUBIC, antialias=True),
+                      T.CenterCrop(img_size)])
+
+
+def center_transform(img_size: int, mean: Sequence[float], std: Sequence[float]
+                     ) -> Callable[[Image.Image], torch.Tensor]:
+    return T.Compose([center_pixels(img_size), _normalise(mean, std)])
+
+
+def thumbnail(im: Image.Image, size: int) -> Image.Image:
+    """PIL ``thumbnail((size, size))`` with LANCZOS (the former ``ANTIALIAS``), on a copy."""
+    im = im.copy()
+    im.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return im
+
+
+@dataclass(frozen=True)
+class PadGeometry:
+    """Where an image lands in the ``spair`` view: ``x' = x·scale + off_x`` (same for y)."""
+
+    scale: float
+    off_x: int
+    off_y: int
+    new_w: int
+    new_h: int
+
+
+def pad_geometry(width: int, height: int, size: int) -> PadGeometry:
+    """Long side → ``size``, short side ``round(size·short/long)``, centred with offset
+    ``int((size − new_short)/2)`` (PROTOCOLS §5.4, ``resize`` + ``preprocess_kps_pad``)."""
+    if width >= height:
+        nw, nh = size, int(round(size * height / width))
+    else:
+        nw, nh = int(round(size * width / height)), size
+    return PadGeometry(scale=size / max(width, height), off_x=(size - nw) // 2,
+                       off_y=(size - nh) // 2, new_w=nw, new_h=nh)
+
+
+def pad_pixels(im: Image.Image, size: int) -> Image.Image:
+    g = pad_geometry(im.width, im.height, size)
+    canvas = Image.new("RGB", (size, size))
+    canvas.paste(im.resize((g.new_w, g.new_h), Image.Resampling.LANCZOS), (g.off_x, g.off_y))
+    return canvas
+
+
+# ---------------------------------------------------------------------------------- dense tiling
+@dataclass(frozen=True)
+class DenseGeometry:
+    """The §4 tiling of one image: resized size, token grid and tile origins (pixels)."""
+
+    height: int
+    width: int
+    patch: int
+    window: int
+    tiles: tuple[tuple[int, int], ...]  # (top, left), row by row
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.height // self.patch, self.width // self.patch
+
+
+def dense_size(height: int, width: int, window: int, patch: int, tile_factor: int = 2
+               ) -> tuple[int, int]:
+    """Short side → ``window·tile_factor``; long side scaled and floored to a multiple of
+    ``patch`` (PROTOCOLS §4 step 1; 480×640 at p = 16 → 448×592)."""
+    short = window * tile_factor
+    if height <= width:
+        long = int(math.floor(short / height * width / patch)) * patch
+        return short, max(long, short)
+    long = int(math.floor(short / width * height / patch)) * patch
+    return max(long, short), short
+
+
+def dense_geometry(height: int, width: int, window: int, patch: int, tile_factor: int = 2
+                   ) -> DenseGeometry:
+    """Tile origins of §4 step 2: ``ceil(H/window) × ceil(W/window)`` tiles on a ``window``
+    grid, the last row/column shifted back to end at the border."""
+    if window % patch:
+        raise ValueError(f"window {window} is not a multiple of the patch size {patch}")
+    h, w = dense_size(height, width, window, patch, tile_factor)
+    rows = [min(window * a, max(h - window, 0)) for a in range(math.ceil(h / window))]
+    cols = [min(window * b, max(w - window, 0)) for b in range(math.ceil(w / window))]
+    return DenseGeometry(h, w, patch, window, tuple((r, c) for r in rows for c in cols))
+
+
+def dense_tiles(im: Image.Image, geom: DenseGeometry, mean: Sequence[float],
+                std: Sequence[float]) -> torch.Tensor:
+    """The tiles of ``im`` as a normalised ``[T, 3, window, window]`` batch."""
+    x = TF.to_tensor(im.resize((geom.width, geom.height), Image.Resampling.BICUBIC))
+    x = TF.normalize(x, mean, std)
+    w = geom.window
+    return torch.stack([x[:, r:r + w, c:c + w] for r, c in geom.tiles])
+
+
+def assemble_tiles(tile_tokens: torch.Tensor, geom: DenseGeometry) -> torch.Tensor:
+    """Re-assemble ``[T, L, t, t, D]`` tile token grids into ``[L, gh, gw, D]``; where tiles
+    overlap, the first tile (row by row, left to right) wins (§4 step 4)."""
+    gh, gw = geom.grid
+    t = geom.window // geom.patch
+    L, D = tile_tokens.shape[1], tile_tokens.shape[-1]
+    out = tile_tokens.new_zeros((L, gh, gw, D))
+    covered = torch.zeros((gh, gw), dtype=torch.bool)
+    for k, (r, c) in enumerate(geom.tiles):
+        r0, c0 = r // geom.patch, c // geom.patch
+        free = ~covered[r0:r0 + t, c0:c0 + t]
+        region = out[:, r0:r0 + t, c0:c0 + t]
+        region[:, free] = tile_tokens[k][:, free]
+        covered[r0:r0 + t, c0:c0 + t] = True
+    return out
+
+
+# ---------------------------------------------------------------------------------- transforms
+def make_transform(view: str, img_size: int, mean: Sequence[float], std: Sequence[float]
+                   ) -> Callable[[Image.Image], torch.Tensor]:
+    """The per-image transform of a fixed-size view (everything but ``dense``)."""
+    norm = _normalise(mean, std)
+    if view in ("center", "patches"):
+        return center_transform(img_size, mean, std)
+    if view == "retrieval":
+        return lambda im: center_transform(img_size, mean, std)(thumbnail(im, img_size))
+    if view == "squash":
+        return T.Compose([T.Resize((img_size, img_size), interpolation=BICUBIC, antialias=True),
+                          norm])
+    if view == "spair":
+        return lambda im: norm(pad_pixels(im, img_size))
+    if view == "dense":
+        raise ValueError("the dense view is tiled: use dense_geometry/dense_tiles")
+    raise ValueError(f"unknown view {view!r}; known views: {', '.join(VIEWS)}")
+
+
+def view_pixels(view: str, im: Image.Image, img_size: int) -> Image.Image:
+    """The pixels a fixed-size view feeds the model (before normalisation)."""
+    if view in ("center", "patches"):
+        return center_pixels(img_size)(im)
+    if view == "retrieval":
+        return center_pixels(img_size)(thumbnail(im, img_size))
+    if view == "squash":
+        return im.resize((img_size, img_size), Image.Resampling.BICUBIC)
+    if view == "spair":
+        return pad_pixels(im, img_size)
+    raise ValueError(f"view {view!r} has no single-image pixels")
 
 
 class ManifestDataset(Dataset):
@@ -56,14 +214,38 @@ class ManifestDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         item = self.manifest.items[i]
-        return self.transform(load_rgb(str(self.manifest.abspath(item)))), i
+        return self.transform(load_rgb(self.manifest.abspath(item))), i
 
 
-def view_image(path: str | "os.PathLike[str]", img_size: int):  # noqa: ANN201
-    """The ``center`` view of an image before normalisation, as ``uint8 [H, W, 3]`` (for
-    drawing attention over exactly the pixels the model saw)."""
-    import numpy as np
+class DenseDataset(Dataset):
+    """Items of a manifest as tiles of the dense view; returns ``(tiles [T,3,w,w], index)``."""
 
-    t = T.Compose([T.Resize(img_size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-                   T.CenterCrop(img_size)])
-    return np.asarray(t(load_rgb(str(path))), dtype=np.uint8)
+    def __init__(self, manifest: Manifest, geoms: Sequence[DenseGeometry],
+                 mean: Sequence[float], std: Sequence[float]):
+        self.manifest, self.geoms, self.mean, self.std = manifest, geoms, mean, std
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        im = load_rgb(self.manifest.abspath(self.manifest.items[i]))
+        return dense_tiles(im, self.geoms[i], self.mean, self.std), i
+
+
+def image_sizes(manifest: Manifest) -> np.ndarray:
+    """``[n, 2]`` (height, width) of every image, read from the file headers only."""
+    out = np.zeros((len(manifest), 2), dtype=np.int64)
+    for i, it in enumerate(manifest.items):
+        p = manifest.abspath(it)
+        try:
+            with Image.open(p) as im:
+                out[i] = im.height, im.width
+        except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+            raise DataError(f"cannot read image {p}: {e}") from None
+    return out
+
+
+def view_image(path: str | os.PathLike, img_size: int, view: str = "center") -> np.ndarray:
+    """A view of an image before normalisation, as ``uint8 [H, W, 3]`` (for drawing
+    attention over exactly the pixels the model saw)."""
+    return np.asarray(view_pixels(view, load_rgb(path), img_size), dtype=np.uint8)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
 
 from vitlib.downstream.knn import knn_accuracy, knn_topk_streaming
 from vitlib.store import open_store, read_layer, store_meta
+
+if TYPE_CHECKING:
+    from vitlib.data.manifest import Manifest
 
 
 def knn_table(train_store: str, test_store: str, *, ks: Sequence[int] = (10, 20, 100, 200),
@@ -85,3 +88,163 @@ def probe_table(train_store: str, test_store: str, *, epochs: int = 20, lr: floa
                    "chance": 100.0 / C}.items():
         t[col] = v
     return t
+
+
+def _stamp(t: pd.DataFrame, meta: dict, **extra: object) -> pd.DataFrame:
+    for col, v in {"model": meta["model"], "family": meta["spec"]["family"],
+                   "depth": meta["depth"], "dataset": meta["dataset"], **extra}.items():
+        t[col] = v
+    return t
+
+
+def _check_manifest(meta: dict, manifest: "Manifest", store: str) -> None:
+    if meta["manifest_digest"] != manifest.digest():
+        raise ValueError(f"{store} was extracted from another manifest of {manifest.dataset!r}")
+
+
+def retrieval_table(store: str, manifest: "Manifest", *,
+                    protocols: Sequence[str] = ("medium", "hard")) -> pd.DataFrame:
+    """Revisited-protocol mAP per layer (PROTOCOLS §5.2) from a ``retrieval`` view store:
+    L2-normalised CLS features, database ranked by cosine similarity with a FAISS
+    inner-product index, ``revisited_map`` per protocol."""
+    import faiss
+
+    from vitlib.downstream.retrieval import revisited_map
+
+    g = open_store(store)
+    meta = store_meta(g)
+    _check_manifest(meta, manifest, store)
+    n_db = int(manifest.extra["n_db"])
+    gnd = manifest.extra["gnd"]
+    rows = []
+    for layer in range(meta["depth"]):
+        x = np.asarray(g["feat/block_cls"][:, layer], dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+        index = faiss.IndexFlatIP(x.shape[1])
+        index.add(np.ascontiguousarray(x[:n_db]))
+        _, ranks = index.search(np.ascontiguousarray(x[n_db:]), n_db)
+        for p in protocols:
+            r = revisited_map(ranks.T, gnd, p)
+            rows.append({"layer": layer, "protocol": p, "map": r["map"],
+                         **{f"mp@{k}": v for k, v in zip(r["kappas"], r["mpr"])}})
+    return _stamp(pd.DataFrame(rows), meta, n_db=n_db, n_queries=len(gnd))
+
+
+def davis_table(store: str, manifest: "Manifest", *, n_last: int = 7, radius: int = 12,
+                topk: int = 5, temperature: float = 0.1, layers: Sequence[int] | None = None
+                ) -> pd.DataFrame:
+    """DAVIS label propagation per layer (PROTOCOLS §5.3) from a ``dense`` or ``squash``
+    token store: the first frame's annotation (nearest-resized to the token grid) is
+    propagated with :func:`propagate_labels`, predictions are upsampled to the frame size
+    and scored with J and F per object (first and last frame excluded)."""
+    import torch
+    from PIL import Image
+
+    from vitlib.data.annotations import davis_mask
+    from vitlib.downstream.davis import evaluate_sequence, propagate_labels, soft_to_labels
+
+    g = open_store(store)
+    meta = store_meta(g)
+    _check_manifest(meta, manifest, store)
+    if meta.get("kind") != "tokens":
+        raise ValueError(f"{store}: DAVIS needs a token view ('dense' or 'squash')")
+    offsets = np.asarray(g["offsets"][...])
+    grids = np.asarray(g["grid"][...])
+    patch = int(meta["spec"]["patch_size"])
+    root = manifest.root
+    seqs: dict[str, list[int]] = {}
+    for i, it in enumerate(manifest.items):
+        seqs.setdefault(it.meta["seq"], []).append(i)
+    per_obj = []
+    for seq, idx in seqs.items():
+        gh, gw = (int(v) for v in grids[idx[0]])
+        gts = []
+        for i in idx:
+            a = manifest.items[i].meta.get("annotation")
+            if not a:
+                raise ValueError(f"DAVIS {seq}: frame {manifest.items[i].id} has no annotation")
+            gts.append(davis_mask(f"{root}/{a}"))
+        gt = np.stack(gts)
+        first = np.asarray(Image.fromarray(gt[0]).resize((gw, gh), Image.Resampling.NEAREST))
+        C = int(first.max()) + 1
+        onehot = torch.from_numpy(np.eye(C, dtype=np.float32)[first]).permute(2, 0, 1)
+        tok = np.asarray(g["tokens"][offsets[idx[0]]:offsets[idx[-1] + 1]])  # frames contiguous
+        tok = tok.reshape(len(idx), gh, gw, *tok.shape[1:])
+        for layer in (layers if layers is not None else range(meta["depth"])):
+            feats = torch.from_numpy(tok[:, :, :, layer].astype(np.float32))
+            soft = propagate_labels(feats, onehot, n_last=n_last, radius=radius, topk=topk,
+                                    temperature=temperature)
+            pred = soft_to_labels(soft, patch, gt.shape[1:])
+            pred[0] = gt[0]  # frame 0's annotation is copied, as the original
+            for obj, s in evaluate_sequence(pred, gt).items():
+                per_obj.append({"layer": layer, "seq": seq, "object": obj, **s})
+    t = pd.DataFrame(per_obj)
+    agg = t.groupby("layer", as_index=False)[["J", "F"]].mean()
+    agg["JF"] = (agg["J"] + agg["F"]) / 2
+    agg[["J", "F", "JF"]] *= 100
+    return _stamp(agg, meta, view=meta["view"], n_sequences=len(seqs),
+                  n_objects=int(len(t) // max(1, t["layer"].nunique())),
+                  n_last=n_last, radius=radius, topk=topk, temperature=temperature)
+
+
+def spair_table(store: str, manifest: "Manifest", *, alphas: Sequence[float] = (0.1, 0.05, 0.01),
+                reference: str = "bbox") -> pd.DataFrame:
+    """SPair keypoint transfer per layer (PROTOCOLS §5.4) from a ``spair`` token store:
+    per-token L2-normalised features bilinearly upsampled to the S×S input, each source
+    keypoint's descriptor matched to the most similar target pixel (cosine), PCK per
+    category against the target box's longer side (``reference="bbox"``) or the image
+    size (``"image"``), averaged over categories."""
+    import torch
+    import torch.nn.functional as F
+
+    from vitlib.data.views import pad_geometry
+    from vitlib.downstream.keypoints import pck
+
+    g = open_store(store)
+    meta = store_meta(g)
+    _check_manifest(meta, manifest, store)
+    if meta["view"] != "spair":
+        raise ValueError(f"{store}: SPair needs the 'spair' view, not {meta['view']!r}")
+    S = int(meta["spec"]["img_size"])
+    offsets = np.asarray(g["offsets"][...])
+    grids = np.asarray(g["grid"][...])
+
+    def dense(i: int, layer: int) -> torch.Tensor:
+        gh, gw = (int(v) for v in grids[i])
+        x = torch.from_numpy(np.asarray(g["tokens"][offsets[i]:offsets[i + 1], layer],
+                                        dtype=np.float32)).reshape(gh, gw, -1)
+        x = F.normalize(x, dim=-1).permute(2, 0, 1)[None]
+        up = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False)[0]
+        return F.normalize(up, dim=0).reshape(up.shape[0], -1)        # [D, S·S]
+
+    def to_view(kps: np.ndarray, wh: Sequence[int]) -> tuple[np.ndarray, float]:
+        geo = pad_geometry(int(wh[0]), int(wh[1]), S)
+        return kps * geo.scale + np.array([geo.off_x, geo.off_y]), geo.scale
+
+    rows = []
+    for layer in range(meta["depth"]):
+        cache: dict[int, torch.Tensor] = {}
+        errs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        for p in manifest.extra["pairs"]:
+            src, _ = to_view(np.asarray(p["src_kps"], float), p["src_imsize"])
+            trg, scale = to_view(np.asarray(p["trg_kps"], float), p["trg_imsize"])
+            if not len(src):
+                continue
+            for i in (p["src"], p["trg"]):
+                if i not in cache:
+                    cache[i] = dense(i, layer)
+            xs = np.clip(src[:, 0].astype(int), 0, S - 1)
+            ys = np.clip(np.round(src[:, 1]).astype(int), 0, S - 1)
+            desc = cache[p["src"]][:, ys * S + xs]                    # [D, K]
+            best = (desc.T @ cache[p["trg"]]).argmax(1).numpy()
+            pred = np.stack([best % S, best // S], 1).astype(float)
+            x1, y1, x2, y2 = p["trg_bndbox"]
+            ref = max(x2 - x1, y2 - y1) * scale if reference == "bbox" else float(S)
+            errs.setdefault(p["category"], []).append((pred, trg, np.full(len(trg), ref)))
+        for a in alphas:
+            per_cat = {c: pck(np.concatenate([e[0] for e in v]), np.concatenate([e[1] for e in v]),
+                              np.concatenate([e[2] for e in v]), a) for c, v in errs.items()}
+            rows.append({"layer": layer, "alpha": a, "pck": 100 * float(np.mean(list(per_cat.values()))),
+                         **{f"pck_{c}": 100 * v for c, v in per_cat.items()}})
+    return _stamp(pd.DataFrame(rows), meta, reference=reference,
+                  n_pairs=len(manifest.extra["pairs"]))

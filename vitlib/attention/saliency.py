@@ -1,0 +1,78 @@
+"""Attention-saliency IoU (PROTOCOLS §2.8) from a ``center`` store and COCO-format masks.
+
+For every image with at least one usable annotation the ground truth is the union of its
+soft token masks (objects for COCO, parts for PartImageNet; centre-cropped like the view);
+the prediction of each (layer, head) is the 60 %-mass set of the CLS query's or the mean
+spatial query's attention over the spatial keys (stored at extraction, no forward pass).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from vitlib.attention.core import mass_threshold_mask
+from vitlib.data.annotations import annotation_masks, coco_for_item, token_masks
+from vitlib.data.manifest import Manifest
+from vitlib.store import open_store, store_meta
+
+QUERIES = {"cls": "attn/cls_row", "spatial": "attn/spatial_mean_row"}
+
+
+def iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """IoU of boolean masks ``[..., M]`` against ``gt [M]`` (0 where both are empty)."""
+    inter = (pred & gt).sum(-1)
+    union = (pred | gt).sum(-1)
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def saliency_iou(store_path: str, manifest: Manifest, *, mass: float = 0.6
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-image IoU ``{query: [n_used, L, H]}`` and the manifest indices used."""
+    g = open_store(store_path)
+    meta = store_meta(g)
+    if meta["manifest_digest"] != manifest.digest():
+        raise ValueError(f"{store_path} was extracted from another manifest of"
+                         f" {manifest.dataset!r} (digest {meta['manifest_digest']})")
+    gh, gw = meta["grid_hw"]
+    out: dict[str, list[np.ndarray]] = {q: [] for q in QUERIES}
+    used = []
+    for i, item in enumerate(manifest.items):
+        coco = coco_for_item(manifest, item)
+        soft, _ = token_masks(annotation_masks(coco, int(item.meta["image_id"])), (gh, gw),
+                              crop=True)
+        if not len(soft):
+            continue
+        gt = soft.sum(0).reshape(-1) > 0
+        for q, name in QUERIES.items():
+            rows = np.asarray(g[name][i], dtype=np.float32)          # [L, H, M]
+            out[q].append(iou(mass_threshold_mask(rows, mass), gt))
+        used.append(i)
+    if not used:
+        raise ValueError(f"{manifest.dataset!r}: no image has a usable annotation mask")
+    return {q: np.stack(v) for q, v in out.items()}, np.asarray(used)
+
+
+def saliency_table(store_path: str, manifest: Manifest, *, mass: float = 0.6) -> pd.DataFrame:
+    """Tidy IoU table: per (query, layer, head) the mean over images; per (query, layer) the
+    best head chosen per image (``head_selection = "per_image"``: max over heads, then the
+    mean — the paper's plots) and per layer (``"per_layer"``: max over heads of the mean)."""
+    per_image, used = saliency_iou(store_path, manifest, mass=mass)
+    meta = store_meta(open_store(store_path))
+    rows = []
+    for q, v in per_image.items():
+        mean = v.mean(0)                                   # [L, H]
+        for layer in range(v.shape[1]):
+            for h in range(v.shape[2]):
+                rows.append({"query": q, "layer": layer, "head": h, "head_selection": "head",
+                             "iou": float(mean[layer, h])})
+            rows.append({"query": q, "layer": layer, "head": -1, "head_selection": "per_image",
+                         "iou": float(v[:, layer].max(-1).mean())})
+            rows.append({"query": q, "layer": layer, "head": int(mean[layer].argmax()),
+                         "head_selection": "per_layer", "iou": float(mean[layer].max())})
+    t = pd.DataFrame(rows)
+    for col, val in {"model": meta["model"], "dataset": meta["dataset"],
+                     "family": meta["spec"]["family"], "depth": meta["depth"], "mass": mass,
+                     "n_images": len(used)}.items():
+        t[col] = val
+    return t

@@ -466,7 +466,7 @@ def build_manifest(dataset: str, cfg: Mapping[str, Any], root: str | os.PathLike
     its images (``check_images``/``skip_bad_images``); returns the manifest and the skipped
     ``[(path, reason)]``."""
     kind = cfg["kind"]
-    opts = {**WORLD_DEFAULTS.get(kind, {}) if "generate" in cfg else {},
+    opts = {**(WORLD_DEFAULTS.get(kind, {}) if "generate" in cfg else {}),
             **{k: cfg[k] for k in OPTION_KEYS if cfg.get(k) is not None}}
     m = read_dataset(kind, root, dataset=dataset, options=opts,
                      cka_batch_size=int(cfg.get("cka_batch_size", 0)))

@@ -12,6 +12,7 @@ configfile: "config.yaml"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/zoo.smk"
 include: "rules/extract.smk"
 include: "rules/attention.smk"
 include: "rules/features.smk"

@@ -20,6 +20,8 @@ RESULTS = config["results"]
 MODELS = config["models"]
 DATASETS = config["datasets"]
 FIG_FORMATS = config["figures"]["formats"]
+#: Per-dataset tasks with one table per (dataset, model) and one figure per dataset.
+TASKS = ("saliency", "segments", "retrieval", "davis", "spair")
 
 
 wildcard_constraints:
@@ -121,9 +123,6 @@ def model_pairs():
     return [(a, b) for i, a in enumerate(MODELS) for b in MODELS[i:]]
 
 
-#: Per-dataset tasks with one table per (dataset, model) and one figure per dataset:
-#: the view each reads and the settings passed to its table function.
-TASKS = ("saliency", "segments", "retrieval", "davis", "spair")
 
 
 def task_view(task):

@@ -75,6 +75,14 @@ def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> di
                 f"config key 'models.{i}': unknown model id {mid!r}; built-in ids are"
                 f" {', '.join(list_models())}; or define it under custom_models")
     for mid, mcfg in custom.items():
+        if "train" in mcfg:
+            tr = mcfg["train"]
+            if tr["dataset"] not in config["datasets"]:
+                raise ConfigError(f"config key 'custom_models.{mid}.train.dataset': dataset"
+                                  f" {tr['dataset']!r} is not defined under datasets")
+            mcfg["weights"] = {"path": str(Path(config.get("results", "results"), "zoo",
+                                                f"{mid}.pth")),
+                               "format": TRAINED_FORMAT[tr["method"]]}
         try:
             spec_from_config(mid, mcfg)
         except (KeyError, ValueError) as e:
@@ -107,6 +115,9 @@ def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> di
                     f" {kind!r}; {aname} needs one of {', '.join(ANALYSIS_KINDS[aname])}")
     return config
 
+
+#: The checkpoint layout the mini-zoo writes for each training method (its family's).
+TRAINED_FORMAT = {"supervised": "timm", "dino": "dino", "mae": "mae"}
 
 #: Dataset kinds each analysis can read (the others work on any image dataset).
 ANALYSIS_KINDS = {

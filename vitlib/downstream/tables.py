@@ -33,10 +33,14 @@ def knn_table(train_store: str, test_store: str, *, ks: Sequence[int] = (10, 20,
     kmax = min(max(ks), len(ytr))
     ks_eff = sorted({min(k, len(ytr)) for k in ks})
     rows = []
+    # ~64 MiB of float32 train features per chunk (a few of the store's chunks): large
+    # enough for fast matrix products, small enough to keep memory flat at any scale
+    step = max(gtr[name].chunks[0], (64 << 20) // (4 * gtr[name].shape[-1]))
+    step -= step % gtr[name].chunks[0]
     for layer in range(mtr["depth"]):
         q = np.asarray(gte[name][:, layer], dtype=np.float32)
         sims, idx = knn_topk_streaming(
-            (c.astype(np.float32) for c in read_layer(gtr, name, layer)), q, kmax)
+            (c.astype(np.float32) for c in read_layer(gtr, name, layer, step)), q, kmax)
         acc = knn_accuracy(sims, ytr[idx], yte, ks_eff, C, temperature)
         for k in ks:
             a = acc[min(k, len(ytr))]

@@ -272,7 +272,7 @@ def bench_knn_memory(repeats: int) -> list[Row]:
 
     make = r"""
 import sys, numpy as np
-from vitlib.reducers import ArraySpec
+from vitlib.store import ArraySpec
 from vitlib.store import StoreWriter
 def store(path, n, seed, bs=5000):
     meta = {"model": "bench", "spec": {"family": "random"}, "dataset": path, "depth": 12,

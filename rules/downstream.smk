@@ -11,7 +11,7 @@ rule knn:
         ks=lambda wc: analysis("knn")["ks"],
         temperature=lambda wc: analysis("knn")["temperature"],
         feature=lambda wc: analysis("knn")["feature"],
-    threads: 2
+    threads: config["analysis_threads"]
     conda:
         "../envs/cpu.yaml"
     log:
@@ -53,7 +53,7 @@ rule probe:
         settings=lambda wc: {
             k: analysis("probe")[k] for k in ("epochs", "lr", "batch_size", "weight_decay", "seed")
         },
-    threads: 2
+    threads: config["analysis_threads"]
     resources:
         gpu=1 if config["extract"]["device"].startswith("cuda") else 0,
     conda:
@@ -98,7 +98,7 @@ rule task_table:
         results("tables", "{dataset}", "{task}", "{model}.csv"),
     params:
         settings=lambda wc: task_settings(wc.task),
-    threads: 2
+    threads: config["analysis_threads"]
     conda:
         "../envs/cpu.yaml"
     log:

@@ -63,7 +63,7 @@ rule clustering:
         seed=lambda wc: analysis("features")["clustering_seed"],
         n_init=lambda wc: analysis("features")["clustering_n_init"],
         noise=lambda wc: analysis("features")["noise"],
-    threads: 2
+    threads: config["analysis_threads"]
     conda:
         "../envs/cpu.yaml"
     log:

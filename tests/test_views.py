@@ -151,3 +151,21 @@ def test_token_extraction_equals_direct_forwards(tmp_path):
                 np.testing.assert_allclose(np.asarray(g["cls"][i, 1]),
                                            c.tokens["block"][1][0, 0].numpy(), atol=1e-5)
             np.testing.assert_allclose(got, ref.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(97, 61), (61, 97), (40, 40), (20, 30)])
+def test_center_view_equals_torchvision(size):
+    """The view functions are plain PIL + NumPy (no torchvision import in jobs that only
+    read images); they must equal torchvision's Resize + CenterCrop + ToTensor + Normalize."""
+    from torchvision import transforms as T
+
+    rng = np.random.default_rng(5)
+    im = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ref = T.Compose([T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32),
+                     T.ToTensor(), T.Normalize(mean, std)])(im)
+    ours = make_transform("center", 32, mean, std)(im)
+    torch.testing.assert_close(ours, ref, atol=0, rtol=0)
+    ref = T.Compose([T.Resize((32, 32), interpolation=T.InterpolationMode.BICUBIC),
+                     T.ToTensor(), T.Normalize(mean, std)])(im)
+    torch.testing.assert_close(make_transform("squash", 32, mean, std)(im), ref, atol=0, rtol=0)

@@ -34,8 +34,8 @@ from vitlib.data.views import (
 from vitlib.models.build import build_model
 from vitlib.models.capture import Capture
 from vitlib.models.registry import ModelSpec
-from vitlib.reducers import ArraySpec, StreamingReducer
-from vitlib.store import StoreWriter
+from vitlib.reducers import StreamingReducer
+from vitlib.store import ArraySpec, StoreWriter
 
 log = logging.getLogger(__name__)
 

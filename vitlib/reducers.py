@@ -24,21 +24,12 @@ follow automatically.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from vitlib.attention.core import aligned_sum, distance_template
-
-
-@dataclass(frozen=True)
-class ArraySpec:
-    """One array the reducer produces: trailing shape and storage dtype."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
+from vitlib.store import ArraySpec
 
 
 class StreamingReducer:

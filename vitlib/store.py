@@ -44,13 +44,22 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import zarr
 
-from vitlib.reducers import ArraySpec
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One array of a store: name, trailing shape (after the item axis), storage dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: Any
 
 FORMAT = 2
 #: Rows (tokens) per chunk of the ragged token arrays of token views.

@@ -28,21 +28,20 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
-from torchvision import transforms as T
-from torchvision.transforms import functional as TF
 
 from vitlib.data.manifest import DataError, Manifest
+
+if TYPE_CHECKING:
+    import torch
 
 REDUCED_VIEWS = ("center", "retrieval")
 TOKEN_VIEWS = ("patches", "squash", "spair", "dense")
 VIEWS = REDUCED_VIEWS + TOKEN_VIEWS
-BICUBIC = T.InterpolationMode.BICUBIC
+BICUBIC = Image.Resampling.BICUBIC
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
@@ -54,18 +53,44 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise DataError(f"cannot read image {path}: {e}") from None
 
 
-def _normalise(mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image], torch.Tensor]:
-    return T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+def _to_tensor(im: Image.Image, mean: Sequence[float], std: Sequence[float]) -> "torch.Tensor":
+    """``ToTensor`` + ``Normalize``: ``[3, H, W]`` float32, (x/255 − mean)/std."""
+    import torch
+
+    a = np.asarray(im, dtype=np.float32) / 255.0
+    a = (a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+
+
+def _normalise(mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image], "torch.Tensor"]:
+    return lambda im: _to_tensor(im, mean, std)
+
+
+def resize_short(im: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize of the short side to ``size`` (long side ``int(size·long/short)``), as
+    torchvision's ``Resize(size)`` on PIL images (PIL's bicubic filter is antialiased)."""
+    w, h = im.size
+    if w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
+    return im if (nw, nh) == (w, h) else im.resize((nw, nh), BICUBIC)
+
+
+def center_crop(im: Image.Image, size: int) -> Image.Image:
+    """Centre ``size``² crop with torchvision's rounding of the offsets."""
+    w, h = im.size
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return im.crop((left, top, left + size, top + size))
 
 
 def center_pixels(img_size: int) -> Callable[[Image.Image], Image.Image]:
-    return T.Compose([T.Resize(img_size, interpolation=BICUBIC, antialias=True),
-                      T.CenterCrop(img_size)])
+    return lambda im: center_crop(resize_short(im, img_size), img_size)
 
 
 def center_transform(img_size: int, mean: Sequence[float], std: Sequence[float]
-                     ) -> Callable[[Image.Image], torch.Tensor]:
-    return T.Compose([center_pixels(img_size), _normalise(mean, std)])
+                     ) -> Callable[[Image.Image], "torch.Tensor"]:
+    return lambda im: _to_tensor(center_pixels(img_size)(im), mean, std)
 
 
 def thumbnail(im: Image.Image, size: int) -> Image.Image:
@@ -145,19 +170,22 @@ def dense_geometry(height: int, width: int, window: int, patch: int, tile_factor
 
 
 def dense_tiles(im: Image.Image, geom: DenseGeometry, mean: Sequence[float],
-                std: Sequence[float]) -> torch.Tensor:
+                std: Sequence[float]) -> "torch.Tensor":
     """The tiles of ``im`` as a normalised ``[T, 3, window, window]`` batch."""
-    x = TF.to_tensor(im.resize((geom.width, geom.height), Image.Resampling.BICUBIC))
-    x = TF.normalize(x, mean, std)
+    import torch
+
+    x = _to_tensor(im.resize((geom.width, geom.height), Image.Resampling.BICUBIC), mean, std)
     w = geom.window
     return torch.stack([x[:, r:r + w, c:c + w] for r, c in geom.tiles])
 
 
-def assemble_tiles(tile_tokens: torch.Tensor, geom: DenseGeometry) -> torch.Tensor:
+def assemble_tiles(tile_tokens: "torch.Tensor", geom: DenseGeometry) -> "torch.Tensor":
     """Re-assemble ``[T, L, t, t, D]`` tile token grids into ``[L, gh, gw, D]``; where tiles
     overlap, the first tile (row by row, left to right) wins (§4 step 4)."""
     gh, gw = geom.grid
     t = geom.window // geom.patch
+    import torch
+
     L, D = tile_tokens.shape[1], tile_tokens.shape[-1]
     out = tile_tokens.new_zeros((L, gh, gw, D))
     covered = torch.zeros((gh, gw), dtype=torch.bool)
@@ -172,7 +200,7 @@ def assemble_tiles(tile_tokens: torch.Tensor, geom: DenseGeometry) -> torch.Tens
 
 # ---------------------------------------------------------------------------------- transforms
 def make_transform(view: str, img_size: int, mean: Sequence[float], std: Sequence[float]
-                   ) -> Callable[[Image.Image], torch.Tensor]:
+                   ) -> Callable[[Image.Image], "torch.Tensor"]:
     """The per-image transform of a fixed-size view (everything but ``dense``)."""
     norm = _normalise(mean, std)
     if view in ("center", "patches"):
@@ -180,8 +208,7 @@ def make_transform(view: str, img_size: int, mean: Sequence[float], std: Sequenc
     if view == "retrieval":
         return lambda im: center_transform(img_size, mean, std)(thumbnail(im, img_size))
     if view == "squash":
-        return T.Compose([T.Resize((img_size, img_size), interpolation=BICUBIC, antialias=True),
-                          norm])
+        return lambda im: norm(im.resize((img_size, img_size), BICUBIC))
     if view == "spair":
         return lambda im: norm(pad_pixels(im, img_size))
     if view == "dense":
@@ -202,22 +229,23 @@ def view_pixels(view: str, im: Image.Image, img_size: int) -> Image.Image:
     raise ValueError(f"view {view!r} has no single-image pixels")
 
 
-class ManifestDataset(Dataset):
-    """Items of a manifest through a view transform; returns ``(tensor, index)``."""
+class ManifestDataset:
+    """Items of a manifest through a view transform; returns ``(tensor, index)`` (a
+    map-style dataset for ``torch.utils.data.DataLoader``)."""
 
-    def __init__(self, manifest: Manifest, transform: Callable[[Image.Image], torch.Tensor]):
+    def __init__(self, manifest: Manifest, transform: Callable[[Image.Image], Any]):
         self.manifest = manifest
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.manifest)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[Any, int]:
         item = self.manifest.items[i]
         return self.transform(load_rgb(self.manifest.abspath(item))), i
 
 
-class DenseDataset(Dataset):
+class DenseDataset:
     """Items of a manifest as tiles of the dense view; returns ``(tiles [T,3,w,w], index)``."""
 
     def __init__(self, manifest: Manifest, geoms: Sequence[DenseGeometry],
@@ -227,7 +255,7 @@ class DenseDataset(Dataset):
     def __len__(self) -> int:
         return len(self.manifest)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[Any, int]:
         im = load_rgb(self.manifest.abspath(self.manifest.items[i]))
         return dense_tiles(im, self.geoms[i], self.mean, self.std), i
 

@@ -7,8 +7,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from vitlib.metrics.cka import cka_grid_from_grams
-from vitlib.metrics.clustering import cluster_scores, noise_like
 from vitlib.store import open_store, store_meta
 
 #: "norm": the paper's grids over norm1/norm2 of every block (2L rows, §3.2);
@@ -39,6 +37,12 @@ def _same_partition(gx, gy, px: str, py: str) -> None:  # noqa: ANN001
                          " partitions; CKA needs the same images in the same minibatches")
 
 
+def _cka(*a, **k):  # noqa: ANN002, ANN003, ANN202 - torch only where CKA is computed
+    from vitlib.metrics.cka import cka_grid_from_grams
+
+    return cka_grid_from_grams(*a, **k)
+
+
 def cka_pair_table(store_x: str, store_y: str, *, points: str = "norm", kind: str = "all",
                    minmax: bool = False) -> pd.DataFrame:
     """Layer × layer CKA between two models (or one model with itself, §3.2)."""
@@ -46,7 +50,7 @@ def cka_pair_table(store_x: str, store_y: str, *, points: str = "norm", kind: st
     _same_partition(gx, gy, store_x, store_y)
     kx, lx = _interleaved(gx, GRID_POINTS[points], kind)
     ky, ly = _interleaved(gy, GRID_POINTS[points], kind)
-    grid = cka_grid_from_grams(kx, ky, minmax=minmax)
+    grid = _cka(kx, ky, minmax=minmax)
     i, j = np.meshgrid(np.arange(len(lx)), np.arange(len(ly)), indexing="ij")
     return pd.DataFrame({
         "model_x": store_meta(gx)["model"], "model_y": store_meta(gy)["model"],
@@ -70,7 +74,7 @@ def last_layer_cka_table(stores: Sequence[str], *, minmax: bool = False) -> pd.D
             for b, gb in enumerate(gs):
                 if b < a:
                     continue
-                v = float(cka_grid_from_grams(last[a], last[b], minmax=minmax)[0, 0])
+                v = float(_cka(last[a], last[b], minmax=minmax)[0, 0])
                 for x, y in {(a, b), (b, a)}:
                     rows.append({"model_x": store_meta(gs[x])["model"],
                                  "model_y": store_meta(gs[y])["model"],
@@ -85,7 +89,7 @@ def residual_table(store: str, *, minmax: bool = False) -> pd.DataFrame:
     meta = store_meta(g)
     frames = []
     for sub in ("attn", "mlp"):
-        grid = cka_grid_from_grams(_grams(g, f"{sub}_skip", "all"),
+        grid = _cka(_grams(g, f"{sub}_skip", "all"),
                                    _grams(g, f"{sub}_branch", "all"), minmax=minmax)
         i, j = np.meshgrid(np.arange(grid.shape[0]), np.arange(grid.shape[1]), indexing="ij")
         frames.append(pd.DataFrame({"sub_block": sub, "metric": "cka", "layer_x": i.ravel(),
@@ -108,6 +112,8 @@ def clustering_table(store: str, *, k: int | None = None, seed: int = 0, n_init:
     """Image-level clustering per layer (§3.5): k-means on CLS and on mean-pooled spatial
     features against the class labels; ``feature='noise'`` rows are the random-chance
     baseline (noise of the same shape, seeded; ``noise='uniform'`` is the faithful variant)."""
+    from vitlib.metrics.clustering import cluster_scores, noise_like
+
     g = open_store(store)
     meta = store_meta(g)
     y = np.asarray(g["labels"][...])

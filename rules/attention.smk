@@ -177,7 +177,7 @@ rule figure_attention_summary:
     output:
         report(
             expand(results("figures", "{{dataset}}", "{{fig}}.{ext}"), ext=FIG_FORMATS),
-            caption="../report/{fig}.rst",
+            caption="../report/figure_attention_summary.rst",
             category="Attention",
         ),
     wildcard_constraints:

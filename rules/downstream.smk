@@ -115,7 +115,7 @@ rule figure_task:
     output:
         report(
             expand(results("figures", "{{dataset}}", "{{task}}.{ext}"), ext=FIG_FORMATS),
-            caption="../report/{task}.rst",
+            caption="../report/figure_task.rst",
             category="Tasks",
         ),
     params:

@@ -86,7 +86,7 @@ rule figure_features:
     output:
         report(
             expand(results("figures", "{{dataset}}", "{{fig}}.{ext}"), ext=FIG_FORMATS),
-            caption="../report/{fig}.rst",
+            caption="../report/figure_features.rst",
             category="Features",
         ),
     wildcard_constraints:

@@ -20,6 +20,7 @@ from test_workflow import smk, tiny_config, write_config
 
 pytestmark = [
     pytest.mark.slurm,
+    pytest.mark.slow,
     pytest.mark.skipif(not available(), reason="SLURM daemons not installed (.ci/run installs them)"),
 ]
 

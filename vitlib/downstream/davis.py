@@ -114,20 +114,21 @@ def propagate_labels(feats: torch.Tensor, first_mask: torch.Tensor, *, n_last: i
     """
     T, h, w, D = feats.shape
     f = F.normalize(feats.reshape(T, h * w, D).float(), dim=-1)
-    mask = neighbourhood_mask(h, w, radius).to(f.device)
+    mask = neighbourhood_mask(h, w, radius).to(f.device)           # symmetric [hw, hw]
     segs = [first_mask.reshape(first_mask.shape[0], h * w).float()]
     ctx_idx: list[int] = []
     for t in range(1, T):
         idx = [0] + ctx_idx[-n_last:] if n_last else [0]
-        src = f[idx]                                            # [n, hw, D]
-        aff = torch.exp(src @ f[t].T / temperature) * mask      # [n, hw_src, hw_tgt]
-        aff = aff.reshape(-1, h * w)                            # sources × targets
-        k = min(topk, aff.shape[0])
-        kth = aff.topk(k, dim=0).values[-1:]                    # k-th largest per target
+        n = len(idx)
+        # targets × sources (contiguous along the sources, where top-k and the sums run)
+        aff = torch.exp(f[t] @ f[idx].reshape(n * h * w, D).T / temperature)
+        aff = (aff.reshape(h * w, n, h * w) * mask[:, None, :]).reshape(h * w, n * h * w)
+        k = min(topk, aff.shape[1])
+        kth = aff.topk(k, dim=1).values[:, -1:]                 # k-th largest per target
         aff = torch.where(aff >= kth, aff, torch.zeros_like(aff))
-        aff = aff / aff.sum(0, keepdim=True).clamp_min(1e-30)
+        aff = aff / aff.sum(1, keepdim=True).clamp_min(1e-30)
         seg_src = torch.cat([segs[i] for i in idx], dim=1)      # [C, n·hw]
-        segs.append(seg_src @ aff)
+        segs.append(seg_src @ aff.T)
         ctx_idx.append(t)
     return torch.stack(segs).reshape(T, -1, h, w)
 
@@ -139,5 +140,12 @@ def soft_to_labels(soft: torch.Tensor, patch: int, out_hw: tuple[int, int]) -> n
     lo = up.amin(dim=(-2, -1), keepdim=True)
     hi = up.amax(dim=(-2, -1), keepdim=True)
     up = torch.where(hi > 0, (up - lo) / (hi - lo).clamp_min(1e-30), up)
-    lab = up.argmax(1, keepdim=True).float()
+    # argmax over the few channels by comparisons (torch's argmax over a strided channel
+    # axis was the slowest step); ties keep the first channel, as argmax does
+    best, lab = up[:, 0], torch.zeros(up.shape[0], *up.shape[2:], dtype=up.dtype)
+    for c in range(1, up.shape[1]):
+        better = up[:, c] > best
+        best = torch.where(better, up[:, c], best)
+        lab = torch.where(better, torch.full_like(lab, c), lab)
+    lab = lab[:, None]
     return F.interpolate(lab, size=out_hw, mode="nearest")[:, 0].to(torch.int64).numpy()

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -51,6 +51,27 @@ def effective_batch_size(batch_size: int, cka_batch_size: int) -> int:
     if cka_batch_size <= 0:
         return batch_size
     return max(1, -(-batch_size // cka_batch_size)) * cka_batch_size
+
+
+def _committed_batches(loader: Any, start: int, total: int, desc: str, progress: bool,
+                       on_batch: Callable[[int], None] | None) -> Iterator[tuple[int, Any]]:
+    """``(batch index, batch)`` from ``start``; the caller writes and commits each batch
+    before asking for the next, after which the progress bar moves and ``on_batch`` runs."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=desc, unit="batch", mininterval=2.0)
+    try:
+        for b, batch in enumerate(loader, start=start):
+            yield b, batch
+            if bar is not None:
+                bar.update(1)
+            if on_batch is not None:
+                on_batch(b)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def run_extraction(
@@ -129,23 +150,12 @@ def run_extraction(
         sub = Subset(ds, range(start * bs, len(ds)))
         loader = DataLoader(sub, batch_size=bs, shuffle=False, num_workers=num_workers,
                             pin_memory=dev.type == "cuda")
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=writer.n_batches, initial=start, desc=f"extract {spec.id}",
-                       unit="batch", mininterval=2.0)
-        for b, (images, _idx) in enumerate(loader, start=start):
+        for b, (images, _idx) in _committed_batches(loader, start, writer.n_batches,
+                                                    f"extract {spec.id}", progress, on_batch):
             cap(images.to(dev, non_blocking=True), reducer)
             reducer.accumulate()
             img, chk = reducer.batch_arrays()
             writer.write_batch(b, img, chk, reducer.sums)
-            if bar is not None:
-                bar.update(1)
-            if on_batch is not None:
-                on_batch(b)
-        if bar is not None:
-            bar.close()
     summary = {
         "model": spec.id, "dataset": manifest.dataset, "view": view, "n_items": len(manifest),
         "batches": writer.n_batches, "resumed_from_batch": start, "device": str(dev),
@@ -255,14 +265,10 @@ def run_token_extraction(
             collate = None
         loader = DataLoader(Subset(ds, range(start * batch_size, len(ds))), batch_size=batch_size,
                             shuffle=False, num_workers=num_workers, collate_fn=collate)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=writer.n_batches, initial=start, desc=f"extract {spec.id} {view}",
-                       unit="batch", mininterval=2.0)
         tb = tile_batch or batch_size
-        for b, (images, idx) in enumerate(loader, start=start):
+        for b, (images, idx) in _committed_batches(loader, start, writer.n_batches,
+                                                   f"extract {spec.id} {view}", progress,
+                                                   on_batch):
             if geoms is None:
                 cap(images.to(dev), consumer)
                 tokens, cls = consumer.stacked()
@@ -284,12 +290,6 @@ def run_token_extraction(
                 per_image = {}
                 flat = torch.cat(grids)
             writer.write_batch(b, per_image, {}, {}, per_token={"tokens": flat.numpy()})
-            if bar is not None:
-                bar.update(1)
-            if on_batch is not None:
-                on_batch(b)
-        if bar is not None:
-            bar.close()
     summary = {
         "model": spec.id, "dataset": manifest.dataset, "view": view, "n_items": len(manifest),
         "n_tokens": int(offsets[-1]), "batches": writer.n_batches, "resumed_from_batch": start,

@@ -172,10 +172,10 @@ def davis_table(store: str, manifest: "Manifest", *, n_last: int = 7, radius: in
         first = np.asarray(Image.fromarray(gt[0]).resize((gw, gh), Image.Resampling.NEAREST))
         C = int(first.max()) + 1
         onehot = torch.from_numpy(np.eye(C, dtype=np.float32)[first]).permute(2, 0, 1)
-        tok = np.asarray(g["tokens"][offsets[idx[0]]:offsets[idx[-1] + 1]])  # frames contiguous
-        tok = tok.reshape(len(idx), gh, gw, *tok.shape[1:])
+        lo, hi = offsets[idx[0]], offsets[idx[-1] + 1]                    # frames contiguous
         for layer in (layers if layers is not None else range(meta["depth"])):
-            feats = torch.from_numpy(tok[:, :, :, layer].astype(np.float32))
+            tok = np.asarray(g["tokens"][lo:hi, layer], dtype=np.float32)     # one layer's chunks
+            feats = torch.from_numpy(tok.reshape(len(idx), gh, gw, -1))
             soft = propagate_labels(feats, onehot, n_last=n_last, radius=radius, topk=topk,
                                     temperature=temperature)
             pred = soft_to_labels(soft, patch, gt.shape[1:])
@@ -236,6 +236,8 @@ def spair_table(store: str, manifest: "Manifest", *, alphas: Sequence[float] = (
                 continue
             for i in (p["src"], p["trg"]):
                 if i not in cache:
+                    if len(cache) >= 4:      # [D, S·S] per image: keep only a few (memory)
+                        cache.pop(next(iter(cache)))
                     cache[i] = dense(i, layer)
             xs = np.clip(src[:, 0].astype(int), 0, S - 1)
             ys = np.clip(np.round(src[:, 1]).astype(int), 0, S - 1)

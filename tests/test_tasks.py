@@ -213,3 +213,27 @@ def test_summary_best_layer_from_hand_made_tables():
     assert s[s.metric == "J&F"].iloc[0].best_layer == 2
     with pytest.raises(ValueError, match="not a downstream table"):
         headline(pd.DataFrame({"x": [1]}))
+
+
+def test_spair_table_with_more_images_than_its_cache(tmp_path, spec):
+    """Pairs (0,1), (2,3), (0,4): the third needs image 0 while a fifth map is loaded
+    (the descriptor cache holds four); the result must not depend on what was evicted."""
+    from vitlib.downstream.tables import spair_table
+
+    root = tmp_path / "spair"
+    (root / "ImageAnnotation" / "cat").mkdir(parents=True)
+    pdir = root / "PairAnnotation" / "test"
+    pdir.mkdir(parents=True)
+    for i in range(5):
+        _noise_image(root / "JPEGImages" / "cat" / f"im{i}.jpg", (40, 30), 20 + i)
+    kps = [[5, 5], [20, 12], [33, 25]]
+    for k, (a, b) in enumerate([(0, 1), (2, 3), (0, 4), (4, 4)]):
+        d = {"category": "cat", "mirror": 0, "src_imname": f"im{a}.jpg", "trg_imname": f"im{b}.jpg",
+             "src_bndbox": [0, 0, 40, 30], "trg_bndbox": [0, 0, 40, 30],
+             "src_imsize": [40, 30, 3], "trg_imsize": [40, 30, 3], "kps_ids": [0, 1, 2],
+             "src_kps": kps, "trg_kps": kps}
+        (pdir / f"{k:06d}-im{a}-im{b}:cat.json").write_text(json.dumps(d))
+    m = read_spair(root, dataset="s", pairs_per_category=4)
+    run_extraction(spec, m, "spair", tmp_path / "s.zarr", batch_size=8, progress=False)
+    t = spair_table(str(tmp_path / "s.zarr"), m)
+    assert len(t) == 2 * 3 and t["pck"].between(0, 100).all() and (t["n_pairs"] == 4).all()

@@ -234,15 +234,17 @@ def spair_table(store: str, manifest: "Manifest", *, alphas: Sequence[float] = (
             trg, scale = to_view(np.asarray(p["trg_kps"], float), p["trg_imsize"])
             if not len(src):
                 continue
+            maps = []
             for i in (p["src"], p["trg"]):
                 if i not in cache:
                     if len(cache) >= 4:      # [D, S·S] per image: keep only a few (memory)
                         cache.pop(next(iter(cache)))
                     cache[i] = dense(i, layer)
+                maps.append(cache[i])
             xs = np.clip(src[:, 0].astype(int), 0, S - 1)
             ys = np.clip(np.round(src[:, 1]).astype(int), 0, S - 1)
-            desc = cache[p["src"]][:, ys * S + xs]                    # [D, K]
-            best = (desc.T @ cache[p["trg"]]).argmax(1).numpy()
+            desc = maps[0][:, ys * S + xs]                               # [D, K]
+            best = (desc.T @ maps[1]).argmax(1).numpy()
             pred = np.stack([best % S, best // S], 1).astype(float)
             x1, y1, x2, y2 = p["trg_bndbox"]
             ref = max(x2 - x1, y2 - y1) * scale if reference == "bbox" else float(S)

@@ -37,16 +37,20 @@ def saliency_iou(store_path: str, manifest: Manifest, *, mass: float = 0.6
     gh, gw = meta["grid_hw"]
     out: dict[str, list[np.ndarray]] = {q: [] for q in QUERIES}
     used = []
+    step = g[QUERIES["cls"]].chunks[0]              # whole chunks: each is read once
+    block: dict[str, np.ndarray] = {}
     for i, item in enumerate(manifest.items):
+        if i % step == 0:
+            block = {q: np.asarray(g[name][i:i + step], dtype=np.float32)  # [b, L, H, M]
+                     for q, name in QUERIES.items()}
         coco = coco_for_item(manifest, item)
         soft, _ = token_masks(annotation_masks(coco, int(item.meta["image_id"])), (gh, gw),
                               crop=True)
         if not len(soft):
             continue
         gt = soft.sum(0).reshape(-1) > 0
-        for q, name in QUERIES.items():
-            rows = np.asarray(g[name][i], dtype=np.float32)          # [L, H, M]
-            out[q].append(iou(mass_threshold_mask(rows, mass), gt))
+        for q in QUERIES:
+            out[q].append(iou(mass_threshold_mask(block[q][i % step], mass), gt))
         used.append(i)
     if not used:
         raise ValueError(f"{manifest.dataset!r}: no image has a usable annotation mask")

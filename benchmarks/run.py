@@ -16,8 +16,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 # Stable allocator behaviour for timing (SETUP.md: far less page-fault noise).  Must be set
 # before the process starts, so re-exec once with them.
@@ -30,8 +30,9 @@ import torch  # noqa: E402
 Row = tuple[str, str, str, str, str]
 
 
-def median_times(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
-                 ) -> dict[str, float]:
+def median_times(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+) -> dict[str, float]:
     """Median wall time of each function, runs interleaved."""
     for _ in range(warmup):
         for f in fns.values():
@@ -62,35 +63,57 @@ def bench_capture(repeats: int) -> list[Row]:
 
         def plain(dtype: str) -> Callable[[], object]:
             def run() -> object:
-                with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16,
-                                                            enabled=dtype == "bf16"):
+                with (
+                    torch.inference_mode(),
+                    torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bf16"),
+                ):
                     return model.forward_features(x)
+
             return run
 
         def captured(dtype: str) -> Callable[[], object]:
             cap = Capture(model, points=("block",), dtype=dtype)  # type: ignore[arg-type]
 
             def run() -> object:
-                red = StreamingReducer(depth=L, num_heads=H, embed_dim=D, grid_hw=(14, 14),
-                                       cka_batch_size=8)
+                red = StreamingReducer(
+                    depth=L, num_heads=H, embed_dim=D, grid_hw=(14, 14), cka_batch_size=8
+                )
                 cap(x, red)
                 red.accumulate()
                 return red.batch_arrays()
+
             return run
 
-        t = median_times({"plain_fp32": plain("fp32"), "capture_fp32": captured("fp32"),
-                          "plain_bf16": plain("bf16"), "capture_bf16": captured("bf16")},
-                         repeats)
+        t = median_times(
+            {
+                "plain_fp32": plain("fp32"),
+                "capture_fp32": captured("fp32"),
+                "plain_bf16": plain("bf16"),
+                "capture_bf16": captured("bf16"),
+            },
+            repeats,
+        )
         name = arch.replace("vit_", "").replace("_patch", "/").replace("_224", "")
         for dt in ("fp32", "bf16"):
             ratio = t[f"capture_{dt}"] / t[f"plain_{dt}"]
-            rows.append((f"{name} capture {dt}, batch 32 (img/s)",
-                         f"{32 / t[f'capture_{dt}']:.1f}",
-                         f"plain timm forward {32 / t[f'plain_{dt}']:.1f}",
-                         f"{ratio:.3f}x time", "target <= 1.10x"))
-        rows.append((f"{name} capture bf16 vs fp32 (img/s)",
-                     f"{32 / t['capture_bf16']:.1f}", f"{32 / t['capture_fp32']:.1f}",
-                     f"{t['capture_fp32'] / t['capture_bf16']:.2f}x faster", ""))
+            rows.append(
+                (
+                    f"{name} capture {dt}, batch 32 (img/s)",
+                    f"{32 / t[f'capture_{dt}']:.1f}",
+                    f"plain timm forward {32 / t[f'plain_{dt}']:.1f}",
+                    f"{ratio:.3f}x time",
+                    "target <= 1.10x",
+                )
+            )
+        rows.append(
+            (
+                f"{name} capture bf16 vs fp32 (img/s)",
+                f"{32 / t['capture_bf16']:.1f}",
+                f"{32 / t['capture_fp32']:.1f}",
+                f"{t['capture_fp32'] / t['capture_bf16']:.2f}x faster",
+                "",
+            )
+        )
     return rows
 
 
@@ -105,18 +128,22 @@ def bench_cka(repeats: int) -> list[Row]:
     L, n, d, b = 12, 5000, 768, 64
     g = torch.Generator().manual_seed(0)
     base = torch.randn(n, 64, generator=g)
-    feats = torch.stack([base @ torch.randn(64, d, generator=g) + 0.3 * l * torch.randn(n, d, generator=g)
-                         for l in range(L)])                       # [L, n, d]
+    feats = torch.stack(
+        [
+            base @ torch.randn(64, d, generator=g) + 0.3 * l * torch.randn(n, d, generator=g)
+            for l in range(L)
+        ]
+    )  # [L, n, d]
     n_use = n - n % b
     C = n_use // b
 
     def ours_from_features() -> object:
-        x = feats[:, :n_use].reshape(L, C, b, d).transpose(0, 1)    # [C, L, b, d]
+        x = feats[:, :n_use].reshape(L, C, b, d).transpose(0, 1)  # [C, L, b, d]
         grams = x @ x.transpose(-1, -2)
         return cka_grid_from_grams(grams, grams)
 
     x = feats[:, :n_use].reshape(L, C, b, d).transpose(0, 1)
-    stored = (x @ x.transpose(-1, -2)).numpy()                      # what extraction stores
+    stored = (x @ x.transpose(-1, -2)).numpy()  # what extraction stores
 
     def ours_from_grams() -> object:
         return cka_grid_from_grams(stored, stored)
@@ -140,24 +167,45 @@ def bench_cka(repeats: int) -> list[Row]:
                 layer(feats[l, idx])
 
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(torch.arange(n_use), torch.zeros(n_use)), batch_size=b)
+        torch.utils.data.TensorDataset(torch.arange(n_use), torch.zeros(n_use)), batch_size=b
+    )
     names = [f"layers.{i}" for i in range(L)]
     result: dict[str, object] = {}
 
     def theirs() -> object:
-        calc = CKACalculator(Replay(), Replay(), model1_layers=names, model2_layers=names,
-                             verbose=False, device=torch.device("cpu"))
+        calc = CKACalculator(
+            Replay(),
+            Replay(),
+            model1_layers=names,
+            model2_layers=names,
+            verbose=False,
+            device=torch.device("cpu"),
+        )
         result["grid"] = calc.calculate_cka_matrix(loader, num_epochs=1, epsilon=0.0)
         return result["grid"]
 
-    t = median_times({"theirs": theirs, "ours_feat": ours_from_features,
-                      "ours_grams": ours_from_grams}, repeats)
+    t = median_times(
+        {"theirs": theirs, "ours_feat": ours_from_features, "ours_grams": ours_from_grams}, repeats
+    )
     diff = float(np.abs(np.asarray(result["grid"], dtype=np.float64) - ours_from_grams()).max())
-    rows.append(("CKA 12x12 grid, 5000x768, from stored Grams (s)", f"{t['ours_grams']:.4f}",
-                 f"cka-pytorch 1 epoch {t['theirs']:.2f}", f"{t['theirs'] / t['ours_grams']:.0f}x faster",
-                 f"max |diff| {diff:.1e}; target >= 10x, <= 1e-5"))
-    rows.append(("CKA 12x12 grid, incl. computing the Grams (s)", f"{t['ours_feat']:.3f}",
-                 f"cka-pytorch 1 epoch {t['theirs']:.2f}", f"{t['theirs'] / t['ours_feat']:.1f}x faster", ""))
+    rows.append(
+        (
+            "CKA 12x12 grid, 5000x768, from stored Grams (s)",
+            f"{t['ours_grams']:.4f}",
+            f"cka-pytorch 1 epoch {t['theirs']:.2f}",
+            f"{t['theirs'] / t['ours_grams']:.0f}x faster",
+            f"max |diff| {diff:.1e}; target >= 10x, <= 1e-5",
+        )
+    )
+    rows.append(
+        (
+            "CKA 12x12 grid, incl. computing the Grams (s)",
+            f"{t['ours_feat']:.3f}",
+            f"cka-pytorch 1 epoch {t['theirs']:.2f}",
+            f"{t['theirs'] / t['ours_feat']:.1f}x faster",
+            "",
+        )
+    )
     return rows
 
 
@@ -175,19 +223,30 @@ def bench_knn(repeats: int) -> list[Row]:
     out: dict[str, object] = {}
 
     def ours() -> object:
-        out["ours"] = knn_topk_streaming([xtr[i:i + 25_000] for i in range(0, 100_000, 25_000)], xte, 20)
+        out["ours"] = knn_topk_streaming(
+            [xtr[i : i + 25_000] for i in range(0, 100_000, 25_000)], xte, 20
+        )
         return out["ours"]
 
     def sk() -> object:
-        out["sk"] = NearestNeighbors(n_neighbors=20, metric="cosine", algorithm="brute",
-                                     n_jobs=-1).fit(xtr).kneighbors(xte)
+        out["sk"] = (
+            NearestNeighbors(n_neighbors=20, metric="cosine", algorithm="brute", n_jobs=-1)
+            .fit(xtr)
+            .kneighbors(xte)
+        )
         return out["sk"]
 
     t = median_times({"ours": ours, "sk": sk}, max(1, repeats // 2), warmup=0)
     same = np.mean([set(a) == set(b) for a, b in zip(out["ours"][1], out["sk"][1])])
-    return [("k-NN 100k x 768, 10k queries, k=20 (s)", f"{t['ours']:.2f}",
-             f"sklearn brute cosine {t['sk']:.2f}", f"{t['sk'] / t['ours']:.1f}x faster",
-             f"identical neighbour sets for {same * 100:.2f} % of queries")]
+    return [
+        (
+            "k-NN 100k x 768, 10k queries, k=20 (s)",
+            f"{t['ours']:.2f}",
+            f"sklearn brute cosine {t['sk']:.2f}",
+            f"{t['sk'] / t['ours']:.1f}x faster",
+            f"identical neighbour sets for {same * 100:.2f} % of queries",
+        )
+    ]
 
 
 def bench_kmeans(repeats: int) -> list[Row]:
@@ -215,9 +274,15 @@ def bench_kmeans(repeats: int) -> list[Row]:
         return out["sk"]
 
     t = median_times({"ours": ours, "sk": sk}, max(1, repeats // 2), warmup=0)
-    return [("k-means 5000 x 768, k=50 (s)", f"{t['ours']:.2f}", f"sklearn n_init=10 {t['sk']:.2f}",
-             f"{t['sk'] / t['ours']:.1f}x faster",
-             f"inertia ratio ours/sklearn {inertia(out['ours']) / inertia(out['sk']):.4f}")]
+    return [
+        (
+            "k-means 5000 x 768, k=50 (s)",
+            f"{t['ours']:.2f}",
+            f"sklearn n_init=10 {t['sk']:.2f}",
+            f"{t['sk'] / t['ours']:.1f}x faster",
+            f"inertia ratio ours/sklearn {inertia(out['ours']) / inertia(out['sk']):.4f}",
+        )
+    ]
 
 
 def bench_memory(repeats: int) -> list[Row]:
@@ -256,10 +321,22 @@ print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
         return [("ViT-L/16 extraction peak RSS", "failed", "", "", p.stderr[-300:])]
     r = json.loads(p.stdout.strip().splitlines()[-1])
     per_1000 = r["bytes"] / r["n"] * 1000 / 2**20
-    return [("ViT-L/16 extraction, batch 32, 64 images: peak RSS (MiB)", f"{r['peak_mb']:.0f}", "",
-             "", f"{r['seconds']:.0f} s"),
-            ("Zarr store per 1,000 images, ViT-L/16 (MiB)", f"{per_1000:.1f}", "", "",
-             "fp16 features + fp32 Grams (b=8, 7 points)")]
+    return [
+        (
+            "ViT-L/16 extraction, batch 32, 64 images: peak RSS (MiB)",
+            f"{r['peak_mb']:.0f}",
+            "",
+            "",
+            f"{r['seconds']:.0f} s",
+        ),
+        (
+            "Zarr store per 1,000 images, ViT-L/16 (MiB)",
+            f"{per_1000:.1f}",
+            "",
+            "",
+            "fp16 features + fp32 Grams (b=8, 7 points)",
+        ),
+    ]
 
 
 def bench_knn_memory(repeats: int) -> list[Row]:
@@ -318,10 +395,15 @@ print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
                 return [("k-NN peak RSS", "failed", "", "", p.stderr[-300:])]
             res[mode] = json.loads(p.stdout.strip().splitlines()[-1])
     o, w = res["ours"], res["whole"]
-    return [("k-NN, 100,000 x 12 x 768 fp16 store, 2,000 queries, 12 layers: peak RSS (MiB)",
-             f"{o['peak_mb']:.0f}", f"whole layer in memory {w['peak_mb']:.0f}",
-             f"{w['peak_mb'] / o['peak_mb']:.1f}x less",
-             f"{o['seconds']:.0f} s vs {w['seconds']:.0f} s; store {size / 2**30:.2f} GiB")]
+    return [
+        (
+            "k-NN, 100,000 x 12 x 768 fp16 store, 2,000 queries, 12 layers: peak RSS (MiB)",
+            f"{o['peak_mb']:.0f}",
+            f"whole layer in memory {w['peak_mb']:.0f}",
+            f"{w['peak_mb'] / o['peak_mb']:.1f}x less",
+            f"{o['seconds']:.0f} s vs {w['seconds']:.0f} s; store {size / 2**30:.2f} GiB",
+        )
+    ]
 
 
 def bench_workflow(repeats: int) -> list[Row]:
@@ -339,13 +421,25 @@ def bench_workflow(repeats: int) -> list[Row]:
         for i in range(50):
             (root / f"n{i:08d}").mkdir(parents=True)
             (root / f"n{i:08d}" / "a.JPEG").write_bytes(b"x")
-        cfg = re.sub(r"root: data[^\s,}]*", f"root: {root}",
-                     (repo / "presets" / "paper.yaml").read_text())  # every dataset: one folder
+        cfg = re.sub(
+            r"root: data[^\s,}]*", f"root: {root}", (repo / "presets" / "paper.yaml").read_text()
+        )  # every dataset: one folder
         cfg = re.sub(r"classes: \[[^\]]*\]", "", cfg, flags=re.S)
         (wd / "config.yaml").write_text((repo / "config.yaml").read_text())
         (wd / "paper.yaml").write_text(cfg)
-        smk = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(wd),
-               "--configfile", str(wd / "paper.yaml"), "--cores", "2"]
+        smk = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(repo / "Snakefile"),
+            "-d",
+            str(wd),
+            "--configfile",
+            str(wd / "paper.yaml"),
+            "--cores",
+            "2",
+        ]
         jobs = subprocess.run(smk + ["-n", "--quiet", "rules"], capture_output=True, text=True)
         # mark every output present: create each listed output, then --touch in DAG order
         summary = subprocess.run(smk + ["-n", "--summary"], capture_output=True, text=True).stdout
@@ -366,19 +460,42 @@ def bench_workflow(repeats: int) -> list[Row]:
             p = subprocess.run(smk + ["-n"], capture_output=True, text=True)
             times.append(time.perf_counter() - t0)
         nothing = "Nothing to be done" in p.stdout + p.stderr
-        changed = subprocess.run(smk + ["-n", "--config", "analyses={attention_distance: {datasets: [imagenet50], units: tokens}}"],
-                                 capture_output=True, text=True)
+        changed = subprocess.run(
+            smk
+            + [
+                "-n",
+                "--config",
+                "analyses={attention_distance: {datasets: [imagenet50], units: tokens}}",
+            ],
+            capture_output=True,
+            text=True,
+        )
         text = changed.stdout + changed.stderr
         rerun_models = sorted(set(re.findall(r"attention_distance/(\w+)\.csv", text)))
-        stats = dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[-1], re.M)) if "Job stats:" in text else {}
+        stats = (
+            dict(re.findall(r"^(\w+)\s+(\d+)$", text.split("Job stats:")[-1], re.M))
+            if "Job stats:" in text
+            else {}
+        )
         shutil.rmtree(wd / ".snakemake", ignore_errors=True)
     total = re.search(r"total\s+(\d+)", jobs.stdout + jobs.stderr)
-    return [("dry run of the paper preset, all outputs present (s)", f"{statistics.median(times):.1f}",
-             "", "", f"{total.group(1) if total else '?'} jobs in the DAG; nothing to do: {nothing}"),
-            ("jobs rerun after changing analyses.attention_distance.units",
-             str(sum(int(v) for k, v in stats.items() if k != 'total')), "", "",
-             f"extract jobs: {stats.get('extract', '0')}; {dict((k, v) for k, v in stats.items() if k != 'total')};"
-             f" tables rerun for {len(rerun_models)} models")]
+    return [
+        (
+            "dry run of the paper preset, all outputs present (s)",
+            f"{statistics.median(times):.1f}",
+            "",
+            "",
+            f"{total.group(1) if total else '?'} jobs in the DAG; nothing to do: {nothing}",
+        ),
+        (
+            "jobs rerun after changing analyses.attention_distance.units",
+            str(sum(int(v) for k, v in stats.items() if k != "total")),
+            "",
+            "",
+            f"extract jobs: {stats.get('extract', '0')}; {dict((k, v) for k, v in stats.items() if k != 'total')};"
+            f" tables rerun for {len(rerun_models)} models",
+        ),
+    ]
 
 
 def _vit_b16_gflop_per_image() -> float:
@@ -404,13 +521,25 @@ def bench_precision(repeats: int) -> list[Row]:
     out = {}
     times = {}
     for dt in ("fp32", "bf16"):
-        red = StreamingReducer(depth=12, num_heads=12, embed_dim=768, grid_hw=(14, 14),
-                               cka_batch_size=8, feature_dtype="float32")
+        red = StreamingReducer(
+            depth=12,
+            num_heads=12,
+            embed_dim=768,
+            grid_hw=(14, 14),
+            cka_batch_size=8,
+            feature_dtype="float32",
+        )
         cap = Capture(model, dtype=dt)
         cap(x, red)  # warm-up
         t0 = time.perf_counter()
-        red = StreamingReducer(depth=12, num_heads=12, embed_dim=768, grid_hw=(14, 14),
-                               cka_batch_size=8, feature_dtype="float32")
+        red = StreamingReducer(
+            depth=12,
+            num_heads=12,
+            embed_dim=768,
+            grid_hw=(14, 14),
+            cka_batch_size=8,
+            feature_dtype="float32",
+        )
         cap(x, red)
         times[dt] = time.perf_counter() - t0
         out[dt] = red.batch_arrays()
@@ -435,23 +564,42 @@ def bench_precision(repeats: int) -> list[Row]:
     gf = _vit_b16_gflop_per_image()
     ips32, ips16 = 32 / times["fp32"], 32 / times["bf16"]
     return [
-        ("bf16 vs fp32: max |attention distance difference| (unit square)",
-         f"{float(np.abs(d32 - d16).max()):.2e}", "", "",
-         f"mean distance {float(d32.mean()):.3f}"),
-        ("bf16 vs fp32: max |CKA grid difference| (12x12, block outputs)",
-         f"{float(np.abs(grid32 - grid16).max()):.2e}", "", "",
-         f"min CKA(fp32 layer, bf16 same layer) {float(cross.min()):.5f}"),
+        (
+            "bf16 vs fp32: max |attention distance difference| (unit square)",
+            f"{float(np.abs(d32 - d16).max()):.2e}",
+            "",
+            "",
+            f"mean distance {float(d32.mean()):.3f}",
+        ),
+        (
+            "bf16 vs fp32: max |CKA grid difference| (12x12, block outputs)",
+            f"{float(np.abs(grid32 - grid16).max()):.2e}",
+            "",
+            "",
+            f"min CKA(fp32 layer, bf16 same layer) {float(cross.min()):.5f}",
+        ),
         ("matmul peak 2048^3 (GFLOP/s)", f"fp32 {p32:.0f}, bf16 {p16:.0f}", "", "", ""),
-        ("ViT-B/16 full capture, fraction of matmul peak", f"fp32 {ips32 * gf / p32 * 100:.0f} %",
-         "", "", f"bf16 {ips16 * gf / p16 * 100:.0f} %; {gf:.1f} GFLOP/image; "
-                 f"{ips32:.1f} / {ips16:.1f} img/s"),
+        (
+            "ViT-B/16 full capture, fraction of matmul peak",
+            f"fp32 {ips32 * gf / p32 * 100:.0f} %",
+            "",
+            "",
+            f"bf16 {ips16 * gf / p16 * 100:.0f} %; {gf:.1f} GFLOP/image; "
+            f"{ips32:.1f} / {ips16:.1f} img/s",
+        ),
     ]
 
 
 SECTIONS: dict[str, Callable[[int], list[Row]]] = {
-    "capture": bench_capture, "cka": bench_cka, "knn": bench_knn, "kmeans": bench_kmeans,
-    "memory": bench_memory, "knn_memory": bench_knn_memory, "workflow": bench_workflow,
-    "precision": bench_precision}
+    "capture": bench_capture,
+    "cka": bench_cka,
+    "knn": bench_knn,
+    "kmeans": bench_kmeans,
+    "memory": bench_memory,
+    "knn_memory": bench_knn_memory,
+    "workflow": bench_workflow,
+    "precision": bench_precision,
+}
 
 
 def machine() -> str:
@@ -467,9 +615,11 @@ def machine() -> str:
     import timm
     import zarr
 
-    return (f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads); timm {timm.__version__}; "
-            f"numpy {numpy.__version__}; zarr {zarr.__version__}; Python {platform.python_version()}")
+    return (
+        f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); timm {timm.__version__}; "
+        f"numpy {numpy.__version__}; zarr {zarr.__version__}; Python {platform.python_version()}"
+    )
 
 
 def main() -> None:
@@ -478,8 +628,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="2 repeats")
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
-    ap.add_argument("--append", action="store_true",
-                    help="add these rows to the table already in --out")
+    ap.add_argument(
+        "--append", action="store_true", help="add these rows to the table already in --out"
+    )
     a = ap.parse_args()
     repeats = 2 if a.quick else a.repeats
     rows: list[Row] = []
@@ -493,14 +644,19 @@ def main() -> None:
     print(table)
     if a.append and Path(a.out).exists():
         old = Path(a.out).read_text().rstrip("\n")
-        Path(a.out).write_text(old + "\n" + "\n".join(lines[2:]) +
-                               f"\n\n(rows after the first table: `--only {' '.join(a.only or [])}`"
-                               f" appended, same machine)\n")
+        Path(a.out).write_text(
+            old
+            + "\n"
+            + "\n".join(lines[2:])
+            + f"\n\n(rows after the first table: `--only {' '.join(a.only or [])}`"
+            f" appended, same machine)\n"
+        )
         return
     Path(a.out).write_text(
         f"# vitlib benchmark results\n\nMachine: {machine()}\n\n"
         f"Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}` "
-        f"(medians of {repeats} interleaved runs)\n\n{table}\n")
+        f"(medians of {repeats} interleaved runs)\n\n{table}\n"
+    )
 
 
 if __name__ == "__main__":

@@ -3,15 +3,17 @@
 
 rule attention_distance:
     input:
-        lambda wc: store_marker(wc.model, wc.dataset, analysis("attention_distance")["view"]),
+        lambda wc: store_marker(
+            wc.model, wc.dataset, analysis("attention_distance")["view"]
+        ),
     output:
         results("tables", "{dataset}", "attention_distance", "{model}.csv"),
-    params:
-        units=lambda wc: analysis("attention_distance")["units"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "attention_distance", "{dataset}", "{model}.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        units=lambda wc: analysis("attention_distance")["units"],
     script:
         "../workflow_scripts/attention_distance.py"
 
@@ -24,16 +26,19 @@ rule figure_attention_distance:
         ),
     output:
         report(
-            expand(results("figures", "{{dataset}}", "attention_distance.{ext}"), ext=FIG_FORMATS),
+            expand(
+                results("figures", "{{dataset}}", "attention_distance.{ext}"),
+                ext=FIG_FORMATS,
+            ),
             caption="../report/attention_distance.rst",
             category="Attention",
         ),
-    params:
-        dpi=config["figures"]["dpi"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "figures", "{dataset}", "attention_distance.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
     script:
         "../workflow_scripts/figure_attention_distance.py"
 
@@ -47,13 +52,13 @@ rule attention_maps:
         attention_store,
     output:
         results("tables", "{dataset}", "attention_maps", "{model}.npz"),
+    log:
+        results("logs", "attention_maps", "{dataset}", "{model}.log"),
+    conda:
+        "../envs/cpu.yaml"
     params:
         aaam_normaliser=lambda wc: analysis("attention")["aaam_normaliser"],
         faithful_batch_size=lambda wc: analysis("attention")["faithful_batch_size"],
-    conda:
-        "../envs/cpu.yaml"
-    log:
-        results("logs", "attention_maps", "{dataset}", "{model}.log"),
     script:
         "../workflow_scripts/attention_maps.py"
 
@@ -63,13 +68,13 @@ rule head_metrics:
         attention_store,
     output:
         results("tables", "{dataset}", "head_metrics", "{model}.csv"),
+    log:
+        results("logs", "head_metrics", "{dataset}", "{model}.log"),
+    conda:
+        "../envs/cpu.yaml"
     params:
         aaam_normaliser=lambda wc: analysis("attention")["aaam_normaliser"],
         spatial_cls_key=lambda wc: analysis("attention")["spatial_cls_key"],
-    conda:
-        "../envs/cpu.yaml"
-    log:
-        results("logs", "head_metrics", "{dataset}", "{model}.log"),
     script:
         "../workflow_scripts/head_metrics.py"
 
@@ -79,12 +84,12 @@ rule head_taxonomy:
         attention_store,
     output:
         results("tables", "{dataset}", "head_taxonomy", "{model}.csv"),
-    params:
-        taxonomy=lambda wc: analysis("attention")["taxonomy"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "head_taxonomy", "{dataset}", "{model}.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        taxonomy=lambda wc: analysis("attention")["taxonomy"],
     script:
         "../workflow_scripts/head_taxonomy.py"
 
@@ -94,12 +99,12 @@ rule artifact_tokens:
         attention_store,
     output:
         results("tables", "{dataset}", "artifact_tokens", "{model}.csv"),
-    params:
-        norm_factor=lambda wc: analysis("attention")["artifact_norm_factor"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "artifact_tokens", "{dataset}", "{model}.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        norm_factor=lambda wc: analysis("attention")["artifact_norm_factor"],
     script:
         "../workflow_scripts/artifact_tokens.py"
 
@@ -110,13 +115,13 @@ rule attention_images:
         manifest=results("manifests", "{dataset}.json"),
     output:
         results("tables", "{dataset}", "attention_images", "{model}.npz"),
+    log:
+        results("logs", "attention_images", "{dataset}", "{model}.log"),
+    conda:
+        "../envs/cpu.yaml"
     params:
         images=lambda wc: analysis("attention")["images"],
         img_size=lambda wc: model_spec(config, wc.model).img_size,
-    conda:
-        "../envs/cpu.yaml"
-    log:
-        results("logs", "attention_images", "{dataset}", "{model}.log"),
     script:
         "../workflow_scripts/attention_images.py"
 
@@ -127,21 +132,26 @@ rule figure_attention_maps:
     output:
         report(
             expand(
-                results("figures", "{{dataset}}", "attention_maps", "{{model}}_{{kind}}.{ext}"),
+                results(
+                    "figures",
+                    "{{dataset}}",
+                    "attention_maps",
+                    "{{model}}_{{kind}}.{ext}",
+                ),
                 ext=FIG_FORMATS,
             ),
             caption="../report/attention_maps.rst",
             category="Attention",
             subcategory="{model}",
         ),
-    wildcard_constraints:
-        kind="cls|spatial|aligned",
-    params:
-        dpi=config["figures"]["dpi"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "figures", "{dataset}", "attention_maps_{model}_{kind}.log"),
+    wildcard_constraints:
+        kind="cls|spatial|aligned",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
     script:
         "../workflow_scripts/figure_attention_maps.py"
 
@@ -152,19 +162,21 @@ rule figure_attention_images:
     output:
         report(
             expand(
-                results("figures", "{{dataset}}", "attention_images", "{{model}}.{ext}"),
+                results(
+                    "figures", "{{dataset}}", "attention_images", "{{model}}.{ext}"
+                ),
                 ext=FIG_FORMATS,
             ),
             caption="../report/attention_images.rst",
             category="Attention",
             subcategory="{model}",
         ),
-    params:
-        dpi=config["figures"]["dpi"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "figures", "{dataset}", "attention_images_{model}.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
     script:
         "../workflow_scripts/figure_attention_images.py"
 
@@ -172,22 +184,25 @@ rule figure_attention_images:
 rule figure_attention_summary:
     input:
         lambda wc: expand(
-            results("tables", wc.dataset, SUMMARY_TABLE[wc.fig], "{model}.csv"), model=MODELS
+            results("tables", wc.dataset, SUMMARY_TABLE[wc.fig], "{model}.csv"),
+            model=MODELS,
         ),
     output:
         report(
-            expand(results("figures", "{{dataset}}", "{{fig}}.{ext}"), ext=FIG_FORMATS),
+            expand(
+                results("figures", "{{dataset}}", "{{fig}}.{ext}"), ext=FIG_FORMATS
+            ),
             caption="../report/figure_attention_summary.rst",
             category="Attention",
         ),
-    wildcard_constraints:
-        fig="attention_offset|head_taxonomy|artifact_tokens",
-    params:
-        dpi=config["figures"]["dpi"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "figures", "{dataset}", "{fig}.log"),
+    wildcard_constraints:
+        fig="attention_offset|head_taxonomy|artifact_tokens",
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
     script:
         "../workflow_scripts/figure_attention_summary.py"
 

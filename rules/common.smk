@@ -81,31 +81,54 @@ def all_targets():
     targets = []
     ad = analysis("attention_distance")
     for ds in ad.get("datasets", []):
-        targets += expand(results("figures", ds, "attention_distance.{ext}"), ext=FIG_FORMATS)
+        targets += expand(
+            results("figures", ds, "attention_distance.{ext}"), ext=FIG_FORMATS
+        )
     at = analysis("attention")
     for ds in at.get("datasets", []):
-        targets += expand(results("figures", ds, "{fig}.{ext}"), ext=FIG_FORMATS,
-                          fig=["attention_offset", "head_taxonomy", "artifact_tokens"])
-        targets += expand(results("figures", ds, "attention_maps", "{model}_{kind}.{ext}"),
-                          model=MODELS, kind=["cls", "spatial", "aligned"], ext=FIG_FORMATS)
+        targets += expand(
+            results("figures", ds, "{fig}.{ext}"),
+            ext=FIG_FORMATS,
+            fig=["attention_offset", "head_taxonomy", "artifact_tokens"],
+        )
+        targets += expand(
+            results("figures", ds, "attention_maps", "{model}_{kind}.{ext}"),
+            model=MODELS,
+            kind=["cls", "spatial", "aligned"],
+            ext=FIG_FORMATS,
+        )
         if at["images"]:
-            targets += expand(results("figures", ds, "attention_images", "{model}.{ext}"),
-                              model=MODELS, ext=FIG_FORMATS)
+            targets += expand(
+                results("figures", ds, "attention_images", "{model}.{ext}"),
+                model=MODELS,
+                ext=FIG_FORMATS,
+            )
     ft = analysis("features")
     for ds in ft.get("datasets", []):
-        targets += expand(results("figures", ds, "{fig}.{ext}"), ext=FIG_FORMATS,
-                          fig=["cka_grids", "cka_last_layer", "residual", "clustering"])
+        targets += expand(
+            results("figures", ds, "{fig}.{ext}"),
+            ext=FIG_FORMATS,
+            fig=["cka_grids", "cka_last_layer", "residual", "clustering"],
+        )
     kn = analysis("knn")
     for pair in kn.get("pairs", []):
-        targets += expand(results("figures", pair["test"], "knn.{ext}"), ext=FIG_FORMATS)
+        targets += expand(
+            results("figures", pair["test"], "knn.{ext}"), ext=FIG_FORMATS
+        )
     for task in TASKS:
         for ds in analysis(task).get("datasets", []):
-            targets += expand(results("figures", ds, f"{task}.{{ext}}"), ext=FIG_FORMATS)
+            targets += expand(
+                results("figures", ds, f"{task}.{{ext}}"), ext=FIG_FORMATS
+            )
     if downstream_tables():
         targets.append(results("tables", "summary", "best_layers.csv"))
-        targets += expand(results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS)
+        targets += expand(
+            results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS
+        )
     for pair in analysis("probe").get("pairs", []):
-        targets += expand(results("figures", pair["test"], "probe.{ext}"), ext=FIG_FORMATS)
+        targets += expand(
+            results("figures", pair["test"], "probe.{ext}"), ext=FIG_FORMATS
+        )
         targets.append(results("tables", pair["test"], "probe_table6.csv"))
     return targets
 
@@ -123,11 +146,11 @@ def model_pairs():
     return [(a, b) for i, a in enumerate(MODELS) for b in MODELS[i:]]
 
 
-
-
 def task_view(task):
     a = analysis(task)
-    return {"saliency": "center", "retrieval": "retrieval", "spair": "spair"}.get(task) or a["view"]
+    return {"saliency": "center", "retrieval": "retrieval", "spair": "spair"}.get(
+        task
+    ) or a["view"]
 
 
 def task_settings(task):

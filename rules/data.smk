@@ -4,15 +4,15 @@
 rule generate_world:
     output:
         directory(results("data", "{dataset}", "world")),
-    params:
-        generate=lambda wc: DATASETS[wc.dataset]["generate"],
-        kind=lambda wc: DATASETS[wc.dataset]["kind"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "generate_world", "{dataset}.log"),
     benchmark:
         results("benchmarks", "generate_world", "{dataset}.tsv")
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        generate=lambda wc: DATASETS[wc.dataset]["generate"],
+        kind=lambda wc: DATASETS[wc.dataset]["kind"],
     script:
         "../workflow_scripts/generate_world.py"
 
@@ -30,6 +30,10 @@ rule manifest:
         manifest=results("manifests", "{dataset}.json"),
         # unreadable images skipped under skip_bad_images (header only otherwise)
         skipped=results("manifests", "{dataset}.skipped.tsv"),
+    log:
+        results("logs", "manifest", "{dataset}.log"),
+    conda:
+        "../envs/cpu.yaml"
     params:
         dataset=lambda wc: DATASETS[wc.dataset],
         root=lambda wc: dataset_root(wc.dataset),
@@ -40,9 +44,5 @@ rule manifest:
             if "generate" in DATASETS[wc.dataset]
             else listing_fingerprint(DATASETS[wc.dataset]["root"])
         ),
-    conda:
-        "../envs/cpu.yaml"
-    log:
-        results("logs", "manifest", "{dataset}.log"),
     script:
         "../workflow_scripts/manifest.py"

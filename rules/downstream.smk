@@ -3,21 +3,23 @@
 
 rule knn:
     input:
-        train=lambda wc: store_marker(wc.model, train_of("knn", wc.dataset), analysis("knn")["view"]),
+        train=lambda wc: store_marker(
+            wc.model, train_of("knn", wc.dataset), analysis("knn")["view"]
+        ),
         test=lambda wc: store_marker(wc.model, wc.dataset, analysis("knn")["view"]),
     output:
         results("tables", "{dataset}", "knn", "{model}.csv"),
-    params:
-        ks=lambda wc: analysis("knn")["ks"],
-        temperature=lambda wc: analysis("knn")["temperature"],
-        feature=lambda wc: analysis("knn")["feature"],
-    threads: config["analysis_threads"]
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "knn", "{dataset}", "{model}.log"),
     benchmark:
         results("benchmarks", "knn", "{dataset}", "{model}.tsv")
+    conda:
+        "../envs/cpu.yaml"
+    threads: config["analysis_threads"]
+    params:
+        ks=lambda wc: analysis("knn")["ks"],
+        temperature=lambda wc: analysis("knn")["temperature"],
+        feature=lambda wc: analysis("knn")["feature"],
     script:
         "../workflow_scripts/knn.py"
 
@@ -31,12 +33,12 @@ rule figure_knn:
             caption="../report/knn.rst",
             category="Downstream",
         ),
-    params:
-        dpi=config["figures"]["dpi"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "figures", "{dataset}", "knn.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
     script:
         "../workflow_scripts/figure_knn.py"
 
@@ -49,19 +51,20 @@ rule probe:
         test=lambda wc: store_marker(wc.model, wc.dataset, analysis("probe")["view"]),
     output:
         results("tables", "{dataset}", "probe", "{model}.csv"),
-    params:
-        settings=lambda wc: {
-            k: analysis("probe")[k] for k in ("epochs", "lr", "batch_size", "weight_decay", "seed")
-        },
-    threads: config["analysis_threads"]
-    resources:
-        gpu=1 if config["extract"]["device"].startswith("cuda") else 0,
-    conda:
-        "../envs/gpu.yaml"
     log:
         results("logs", "probe", "{dataset}", "{model}.log"),
     benchmark:
         results("benchmarks", "probe", "{dataset}", "{model}.tsv")
+    conda:
+        "../envs/gpu.yaml"
+    threads: config["analysis_threads"]
+    resources:
+        gpu=1 if config["extract"]["device"].startswith("cuda") else 0,
+    params:
+        settings=lambda wc: {
+            k: analysis("probe")[k]
+            for k in ("epochs", "lr", "batch_size", "weight_decay", "seed")
+        },
     script:
         "../workflow_scripts/probe.py"
 
@@ -76,12 +79,12 @@ rule probe_summary:
             caption="../report/probe.rst",
             category="Downstream",
         ),
-    params:
-        dpi=config["figures"]["dpi"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "figures", "{dataset}", "probe.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
     script:
         "../workflow_scripts/probe_summary.py"
 
@@ -96,34 +99,38 @@ rule task_table:
         manifest=results("manifests", "{dataset}.json"),
     output:
         results("tables", "{dataset}", "{task}", "{model}.csv"),
-    params:
-        settings=lambda wc: task_settings(wc.task),
-    threads: config["analysis_threads"]
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "{task}", "{dataset}", "{model}.log"),
     benchmark:
         results("benchmarks", "{task}", "{dataset}", "{model}.tsv")
+    conda:
+        "../envs/cpu.yaml"
+    threads: config["analysis_threads"]
+    params:
+        settings=lambda wc: task_settings(wc.task),
     script:
         "../workflow_scripts/task_table.py"
 
 
 rule figure_task:
     input:
-        expand(results("tables", "{{dataset}}", "{{task}}", "{model}.csv"), model=MODELS),
+        expand(
+            results("tables", "{{dataset}}", "{{task}}", "{model}.csv"), model=MODELS
+        ),
     output:
         report(
-            expand(results("figures", "{{dataset}}", "{{task}}.{ext}"), ext=FIG_FORMATS),
+            expand(
+                results("figures", "{{dataset}}", "{{task}}.{ext}"), ext=FIG_FORMATS
+            ),
             caption="../report/figure_task.rst",
             category="Tasks",
         ),
-    params:
-        dpi=config["figures"]["dpi"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "figures", "{dataset}", "{task}.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
     script:
         "../workflow_scripts/figure_task.py"
 
@@ -134,15 +141,17 @@ rule downstream_summary:
     output:
         table=results("tables", "summary", "best_layers.csv"),
         figure=report(
-            expand(results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS),
+            expand(
+                results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS
+            ),
             caption="../report/best_layers.rst",
             category="Downstream",
         ),
-    params:
-        dpi=config["figures"]["dpi"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "figures", "summary", "best_layers.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
     script:
         "../workflow_scripts/downstream_summary.py"

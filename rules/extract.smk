@@ -4,14 +4,14 @@
 rule download_weights:
     output:
         os.path.join(config["weights_cache"], "{model}", "{filename}"),
-    params:
-        url=lambda wc: model_spec(config, wc.model).weights["url"],
-        sha256=lambda wc: model_spec(config, wc.model).weights.get("sha256"),
+    log:
+        results("logs", "download_weights", "{model}", "{filename}.log"),
     retries: 1
     conda:
         "../envs/cpu.yaml"
-    log:
-        results("logs", "download_weights", "{model}", "{filename}.log"),
+    params:
+        url=lambda wc: model_spec(config, wc.model).weights["url"],
+        sha256=lambda wc: model_spec(config, wc.model).weights.get("sha256"),
     script:
         "../workflow_scripts/download_weights.py"
 
@@ -27,6 +27,15 @@ rule extract:
         # The completion marker beside {view}.zarr is written last; the store survives a
         # failed or killed job and the next run resumes it from its last committed batch.
         results("features", "{model}", "{dataset}", "{view}.complete.json"),
+    log:
+        results("logs", "extract", "{model}", "{dataset}", "{view}.log"),
+    benchmark:
+        results("benchmarks", "extract", "{model}", "{dataset}", "{view}.tsv")
+    conda:
+        "../envs/gpu.yaml"
+    threads: config["extract"]["threads"]
+    resources:
+        gpu=1 if config["extract"]["device"].startswith("cuda") else 0,
     params:
         spec=lambda wc: spec_params(wc.model),
         batch_size=config["extract"]["batch_size"],
@@ -35,14 +44,5 @@ rule extract:
         gram_points=config["extract"]["gram_points"],
         residual_norms=config["extract"]["residual_norms"],
         tile_factor=config["extract"]["tile_factor"],
-    threads: config["extract"]["threads"]
-    resources:
-        gpu=1 if config["extract"]["device"].startswith("cuda") else 0,
-    conda:
-        "../envs/gpu.yaml"
-    log:
-        results("logs", "extract", "{model}", "{dataset}", "{view}.log"),
-    benchmark:
-        results("benchmarks", "extract", "{model}", "{dataset}", "{view}.tsv")
     script:
         "../workflow_scripts/extract.py"

@@ -11,14 +11,14 @@ rule cka_pair:
         y=lambda wc: features_store(wc.my, wc.dataset),
     output:
         results("tables", "{dataset}", "cka", "{mx}__{my}.csv"),
+    log:
+        results("logs", "cka", "{dataset}", "{mx}__{my}.log"),
+    conda:
+        "../envs/cpu.yaml"
     params:
         points=lambda wc: analysis("features")["cka_points"],
         kind=lambda wc: analysis("features")["cka_kind"],
         minmax=lambda wc: analysis("features")["cka_minmax"],
-    conda:
-        "../envs/cpu.yaml"
-    log:
-        results("logs", "cka", "{dataset}", "{mx}__{my}.log"),
     script:
         "../workflow_scripts/cka_pair.py"
 
@@ -28,12 +28,12 @@ rule cka_last_layer:
         lambda wc: [features_store(m, wc.dataset) for m in MODELS],
     output:
         results("tables", "{dataset}", "cka_last_layer.csv"),
-    params:
-        minmax=lambda wc: analysis("features")["cka_minmax"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "cka_last_layer", "{dataset}.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        minmax=lambda wc: analysis("features")["cka_minmax"],
     script:
         "../workflow_scripts/cka_last_layer.py"
 
@@ -43,12 +43,12 @@ rule residual:
         lambda wc: features_store(wc.model, wc.dataset),
     output:
         results("tables", "{dataset}", "residual", "{model}.csv"),
-    params:
-        minmax=lambda wc: analysis("features")["cka_minmax"],
-    conda:
-        "../envs/cpu.yaml"
     log:
         results("logs", "residual", "{dataset}", "{model}.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        minmax=lambda wc: analysis("features")["cka_minmax"],
     script:
         "../workflow_scripts/residual.py"
 
@@ -58,25 +58,31 @@ rule clustering:
         lambda wc: features_store(wc.model, wc.dataset),
     output:
         results("tables", "{dataset}", "clustering", "{model}.csv"),
+    log:
+        results("logs", "clustering", "{dataset}", "{model}.log"),
+    conda:
+        "../envs/cpu.yaml"
+    threads: config["analysis_threads"]
     params:
         k=lambda wc: analysis("features")["clustering_k"],
         seed=lambda wc: analysis("features")["clustering_seed"],
         n_init=lambda wc: analysis("features")["clustering_n_init"],
         noise=lambda wc: analysis("features")["noise"],
-    threads: config["analysis_threads"]
-    conda:
-        "../envs/cpu.yaml"
-    log:
-        results("logs", "clustering", "{dataset}", "{model}.log"),
     script:
         "../workflow_scripts/clustering.py"
 
 
 FEATURE_FIGURE_INPUTS = {
-    "cka_grids": lambda ds: [results("tables", ds, "cka", f"{a}__{b}.csv") for a, b in model_pairs()],
+    "cka_grids": lambda ds: [
+        results("tables", ds, "cka", f"{a}__{b}.csv") for a, b in model_pairs()
+    ],
     "cka_last_layer": lambda ds: [results("tables", ds, "cka_last_layer.csv")],
-    "residual": lambda ds: [results("tables", ds, "residual", f"{m}.csv") for m in MODELS],
-    "clustering": lambda ds: [results("tables", ds, "clustering", f"{m}.csv") for m in MODELS],
+    "residual": lambda ds: [
+        results("tables", ds, "residual", f"{m}.csv") for m in MODELS
+    ],
+    "clustering": lambda ds: [
+        results("tables", ds, "clustering", f"{m}.csv") for m in MODELS
+    ],
 }
 
 
@@ -85,18 +91,20 @@ rule figure_features:
         lambda wc: FEATURE_FIGURE_INPUTS[wc.fig](wc.dataset),
     output:
         report(
-            expand(results("figures", "{{dataset}}", "{{fig}}.{ext}"), ext=FIG_FORMATS),
+            expand(
+                results("figures", "{{dataset}}", "{{fig}}.{ext}"), ext=FIG_FORMATS
+            ),
             caption="../report/figure_features.rst",
             category="Features",
         ),
+    log:
+        results("logs", "figures", "{dataset}", "{fig}.log"),
     wildcard_constraints:
         fig="cka_grids|cka_last_layer|residual|clustering",
+    conda:
+        "../envs/cpu.yaml"
     params:
         dpi=config["figures"]["dpi"],
         models=MODELS,
-    conda:
-        "../envs/cpu.yaml"
-    log:
-        results("logs", "figures", "{dataset}", "{fig}.log"),
     script:
         "../workflow_scripts/figure_features.py"

@@ -13,6 +13,13 @@ rule train_model:
     output:
         ckpt=results("zoo", "{model}.pth"),
         loss=results("zoo", "{model}.loss.tsv"),
+    log:
+        results("logs", "train", "{model}.log"),
+    benchmark:
+        results("benchmarks", "train", "{model}.tsv")
+    conda:
+        "../envs/gpu.yaml"
+    threads: config["extract"]["threads"]
     params:
         method=lambda wc: train_cfg(wc.model)["method"],
         arch=lambda wc: config["custom_models"][wc.model]["arch"],
@@ -22,12 +29,5 @@ rule train_model:
         lr=lambda wc: train_cfg(wc.model)["lr"],
         seed=lambda wc: train_cfg(wc.model)["seed"],
         options=lambda wc: train_cfg(wc.model)["options"],
-    threads: config["extract"]["threads"]
-    conda:
-        "../envs/gpu.yaml"
-    log:
-        results("logs", "train", "{model}.log"),
-    benchmark:
-        results("benchmarks", "train", "{model}.tsv")
     script:
         "../workflow_scripts/train_model.py"

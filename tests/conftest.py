@@ -13,9 +13,12 @@ from vitlib.models import build_model, spec_from_config
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-TINY_ARCH = {"arch": "vit_small_patch16_224", "family": "random",
-             "arch_kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 3,
-                             "num_heads": 2}, "init_seed": 0}
+TINY_ARCH = {
+    "arch": "vit_small_patch16_224",
+    "family": "random",
+    "arch_kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 3, "num_heads": 2},
+    "init_seed": 0,
+}
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,15 @@ import numpy as np
 import pytest
 
 from vitlib.attention import aligned_aggregate
-from vitlib.attention.analyses import (TaxonomySettings, artifact_tokens_table, attention_offset,
-                                       average_maps, classify_head, head_metrics_table,
-                                       head_taxonomy_table)
+from vitlib.attention.analyses import (
+    TaxonomySettings,
+    artifact_tokens_table,
+    attention_offset,
+    average_maps,
+    classify_head,
+    head_metrics_table,
+    head_taxonomy_table,
+)
 from vitlib.extract import run_extraction
 
 K = 14
@@ -29,6 +35,7 @@ def shift(dr, dc):
         m = np.zeros((K, K))
         m[min(max(r + dr, 0), K - 1), min(max(c + dc, 0), K - 1)] = 1
         return m
+
     return t
 
 
@@ -37,6 +44,7 @@ def gaussian(sigma):
 
     def t(r, c):
         return np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * sigma**2))
+
     return t
 
 
@@ -56,18 +64,21 @@ def uniform(r, c):
     return np.ones((K, K))
 
 
-@pytest.mark.parametrize("target, cls, direction, offset", [
-    (shift(0, 0), "strict-local", "", (0, 0)),
-    (shift(0, 1), "offset-local", "right", (0, 1)),
-    (shift(0, -2), "offset-local", "left", (0, -2)),
-    (shift(-1, 0), "offset-local", "up", (-1, 0)),
-    (shift(1, 1), "offset-local", "down-right", (1, 1)),
-    (shift(-1, -1), "offset-local", "up-left", (-1, -1)),
-    (row, "axial-horizontal", "", None),
-    (col, "axial-vertical", "", None),
-    (gaussian(1.5), "soft-local", "", (0, 0)),
-    (uniform, "global", "", None),
-])
+@pytest.mark.parametrize(
+    "target, cls, direction, offset",
+    [
+        (shift(0, 0), "strict-local", "", (0, 0)),
+        (shift(0, 1), "offset-local", "right", (0, 1)),
+        (shift(0, -2), "offset-local", "left", (0, -2)),
+        (shift(-1, 0), "offset-local", "up", (-1, 0)),
+        (shift(1, 1), "offset-local", "down-right", (1, 1)),
+        (shift(-1, -1), "offset-local", "up-left", (-1, -1)),
+        (row, "axial-horizontal", "", None),
+        (col, "axial-vertical", "", None),
+        (gaussian(1.5), "soft-local", "", (0, 0)),
+        (uniform, "global", "", None),
+    ],
+)
 def test_taxonomy_recovers_known_heads(target, cls, direction, offset):
     aligned = aligned_aggregate(head_from_target_fn(target)[None], (K, K), 1)[0]
     got = classify_head(aligned)
@@ -121,8 +132,9 @@ def test_head_metrics_table_values(store):
     assert len(d) == 3 * 2 and d["value"].between(0, np.sqrt(2)).all()
     sc = t[t.metric == "spatial_cls_attention"].set_index(["layer", "head"])["value"]
     sc_faithful = head_metrics_table(store, spatial_cls_key="first_patch")
-    sf = sc_faithful[sc_faithful.metric == "spatial_cls_attention"].set_index(
-        ["layer", "head"])["value"]
+    sf = sc_faithful[sc_faithful.metric == "spatial_cls_attention"].set_index(["layer", "head"])[
+        "value"
+    ]
     maps = average_maps(store)
     np.testing.assert_allclose(sc.to_numpy(), maps["spatial"][..., 0].ravel())
     np.testing.assert_allclose(sf.to_numpy(), maps["spatial"][..., 1].ravel())
@@ -132,8 +144,13 @@ def test_head_metrics_table_values(store):
 def test_taxonomy_table_and_artifacts(store):
     tax = head_taxonomy_table(store)
     assert len(tax) == 6 and set(tax["class"]) <= {
-        "strict-local", "offset-local", "axial-horizontal", "axial-vertical", "soft-local",
-        "global"}
+        "strict-local",
+        "offset-local",
+        "axial-horizontal",
+        "axial-vertical",
+        "soft-local",
+        "global",
+    }
     assert (tax["strict_mass"] == 0.7).all()
     art = artifact_tokens_table(store, norm_factor=1.0)
     frac = art[art.metric == "outlier_fraction"]["value"]

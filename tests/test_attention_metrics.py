@@ -45,7 +45,7 @@ def loop_aligned(attn_hnn, K, P):
             row = attn_hnn[h, P + q, P:]
             row = row / row.sum() if row.sum() > 0 else row
             i, j = divmod(q, K)
-            canvas[h, K - 1 - i:2 * K - 1 - i, K - 1 - j:2 * K - 1 - j] += row.reshape(K, K)
+            canvas[h, K - 1 - i : 2 * K - 1 - i, K - 1 - j : 2 * K - 1 - j] += row.reshape(K, K)
     return canvas / (K * K)
 
 
@@ -83,7 +83,7 @@ def test_hand_made_right_neighbour_head():
     a = aligned_aggregate(A, (K, K), 1)[0]
     c = K - 1
     assert a[c, c + 1] == pytest.approx((K - 1) / K)  # one to the right
-    assert a[c, c] == pytest.approx(1 / K)            # last column attends itself
+    assert a[c, c] == pytest.approx(1 / K)  # last column attends itself
     assert a.sum() == pytest.approx(1.0)
     assert np.count_nonzero(a) == 2
 

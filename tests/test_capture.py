@@ -13,10 +13,11 @@ def _recompute_attention(block, x):
     B, N, D = x.shape
     H = attn.num_heads
     hd = D // H
-    y = torch.nn.functional.layer_norm(x, (D,), block.norm1.weight, block.norm1.bias,
-                                       block.norm1.eps)
+    y = torch.nn.functional.layer_norm(
+        x, (D,), block.norm1.weight, block.norm1.bias, block.norm1.eps
+    )
     qkv = y @ attn.qkv.weight.T + attn.qkv.bias
-    q, k = qkv[..., :D], qkv[..., D:2 * D]
+    q, k = qkv[..., :D], qkv[..., D : 2 * D]
     q = q.reshape(B, N, H, hd).transpose(1, 2)
     k = k.reshape(B, N, H, hd).transpose(1, 2)
     return torch.softmax(q @ k.transpose(-1, -2) / hd**0.5, dim=-1)
@@ -44,8 +45,8 @@ def test_block_outputs_equal_forward_intermediates(tiny_model):
     def reference():
         with torch.no_grad():
             inter = tiny_model.forward_intermediates(
-                x, intermediates_only=True, norm=False, output_fmt="NLC",
-                return_prefix_tokens=True)
+                x, intermediates_only=True, norm=False, output_fmt="NLC", return_prefix_tokens=True
+            )
         return [torch.cat([prefix, spatial], dim=1) for spatial, prefix in inter]  # CLS first
 
     for blk in tiny_model.blocks:  # same attention kernel as the capture: bit-identical
@@ -65,8 +66,9 @@ def test_capture_restores_fused_attention_and_removes_hooks(tiny_model):
         blk.attn.fused_attn = True
     Capture(tiny_model).collect(torch.randn(1, 3, 32, 32))
     assert all(blk.attn.fused_attn for blk in tiny_model.blocks)
-    assert not any(blk._forward_hooks or blk.attn.attn_drop._forward_hooks
-                   for blk in tiny_model.blocks)
+    assert not any(
+        blk._forward_hooks or blk.attn.attn_drop._forward_hooks for blk in tiny_model.blocks
+    )
 
 
 def test_bf16_capture_is_close_to_fp32(tiny_model):
@@ -90,9 +92,20 @@ def test_residual_points_add_up(tiny_model):
 def test_capture_beit_attention_includes_relative_bias():
     """A second timm family (BEiT: q/v bias, relative position bias) captures too."""
     torch.manual_seed(0)
-    spec = spec_from_config("tb", {"arch": "beit_base_patch16_224", "family": "beit",
-                                   "arch_kwargs": {"img_size": 32, "patch_size": 8,
-                                                   "embed_dim": 32, "depth": 2, "num_heads": 2}})
+    spec = spec_from_config(
+        "tb",
+        {
+            "arch": "beit_base_patch16_224",
+            "family": "beit",
+            "arch_kwargs": {
+                "img_size": 32,
+                "patch_size": 8,
+                "embed_dim": 32,
+                "depth": 2,
+                "num_heads": 2,
+            },
+        },
+    )
     m = build_model(spec)
     for blk in m.blocks:  # non-trivial relative position tables
         torch.nn.init.normal_(blk.attn.relative_position_bias_table, std=1.0)
@@ -107,8 +120,15 @@ def test_capture_beit_attention_includes_relative_bias():
 
 
 def test_bad_arguments():
-    m = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=32, patch_size=8,
-                          embed_dim=32, depth=1, num_heads=2)
+    m = timm.create_model(
+        "vit_small_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+    )
     with pytest.raises(ValueError, match="unknown capture point"):
         Capture(m, points=("nope",))
     with pytest.raises(ValueError, match="dtype"):

@@ -29,6 +29,7 @@ def ref_minibatch_cka(xs, ys, minmax=False):
             k = k - k.min()
             k = k / k.max()
         return k
+
     num = sum(hsic_u_reference(g(x), g(y)) for x, y in zip(xs, ys))
     dx = sum(hsic_u_reference(g(x), g(x)) for x in xs)
     dy = sum(hsic_u_reference(g(y), g(y)) for y in ys)
@@ -38,9 +39,10 @@ def ref_minibatch_cka(xs, ys, minmax=False):
 @pytest.fixture()
 def feats():
     rng = np.random.default_rng(0)
-    base = rng.normal(size=(5, 8, 10))            # 5 minibatches of 8
-    layers_x = [base @ rng.normal(size=(10, 12)) + 0.5 * rng.normal(size=(5, 8, 12))
-                for _ in range(3)]
+    base = rng.normal(size=(5, 8, 10))  # 5 minibatches of 8
+    layers_x = [
+        base @ rng.normal(size=(10, 12)) + 0.5 * rng.normal(size=(5, 8, 12)) for _ in range(3)
+    ]
     layers_y = [np.tanh(base @ rng.normal(size=(10, 6))) for _ in range(2)]
     return layers_x, layers_y
 
@@ -69,11 +71,11 @@ def test_identities():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(50, 20))
     q, _ = np.linalg.qr(rng.normal(size=(20, 20)))
-    assert linear_cka(x, x @ q) == pytest.approx(1.0, abs=1e-10)          # rotation
-    assert linear_cka(x, 3.7 * x) == pytest.approx(1.0, abs=1e-10)        # isotropic scaling
+    assert linear_cka(x, x @ q) == pytest.approx(1.0, abs=1e-10)  # rotation
+    assert linear_cka(x, 3.7 * x) == pytest.approx(1.0, abs=1e-10)  # isotropic scaling
     assert linear_cka(x, x @ q, unbiased=False) == pytest.approx(1.0, abs=1e-10)
     y = rng.normal(size=(50, 30))
-    assert abs(linear_cka(x, y)) < 0.1                                    # independent
+    assert abs(linear_cka(x, y)) < 0.1  # independent
     assert linear_cka(x, y) == pytest.approx(linear_cka(y, x), rel=1e-12)  # symmetric
     assert linear_cka(torch.from_numpy(x), torch.from_numpy(x)) == pytest.approx(1.0)
 
@@ -82,8 +84,7 @@ def test_biased_matches_textbook_formula():
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(30, 5)), rng.normal(size=(30, 7))
     xc, yc = x - x.mean(0), y - y.mean(0)
-    ref = (np.linalg.norm(yc.T @ xc) ** 2 /
-           (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)))
+    ref = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
     assert linear_cka(x, y, unbiased=False) == pytest.approx(ref, rel=1e-10)
 
 

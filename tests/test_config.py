@@ -4,9 +4,9 @@ import copy
 
 import pytest
 import yaml
+from conftest import REPO
 
 from vitlib.config import ConfigError, validate_config
-from conftest import REPO
 
 
 @pytest.fixture()
@@ -21,15 +21,20 @@ def test_default_config_is_valid_and_defaults_are_filled(cfg):
     assert out["datasets"]["world"]["per_class"] is None
     assert out["analyses"]["attention_distance"]["units"] == "normalised"
     # the mini-zoo's checkpoints are workflow outputs in their family's layout
-    assert out["custom_models"]["demo_dino"]["weights"] == {"path": "results/zoo/demo_dino.pth",
-                                                           "format": "dino"}
+    assert out["custom_models"]["demo_dino"]["weights"] == {
+        "path": "results/zoo/demo_dino.pth",
+        "format": "dino",
+    }
     assert out["analyses"]["davis"]["radius"] == 12
 
 
 def test_analyses_need_datasets_of_their_kind(cfg):
     cfg["analyses"]["spair"]["datasets"] = ["coco"]
-    with pytest.raises(ConfigError, match=r"analyses\.spair\.datasets\.0.*'coco' is of kind"
-                                          r" 'coco'; spair needs one of spair"):
+    with pytest.raises(
+        ConfigError,
+        match=r"analyses\.spair\.datasets\.0.*'coco' is of kind"
+        r" 'coco'; spair needs one of spair",
+    ):
         validate_config(cfg, base_dir=REPO)
 
 
@@ -39,18 +44,34 @@ def test_training_dataset_must_exist(cfg):
         validate_config(cfg, base_dir=REPO)
 
 
-@pytest.mark.parametrize("mutate, key, value", [
-    (lambda c: c["models"].append("vit_nope_b16"), "models.4", "vit_nope_b16"),
-    (lambda c: c["extract"].update(batch_size=-4), "extract.batch_size", "-4"),
-    (lambda c: c["datasets"]["world"].update(cka_batch_size=-1), "datasets.world.cka_batch_size", "-1"),
-    (lambda c: c["datasets"].update(real={"kind": "imagefolder", "root": "/no/such/dir"}),
-     "datasets.real.root", "/no/such/dir"),
-    (lambda c: c["analyses"]["attention_distance"].update(datasets=["world", "imagenet"]),
-     "analyses.attention_distance.datasets.1", "imagenet"),
-    (lambda c: c["analyses"]["attention_distance"].update(units="miles"),
-     "analyses.attention_distance.units", "miles"),
-    (lambda c: c["extract"].update(bogus=1), "extract", "bogus"),
-])
+@pytest.mark.parametrize(
+    "mutate, key, value",
+    [
+        (lambda c: c["models"].append("vit_nope_b16"), "models.4", "vit_nope_b16"),
+        (lambda c: c["extract"].update(batch_size=-4), "extract.batch_size", "-4"),
+        (
+            lambda c: c["datasets"]["world"].update(cka_batch_size=-1),
+            "datasets.world.cka_batch_size",
+            "-1",
+        ),
+        (
+            lambda c: c["datasets"].update(real={"kind": "imagefolder", "root": "/no/such/dir"}),
+            "datasets.real.root",
+            "/no/such/dir",
+        ),
+        (
+            lambda c: c["analyses"]["attention_distance"].update(datasets=["world", "imagenet"]),
+            "analyses.attention_distance.datasets.1",
+            "imagenet",
+        ),
+        (
+            lambda c: c["analyses"]["attention_distance"].update(units="miles"),
+            "analyses.attention_distance.units",
+            "miles",
+        ),
+        (lambda c: c["extract"].update(bogus=1), "extract", "bogus"),
+    ],
+)
 def test_errors_name_key_and_value(cfg, mutate, key, value):
     c = copy.deepcopy(cfg)
     mutate(c)

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -26,8 +25,22 @@ def demo(tmp_path_factory) -> Path:
     wd = tmp_path_factory.mktemp("demo")
     shutil.copy(REPO / "presets" / "tiny.yaml", wd / "config.yaml")
     for args in ([], ["--report", "results/report.html"]):
-        p = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-                            "-d", str(wd), "--cores", "2", *args], capture_output=True, text=True)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "snakemake",
+                "-s",
+                str(REPO / "Snakefile"),
+                "-d",
+                str(wd),
+                "--cores",
+                "2",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return wd
 
@@ -35,10 +48,16 @@ def demo(tmp_path_factory) -> Path:
 def test_every_figure_and_the_report_exist(demo):
     res = demo / "results"
     figs = sorted(res.glob("figures/**/*.png"))
-    assert len(figs) == 34 and all(f.stat().st_size > 1000 for f in figs)   # (+ 34 PDFs)
-    for ds, task in (("coco", "saliency"), ("pin", "saliency"), ("coco", "segments"),
-                     ("pin", "segments"), ("rsynth", "retrieval"), ("davis", "davis"),
-                     ("spair", "spair")):
+    assert len(figs) == 34 and all(f.stat().st_size > 1000 for f in figs)  # (+ 34 PDFs)
+    for ds, task in (
+        ("coco", "saliency"),
+        ("pin", "saliency"),
+        ("coco", "segments"),
+        ("pin", "segments"),
+        ("rsynth", "retrieval"),
+        ("davis", "davis"),
+        ("spair", "spair"),
+    ):
         assert (res / "figures" / ds / f"{task}.pdf").stat().st_size > 1000
     assert (res / "figures/summary/best_layers.png").exists()
     html = (res / "report.html").read_text(errors="ignore")
@@ -60,6 +79,7 @@ def test_mini_zoo_was_trained_and_loaded(demo):
 
 def test_supervised_model_knn_is_far_above_chance(demo):
     """Last block output (before the final norm, the paper's feature), k = 10, 48 queries."""
+
     def last(m):
         knn = pd.read_csv(demo / f"results/tables/world_val/knn/{m}.csv")
         row = knn[(knn.layer == knn.depth - 1) & (knn.k == 10)]
@@ -67,7 +87,7 @@ def test_supervised_model_knn_is_far_above_chance(demo):
 
     sup, chance, n = last("demo_sup")
     assert chance == 25.0 and n == 48
-    assert sup >= 1.8 * chance                      # measured 54 % (chance 25 %)
+    assert sup >= 1.8 * chance  # measured 54 % (chance 25 %)
     assert sup > last("demo_random")[0]
 
 

@@ -5,8 +5,13 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from vitlib.downstream.davis import (boundary_f, evaluate_sequence, propagate_labels,
-                                     region_similarity, soft_to_labels)
+from vitlib.downstream.davis import (
+    boundary_f,
+    evaluate_sequence,
+    propagate_labels,
+    region_similarity,
+    soft_to_labels,
+)
 from vitlib.downstream.keypoints import pck
 from vitlib.downstream.knn import knn_accuracy, knn_predict, knn_topk_streaming
 from vitlib.downstream.retrieval import revisited_map
@@ -26,8 +31,12 @@ def test_knn_matches_brute_force_vote():
     b = xte / np.linalg.norm(xte, axis=1, keepdims=True)
     sim = b @ a.T
     nn = np.argsort(-sim, axis=1)[:, :k]
-    ref = np.array([np.bincount(ytr[nn[i]], weights=np.exp(sim[i, nn[i]] / T), minlength=4).argmax()
-                    for i in range(50)])
+    ref = np.array(
+        [
+            np.bincount(ytr[nn[i]], weights=np.exp(sim[i, nn[i]] / T), minlength=4).argmax()
+            for i in range(50)
+        ]
+    )
     got = knn_predict(xtr, ytr, xte, k=k, temperature=T, chunk_size=64)  # 5 streamed chunks
     np.testing.assert_array_equal(got, ref)
     assert (got == yte).mean() > 0.8
@@ -39,7 +48,7 @@ def test_streaming_topk_equals_one_shot():
     rng = np.random.default_rng(1)
     xtr, xte = rng.normal(size=(1000, 8)), rng.normal(size=(20, 8))
     d1, i1 = knn_topk_streaming([xtr], xte, 7)
-    d2, i2 = knn_topk_streaming([xtr[i:i + 97] for i in range(0, 1000, 97)], xte, 7)
+    d2, i2 = knn_topk_streaming([xtr[i : i + 97] for i in range(0, 1000, 97)], xte, 7)
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(d1, d2, rtol=1e-6)
 
@@ -95,9 +104,9 @@ def test_propagation_with_perfect_features_recovers_masks():
     T, h, w = 6, 8, 10
     labels = np.zeros((T, h, w), int)
     for t in range(T):
-        labels[t, 2:6, 1 + t:4 + t] = 1                     # a moving object
-        labels[t, 0:2, 7:10] = 2                           # a second, static one
-    onehot = np.eye(3)[labels]                             # [T, h, w, 3]
+        labels[t, 2:6, 1 + t : 4 + t] = 1  # a moving object
+        labels[t, 0:2, 7:10] = 2  # a second, static one
+    onehot = np.eye(3)[labels]  # [T, h, w, 3]
     feats = torch.tensor(onehot + 0.01 * np.random.default_rng(0).normal(size=onehot.shape))
     first = torch.tensor(onehot[0]).permute(2, 0, 1)
     soft = propagate_labels(feats, first, n_last=3, radius=4, topk=5)
@@ -113,8 +122,8 @@ def test_propagation_with_perfect_features_recovers_masks():
 def test_pck_hand_case():
     gt = np.array([[0, 0], [10, 10], [5, 5]])
     pred = np.array([[1, 0], [10, 14], [5, 25]])
-    assert pck(pred, gt, 20, 0.1) == pytest.approx(1 / 3)     # threshold 2 px
-    assert pck(pred, gt, 20, 0.25) == pytest.approx(2 / 3)    # 5 px
+    assert pck(pred, gt, 20, 0.1) == pytest.approx(1 / 3)  # threshold 2 px
+    assert pck(pred, gt, 20, 0.25) == pytest.approx(2 / 3)  # 5 px
     assert pck(pred, gt, np.array([20, 20, 300]), 0.1) == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
         pck(pred[:, :1], gt, 20, 0.1)
@@ -128,8 +137,9 @@ def test_knn_table_from_stores(tmp_path, tiny_spec, tiny_manifest):
     from vitlib.extract import run_extraction
 
     s = str(tmp_path / "s.zarr")
-    run_extraction(tiny_spec, tiny_manifest, "center", s, batch_size=8, progress=False,
-                   feature_dtype="float32")
+    run_extraction(
+        tiny_spec, tiny_manifest, "center", s, batch_size=8, progress=False, feature_dtype="float32"
+    )
     t = knn_table(s, s, ks=(1, 20))
     assert len(t) == 3 * 2
     assert (t[t.k == 1]["top1"] == 100.0).all()

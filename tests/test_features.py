@@ -5,10 +5,13 @@ import pytest
 from sklearn.cluster import KMeans
 
 from vitlib.extract import run_extraction
-from vitlib.metrics.cka import linear_cka
 from vitlib.metrics.clustering import cluster_scores, kmeans_labels, noise_like, purity
-from vitlib.metrics.tables import (clustering_table, cka_pair_table, last_layer_cka_table,
-                                   residual_table)
+from vitlib.metrics.tables import (
+    cka_pair_table,
+    clustering_table,
+    last_layer_cka_table,
+    residual_table,
+)
 
 ALL_POINTS = ("block", "norm1", "norm2", "attn_skip", "attn_branch", "mlp_skip", "mlp_branch")
 
@@ -42,9 +45,10 @@ def test_noise_baselines():
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, tiny_world):
+    from conftest import TINY_ARCH
+
     from vitlib.data.manifest import read_imagefolder
     from vitlib.models import spec_from_config
-    from conftest import TINY_ARCH
 
     man = read_imagefolder(tiny_world / "imagenet" / "train", dataset="tiny", cka_batch_size=8)
     d = tmp_path_factory.mktemp("fs")
@@ -52,8 +56,17 @@ def stores(tmp_path_factory, tiny_world):
     for name, seed in (("a", 0), ("b", 1)):
         spec = spec_from_config(name, {**TINY_ARCH, "init_seed": seed})
         out[name] = str(d / f"{name}.zarr")
-        run_extraction(spec, man, "center", out[name], batch_size=16, progress=False,
-                       gram_points=ALL_POINTS, residual_norms=True, feature_dtype="float32")
+        run_extraction(
+            spec,
+            man,
+            "center",
+            out[name],
+            batch_size=16,
+            progress=False,
+            gram_points=ALL_POINTS,
+            residual_norms=True,
+            feature_dtype="float32",
+        )
     return out
 
 

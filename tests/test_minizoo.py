@@ -31,20 +31,35 @@ def world(tmp_path_factory):
 def test_checkpoint_loads_through_the_zoo_and_is_deterministic(tmp_path, world, method):
     out = []
     for run in range(2):
-        s = train_model(method, world, arch="vit_small_patch16_224", arch_kwargs=KW,
-                        out=tmp_path / f"{run}.pth", epochs=1, batch_size=16, seed=3,
-                        log_path=tmp_path / f"{run}.tsv", progress=False)
+        s = train_model(
+            method,
+            world,
+            arch="vit_small_patch16_224",
+            arch_kwargs=KW,
+            out=tmp_path / f"{run}.pth",
+            epochs=1,
+            batch_size=16,
+            seed=3,
+            log_path=tmp_path / f"{run}.tsv",
+            progress=False,
+        )
         out.append(torch.load(tmp_path / f"{run}.pth", weights_only=True))
     assert s["steps"] == 3 and np.isfinite(s["last_epoch_loss"])
     a, b = out
-    flat = (lambda d: d.get("model", d.get("teacher", d)))
+    flat = lambda d: d.get("model", d.get("teacher", d))
     assert flat(a).keys() == flat(b).keys()
-    assert all(torch.equal(flat(a)[k], flat(b)[k]) for k in flat(a))          # same seed, same weights
+    assert all(torch.equal(flat(a)[k], flat(b)[k]) for k in flat(a))  # same seed, same weights
     fam, fmt = FORMAT[method]
-    spec = spec_from_config(method, {"arch": "vit_small_patch16_224", "family": fam,
-                                     "arch_kwargs": KW,
-                                     "weights": {"path": str(tmp_path / "0.pth"), "format": fmt}})
-    model = build_model(spec)                                                  # strict load
+    spec = spec_from_config(
+        method,
+        {
+            "arch": "vit_small_patch16_224",
+            "family": fam,
+            "arch_kwargs": KW,
+            "weights": {"path": str(tmp_path / "0.pth"), "format": fmt},
+        },
+    )
+    model = build_model(spec)  # strict load
     # the loaded backbone is the trained one: compare with the checkpoint's own tensors
     sd = flat(a)
     prefix = "backbone." if method == "dino" else ""
@@ -59,12 +74,28 @@ def test_checkpoint_loads_through_the_zoo_and_is_deterministic(tmp_path, world, 
 
 
 def test_supervised_training_learns(tmp_path, world):
-    s = train_model("supervised", world, arch="vit_small_patch16_224", arch_kwargs=KW,
-                    out=tmp_path / "s.pth", epochs=25, batch_size=16, lr=4e-3, seed=0,
-                    progress=False)
+    s = train_model(
+        "supervised",
+        world,
+        arch="vit_small_patch16_224",
+        arch_kwargs=KW,
+        out=tmp_path / "s.pth",
+        epochs=25,
+        batch_size=16,
+        lr=4e-3,
+        seed=0,
+        progress=False,
+    )
     assert s["last_epoch_loss"] < 0.7 * s["first_epoch_loss"]
-    spec = spec_from_config("s", {"arch": "vit_small_patch16_224", "family": "timm",
-                                  "arch_kwargs": KW, "weights": {"path": str(tmp_path / "s.pth")}})
+    spec = spec_from_config(
+        "s",
+        {
+            "arch": "vit_small_patch16_224",
+            "family": "timm",
+            "arch_kwargs": KW,
+            "weights": {"path": str(tmp_path / "s.pth")},
+        },
+    )
     model = build_model(spec)
     x = load_images(world, 32).float() / 255
     x = (x - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
@@ -73,11 +104,17 @@ def test_supervised_training_learns(tmp_path, world):
     y = torch.tensor(world.labels)
     sim = f @ f.T
     sim.fill_diagonal_(-2)
-    nn_acc = (y[sim.argmax(1)] == y).float().mean().item()                     # leave-one-out 1-NN
-    assert nn_acc > 0.6                                                         # chance: 0.25
+    nn_acc = (y[sim.argmax(1)] == y).float().mean().item()  # leave-one-out 1-NN
+    assert nn_acc > 0.6  # chance: 0.25
 
 
 def test_unknown_method_is_refused(world, tmp_path):
     with pytest.raises(ValueError, match="method must be one of"):
-        train_model("byol", world, arch="vit_small_patch16_224", arch_kwargs=KW,
-                    out=tmp_path / "x.pth", epochs=1)
+        train_model(
+            "byol",
+            world,
+            arch="vit_small_patch16_224",
+            arch_kwargs=KW,
+            out=tmp_path / "x.pth",
+            epochs=1,
+        )

@@ -8,7 +8,8 @@ from vitlib.downstream.probe import evaluate_probe, train_probe
 def chunks_of(x, y, size):
     def gen():
         for lo in range(0, len(y), size):
-            yield x[lo:lo + size], y[lo:lo + size]
+            yield x[lo : lo + size], y[lo : lo + size]
+
     return gen
 
 
@@ -23,8 +24,17 @@ def test_planted_linear_structure_is_learned():
     xtr, ytr = planted(2000, w, seed=1)
     xte, yte = planted(500, w, seed=2)
     for bn in (False, True):
-        p = train_probe(chunks_of(xtr, ytr, 300), 32, 5, n_train=2000, epochs=30, lr=0.5,
-                        batch_size=64, batchnorm=bn, seed=0)
+        p = train_probe(
+            chunks_of(xtr, ytr, 300),
+            32,
+            5,
+            n_train=2000,
+            epochs=30,
+            lr=0.5,
+            batch_size=64,
+            batchnorm=bn,
+            seed=0,
+        )
         acc = evaluate_probe(p, xte, yte)
         assert acc["top1"] > 90 and acc["top5"] == 100.0
 
@@ -47,14 +57,25 @@ def test_table6_and_best_layer_layouts():
 
     from vitlib.downstream.summary import best_layer, table6
 
-    rows = [{"model": m, "layer": l, "depth": 2, "feature": f, "batchnorm": bn,
-             "top1": 10 * l + (5 if f == "cls" else 0) + (1 if bn else 0)}
-            for m in ("a", "b") for l in range(2) for f in ("cls", "spatial_mean")
-            for bn in (False, True)]
+    rows = [
+        {
+            "model": m,
+            "layer": l,
+            "depth": 2,
+            "feature": f,
+            "batchnorm": bn,
+            "top1": 10 * l + (5 if f == "cls" else 0) + (1 if bn else 0),
+        }
+        for m in ("a", "b")
+        for l in range(2)
+        for f in ("cls", "spatial_mean")
+        for bn in (False, True)
+    ]
     t6 = table6(pd.DataFrame(rows))
     assert list(t6.index) == ["a", "b"]
     assert t6.loc["a", "CLS +BN"] == 16 and t6.loc["b", "Spatial"] == 10
-    knn = pd.DataFrame({"model": ["a", "a", "a"], "layer": [0, 1, 2], "depth": 3,
-                        "top1": [5.0, 9.0, 7.0]})
+    knn = pd.DataFrame(
+        {"model": ["a", "a", "a"], "layer": [0, 1, 2], "depth": 3, "top1": [5.0, 9.0, 7.0]}
+    )
     b = best_layer(knn, "top1")
     assert b.iloc[0].to_dict() == {"model": "a", "best_layer": 2, "of": 3, "best_top1": 9.0}

@@ -35,22 +35,57 @@ def _poly(x, y, w, h):
 
 def _coco(tmp_path):
     root = tmp_path / "coco"
-    images = [{"id": 42, "file_name": "b.jpg", "width": 40, "height": 30},
-              {"id": 7, "file_name": "a.jpg", "width": 40, "height": 30},
-              {"id": 9, "file_name": "c.jpg", "width": 40, "height": 30}]     # no annotation
-    anns = [{"id": 1, "image_id": 42, "category_id": 5, "segmentation": _poly(2, 2, 10, 10),
-             "area": 100.0, "bbox": [2, 2, 10, 10], "iscrowd": 0},
-            {"id": 2, "image_id": 42, "category_id": 3, "segmentation": _poly(20, 5, 15, 20),
-             "area": 300.0, "bbox": [20, 5, 15, 20], "iscrowd": 0},
-            {"id": 3, "image_id": 7, "category_id": 5, "segmentation": [[1, 1, 5, 1]],
-             "area": 1.0, "bbox": [1, 1, 4, 0], "iscrowd": 0},                 # 4 coords: skipped
-            {"id": 4, "image_id": 7, "category_id": 3, "segmentation": _poly(0, 0, 40, 30),
-             "area": 1200.0, "bbox": [0, 0, 40, 30], "iscrowd": 0}]
-    cats = [{"id": 5, "name": "five", "supercategory": "x"},
-            {"id": 3, "name": "three", "supercategory": "x"}]
+    images = [
+        {"id": 42, "file_name": "b.jpg", "width": 40, "height": 30},
+        {"id": 7, "file_name": "a.jpg", "width": 40, "height": 30},
+        {"id": 9, "file_name": "c.jpg", "width": 40, "height": 30},
+    ]  # no annotation
+    anns = [
+        {
+            "id": 1,
+            "image_id": 42,
+            "category_id": 5,
+            "segmentation": _poly(2, 2, 10, 10),
+            "area": 100.0,
+            "bbox": [2, 2, 10, 10],
+            "iscrowd": 0,
+        },
+        {
+            "id": 2,
+            "image_id": 42,
+            "category_id": 3,
+            "segmentation": _poly(20, 5, 15, 20),
+            "area": 300.0,
+            "bbox": [20, 5, 15, 20],
+            "iscrowd": 0,
+        },
+        {
+            "id": 3,
+            "image_id": 7,
+            "category_id": 5,
+            "segmentation": [[1, 1, 5, 1]],
+            "area": 1.0,
+            "bbox": [1, 1, 4, 0],
+            "iscrowd": 0,
+        },  # 4 coords: skipped
+        {
+            "id": 4,
+            "image_id": 7,
+            "category_id": 3,
+            "segmentation": _poly(0, 0, 40, 30),
+            "area": 1200.0,
+            "bbox": [0, 0, 40, 30],
+            "iscrowd": 0,
+        },
+    ]
+    cats = [
+        {"id": 5, "name": "five", "supercategory": "x"},
+        {"id": 3, "name": "three", "supercategory": "x"},
+    ]
     (root / "annotations").mkdir(parents=True)
     (root / "annotations" / "instances_val2017.json").write_text(
-        json.dumps({"images": images, "annotations": anns, "categories": cats}))
+        json.dumps({"images": images, "annotations": anns, "categories": cats})
+    )
     for im in images:
         _img(root / "images" / "val2017" / im["file_name"])
     return root
@@ -59,27 +94,27 @@ def _coco(tmp_path):
 def test_coco_reader_order_labels_and_masks(tmp_path):
     root = _coco(tmp_path)
     m = read_coco(root, dataset="c", cka_batch_size=0)
-    assert [it.meta["image_id"] for it in m.items] == [7, 42]           # ascending, 9 skipped
-    assert m.classes == ["three", "five"]                                # sorted category ids 3, 5
-    assert [it.label for it in m.items] == [0, 0]                        # largest annotation: cat 3
+    assert [it.meta["image_id"] for it in m.items] == [7, 42]  # ascending, 9 skipped
+    assert m.classes == ["three", "five"]  # sorted category ids 3, 5
+    assert [it.label for it in m.items] == [0, 0]  # largest annotation: cat 3
     coco = load_coco_api(root / "annotations" / "instances_val2017.json")
     masks = annotation_masks(coco, 7)
-    assert [c for c, _ in masks] == [3]                                  # the 4-coordinate one dropped
+    assert [c for c, _ in masks] == [3]  # the 4-coordinate one dropped
     masks = annotation_masks(coco, 42)
-    assert [int(mk.sum()) for _, mk in masks] == [100, 300]              # = the polygon areas
+    assert [int(mk.sum()) for _, mk in masks] == [100, 300]  # = the polygon areas
     assert len(read_coco(root, dataset="c", limit=1)) == 1
 
 
 def test_token_masks_crop_resize_normalise():
     m = np.zeros((30, 40), np.uint8)
-    m[:, :5] = 1                                  # only in the strip a centre crop removes
+    m[:, :5] = 1  # only in the strip a centre crop removes
     m2 = np.zeros((30, 40), np.uint8)
     m2[10:20, 15:25] = 1
     soft, cats = token_masks([(1, m), (2, m2)], (3, 3), crop=True)
     assert list(cats) == [2] and soft.shape == (1, 3, 3)
     np.testing.assert_allclose(soft.sum(), 1.0)
     assert soft[0, 1, 1] == soft[0].max()
-    soft, cats = token_masks([(1, m), (2, m2)], (3, 4), crop=False)    # dense: no crop
+    soft, cats = token_masks([(1, m), (2, m2)], (3, 4), crop=False)  # dense: no crop
     assert list(cats) == [1, 2] and soft.shape == (2, 3, 4)
     np.testing.assert_allclose(soft.sum((1, 2)), 1.0)
 
@@ -88,29 +123,44 @@ def test_partimagenet_round_robin_sampling(tmp_path):
     root = tmp_path / "pin"
     split_of = {"n00000001": "train", "n00000002": "train", "n00000003": "val"}
     files = {"n00000001": 4, "n00000002": 1, "n00000003": 3}
-    cats = [{"id": 0, "name": "Head", "supercategory": "A"},
-            {"id": 1, "name": "Head", "supercategory": "B"}]
-    data = {s: {"images": [], "annotations": [], "categories": cats} for s in ("train", "val", "test")}
+    cats = [
+        {"id": 0, "name": "Head", "supercategory": "A"},
+        {"id": 1, "name": "Head", "supercategory": "B"},
+    ]
+    data = {
+        s: {"images": [], "annotations": [], "categories": cats} for s in ("train", "val", "test")
+    }
     iid = 0
     for w, n in files.items():
-        for k in reversed(range(n)):                          # listed out of order on purpose
+        for k in reversed(range(n)):  # listed out of order on purpose
             fn = f"{w}/{w}_{k}.JPEG"
             _img(root / split_of[w] / fn)
             d = data[split_of[w]]
             d["images"].append({"id": iid, "file_name": fn, "width": 40, "height": 30})
-            d["annotations"].append({"id": iid, "image_id": iid,
-                                     "category_id": 1 if w == "n00000003" else 0,
-                                     "segmentation": _poly(1, 1, 8, 8), "area": 64.0,
-                                     "bbox": [1, 1, 8, 8], "iscrowd": 0})
+            d["annotations"].append(
+                {
+                    "id": iid,
+                    "image_id": iid,
+                    "category_id": 1 if w == "n00000003" else 0,
+                    "segmentation": _poly(1, 1, 8, 8),
+                    "area": 64.0,
+                    "bbox": [1, 1, 8, 8],
+                    "iscrowd": 0,
+                }
+            )
             iid += 1
     for s, d in data.items():
         (root / f"{s}.json").write_text(json.dumps(d))
     m = read_partimagenet(root, dataset="p", per_super=3)
     # super-category A: round robin n1, n2, n1 (n2 exhausted) -> per wnid: n1_0, n1_1, n2_0
     assert [it.path for it in m.items] == [
-        "train/n00000001/n00000001_0.JPEG", "train/n00000001/n00000001_1.JPEG",
-        "train/n00000002/n00000002_0.JPEG", "val/n00000003/n00000003_0.JPEG",
-        "val/n00000003/n00000003_1.JPEG", "val/n00000003/n00000003_2.JPEG"]
+        "train/n00000001/n00000001_0.JPEG",
+        "train/n00000001/n00000001_1.JPEG",
+        "train/n00000002/n00000002_0.JPEG",
+        "val/n00000003/n00000003_0.JPEG",
+        "val/n00000003/n00000003_1.JPEG",
+        "val/n00000003/n00000003_2.JPEG",
+    ]
     assert m.classes == ["A", "B"] and [it.label for it in m.items] == [0, 0, 0, 1, 1, 1]
     (root / "test.json").write_text('{"images": [')
     with pytest.raises(DataError, match=r"test\.json is not valid JSON"):
@@ -124,8 +174,11 @@ def test_revisited_reader_and_bad_indices(tmp_path):
     base = tmp_path / "roxford5k"
     for n in ("d0", "d1", "d2", "q0"):
         _img(base / "jpg" / f"{n}.jpg")
-    gnd = {"imlist": ["d0", "d1", "d2"], "qimlist": ["q0"],
-           "gnd": [{"bbx": [0, 0, 5, 5], "easy": [1], "hard": [2], "junk": []}]}
+    gnd = {
+        "imlist": ["d0", "d1", "d2"],
+        "qimlist": ["q0"],
+        "gnd": [{"bbx": [0, 0, 5, 5], "easy": [1], "hard": [2], "junk": []}],
+    }
     (base / "gnd_roxford5k.pkl").write_bytes(pickle.dumps(gnd))
     m = read_revisited(tmp_path, dataset="r", name="roxford5k")
     assert [it.meta["role"] for it in m.items] == ["db", "db", "db", "query"]
@@ -147,7 +200,9 @@ def test_davis_reader(tmp_path):
     Image.new("P", (40, 30)).save(ann / "00000.png")
     m = read_davis(root, dataset="d")
     assert [it.id for it in m.items] == ["cat/00000", "cat/00001", "cat/00002"]
-    assert m.items[0].meta["annotation"].endswith("00000.png") and m.items[1].meta["annotation"] == ""
+    assert (
+        m.items[0].meta["annotation"].endswith("00000.png") and m.items[1].meta["annotation"] == ""
+    )
     (ann / "00000.png").unlink()
     with pytest.raises(DataError, match="first-frame annotation"):
         read_davis(root, dataset="d")
@@ -161,10 +216,19 @@ def _spair(tmp_path, n_pairs=5):
     pdir = root / "PairAnnotation" / "test"
     pdir.mkdir(parents=True)
     for k in range(n_pairs):
-        d = {"category": "cat", "mirror": 0, "src_imname": f"im{k % 4}.jpg",
-             "trg_imname": f"im{(k + 1) % 4}.jpg", "src_bndbox": [0, 0, 10, 10],
-             "trg_bndbox": [1, 1, 20, 9], "src_imsize": [40, 30, 3], "trg_imsize": [40, 30, 3],
-             "kps_ids": [0, 2], "src_kps": [[1, 2], [3, 4]], "trg_kps": [[5, 6], [7, 8]]}
+        d = {
+            "category": "cat",
+            "mirror": 0,
+            "src_imname": f"im{k % 4}.jpg",
+            "trg_imname": f"im{(k + 1) % 4}.jpg",
+            "src_bndbox": [0, 0, 10, 10],
+            "trg_bndbox": [1, 1, 20, 9],
+            "src_imsize": [40, 30, 3],
+            "trg_imsize": [40, 30, 3],
+            "kps_ids": [0, 2],
+            "src_kps": [[1, 2], [3, 4]],
+            "trg_kps": [[5, 6], [7, 8]],
+        }
         (pdir / f"{k:06d}-im{k % 4}-im{(k + 1) % 4}:cat.json").write_text(json.dumps(d))
     return root
 
@@ -174,7 +238,7 @@ def test_spair_sampling_fixed_and_faithful(tmp_path):
     m = read_spair(root, dataset="s", pairs_per_category=3)
     files = [p["file"] for p in m.extra["pairs"]]
     assert len(set(files)) == 3 and all(f.endswith(":cat.json") for f in files)  # no repeats
-    assert m == read_spair(root, dataset="s", pairs_per_category=3)             # seeded
+    assert m == read_spair(root, dataset="s", pairs_per_category=3)  # seeded
     # faithful: np.random.seed(42); np.random.choice(n, 20) with replacement
     f = read_spair(root, dataset="s", pairs_per_category=20, sampling="faithful")
     expect = np.random.RandomState(42).choice(5, size=20, replace=True)
@@ -192,7 +256,7 @@ def test_imagenet50_list_and_reader(tmp_path):
             p = tmp_path / w / f
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(b"x")
-    (tmp_path / "n99999999").mkdir()                                        # not in the 50
+    (tmp_path / "n99999999").mkdir()  # not in the 50
     m = read_imagenet50(tmp_path, dataset="i", per_class=1)
     assert len(m) == 50 and m.items[0].path == "n01601694/a.JPEG" and m.items[-1].label == 49
 
@@ -204,12 +268,15 @@ def test_bad_images_stop_or_are_skipped(tmp_path):
             _img(root / c / f"{i}.png")
     (root / "b" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     good = root / "a" / "2.png"
-    good.write_bytes(good.read_bytes()[:60])                                 # truncated
+    good.write_bytes(good.read_bytes()[:60])  # truncated
     cfg = {"kind": "imagefolder", "cka_batch_size": 2, "check_images": "decode"}
     with pytest.raises(DataError, match=r"a/2\.png"):
         build_manifest("x", cfg, root)
     m, bad = build_manifest("x", {**cfg, "skip_bad_images": True}, root)
-    assert sorted(p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1] for p, _ in bad) == ["a/2.png", "b/1.png"]
+    assert sorted(p.rsplit("/", 2)[-2] + "/" + p.rsplit("/", 1)[-1] for p, _ in bad) == [
+        "a/2.png",
+        "b/1.png",
+    ]
     assert [it.id for it in m.items] == ["a/0", "a/1", "b/0", "b/2"]
     assert [it.cka_batch for it in m.items] == [0, 0, 1, 1]
     (root / "c").mkdir()
@@ -251,7 +318,9 @@ def test_every_reader_reads_the_tiny_world(tiny_world):
                 n_masks += len(masks)
             assert n_masks >= len(m)
     assert counts["imagefolder"] == 32 and counts["davis"] >= 16
-    m, _ = build_manifest("s", {"kind": "spair", "generate": {}, "cka_batch_size": 0},
-                          tiny_world / "spair")
-    assert len(m.extra["pairs"]) > 0 and all(len(p["src_kps"]) == len(p["trg_kps"]) > 0
-                                             for p in m.extra["pairs"])
+    m, _ = build_manifest(
+        "s", {"kind": "spair", "generate": {}, "cka_batch_size": 0}, tiny_world / "spair"
+    )
+    assert len(m.extra["pairs"]) > 0 and all(
+        len(p["src_kps"]) == len(p["trg_kps"]) > 0 for p in m.extra["pairs"]
+    )

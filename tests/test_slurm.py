@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import REPO
 from slurm.cluster import LocalSlurm, available
 from test_workflow import smk, tiny_config, write_config
@@ -21,21 +20,46 @@ from test_workflow import smk, tiny_config, write_config
 pytestmark = [
     pytest.mark.slurm,
     pytest.mark.slow,
-    pytest.mark.skipif(not available(), reason="SLURM daemons not installed (.ci/run installs them)"),
+    pytest.mark.skipif(
+        not available(), reason="SLURM daemons not installed (.ci/run installs them)"
+    ),
 ]
 
 
 def slurm_smk(workdir, cluster, *args):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--profile", str(REPO / "profiles" / "slurm"),
-           "--default-resources", "slurm_partition=test", "runtime=10", "mem_mb=1000",
-           "cpus_per_task=1",
-           # this one-node test cluster is small: every rule fits one CPU and 1 GB
-           "--set-resources", "extract:cpus_per_task=1", "extract:mem_mb=1000",
-           "extract:runtime=10", "knn:mem_mb=1000", "clustering:mem_mb=1000",
-           "probe:mem_mb=1000", "--set-threads", "extract=1", "knn=1", "clustering=1",
-           "--slurm-init-seconds-before-status-checks", "1",
-           "--seconds-between-status-checks", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--profile",
+        str(REPO / "profiles" / "slurm"),
+        "--default-resources",
+        "slurm_partition=test",
+        "runtime=10",
+        "mem_mb=1000",
+        "cpus_per_task=1",
+        # this one-node test cluster is small: every rule fits one CPU and 1 GB
+        "--set-resources",
+        "extract:cpus_per_task=1",
+        "extract:mem_mb=1000",
+        "extract:runtime=10",
+        "knn:mem_mb=1000",
+        "clustering:mem_mb=1000",
+        "probe:mem_mb=1000",
+        "--set-threads",
+        "extract=1",
+        "knn=1",
+        "clustering=1",
+        "--slurm-init-seconds-before-status-checks",
+        "1",
+        "--seconds-between-status-checks",
+        "2",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=cluster.env, timeout=900)
 
 
@@ -58,8 +82,10 @@ def cluster():
 
 def small_config():
     cfg = tiny_config()
-    cfg["analyses"] = {"attention_distance": {"datasets": ["toy"]},
-                       "features": {"datasets": ["toy"], "clustering_n_init": 2}}
+    cfg["analyses"] = {
+        "attention_distance": {"datasets": ["toy"]},
+        "features": {"datasets": ["toy"], "clustering_n_init": 2},
+    }
     return cfg
 
 
@@ -73,14 +99,19 @@ def test_workflow_on_slurm_equals_local_run(tmp_path, cluster):
     took = time.time() - t0
     # jobs really went through SLURM (sbatch job ids in the log)
     assert "SLURM run ID" in p.stdout + p.stderr or "jobid" in (p.stdout + p.stderr).lower()
-    for rel in ("tables/toy/attention_distance/tiny_a.csv", "tables/toy/cka/tiny_a__tiny_b.csv",
-                "tables/toy/clustering/tiny_b.csv", "tables/toy/residual/tiny_a.csv"):
+    for rel in (
+        "tables/toy/attention_distance/tiny_a.csv",
+        "tables/toy/cka/tiny_a__tiny_b.csv",
+        "tables/toy/clustering/tiny_b.csv",
+        "tables/toy/residual/tiny_a.csv",
+    ):
         a = pd.read_csv(tmp_path / "local" / "results" / rel)
         b = pd.read_csv(tmp_path / "slurm" / "results" / rel)
         assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
         num = a.select_dtypes("number").columns
-        np.testing.assert_allclose(a[num].to_numpy(float), b[num].to_numpy(float),
-                                   rtol=1e-4, atol=1e-6, err_msg=rel)
+        np.testing.assert_allclose(
+            a[num].to_numpy(float), b[num].to_numpy(float), rtol=1e-4, atol=1e-6, err_msg=rel
+        )
     for ext in ("pdf", "png"):
         assert (tmp_path / "slurm/results/figures/toy" / f"attention_distance.{ext}").exists()
     print(f"slurm run took {took:.1f} s")

@@ -12,8 +12,7 @@ import pytest
 import zarr
 
 from vitlib.extract import run_extraction
-from vitlib.store import (IncompleteStoreError, StoreWriter, is_complete, open_store,
-                          progress_path)
+from vitlib.store import IncompleteStoreError, StoreWriter, is_complete, open_store, progress_path
 
 
 class Killed(Exception):
@@ -29,6 +28,7 @@ def arrays(path):
             out[prefix + k] = np.asarray(a[...])
         for k, sub in grp.groups():
             walk(sub, prefix + k + "/")
+
     walk(g)
     return out
 
@@ -52,7 +52,7 @@ def test_layout_and_values(tmp_path, tiny_spec, tiny_manifest, reference):
     meta = g.attrs["vitlib"]
     assert meta["n_items"] == 32 and meta["batch_size"] == 8 and meta["n_chunks"] == 8
     assert g["feat/block_cls"].shape == (32, 3, 32)
-    assert g["feat/block_cls"].chunks == (8, 1, 32)      # a batch writes whole chunks
+    assert g["feat/block_cls"].chunks == (8, 1, 32)  # a batch writes whole chunks
     assert g["attn/cls_row"].shape == (32, 3, 2, 16)
     assert g["attn/distance"].shape == (32, 3, 2)
     assert g["gram/block_all"].shape == (8, 3, 4, 4)
@@ -66,8 +66,9 @@ def test_layout_and_values(tmp_path, tiny_spec, tiny_manifest, reference):
 
 
 @pytest.mark.parametrize("kill_after", [0, 2])
-def test_resume_after_exception_equals_uninterrupted(tmp_path, tiny_spec, tiny_manifest,
-                                                     reference, kill_after):
+def test_resume_after_exception_equals_uninterrupted(
+    tmp_path, tiny_spec, tiny_manifest, reference, kill_after
+):
     out = tmp_path / "run.zarr"
 
     def boom(b):
@@ -75,8 +76,9 @@ def test_resume_after_exception_equals_uninterrupted(tmp_path, tiny_spec, tiny_m
             raise Killed
 
     with pytest.raises(Killed):
-        run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False,
-                       on_batch=boom)
+        run_extraction(
+            tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, on_batch=boom
+        )
     assert not is_complete(out)
     with pytest.raises(IncompleteStoreError, match="not a complete vitlib store"):
         open_store(out)
@@ -85,8 +87,9 @@ def test_resume_after_exception_equals_uninterrupted(tmp_path, tiny_spec, tiny_m
     assert_same_arrays(arrays(out), reference)
 
 
-def test_kill_between_rows_and_commit_redoes_the_batch(tmp_path, tiny_spec, tiny_manifest,
-                                                       reference, monkeypatch):
+def test_kill_between_rows_and_commit_redoes_the_batch(
+    tmp_path, tiny_spec, tiny_manifest, reference, monkeypatch
+):
     """Rows of batch 2 written, progress not yet committed: batch 2 is redone, sums not doubled."""
     out = tmp_path / "run.zarr"
     real = StoreWriter.write_batch
@@ -145,16 +148,19 @@ def test_changed_settings_discard_a_partial_store(tmp_path, tiny_spec, tiny_mani
         raise Killed
 
     with pytest.raises(Killed):
-        run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False,
-                       on_batch=boom)
-    s = run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, dtype="bf16",
-                       progress=False)
+        run_extraction(
+            tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, on_batch=boom
+        )
+    s = run_extraction(
+        tiny_spec, tiny_manifest, "center", out, batch_size=8, dtype="bf16", progress=False
+    )
     assert s["resumed_from_batch"] == 0
     assert open_store(out).attrs["vitlib"]["dtype"] == "bf16"
 
 
 def test_batch_size_rounds_to_whole_cka_minibatches(tmp_path, tiny_spec, tiny_manifest):
-    s = run_extraction(tiny_spec, tiny_manifest, "center", tmp_path / "r.zarr", batch_size=6,
-                       progress=False)
+    s = run_extraction(
+        tiny_spec, tiny_manifest, "center", tmp_path / "r.zarr", batch_size=6, progress=False
+    )
     g = open_store(tmp_path / "r.zarr")
     assert g.attrs["vitlib"]["batch_size"] == 8 and s["batches"] == 4

@@ -28,8 +28,9 @@ def _coco(path: Path):
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +71,9 @@ def test_imagenet_folders_and_overrides(world, tmp_path):
     assert sum(1 for _ in val.rglob("*.png")) == 4 * 4
     # Different stream: no validation image equals a training one.
     assert {p.read_bytes() for p in val.rglob("*.png")}.isdisjoint(
-        {p.read_bytes() for p in train.rglob("*.png")})
-    S.generate(tmp_path / "o", size="tiny", parts="imagenet", classes=3, per_class=2,
-               image_size=40)
+        {p.read_bytes() for p in train.rglob("*.png")}
+    )
+    S.generate(tmp_path / "o", size="tiny", parts="imagenet", classes=3, per_class=2, image_size=40)
     files = sorted((tmp_path / "o" / "imagenet" / "train").rglob("*.png"))
     assert len(files) == 6 and {f.parent.name for f in files} == set(S.CLASSES[:3])
     with Image.open(files[0]) as im:
@@ -85,8 +86,7 @@ def test_imagenet_folders_and_overrides(world, tmp_path):
 def test_parts_argument_and_aliases(tmp_path):
     S.generate(tmp_path, size="tiny", parts="revisited,davis")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["davis", "rsynth", "world.json"]
-    assert set(json.loads((tmp_path / "world.json").read_text())["parts"]) == {"retrieval",
-                                                                               "davis"}
+    assert set(json.loads((tmp_path / "world.json").read_text())["parts"]) == {"retrieval", "davis"}
     with pytest.raises(ValueError):
         S.generate(tmp_path / "x", parts=["nope"])
 
@@ -97,15 +97,21 @@ def test_part_polygons_tile_the_object_mask_exactly():
     for k in range(len(S.CLASSES)):
         for _ in range(15):
             h, w = 50, 70
-            o = S._new_obj(rng, k, rng.uniform(-5, 75), rng.uniform(-5, 55), rng.uniform(3, 30),
-                           rng.uniform(0, 7))
+            o = S._new_obj(
+                rng,
+                k,
+                rng.uniform(-5, 75),
+                rng.uniform(-5, 55),
+                rng.uniform(3, 30),
+                rng.uniform(0, 7),
+            )
             rgb, ids = np.zeros((h, w, 3)), np.zeros((h, w), np.int32)
             parts = S.paint(rgb, ids, o, 1)
             whole = S.rasterise([S.object_polygon(o)], h, w)
             stack = np.stack(parts).astype(int)
-            assert stack.sum(0).max() <= 1                     # disjoint
+            assert stack.sum(0).max() <= 1  # disjoint
             np.testing.assert_array_equal(stack.sum(0) > 0, whole)  # tile the object
-            np.testing.assert_array_equal(ids == 1, whole)      # = the painted pixels
+            np.testing.assert_array_equal(ids == 1, whole)  # = the painted pixels
             n += whole.any()
     assert n > 100
     for k in range(len(S.CLASSES)):
@@ -144,8 +150,12 @@ def test_coco(world):
             assert m.any() and m.sum() == a["area"] and isinstance(a["area"], float)
             np.testing.assert_array_equal(m > 0, idmap == j + 1)  # exactly the drawn pixels
             ys, xs = np.nonzero(m)
-            assert a["bbox"] == [float(xs.min()), float(ys.min()),
-                                 float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)]
+            assert a["bbox"] == [
+                float(xs.min()),
+                float(ys.min()),
+                float(xs.max() - xs.min() + 1),
+                float(ys.max() - ys.min() + 1),
+            ]
             if a["iscrowd"]:
                 crowd += 1
                 seg = a["segmentation"]
@@ -178,7 +188,7 @@ def test_partimagenet(world):
             assert split_of.setdefault(w_, split) == split  # each class in one split
             assert fn.startswith(w_ + "_") and fn.endswith(".JPEG")
             assert (root / split / info["file_name"]).is_file()
-            k, n = int(w_[1:]) - 90000000, int(fn[len(w_) + 1:-5])
+            k, n = int(w_[1:]) - 90000000, int(fn[len(w_) + 1 : -5])
             _, idmap, _ = S.partimagenet_image(0, k, n, info["width"], info["height"])
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[info["id"]]))
             assert anns
@@ -190,9 +200,9 @@ def test_partimagenet(world):
                 assert m.any() and m.sum() == a["area"]
                 masks.append(m.astype(int))
             total = np.sum(masks, 0)
-            assert total.max() == 1                                # parts disjoint
-            assert not (total.astype(bool) & (idmap == 0)).any()   # inside the object
-            np.testing.assert_array_equal(total > 0, idmap == 1)   # and tile it
+            assert total.max() == 1  # parts disjoint
+            assert not (total.astype(bool) & (idmap == 0)).any()  # inside the object
+            np.testing.assert_array_equal(total > 0, idmap == 1)  # and tile it
             checked += 1
     assert checked == 30
     assert {s for s in split_of.values()} == {"train", "val", "test"}
@@ -262,8 +272,9 @@ def test_spair(world):
             d = json.loads(p.read_text())
             cat = d["category"]
             assert p.name == f"{d['filename']}.json" and p.name.endswith(f":{cat}.json")
-            assert p.name.startswith(f"{d['pair_id']:06d}-{d['src_imname'][:-4]}-"
-                                     f"{d['trg_imname'][:-4]}:")
+            assert p.name.startswith(
+                f"{d['pair_id']:06d}-{d['src_imname'][:-4]}-{d['trg_imname'][:-4]}:"
+            )
             assert len(d["src_kps"]) == len(d["trg_kps"]) == len(d["kps_ids"]) >= 3
             assert d["mirror"] == 0
             for side in ("src", "trg"):
@@ -271,8 +282,11 @@ def test_spair(world):
                 assert c == 3 and 64 <= w <= 96 and 64 <= h <= 96
                 x1, y1, x2, y2 = d[f"{side}_bndbox"]
                 assert 0 <= x1 <= x2 < w and 0 <= y1 <= y2 < h
-                ann = json.loads((root / "ImageAnnotation" / cat
-                                  / f"{d[side + '_imname'][:-4]}.json").read_text())
+                ann = json.loads(
+                    (
+                        root / "ImageAnnotation" / cat / f"{d[side + '_imname'][:-4]}.json"
+                    ).read_text()
+                )
                 assert ann["filename"] == d[f"{side}_imname"]
                 assert (ann["image_width"], ann["image_height"]) == (w, h)
                 with Image.open(root / "JPEGImages" / cat / d[f"{side}_imname"]) as im:

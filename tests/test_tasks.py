@@ -26,10 +26,21 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(scope="module")
 def spec():
-    return spec_from_config("toy", {"arch": "vit_small_patch16_224", "family": "random",
-                                    "init_seed": 3, "arch_kwargs": {
-                                        "img_size": 32, "patch_size": 8, "embed_dim": 24,
-                                        "depth": 2, "num_heads": 2}})
+    return spec_from_config(
+        "toy",
+        {
+            "arch": "vit_small_patch16_224",
+            "family": "random",
+            "init_seed": 3,
+            "arch_kwargs": {
+                "img_size": 32,
+                "patch_size": 8,
+                "embed_dim": 24,
+                "depth": 2,
+                "num_heads": 2,
+            },
+        },
+    )
 
 
 def _noise_image(path, size, seed):
@@ -48,13 +59,27 @@ def coco(tmp_path_factory):
         _noise_image(root / "images" / "val2017" / f"{i}.jpg", (48, 36), i)
         for j in range(2):
             x, y = int(rng.integers(0, 30)), int(rng.integers(0, 20))
-            anns.append({"id": 100 + 2 * i + j, "image_id": 10 + i, "category_id": 1 + 2 * j,
-                         "segmentation": [[x, y, x + 16, y, x + 16, y + 14, x, y + 14]],
-                         "area": 224.0, "bbox": [x, y, 16, 14], "iscrowd": 0})
+            anns.append(
+                {
+                    "id": 100 + 2 * i + j,
+                    "image_id": 10 + i,
+                    "category_id": 1 + 2 * j,
+                    "segmentation": [[x, y, x + 16, y, x + 16, y + 14, x, y + 14]],
+                    "area": 224.0,
+                    "bbox": [x, y, 16, 14],
+                    "iscrowd": 0,
+                }
+            )
     (root / "annotations").mkdir()
-    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(
-        {"images": images, "annotations": anns,
-         "categories": [{"id": 1, "name": "a"}, {"id": 3, "name": "b"}]}))
+    (root / "annotations" / "instances_val2017.json").write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": 1, "name": "a"}, {"id": 3, "name": "b"}],
+            }
+        )
+    )
     return root
 
 
@@ -67,8 +92,15 @@ def test_saliency_iou_matches_direct_computation(tmp_path, spec, coco):
     from vitlib.attention.saliency import saliency_table
 
     m = read_coco(coco, dataset="c")
-    run_extraction(spec, m, "center", tmp_path / "c.zarr", batch_size=4, progress=False,
-                   feature_dtype="float32")
+    run_extraction(
+        spec,
+        m,
+        "center",
+        tmp_path / "c.zarr",
+        batch_size=4,
+        progress=False,
+        feature_dtype="float32",
+    )
     t = saliency_table(str(tmp_path / "c.zarr"), m, mass=0.6)
     model = build_model(spec, None)
     api = load_coco_api(coco / "annotations" / "instances_val2017.json")
@@ -76,8 +108,8 @@ def test_saliency_iou_matches_direct_computation(tmp_path, spec, coco):
     ious = []
     for it in m.items:
         x = tf(Image.open(m.abspath(it)).convert("RGB"))[None]
-        attn, _ = _attention(spec, model, x)                       # [L, 1, H, N, N]
-        rows = attn[:, 0, :, 0, 1:].numpy()                        # CLS query, spatial keys
+        attn, _ = _attention(spec, model, x)  # [L, 1, H, N, N]
+        rows = attn[:, 0, :, 0, 1:].numpy()  # CLS query, spatial keys
         rows = rows / rows.sum(-1, keepdims=True)
         soft, _ = token_masks(annotation_masks(api, it.meta["image_id"]), (4, 4), crop=True)
         gt = soft.sum(0).ravel() > 0
@@ -87,9 +119,9 @@ def test_saliency_iou_matches_direct_computation(tmp_path, spec, coco):
         n_keep = (np.cumsum(srt, -1) < 0.6).sum(-1) + 1
         pred = np.zeros_like(rows, bool)
         for idx in np.ndindex(rows.shape[:2]):
-            pred[idx][order[idx][:n_keep[idx]]] = True
+            pred[idx][order[idx][: n_keep[idx]]] = True
         ious.append((pred & gt).sum(-1) / (pred | gt).sum(-1))
-    ious = np.stack(ious)                                           # [n, L, H]
+    ious = np.stack(ious)  # [n, L, H]
     cls = t[(t["query"] == "cls")]
     per_head = cls[cls.head_selection == "head"].sort_values(["layer", "head"])
     np.testing.assert_allclose(per_head["iou"].to_numpy(), ious.mean(0).ravel(), atol=1e-6)
@@ -102,8 +134,15 @@ def test_pooled_object_features_match_manual_pooling(tmp_path, spec, coco):
     from vitlib.metrics.segfeat import pooled_features, segment_clustering_table
 
     m = read_coco(coco, dataset="c")
-    run_extraction(spec, m, "patches", tmp_path / "p.zarr", batch_size=4, progress=False,
-                   feature_dtype="float32")
+    run_extraction(
+        spec,
+        m,
+        "patches",
+        tmp_path / "p.zarr",
+        batch_size=4,
+        progress=False,
+        feature_dtype="float32",
+    )
     x, y = pooled_features(str(tmp_path / "p.zarr"), m)
     assert x.shape == (12, 2, 24) and sorted(set(y)) == [1, 3]
     model = build_model(spec, None)
@@ -112,10 +151,11 @@ def test_pooled_object_features_match_manual_pooling(tmp_path, spec, coco):
     it = m.items[1]
     _, tok = _attention(spec, model, tf(Image.open(m.abspath(it)).convert("RGB"))[None])
     soft, cats = token_masks(annotation_masks(api, it.meta["image_id"]), (4, 4), crop=True)
-    manual = np.stack([(soft[a].reshape(-1, 1) * tok[1, 0, 1:].numpy()).sum(0)
-                       for a in range(len(soft))])
+    manual = np.stack(
+        [(soft[a].reshape(-1, 1) * tok[1, 0, 1:].numpy()).sum(0) for a in range(len(soft))]
+    )
     n0 = len(token_masks(annotation_masks(api, m.items[0].meta["image_id"]), (4, 4), crop=True)[0])
-    np.testing.assert_allclose(x[n0:n0 + len(soft), 1], manual, atol=1e-5)
+    np.testing.assert_allclose(x[n0 : n0 + len(soft), 1], manual, atol=1e-5)
     t = segment_clustering_table(str(tmp_path / "p.zarr"), m, n_init=2)
     assert set(t["metric"]) == {"purity", "nmi", "ari"} and (t["level"] == "object").all()
     assert t[t.feature == "pooled"]["layer"].nunique() == 2 and (t["k"] == 2).all()
@@ -126,22 +166,34 @@ def test_retrieval_table_ranks_identical_images_first(tmp_path, spec):
     names = [f"d{i}" for i in range(6)]
     for i, n in enumerate(names):
         _noise_image(base / "jpg" / f"{n}.jpg", (40, 30), i)
-    for q, src in enumerate((2, 4)):                          # queries are copies of d2, d4
+    for q, src in enumerate((2, 4)):  # queries are copies of d2, d4
         (base / "jpg" / f"q{q}.jpg").write_bytes((base / "jpg" / f"d{src}.jpg").read_bytes())
-    gnd = {"imlist": names, "qimlist": ["q0", "q1"],
-           "gnd": [{"bbx": [0, 0, 1, 1], "easy": [2], "hard": [], "junk": []},
-                   {"bbx": [0, 0, 1, 1], "easy": [], "hard": [4], "junk": [2]}]}
+    gnd = {
+        "imlist": names,
+        "qimlist": ["q0", "q1"],
+        "gnd": [
+            {"bbx": [0, 0, 1, 1], "easy": [2], "hard": [], "junk": []},
+            {"bbx": [0, 0, 1, 1], "easy": [], "hard": [4], "junk": [2]},
+        ],
+    }
     (base / "gnd_rtoy.pkl").write_bytes(pickle.dumps(gnd))
     m = read_revisited(tmp_path, dataset="r", name="rtoy")
-    run_extraction(spec, m, "retrieval", tmp_path / "r.zarr", batch_size=4, progress=False,
-                   feature_dtype="float32")
+    run_extraction(
+        spec,
+        m,
+        "retrieval",
+        tmp_path / "r.zarr",
+        batch_size=4,
+        progress=False,
+        feature_dtype="float32",
+    )
     from vitlib.downstream.tables import retrieval_table
 
     t = retrieval_table(str(tmp_path / "r.zarr"), m)
     # identical images have cosine 1: each query's positive is ranked first -> AP 100
     med = t[t.protocol == "medium"]
     np.testing.assert_allclose(med["map"], 100.0)
-    np.testing.assert_allclose(t[t.protocol == "hard"]["map"], 100.0)   # only q1 has a hard positive
+    np.testing.assert_allclose(t[t.protocol == "hard"]["map"], 100.0)  # only q1 has a hard positive
     assert list(med["mp@1"]) == [100.0, 100.0]
 
 
@@ -160,8 +212,9 @@ def test_davis_table_on_a_static_video_is_perfect(tmp_path, spec):
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(mask, "P").save(p)
     m = read_davis(root, dataset="d")
-    run_extraction(spec, m, "dense", tmp_path / "d.zarr", batch_size=2, progress=False,
-                   feature_dtype="float32")
+    run_extraction(
+        spec, m, "dense", tmp_path / "d.zarr", batch_size=2, progress=False, feature_dtype="float32"
+    )
     t = davis_table(str(tmp_path / "d.zarr"), m, topk=1)
     # identical features: each token's best source is itself in frame 0, so every frame's
     # prediction is the token-level first mask through DINO's upsampling (bilinear, argmax),
@@ -186,25 +239,54 @@ def test_spair_table_identity_pairs_are_exact(tmp_path, spec):
     pdir.mkdir(parents=True)
     for i in range(2):
         _noise_image(root / "JPEGImages" / "cat" / f"im{i}.jpg", (40, 30), 10 + i)
-        d = {"category": "cat", "mirror": 0, "src_imname": f"im{i}.jpg", "trg_imname": f"im{i}.jpg",
-             "src_bndbox": [0, 0, 40, 30], "trg_bndbox": [0, 0, 40, 30],
-             "src_imsize": [40, 30, 3], "trg_imsize": [40, 30, 3], "kps_ids": [0, 1, 2],
-             "src_kps": [[5, 5], [20, 12], [33, 25]], "trg_kps": [[5, 5], [20, 12], [33, 25]]}
+        d = {
+            "category": "cat",
+            "mirror": 0,
+            "src_imname": f"im{i}.jpg",
+            "trg_imname": f"im{i}.jpg",
+            "src_bndbox": [0, 0, 40, 30],
+            "trg_bndbox": [0, 0, 40, 30],
+            "src_imsize": [40, 30, 3],
+            "trg_imsize": [40, 30, 3],
+            "kps_ids": [0, 1, 2],
+            "src_kps": [[5, 5], [20, 12], [33, 25]],
+            "trg_kps": [[5, 5], [20, 12], [33, 25]],
+        }
         (pdir / f"{i:06d}-im{i}-im{i}:cat.json").write_text(json.dumps(d))
     m = read_spair(root, dataset="s")
-    run_extraction(spec, m, "spair", tmp_path / "s.zarr", batch_size=2, progress=False,
-                   feature_dtype="float32")
+    run_extraction(
+        spec, m, "spair", tmp_path / "s.zarr", batch_size=2, progress=False, feature_dtype="float32"
+    )
     t = spair_table(str(tmp_path / "s.zarr"), m)
     np.testing.assert_allclose(t[t.alpha == 0.1]["pck"], 100.0)
     assert set(t["alpha"]) == {0.1, 0.05, 0.01}
 
 
 def test_summary_best_layer_from_hand_made_tables():
-    knn = pd.DataFrame({"model": ["a"] * 3 + ["b"] * 3, "family": "x", "depth": 3,
-                        "layer": [0, 1, 2] * 2, "k": 20, "top1": [10, 50, 40, 5, 6, 7],
-                        "top5": 0.0, "test": "val"})
-    dav = pd.DataFrame({"model": ["a"] * 3, "family": "x", "depth": 3, "layer": [0, 1, 2],
-                        "JF": [1.0, 3.0, 2.0], "J": 0, "F": 0, "dataset": "davis"})
+    knn = pd.DataFrame(
+        {
+            "model": ["a"] * 3 + ["b"] * 3,
+            "family": "x",
+            "depth": 3,
+            "layer": [0, 1, 2] * 2,
+            "k": 20,
+            "top1": [10, 50, 40, 5, 6, 7],
+            "top5": 0.0,
+            "test": "val",
+        }
+    )
+    dav = pd.DataFrame(
+        {
+            "model": ["a"] * 3,
+            "family": "x",
+            "depth": 3,
+            "layer": [0, 1, 2],
+            "JF": [1.0, 3.0, 2.0],
+            "J": 0,
+            "F": 0,
+            "dataset": "davis",
+        }
+    )
     s = summary_table([knn, dav])
     a = s[(s.model == "a") & s.metric.str.startswith("k-NN")].iloc[0]
     assert (a.best_layer, a.of, a.best, a.last_layer) == (2, 3, 50, 40)
@@ -228,10 +310,19 @@ def test_spair_table_with_more_images_than_its_cache(tmp_path, spec):
         _noise_image(root / "JPEGImages" / "cat" / f"im{i}.jpg", (40, 30), 20 + i)
     kps = [[5, 5], [20, 12], [33, 25]]
     for k, (a, b) in enumerate([(0, 1), (2, 3), (0, 4), (4, 4)]):
-        d = {"category": "cat", "mirror": 0, "src_imname": f"im{a}.jpg", "trg_imname": f"im{b}.jpg",
-             "src_bndbox": [0, 0, 40, 30], "trg_bndbox": [0, 0, 40, 30],
-             "src_imsize": [40, 30, 3], "trg_imsize": [40, 30, 3], "kps_ids": [0, 1, 2],
-             "src_kps": kps, "trg_kps": kps}
+        d = {
+            "category": "cat",
+            "mirror": 0,
+            "src_imname": f"im{a}.jpg",
+            "trg_imname": f"im{b}.jpg",
+            "src_bndbox": [0, 0, 40, 30],
+            "trg_bndbox": [0, 0, 40, 30],
+            "src_imsize": [40, 30, 3],
+            "trg_imsize": [40, 30, 3],
+            "kps_ids": [0, 1, 2],
+            "src_kps": kps,
+            "trg_kps": kps,
+        }
         (pdir / f"{k:06d}-im{a}-im{b}:cat.json").write_text(json.dumps(d))
     m = read_spair(root, dataset="s", pairs_per_category=4)
     run_extraction(spec, m, "spair", tmp_path / "s.zarr", batch_size=8, progress=False)

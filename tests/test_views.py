@@ -20,16 +20,19 @@ from vitlib.data.views import (
 
 
 # (image H, W, patch) -> (resized H, W, tile rows, tile cols), by hand from PROTOCOLS §4
-@pytest.mark.parametrize("h,w,p,rh,rw,rows,cols", [
-    (480, 640, 16, 448, 592, [0, 224], [0, 224, 368]),   # the §4 example
-    (480, 640, 8, 448, 592, [0, 224], [0, 224, 368]),    # 597.33 -> 592 = 74·8
-    (480, 640, 14, 448, 588, [0, 224], [0, 224, 364]),   # 42·14
-    (480, 640, 32, 448, 576, [0, 224], [0, 224, 352]),   # 18·32
-    (480, 854, 16, 448, 784, [0, 224], [0, 224, 448, 560]),  # DAVIS 480p
-    (500, 375, 16, 592, 448, [0, 224, 368], [0, 224]),   # portrait
-    (500, 500, 32, 448, 448, [0, 224], [0, 224]),        # square: no overlap
-    (300, 1000, 8, 448, 1488, [0, 224], [0, 224, 448, 672, 896, 1120, 1264]),
-])
+@pytest.mark.parametrize(
+    "h,w,p,rh,rw,rows,cols",
+    [
+        (480, 640, 16, 448, 592, [0, 224], [0, 224, 368]),  # the §4 example
+        (480, 640, 8, 448, 592, [0, 224], [0, 224, 368]),  # 597.33 -> 592 = 74·8
+        (480, 640, 14, 448, 588, [0, 224], [0, 224, 364]),  # 42·14
+        (480, 640, 32, 448, 576, [0, 224], [0, 224, 352]),  # 18·32
+        (480, 854, 16, 448, 784, [0, 224], [0, 224, 448, 560]),  # DAVIS 480p
+        (500, 375, 16, 592, 448, [0, 224, 368], [0, 224]),  # portrait
+        (500, 500, 32, 448, 448, [0, 224], [0, 224]),  # square: no overlap
+        (300, 1000, 8, 448, 1488, [0, 224], [0, 224, 448, 672, 896, 1120, 1264]),
+    ],
+)
 def test_dense_geometry_matches_hand_computed(h, w, p, rh, rw, rows, cols):
     g = dense_geometry(h, w, window=224, patch=p)
     assert (g.height, g.width) == (rh, rw)
@@ -43,27 +46,27 @@ def test_dense_geometry_matches_hand_computed(h, w, p, rh, rw, rows, cols):
     # the tiles cover the resized image exactly
     cover = np.zeros((rh, rw), bool)
     for r, c in g.tiles:
-        cover[r:r + 224, c:c + 224] = True
+        cover[r : r + 224, c : c + 224] = True
     assert cover.all() and max(r for r, _ in g.tiles) + 224 == rh
 
 
 def test_dense_geometry_small_window_for_small_models():
-    g = dense_geometry(72, 96, window=32, patch=8)         # a 32-px toy ViT
-    assert (g.height, g.width) == (64, 80)                 # 96·64/72 = 85.3 -> 80
+    g = dense_geometry(72, 96, window=32, patch=8)  # a 32-px toy ViT
+    assert (g.height, g.width) == (64, 80)  # 96·64/72 = 85.3 -> 80
     assert g.tiles == ((0, 0), (0, 32), (0, 48), (32, 0), (32, 32), (32, 48))
     with pytest.raises(ValueError, match="multiple of the patch"):
         dense_geometry(72, 96, window=30, patch=8)
 
 
 def test_assembly_first_tile_wins():
-    g = dense_geometry(72, 96, window=32, patch=8)         # tiles 4×4 tokens, grid 8×10
+    g = dense_geometry(72, 96, window=32, patch=8)  # tiles 4×4 tokens, grid 8×10
     T = len(g.tiles)
     tok = torch.arange(T, dtype=torch.float32).reshape(T, 1, 1, 1, 1).expand(T, 2, 4, 4, 3)
     out = assemble_tiles(tok, g)
     assert out.shape == (2, 8, 10, 3)
     expect = np.full((8, 10), -1)
     for k, (r, c) in enumerate(g.tiles):
-        region = expect[r // 8:r // 8 + 4, c // 8:c // 8 + 4]
+        region = expect[r // 8 : r // 8 + 4, c // 8 : c // 8 + 4]
         region[region < 0] = k
     assert (expect >= 0).all()
     np.testing.assert_array_equal(out[0, :, :, 0].numpy(), expect)
@@ -78,7 +81,9 @@ def test_dense_tiles_are_crops_of_the_resized_image():
     tiles = dense_tiles(im, g, (0, 0, 0), (1, 1, 1))
     full = np.asarray(im.resize((g.width, g.height), Image.Resampling.BICUBIC), np.float32) / 255
     for t, (r, c) in zip(tiles, g.tiles):
-        np.testing.assert_allclose(t.permute(1, 2, 0).numpy(), full[r:r + 32, c:c + 32], atol=1e-6)
+        np.testing.assert_allclose(
+            t.permute(1, 2, 0).numpy(), full[r : r + 32, c : c + 32], atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("w,h", [(640, 480), (333, 500), (224, 224), (100, 37)])
@@ -93,8 +98,11 @@ def test_pad_geometry_places_the_image_centred(w, h):
     assert (xs.min(), ys.min()) == (g.off_x, g.off_y)
     assert (xs.max() + 1, ys.max() + 1) == (g.off_x + g.new_w, g.off_y + g.new_h)
     # a keypoint at the image's far corner lands at the pasted image's far corner
-    np.testing.assert_allclose(np.array([w, h]) * g.scale + [g.off_x, g.off_y],
-                               [g.off_x + g.new_w, g.off_y + g.new_h], atol=0.51)
+    np.testing.assert_allclose(
+        np.array([w, h]) * g.scale + [g.off_x, g.off_y],
+        [g.off_x + g.new_w, g.off_y + g.new_h],
+        atol=0.51,
+    )
 
 
 def test_retrieval_view_thumbnails_before_the_centre_crop():
@@ -111,8 +119,9 @@ def _manifest(tmp_path, sizes):
     for i, (h, w) in enumerate(sizes):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
         items.append(Item(id=str(i), path=f"{i}.png", label=i % 2))
-    return Manifest(dataset="v", kind="imagefolder", root=str(tmp_path), classes=["a", "b"],
-                    items=items)
+    return Manifest(
+        dataset="v", kind="imagefolder", root=str(tmp_path), classes=["a", "b"], items=items
+    )
 
 
 def test_token_extraction_equals_direct_forwards(tmp_path):
@@ -122,15 +131,33 @@ def test_token_extraction_equals_direct_forwards(tmp_path):
     from vitlib.models.registry import spec_from_config
     from vitlib.store import open_store, read_tokens
 
-    spec = spec_from_config("t", {"arch": "vit_small_patch16_224", "family": "random",
-                                  "init_seed": 0, "arch_kwargs": {
-                                      "img_size": 32, "patch_size": 8, "embed_dim": 24,
-                                      "depth": 2, "num_heads": 2}})
+    spec = spec_from_config(
+        "t",
+        {
+            "arch": "vit_small_patch16_224",
+            "family": "random",
+            "init_seed": 0,
+            "arch_kwargs": {
+                "img_size": 32,
+                "patch_size": 8,
+                "embed_dim": 24,
+                "depth": 2,
+                "num_heads": 2,
+            },
+        },
+    )
     m = _manifest(tmp_path, [(72, 96), (40, 40), (50, 120)])
     model = build_model(spec, None)
     for view in ("dense", "spair"):
-        run_extraction(spec, m, view, tmp_path / f"{view}.zarr", batch_size=2, progress=False,
-                       feature_dtype="float32")
+        run_extraction(
+            spec,
+            m,
+            view,
+            tmp_path / f"{view}.zarr",
+            batch_size=2,
+            progress=False,
+            feature_dtype="float32",
+        )
         g = open_store(tmp_path / f"{view}.zarr")
         assert g["offsets"].shape == (4,) and int(g["offsets"][-1]) == g["tokens"].shape[0] > 0
         for i, it in enumerate(m.items):
@@ -141,15 +168,16 @@ def test_token_extraction_equals_direct_forwards(tmp_path):
             else:
                 x = make_transform("spair", 32, spec.mean, spec.std)(im)[None]
             c = Capture(model, points=("block",), attention=False).collect(x)
-            blk = c.tokens["block"][1][:, 1:]                    # layer 1, spatial [T, 16, D]
+            blk = c.tokens["block"][1][:, 1:]  # layer 1, spatial [T, 16, D]
             got = read_tokens(g, i, 1)
             if view == "dense":
                 ref = assemble_tiles(blk.reshape(len(x), 1, 4, 4, -1), geo)[0]
                 assert got.shape[:2] == geo.grid
             else:
                 ref = blk[0].reshape(4, 4, -1)
-                np.testing.assert_allclose(np.asarray(g["cls"][i, 1]),
-                                           c.tokens["block"][1][0, 0].numpy(), atol=1e-5)
+                np.testing.assert_allclose(
+                    np.asarray(g["cls"][i, 1]), c.tokens["block"][1][0, 0].numpy(), atol=1e-5
+                )
             np.testing.assert_allclose(got, ref.numpy(), atol=1e-5)
 
 
@@ -162,10 +190,21 @@ def test_center_view_equals_torchvision(size):
     rng = np.random.default_rng(5)
     im = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    ref = T.Compose([T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32),
-                     T.ToTensor(), T.Normalize(mean, std)])(im)
+    ref = T.Compose(
+        [
+            T.Resize(32, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(32),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )(im)
     ours = make_transform("center", 32, mean, std)(im)
     torch.testing.assert_close(ours, ref, atol=0, rtol=0)
-    ref = T.Compose([T.Resize((32, 32), interpolation=T.InterpolationMode.BICUBIC),
-                     T.ToTensor(), T.Normalize(mean, std)])(im)
+    ref = T.Compose(
+        [
+            T.Resize((32, 32), interpolation=T.InterpolationMode.BICUBIC),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )(im)
     torch.testing.assert_close(make_transform("squash", 32, mean, std)(im), ref, atol=0, rtol=0)

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO, TINY_ARCH
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -25,19 +24,32 @@ def tiny_config(**extra_datasets) -> dict:
         "models": ["tiny_a", "tiny_b"],
         "custom_models": {
             "tiny_a": TINY_ARCH,
-            "tiny_b": {**TINY_ARCH, "init_seed": 1,
-                       "arch_kwargs": {**TINY_ARCH["arch_kwargs"], "depth": 2, "num_heads": 4}},
+            "tiny_b": {
+                **TINY_ARCH,
+                "init_seed": 1,
+                "arch_kwargs": {**TINY_ARCH["arch_kwargs"], "depth": 2, "num_heads": 4},
+            },
         },
-        "datasets": {"toy": {"kind": "imagefolder", "cka_batch_size": 4,
-                             "generate": {"size": "tiny", "seed": 0, "per_class": 6}},
-                     "toy_val": {"kind": "imagefolder", "cka_batch_size": 4,
-                                 "generate": {"size": "tiny", "seed": 1, "per_class": 2}}},
+        "datasets": {
+            "toy": {
+                "kind": "imagefolder",
+                "cka_batch_size": 4,
+                "generate": {"size": "tiny", "seed": 0, "per_class": 6},
+            },
+            "toy_val": {
+                "kind": "imagefolder",
+                "cka_batch_size": 4,
+                "generate": {"size": "tiny", "seed": 1, "per_class": 2},
+            },
+        },
         "extract": {"batch_size": 8, "threads": 1},
-        "analyses": {"attention_distance": {"datasets": ["toy", *extra_datasets]},
-                     "attention": {"datasets": ["toy"], "images": 1},
-                     "features": {"datasets": ["toy"], "clustering_n_init": 2},
-                     "knn": {"pairs": [{"train": "toy", "test": "toy_val"}], "ks": [5, 20]},
-                     "probe": {"pairs": [{"train": "toy", "test": "toy_val"}], "epochs": 2}},
+        "analyses": {
+            "attention_distance": {"datasets": ["toy", *extra_datasets]},
+            "attention": {"datasets": ["toy"], "images": 1},
+            "features": {"datasets": ["toy"], "clustering_n_init": 2},
+            "knn": {"pairs": [{"train": "toy", "test": "toy_val"}], "ks": [5, 20]},
+            "probe": {"pairs": [{"train": "toy", "test": "toy_val"}], "epochs": 2},
+        },
         "figures": {"formats": ["pdf", "png"], "dpi": 60},
     }
     cfg["datasets"].update(extra_datasets)
@@ -45,8 +57,11 @@ def tiny_config(**extra_datasets) -> dict:
 
 
 def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-                        "--cores", "2", *args], capture_output=True, text=True)
+    p = subprocess.run(
+        [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args],
+        capture_output=True,
+        text=True,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"snakemake {args} failed:\n{p.stdout}\n{p.stderr}")
     return p
@@ -59,8 +74,11 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     if "Nothing to be done" in text:
         return {}
     stats = text.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)
-            if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)
+        if m.group(1) != "total"
+    }
 
 
 def write_config(workdir: Path, cfg: dict) -> None:
@@ -109,8 +127,11 @@ def test_full_run_produces_real_outputs(done_run):
     maps = np.load(res / "tables/toy/attention_maps/tiny_a.npz")
     np.testing.assert_allclose(maps["cls"].sum(-1), 1.0, rtol=1e-4)
     # feature analyses: the within-model grid is symmetric with a unit diagonal
-    g = pd.read_csv(res / "tables/toy/cka/tiny_a__tiny_a.csv").pivot(
-        index="row", columns="col", values="value").to_numpy()
+    g = (
+        pd.read_csv(res / "tables/toy/cka/tiny_a__tiny_a.csv")
+        .pivot(index="row", columns="col", values="value")
+        .to_numpy()
+    )
     assert g.shape == (6, 6) and np.allclose(np.diag(g), 1.0) and np.allclose(g, g.T)
     assert (res / "tables/toy/cka/tiny_a__tiny_b.csv").exists()
     assert not (res / "tables/toy/cka/tiny_b__tiny_a.csv").exists()  # unordered pairs
@@ -122,9 +143,17 @@ def test_full_run_produces_real_outputs(done_run):
     t6 = pd.read_csv(res / "tables/toy_val/probe_table6.csv", index_col=0)
     assert list(t6.index) == ["tiny_a", "tiny_b"] and t6.shape[1] == 4
     assert t6.to_numpy().min() >= 0 and t6.to_numpy().max() <= 100
-    for f in ("cka_grids", "cka_last_layer", "residual", "clustering",
-              "attention_offset", "head_taxonomy", "artifact_tokens",
-              "attention_maps/tiny_a_aligned", "attention_images/tiny_b"):
+    for f in (
+        "cka_grids",
+        "cka_last_layer",
+        "residual",
+        "clustering",
+        "attention_offset",
+        "head_taxonomy",
+        "artifact_tokens",
+        "attention_maps/tiny_a_aligned",
+        "attention_images/tiny_b",
+    ):
         assert (res / "figures" / "toy" / f"{f}.png").stat().st_size > 1000, f
 
     meta = open_store(res / "features" / "tiny_b" / "toy" / "center.zarr").attrs["vitlib"]
@@ -156,13 +185,21 @@ def test_analysis_setting_reruns_only_that_analysis(done_run):
 
 
 def test_one_figure_target_builds_only_what_it_needs(tmp_path):
-    other = {"kind": "imagefolder", "cka_batch_size": 4,
-             "generate": {"size": "tiny", "seed": 1, "per_class": 4}}
+    other = {
+        "kind": "imagefolder",
+        "cka_batch_size": 4,
+        "generate": {"size": "tiny", "seed": 1, "per_class": 4},
+    }
     write_config(tmp_path, tiny_config(other=other))
     assert planned_jobs(tmp_path)["extract"] == 6  # three datasets for `all`
     jobs = planned_jobs(tmp_path, "results/figures/other/attention_distance.pdf")
-    assert jobs == {"generate_world": 1, "manifest": 1, "extract": 2, "attention_distance": 2,
-                    "figure_attention_distance": 1}
+    assert jobs == {
+        "generate_world": 1,
+        "manifest": 1,
+        "extract": 2,
+        "attention_distance": 2,
+        "figure_attention_distance": 1,
+    }
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
@@ -188,8 +225,12 @@ def test_external_imagefolder_file_list_change_reruns_manifest(tmp_path, tiny_wo
     data = tmp_path / "data"
     shutil.copytree(tiny_world / "imagenet" / "train", data)
     cfg = tiny_config()
-    cfg["datasets"]["toy"] = {"kind": "imagefolder", "root": str(data), "cka_batch_size": 4,
-                              "per_class": 3}
+    cfg["datasets"]["toy"] = {
+        "kind": "imagefolder",
+        "root": str(data),
+        "cka_batch_size": 4,
+        "per_class": 3,
+    }
     write_config(tmp_path / "wd", cfg)
     smk(tmp_path / "wd")
     assert planned_jobs(tmp_path / "wd") == {}

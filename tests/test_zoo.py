@@ -38,8 +38,10 @@ def x():
 
 
 def tiny_spec(base, tmp_path, fname, **kw):
-    return spec_from_config(f"t_{base}", {"base": base, "arch_kwargs": {**TINY, **kw},
-                                          "weights": {"path": str(tmp_path / fname)}})
+    return spec_from_config(
+        f"t_{base}",
+        {"base": base, "arch_kwargs": {**TINY, **kw}, "weights": {"path": str(tmp_path / fname)}},
+    )
 
 
 # ------------------------------------------------------------------------------ families
@@ -48,7 +50,9 @@ def test_fs_timm_safetensors(tmp_path, x):
 
     spec = tiny_spec("fs_b16", tmp_path, "model.safetensors", num_heads=3)
     src = build_network(spec)
-    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, tmp_path / "model.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in src.state_dict().items()}, tmp_path / "model.safetensors"
+    )
     assert_same_model(src, build_model(spec), x)
 
 
@@ -67,11 +71,21 @@ def test_moco_prefixed_state_dict_with_momentum_and_heads(tmp_path, x):
     for k, v in src.state_dict().items():
         sd["module.base_encoder." + k] = v
         sd["module.momentum_encoder." + k] = v + 1
-    sd.update({"module.base_encoder.head.0.weight": torch.randn(8, 48),
-               "module.predictor.0.weight": torch.randn(8, 8)})
-    torch.save({"epoch": 300, "arch": "vit_small", "state_dict": sd,
-                "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}},
-               tmp_path / "vit-s-300ep.pth.tar")
+    sd.update(
+        {
+            "module.base_encoder.head.0.weight": torch.randn(8, 48),
+            "module.predictor.0.weight": torch.randn(8, 8),
+        }
+    )
+    torch.save(
+        {
+            "epoch": 300,
+            "arch": "vit_small",
+            "state_dict": sd,
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]},
+        },
+        tmp_path / "vit-s-300ep.pth.tar",
+    )
     assert_same_model(src, build_model(spec), x)
 
 
@@ -79,12 +93,20 @@ def test_mae_model_key_decoder_dropped_args_allowed(tmp_path, x):
     spec = tiny_spec("mae_b16", tmp_path, "mae_pretrain_vit_base.pth", num_heads=4)
     src = build_network(spec)
     sd = dict(src.state_dict())
-    sd.update({"mask_token": torch.zeros(1, 1, 32), "decoder_embed.weight": torch.randn(32, 48),
-               "decoder_blocks.0.attn.qkv.weight": torch.randn(96, 32),
-               "decoder_norm.weight": torch.ones(32), "decoder_pred.weight": torch.randn(192, 32),
-               "decoder_pos_embed": torch.randn(1, 17, 32)})
-    torch.save({"model": sd, "args": argparse.Namespace(model="mae_vit_base_patch16")},
-               tmp_path / "mae_pretrain_vit_base.pth")
+    sd.update(
+        {
+            "mask_token": torch.zeros(1, 1, 32),
+            "decoder_embed.weight": torch.randn(32, 48),
+            "decoder_blocks.0.attn.qkv.weight": torch.randn(96, 32),
+            "decoder_norm.weight": torch.ones(32),
+            "decoder_pred.weight": torch.randn(192, 32),
+            "decoder_pos_embed": torch.randn(1, 17, 32),
+        }
+    )
+    torch.save(
+        {"model": sd, "args": argparse.Namespace(model="mae_vit_base_patch16")},
+        tmp_path / "mae_pretrain_vit_base.pth",
+    )
     assert_same_model(src, build_model(spec), x)
 
 
@@ -98,14 +120,23 @@ def test_beit_shared_relative_position_table(tmp_path, x):
         blk.gamma_1.data.uniform_(0.05, 0.2)  # layer scale
         blk.attn.q_bias.data.normal_()
         blk.attn.v_bias.data.normal_()
-    sd = {k: v for k, v in src.state_dict().items()
-          if "relative_position_bias_table" not in k and not k.startswith("fc_norm")}
+    sd = {
+        k: v
+        for k, v in src.state_dict().items()
+        if "relative_position_bias_table" not in k and not k.startswith("fc_norm")
+    }
     n = shared.shape[0]
-    sd.update({"rel_pos_bias.relative_position_bias_table": shared,
-               "rel_pos_bias.relative_position_index": torch.zeros(17, 17, dtype=torch.long),
-               "mask_token": torch.zeros(1, 1, 48), "lm_head.weight": torch.randn(8192, 48),
-               "lm_head.bias": torch.zeros(8192), "norm.weight": torch.ones(48),
-               "norm.bias": torch.zeros(48)})
+    sd.update(
+        {
+            "rel_pos_bias.relative_position_bias_table": shared,
+            "rel_pos_bias.relative_position_index": torch.zeros(17, 17, dtype=torch.long),
+            "mask_token": torch.zeros(1, 1, 48),
+            "lm_head.weight": torch.randn(8192, 48),
+            "lm_head.bias": torch.zeros(8192),
+            "norm.weight": torch.ones(48),
+            "norm.bias": torch.zeros(48),
+        }
+    )
     assert n > 0
     torch.save({"model": sd}, tmp_path / "beit_pt22k.pth")
     got = build_model(spec)
@@ -121,9 +152,20 @@ def _open_clip_reference(spec):
 
 
 def test_clip_openai_torchscript_archive(tmp_path, x):
-    spec = spec_from_config("t_clip", {"base": "clip_b16", "weights": {
-        "path": str(tmp_path / "ViT-B-16.pt")}, "arch_kwargs": {
-        "image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32}})
+    spec = spec_from_config(
+        "t_clip",
+        {
+            "base": "clip_b16",
+            "weights": {"path": str(tmp_path / "ViT-B-16.pt")},
+            "arch_kwargs": {
+                "image_size": 32,
+                "patch_size": 8,
+                "width": 64,
+                "layers": 2,
+                "head_width": 32,
+            },
+        },
+    )
     assert (spec.depth, spec.num_heads, spec.embed_dim, spec.grid) == (2, 2, 64, 4)
     ref = _open_clip_reference(spec).eval()
 
@@ -150,8 +192,13 @@ def test_clip_openai_torchscript_archive(tmp_path, x):
     # the captured probabilities are the ones MultiheadAttention computes
     blk = ref.transformer.resblocks[0]
     with torch.no_grad():
-        _, w = blk.attn(blk.ln_1(ref._embeds(x)), blk.ln_1(ref._embeds(x)),
-                        blk.ln_1(ref._embeds(x)), need_weights=True, average_attn_weights=False)
+        _, w = blk.attn(
+            blk.ln_1(ref._embeds(x)),
+            blk.ln_1(ref._embeds(x)),
+            blk.ln_1(ref._embeds(x)),
+            need_weights=True,
+            average_attn_weights=False,
+        )
     torch.testing.assert_close(cap.attention[0], w, rtol=1e-5, atol=1e-6)
 
 
@@ -159,12 +206,24 @@ def test_dinov2_registers_and_position_resampling(tmp_path, x):
     from safetensors.torch import save_file
     from timm.layers import resample_abs_pos_embed
 
-    big = timm.create_model("vit_small_patch14_reg4_dinov2", pretrained=False, num_classes=0,
-                            img_size=56, embed_dim=48, depth=2, num_heads=3)
+    big = timm.create_model(
+        "vit_small_patch14_reg4_dinov2",
+        pretrained=False,
+        num_classes=0,
+        img_size=56,
+        embed_dim=48,
+        depth=2,
+        num_heads=3,
+    )
     save_file({k: v.contiguous() for k, v in big.state_dict().items()}, tmp_path / "w.safetensors")
-    spec = spec_from_config("t_v2", {"base": "dinov2reg_s14", "arch_kwargs": {
-        "img_size": 28, "embed_dim": 48, "depth": 2, "num_heads": 3},
-        "weights": {"path": str(tmp_path / "w.safetensors")}})
+    spec = spec_from_config(
+        "t_v2",
+        {
+            "base": "dinov2reg_s14",
+            "arch_kwargs": {"img_size": 28, "embed_dim": 48, "depth": 2, "num_heads": 3},
+            "weights": {"path": str(tmp_path / "w.safetensors")},
+        },
+    )
     assert spec.num_prefix_tokens == 5 and spec.grid == 2
     m = build_model(spec)
     want = resample_abs_pos_embed(big.pos_embed, new_size=(2, 2), num_prefix_tokens=0)
@@ -177,9 +236,11 @@ def test_user_checkpoint_key_map_and_strict_errors(tmp_path, x):
     src = build_network(tiny_spec("dino_s16", tmp_path, "u.pth", num_heads=3))
     sd = {"encoder." + k: v for k, v in src.state_dict().items()}
     torch.save({"model": sd}, tmp_path / "u.pth")
-    cfg = {"arch": "vit_small_patch16_224", "arch_kwargs": {**TINY, "num_heads": 3},
-           "weights": {"path": str(tmp_path / "u.pth"), "format": "timm",
-                       "key_map": {"encoder.": ""}}}
+    cfg = {
+        "arch": "vit_small_patch16_224",
+        "arch_kwargs": {**TINY, "num_heads": 3},
+        "weights": {"path": str(tmp_path / "u.pth"), "format": "timm", "key_map": {"encoder.": ""}},
+    }
     assert_same_model(src, build_model(spec_from_config("user", cfg)), x)
     # a mismatching file: one key missing, one unexpected, one mis-shaped — all listed
     bad = dict(src.state_dict())
@@ -206,13 +267,26 @@ def test_random_init_is_seeded():
 # ------------------------------------------------------------------------------ registry
 # Table 2 of the paper / PROTOCOLS §1.1: (depth, heads, width, token grid K)
 PAPER_TABLE = {
-    "fs_s32": (12, 6, 384, 7), "fs_s16": (12, 6, 384, 14), "fs_b32": (12, 12, 768, 7),
-    "fs_b16": (12, 12, 768, 14), "fs_b8": (12, 12, 768, 28), "fs_l16": (24, 16, 1024, 14),
-    "clip_b32": (12, 12, 768, 7), "clip_b16": (12, 12, 768, 14), "clip_l14": (24, 16, 1024, 16),
-    "dino_s16": (12, 6, 384, 14), "dino_s8": (12, 6, 384, 28), "dino_b16": (12, 12, 768, 14),
-    "dino_b8": (12, 12, 768, 28), "moco_s16": (12, 12, 384, 14), "moco_b16": (12, 12, 768, 14),
-    "mae_b16": (12, 12, 768, 14), "mae_l16": (24, 16, 1024, 14), "mae_h14": (32, 16, 1280, 16),
-    "beit_b16": (12, 12, 768, 14), "beit_l16": (24, 16, 1024, 14),
+    "fs_s32": (12, 6, 384, 7),
+    "fs_s16": (12, 6, 384, 14),
+    "fs_b32": (12, 12, 768, 7),
+    "fs_b16": (12, 12, 768, 14),
+    "fs_b8": (12, 12, 768, 28),
+    "fs_l16": (24, 16, 1024, 14),
+    "clip_b32": (12, 12, 768, 7),
+    "clip_b16": (12, 12, 768, 14),
+    "clip_l14": (24, 16, 1024, 16),
+    "dino_s16": (12, 6, 384, 14),
+    "dino_s8": (12, 6, 384, 28),
+    "dino_b16": (12, 12, 768, 14),
+    "dino_b8": (12, 12, 768, 28),
+    "moco_s16": (12, 12, 384, 14),
+    "moco_b16": (12, 12, 768, 14),
+    "mae_b16": (12, 12, 768, 14),
+    "mae_l16": (24, 16, 1024, 14),
+    "mae_h14": (32, 16, 1280, 16),
+    "beit_b16": (12, 12, 768, 14),
+    "beit_l16": (24, 16, 1024, 14),
 }
 
 
@@ -229,8 +303,16 @@ def test_paper_models_instantiate_with_table_2_shapes():
 
 def test_registry_covers_additional_and_modern_models():
     ids = set(list_models())
-    assert {"clip_l14_336", "fs_b16_384", "fs_b32_384", "fs_l16_384", "fs_l32_384",
-            "random_b16", "siglip_b16", "deit3_b16"} <= ids
+    assert {
+        "clip_l14_336",
+        "fs_b16_384",
+        "fs_b32_384",
+        "fs_l16_384",
+        "fs_l32_384",
+        "random_b16",
+        "siglip_b16",
+        "deit3_b16",
+    } <= ids
     assert {f"dinov2{r}_{s}14" for r in ("", "reg") for s in "sbl"} <= ids
     assert get_spec("fs_b16").weights["timm_name"] == "vit_base_patch16_224.augreg_in21k_ft_in1k"
     assert "300ep" in get_spec("dino_s8").weights["url"]

@@ -7,9 +7,10 @@ run before any job starts, with a message that names the offending key and value
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator, validators
@@ -66,23 +67,28 @@ def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> di
     if err is not None:
         raise ConfigError(
             f"config key '{_key(err.absolute_path)}': value {err.instance!r} is invalid:"
-            f" {err.message}")
+            f" {err.message}"
+        )
     custom = config.get("custom_models", {})
     known = set(list_models()) | set(custom)
     for i, mid in enumerate(config["models"]):
         if mid not in known:
             raise ConfigError(
                 f"config key 'models.{i}': unknown model id {mid!r}; built-in ids are"
-                f" {', '.join(list_models())}; or define it under custom_models")
+                f" {', '.join(list_models())}; or define it under custom_models"
+            )
     for mid, mcfg in custom.items():
         if "train" in mcfg:
             tr = mcfg["train"]
             if tr["dataset"] not in config["datasets"]:
-                raise ConfigError(f"config key 'custom_models.{mid}.train.dataset': dataset"
-                                  f" {tr['dataset']!r} is not defined under datasets")
-            mcfg["weights"] = {"path": str(Path(config.get("results", "results"), "zoo",
-                                                f"{mid}.pth")),
-                               "format": TRAINED_FORMAT[tr["method"]]}
+                raise ConfigError(
+                    f"config key 'custom_models.{mid}.train.dataset': dataset"
+                    f" {tr['dataset']!r} is not defined under datasets"
+                )
+            mcfg["weights"] = {
+                "path": str(Path(config.get("results", "results"), "zoo", f"{mid}.pth")),
+                "format": TRAINED_FORMAT[tr["method"]],
+            }
         try:
             spec_from_config(mid, mcfg)
         except (KeyError, ValueError) as e:
@@ -90,29 +96,32 @@ def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> di
         path = (mcfg.get("weights") or {}).get("path")
         if path and mid in config["models"] and "train" not in mcfg and not _exists(path, base_dir):
             raise ConfigError(
-                f"config key 'custom_models.{mid}.weights.path': file {path!r} does not exist")
+                f"config key 'custom_models.{mid}.weights.path': file {path!r} does not exist"
+            )
     for name, ds in config["datasets"].items():
         root = ds.get("root")
         if root is not None and not _exists(root, base_dir):
-            raise ConfigError(
-                f"config key 'datasets.{name}.root': path {root!r} does not exist")
+            raise ConfigError(f"config key 'datasets.{name}.root': path {root!r} does not exist")
     for aname, acfg in config.get("analyses", {}).items():
         for j, pair in enumerate(acfg.get("pairs", [])):
             for role in ("train", "test"):
                 if pair[role] not in config["datasets"]:
                     raise ConfigError(
                         f"config key 'analyses.{aname}.pairs.{j}.{role}': dataset"
-                        f" {pair[role]!r} is not defined under datasets")
+                        f" {pair[role]!r} is not defined under datasets"
+                    )
         for j, dname in enumerate(acfg.get("datasets", [])):
             if dname not in config["datasets"]:
                 raise ConfigError(
                     f"config key 'analyses.{aname}.datasets.{j}': dataset {dname!r} is not"
-                    f" defined under datasets (defined: {', '.join(config['datasets'])})")
+                    f" defined under datasets (defined: {', '.join(config['datasets'])})"
+                )
             kind = config["datasets"][dname]["kind"]
             if aname in ANALYSIS_KINDS and kind not in ANALYSIS_KINDS[aname]:
                 raise ConfigError(
                     f"config key 'analyses.{aname}.datasets.{j}': dataset {dname!r} is of kind"
-                    f" {kind!r}; {aname} needs one of {', '.join(ANALYSIS_KINDS[aname])}")
+                    f" {kind!r}; {aname} needs one of {', '.join(ANALYSIS_KINDS[aname])}"
+                )
     return config
 
 

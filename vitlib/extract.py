@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,8 +54,14 @@ def effective_batch_size(batch_size: int, cka_batch_size: int) -> int:
     return max(1, -(-batch_size // cka_batch_size)) * cka_batch_size
 
 
-def _committed_batches(loader: Any, start: int, total: int, desc: str, progress: bool,
-                       on_batch: Callable[[int], None] | None) -> Iterator[tuple[int, Any]]:
+def _committed_batches(
+    loader: Any,
+    start: int,
+    total: int,
+    desc: str,
+    progress: bool,
+    on_batch: Callable[[int], None] | None,
+) -> Iterator[tuple[int, Any]]:
     """``(batch index, batch)`` from ``start``; the caller writes and commits each batch
     before asking for the next, after which the progress bar moves and ``on_batch`` runs."""
     bar = None
@@ -98,11 +105,21 @@ def run_extraction(
     Token views (:data:`~vitlib.data.views.TOKEN_VIEWS`) go to :func:`run_token_extraction`.
     """
     if view in TOKEN_VIEWS:
-        return run_token_extraction(spec, manifest, view, out, batch_size=batch_size,
-                                    dtype=dtype, device=device, num_workers=num_workers,
-                                    feature_dtype=feature_dtype, weights_path=weights_path,
-                                    progress=progress, on_batch=on_batch,
-                                    tile_factor=tile_factor)
+        return run_token_extraction(
+            spec,
+            manifest,
+            view,
+            out,
+            batch_size=batch_size,
+            dtype=dtype,
+            device=device,
+            num_workers=num_workers,
+            feature_dtype=feature_dtype,
+            weights_path=weights_path,
+            progress=progress,
+            on_batch=on_batch,
+            tile_factor=tile_factor,
+        )
     t0 = time.perf_counter()
     dev = resolve_device(device)
     bs = effective_batch_size(batch_size, manifest.cka_batch_size)
@@ -129,13 +146,25 @@ def run_extraction(
         "weights": str(weights_path or (spec.weights or {}).get("path") or ""),
     }
     reducer = StreamingReducer(
-        depth=spec.depth, num_heads=spec.num_heads, embed_dim=spec.embed_dim, grid_hw=grid,
-        num_prefix_tokens=spec.num_prefix_tokens, token_points=("block",),
-        gram_points=gram_points, residual_norms=residual_norms,
-        cka_batch_size=manifest.cka_batch_size, feature_dtype=feature_dtype)
-    writer = StoreWriter(out, meta, image_specs=reducer.image_specs(),
-                         chunk_specs=reducer.chunk_specs(), sum_specs=reducer.sum_specs(),
-                         labels=np.asarray(manifest.labels))
+        depth=spec.depth,
+        num_heads=spec.num_heads,
+        embed_dim=spec.embed_dim,
+        grid_hw=grid,
+        num_prefix_tokens=spec.num_prefix_tokens,
+        token_points=("block",),
+        gram_points=gram_points,
+        residual_norms=residual_norms,
+        cka_batch_size=manifest.cka_batch_size,
+        feature_dtype=feature_dtype,
+    )
+    writer = StoreWriter(
+        out,
+        meta,
+        image_specs=reducer.image_specs(),
+        chunk_specs=reducer.chunk_specs(),
+        sum_specs=reducer.sum_specs(),
+        labels=np.asarray(manifest.labels),
+    )
     start, sums = writer.load_progress()
     if sums is not None:
         reducer.sums = {k: v.copy() for k, v in sums.items()}
@@ -144,22 +173,33 @@ def run_extraction(
 
     if start < writer.n_batches:
         model = build_model(spec, weights_path, device=dev)
-        cap = Capture(model, points=reducer.capture_points(), attention=True,
-                      dtype=dtype)  # type: ignore[arg-type]
+        cap = Capture(model, points=reducer.capture_points(), attention=True, dtype=dtype)  # type: ignore[arg-type]
         ds = ManifestDataset(manifest, make_transform(view, spec.img_size, spec.mean, spec.std))
         sub = Subset(ds, range(start * bs, len(ds)))
-        loader = DataLoader(sub, batch_size=bs, shuffle=False, num_workers=num_workers,
-                            pin_memory=dev.type == "cuda")
-        for b, (images, _idx) in _committed_batches(loader, start, writer.n_batches,
-                                                    f"extract {spec.id}", progress, on_batch):
+        loader = DataLoader(
+            sub,
+            batch_size=bs,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=dev.type == "cuda",
+        )
+        for b, (images, _idx) in _committed_batches(
+            loader, start, writer.n_batches, f"extract {spec.id}", progress, on_batch
+        ):
             cap(images.to(dev, non_blocking=True), reducer)
             reducer.accumulate()
             img, chk = reducer.batch_arrays()
             writer.write_batch(b, img, chk, reducer.sums)
     summary = {
-        "model": spec.id, "dataset": manifest.dataset, "view": view, "n_items": len(manifest),
-        "batches": writer.n_batches, "resumed_from_batch": start, "device": str(dev),
-        "dtype": dtype, "seconds": round(time.perf_counter() - t0, 3),
+        "model": spec.id,
+        "dataset": manifest.dataset,
+        "view": view,
+        "n_items": len(manifest),
+        "batches": writer.n_batches,
+        "resumed_from_batch": start,
+        "device": str(dev),
+        "dtype": dtype,
+        "seconds": round(time.perf_counter() - t0, 3),
     }
     writer.finalize(reducer.sums, summary)
     return summary
@@ -178,7 +218,7 @@ class TokenConsumer:
         self.cls = [None] * self.depth
 
     def on_tokens(self, point: str, layer: int, x_bnd: torch.Tensor) -> None:
-        self.spatial[layer] = x_bnd[:, self.P:].to("cpu", self.dtype)
+        self.spatial[layer] = x_bnd[:, self.P :].to("cpu", self.dtype)
         self.cls[layer] = (x_bnd[:, 0] if self.P else x_bnd.mean(1)).to("cpu", self.dtype)
 
     def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:  # pragma: no cover
@@ -192,14 +232,17 @@ class TokenConsumer:
         return (torch.stack(self.spatial, 1), torch.stack(self.cls, 1))  # type: ignore[arg-type]
 
 
-def _token_layout(spec: ModelSpec, manifest: Manifest, view: str, tile_factor: int
-                  ) -> tuple[list[Any] | None, np.ndarray]:
+def _token_layout(
+    spec: ModelSpec, manifest: Manifest, view: str, tile_factor: int
+) -> tuple[list[Any] | None, np.ndarray]:
     """Dense geometries (or None) and the ``[n, 2]`` token grid of every image."""
     if view != "dense":
         return None, np.tile(np.array([spec.grid, spec.grid], dtype=np.int32), (len(manifest), 1))
     sizes = image_sizes(manifest)
-    geoms = [dense_geometry(int(h), int(w), spec.img_size, spec.patch_size, tile_factor)
-             for h, w in sizes]
+    geoms = [
+        dense_geometry(int(h), int(w), spec.img_size, spec.patch_size, tile_factor)
+        for h, w in sizes
+    ]
     return geoms, np.array([g.grid for g in geoms], dtype=np.int32).reshape(-1, 2)
 
 
@@ -234,22 +277,40 @@ def run_token_extraction(
     offsets = np.concatenate([[0], np.cumsum(counts)])
     fdt = np.dtype(feature_dtype)
     meta = {
-        "vitlib_version": vitlib.__version__, "kind": "tokens", "model": spec.id,
+        "vitlib_version": vitlib.__version__,
+        "kind": "tokens",
+        "model": spec.id,
         "spec": {k: v for k, v in asdict(spec).items() if k != "paper"},
-        "dataset": manifest.dataset, "manifest_digest": manifest.digest(), "view": view,
-        "n_items": len(manifest), "batch_size": batch_size, "cka_batch_size": 0,
-        "dtype": dtype, "feature_dtype": feature_dtype, "tile_factor": tile_factor,
-        "depth": spec.depth, "num_heads": spec.num_heads, "embed_dim": spec.embed_dim,
-        "grid_hw": [spec.grid, spec.grid], "num_prefix_tokens": spec.num_prefix_tokens,
+        "dataset": manifest.dataset,
+        "manifest_digest": manifest.digest(),
+        "view": view,
+        "n_items": len(manifest),
+        "batch_size": batch_size,
+        "cka_batch_size": 0,
+        "dtype": dtype,
+        "feature_dtype": feature_dtype,
+        "tile_factor": tile_factor,
+        "depth": spec.depth,
+        "num_heads": spec.num_heads,
+        "embed_dim": spec.embed_dim,
+        "grid_hw": [spec.grid, spec.grid],
+        "num_prefix_tokens": spec.num_prefix_tokens,
         "n_tokens": int(offsets[-1]),
         "weights": str(weights_path or (spec.weights or {}).get("path") or ""),
     }
     L, D = spec.depth, spec.embed_dim
     image_specs = [] if view == "dense" else [ArraySpec("cls", (L, D), fdt)]
-    writer = StoreWriter(out, meta, image_specs=image_specs, chunk_specs=[], sum_specs=[],
-                         labels=np.asarray(manifest.labels),
-                         token_specs=[ArraySpec("tokens", (L, D), fdt)], offsets=offsets,
-                         extra_arrays={"grid": grid})
+    writer = StoreWriter(
+        out,
+        meta,
+        image_specs=image_specs,
+        chunk_specs=[],
+        sum_specs=[],
+        labels=np.asarray(manifest.labels),
+        token_specs=[ArraySpec("tokens", (L, D), fdt)],
+        offsets=offsets,
+        extra_arrays={"grid": grid},
+    )
     start, _ = writer.load_progress()
     if start:
         log.info("resuming %s at batch %d of %d", out, start, writer.n_batches)
@@ -263,12 +324,17 @@ def run_token_extraction(
         else:
             ds = ManifestDataset(manifest, make_transform(view, spec.img_size, spec.mean, spec.std))
             collate = None
-        loader = DataLoader(Subset(ds, range(start * batch_size, len(ds))), batch_size=batch_size,
-                            shuffle=False, num_workers=num_workers, collate_fn=collate)
+        loader = DataLoader(
+            Subset(ds, range(start * batch_size, len(ds))),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=collate,
+        )
         tb = tile_batch or batch_size
-        for b, (images, idx) in _committed_batches(loader, start, writer.n_batches,
-                                                   f"extract {spec.id} {view}", progress,
-                                                   on_batch):
+        for b, (images, idx) in _committed_batches(
+            loader, start, writer.n_batches, f"extract {spec.id} {view}", progress, on_batch
+        ):
             if geoms is None:
                 cap(images.to(dev), consumer)
                 tokens, cls = consumer.stacked()
@@ -278,22 +344,29 @@ def run_token_extraction(
                 tiles = torch.cat(images)
                 parts = []
                 for lo in range(0, len(tiles), tb):
-                    cap(tiles[lo:lo + tb].to(dev), consumer)
+                    cap(tiles[lo : lo + tb].to(dev), consumer)
                     parts.append(consumer.stacked()[0])
                 t = geoms[0].window // spec.patch_size
                 tt = torch.cat(parts).reshape(len(tiles), L, t, t, D)
                 grids, k = [], 0
                 for i, im_tiles in zip(idx, images):
-                    g = assemble_tiles(tt[k:k + len(im_tiles)], geoms[i])
+                    g = assemble_tiles(tt[k : k + len(im_tiles)], geoms[i])
                     k += len(im_tiles)
                     grids.append(g.permute(1, 2, 0, 3).reshape(-1, L, D))
                 per_image = {}
                 flat = torch.cat(grids)
             writer.write_batch(b, per_image, {}, {}, per_token={"tokens": flat.numpy()})
     summary = {
-        "model": spec.id, "dataset": manifest.dataset, "view": view, "n_items": len(manifest),
-        "n_tokens": int(offsets[-1]), "batches": writer.n_batches, "resumed_from_batch": start,
-        "device": str(dev), "dtype": dtype, "seconds": round(time.perf_counter() - t0, 3),
+        "model": spec.id,
+        "dataset": manifest.dataset,
+        "view": view,
+        "n_items": len(manifest),
+        "n_tokens": int(offsets[-1]),
+        "batches": writer.n_batches,
+        "resumed_from_batch": start,
+        "device": str(dev),
+        "dtype": dtype,
+        "seconds": round(time.perf_counter() - t0, 3),
     }
     writer.finalize({}, summary)
     return summary

@@ -24,7 +24,6 @@ follow automatically.
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
@@ -49,11 +48,21 @@ class StreamingReducer:
     feature_dtype: storage dtype of per-image features and attention rows.
     """
 
-    def __init__(self, *, depth: int, num_heads: int, embed_dim: int, grid_hw: tuple[int, int],
-                 num_prefix_tokens: int = 1, token_points: tuple[str, ...] = ("block",),
-                 gram_points: tuple[str, ...] = ("block",), residual_norms: bool = False,
-                 attention: bool = True, cka_batch_size: int = 0,
-                 feature_dtype: str = "float16") -> None:
+    def __init__(
+        self,
+        *,
+        depth: int,
+        num_heads: int,
+        embed_dim: int,
+        grid_hw: tuple[int, int],
+        num_prefix_tokens: int = 1,
+        token_points: tuple[str, ...] = ("block",),
+        gram_points: tuple[str, ...] = ("block",),
+        residual_norms: bool = False,
+        attention: bool = True,
+        cka_batch_size: int = 0,
+        feature_dtype: str = "float16",
+    ) -> None:
         self.L, self.H, self.D = depth, num_heads, embed_dim
         self.grid_hw = (int(grid_hw[0]), int(grid_hw[1]))
         self.P = num_prefix_tokens
@@ -75,41 +84,52 @@ class StreamingReducer:
         L, H, D, S, fd = self.L, self.H, self.D, self.S, self.feature_dtype
         specs = []
         for p in self.points:
-            specs += [ArraySpec(f"feat/{p}_cls", (L, D), fd),
-                      ArraySpec(f"feat/{p}_spatial_mean", (L, D), fd)]
+            specs += [
+                ArraySpec(f"feat/{p}_cls", (L, D), fd),
+                ArraySpec(f"feat/{p}_spatial_mean", (L, D), fd),
+            ]
         if "block" in self.points:  # artifact tokens (high-norm outliers) need every norm
             specs.append(ArraySpec("feat/block_token_norm", (L, S), fd))
         if self.residual_norms:
-            specs += [ArraySpec(f"resid/{sub}_norm_ratio_{kind}", (L,), "float32")
-                      for sub in ("attn", "mlp") for kind in ("all", "cls", "spatial")]
+            specs += [
+                ArraySpec(f"resid/{sub}_norm_ratio_{kind}", (L,), "float32")
+                for sub in ("attn", "mlp")
+                for kind in ("all", "cls", "spatial")
+            ]
         if self.attention:
-            specs += [ArraySpec("attn/cls_row", (L, H, S), fd),
-                      ArraySpec("attn/spatial_mean_row", (L, H, S), fd),
-                      ArraySpec("attn/distance", (L, H), "float32")]
+            specs += [
+                ArraySpec("attn/cls_row", (L, H, S), fd),
+                ArraySpec("attn/spatial_mean_row", (L, H, S), fd),
+                ArraySpec("attn/distance", (L, H), "float32"),
+            ]
         return specs
 
     def chunk_specs(self) -> list[ArraySpec]:
         if not self.cka_b:
             return []
         b = self.cka_b
-        return [ArraySpec(f"gram/{p}_{kind}", (self.L, b, b), "float32")
-                for p in self.gram_points for kind in ("cls", "spatial", "all")]
+        return [
+            ArraySpec(f"gram/{p}_{kind}", (self.L, b, b), "float32")
+            for p in self.gram_points
+            for kind in ("cls", "spatial", "all")
+        ]
 
     def capture_points(self) -> tuple[str, ...]:
         """The capture points the :class:`~vitlib.models.capture.Capture` must deliver."""
         need = set(self.points) | set(self.gram_points)
         if need & {"attn_branch", "mlp_branch"} or self.residual_norms:
             need |= {"attn_skip", "mlp_skip", "block"}
-        return tuple(p for p in ("block", "norm1", "norm2", "attn_skip", "mlp_skip")
-                     if p in need)
+        return tuple(p for p in ("block", "norm1", "norm2", "attn_skip", "mlp_skip") if p in need)
 
     def sum_specs(self) -> list[ArraySpec]:
         if not self.attention:
             return [ArraySpec("sums/n_images", (), "int64")]
         L, H, N = self.L, self.H, self.N
         h, w = self.grid_hw
-        return [ArraySpec(f"sums/attn_map_{m}", (L, H, N), "float64")
-                for m in ("all", "spatial", "spatial_pure", "cls")] + [
+        return [
+            ArraySpec(f"sums/attn_map_{m}", (L, H, N), "float64")
+            for m in ("all", "spatial", "spatial_pure", "cls")
+        ] + [
             ArraySpec("sums/attn_aligned", (L, H, 2 * h - 1, 2 * w - 1), "float64"),
             ArraySpec("sums/null_rows", (L, H), "int64"),
             ArraySpec("sums/n_images", (), "int64"),
@@ -121,16 +141,19 @@ class StreamingReducer:
         self._skip: torch.Tensor | None = None
         self._chunks = batch_size // self.cka_b if self.cka_b else 0
         self._layer_sums: dict[str, list[torch.Tensor | None]] = {
-            s.name: [None] * self.L for s in self.sum_specs() if s.shape}
+            s.name: [None] * self.L for s in self.sum_specs() if s.shape
+        }
         self._img: dict[str, list[torch.Tensor | None]] = {
-            s.name: [None] * self.L for s in self.image_specs()}
+            s.name: [None] * self.L for s in self.image_specs()
+        }
         self._chk: dict[str, list[torch.Tensor | None]] = {
-            s.name: [None] * self.L for s in self.chunk_specs()}
+            s.name: [None] * self.L for s in self.chunk_specs()
+        }
 
     def on_tokens(self, point: str, layer: int, x_bnd: torch.Tensor) -> None:
         x = x_bnd.float()
         if point in self.points:
-            spatial = x[:, self.P:]
+            spatial = x[:, self.P :]
             # A model without a class token (SigLIP) is represented by its mean spatial token.
             self._img[f"feat/{point}_cls"][layer] = x[:, 0] if self.P else spatial.mean(1)
             self._img[f"feat/{point}_spatial_mean"][layer] = spatial.mean(1)
@@ -152,8 +175,11 @@ class StreamingReducer:
         self._grams(f"{sub}_branch", layer, branch)
         if self.residual_norms:
             P = self.P
-            for kind, sl in (("all", slice(None)), ("cls", slice(0, max(P, 1))),
-                             ("spatial", slice(P, None))):
+            for kind, sl in (
+                ("all", slice(None)),
+                ("cls", slice(0, max(P, 1))),
+                ("spatial", slice(P, None)),
+            ):
                 s_n = skip[:, sl].flatten(1).norm(dim=1)
                 b_n = branch[:, sl].flatten(1).norm(dim=1)
                 self._img[f"resid/{sub}_norm_ratio_{kind}"][layer] = s_n / b_n.clamp_min(1e-30)
@@ -162,7 +188,7 @@ class StreamingReducer:
         if not self._chunks or point not in self.gram_points:
             return
         n, B = self._chunks * self.cka_b, self.cka_b
-        spatial = x[:n, self.P:]
+        spatial = x[:n, self.P :]
         cls = x[:n, 0] if self.P else spatial.mean(1)
         for kind, t in (("cls", cls), ("spatial", spatial), ("all", x[:n])):
             flat = t.reshape(self._chunks, B, -1)
@@ -176,18 +202,18 @@ class StreamingReducer:
         a = attn_bhnn.float()
         P, S = self.P, self.S
         B, H = a.shape[:2]
-        col = a.sum(2)                                         # [B, H, N] over all queries
-        col_sp = col - a[:, :, :P, :].sum(2)                   # over spatial queries
+        col = a.sum(2)  # [B, H, N] over all queries
+        col_sp = col - a[:, :, :P, :].sum(2)  # over spatial queries
         self._img["attn/spatial_mean_row"][layer] = col_sp[:, :, P:] / S
         # no class token (P = 0): the mean spatial query stands in for the CLS query
-        cls_q = a[:, :, 0, :] if P else col_sp / S             # [B, H, N]
+        cls_q = a[:, :, 0, :] if P else col_sp / S  # [B, H, N]
         self._img["attn/cls_row"][layer] = cls_q[:, :, P:]
-        sp = a[:, :, P:, P:]                                   # spatial queries × keys (view)
-        mass = sp.sum(-1)                                      # [B, H, S]
+        sp = a[:, :, P:, P:]  # spatial queries × keys (view)
+        mass = sp.sum(-1)  # [B, H, S]
         inv = torch.where(mass > 0, 1.0 / mass.clamp_min(1e-30), torch.zeros_like(mass))
-        w = sp * inv[..., None]                                # renormalised rows Â
-        aligned_src = w.sum(0)                                 # Σ_b Â_b  [H, S, S]
-        w.mul_(distance_template(self.grid_hw, a.device))      # Â_qk · d_qk
+        w = sp * inv[..., None]  # renormalised rows Â
+        aligned_src = w.sum(0)  # Σ_b Â_b  [H, S, S]
+        w.mul_(distance_template(self.grid_hw, a.device))  # Â_qk · d_qk
         self._img["attn/distance"][layer] = w.sum(-1).mean(-1)  # PROTOCOLS §2.5
         del w
         # dataset sums (PROTOCOLS §2.2): all query rows, spatial query rows, spatial rows
@@ -200,10 +226,15 @@ class StreamingReducer:
         # over [B·H, 1, N] × [B·H, N, N]; slicing the rows first would copy the tensor).
         mass_pure = a[:, :, P:, :].sum(-1) - (a[:, :, P:, 0] if P else 0)
         inv_pure = torch.zeros(B, H, self.N, device=a.device)
-        inv_pure[:, :, P:] = torch.where(mass_pure > 0, 1.0 / mass_pure.clamp_min(1e-30),
-                                         torch.zeros_like(mass_pure))
-        pure = torch.bmm(inv_pure.reshape(B * H, 1, self.N),
-                         a.reshape(B * H, self.N, self.N)).reshape(B, H, self.N).sum(0) / S
+        inv_pure[:, :, P:] = torch.where(
+            mass_pure > 0, 1.0 / mass_pure.clamp_min(1e-30), torch.zeros_like(mass_pure)
+        )
+        pure = (
+            torch.bmm(inv_pure.reshape(B * H, 1, self.N), a.reshape(B * H, self.N, self.N))
+            .reshape(B, H, self.N)
+            .sum(0)
+            / S
+        )
         if P:
             pure[:, 0] = 0
         ls["sums/attn_map_spatial_pure"][layer] = pure
@@ -216,8 +247,7 @@ class StreamingReducer:
         if missing:
             raise RuntimeError(f"capture did not deliver every block for {missing}")
         self.per_image = {k: torch.stack(v, 1).cpu() for k, v in self._img.items()}  # [B, L, ...]
-        self.per_chunk = {k: torch.stack(v, 1).cpu() for k, v in self._chk.items()
-                          if self._chunks}
+        self.per_chunk = {k: torch.stack(v, 1).cpu() for k, v in self._chk.items() if self._chunks}
         self._batch_sums = {k: torch.stack(v, 0).cpu().numpy() for k, v in self._layer_sums.items()}
 
     # ------------------------------------------------------------------ accumulation

@@ -44,13 +44,13 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import zarr
-
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class ArraySpec:
     name: str
     shape: tuple[int, ...]
     dtype: Any
+
 
 FORMAT = 2
 #: Rows (tokens) per chunk of the ragged token arrays of token views.
@@ -109,16 +110,25 @@ class StoreWriter:
     fingerprint) or discarded (anything else).
     """
 
-    def __init__(self, path: str | os.PathLike, meta: Mapping[str, Any], *,
-                 image_specs: Iterable[ArraySpec], chunk_specs: Iterable[ArraySpec],
-                 sum_specs: Iterable[ArraySpec], labels: np.ndarray,
-                 token_specs: Iterable[ArraySpec] = (), offsets: np.ndarray | None = None,
-                 extra_arrays: Mapping[str, np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        meta: Mapping[str, Any],
+        *,
+        image_specs: Iterable[ArraySpec],
+        chunk_specs: Iterable[ArraySpec],
+        sum_specs: Iterable[ArraySpec],
+        labels: np.ndarray,
+        token_specs: Iterable[ArraySpec] = (),
+        offsets: np.ndarray | None = None,
+        extra_arrays: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.meta = dict(meta)
         self.meta["format"] = FORMAT
-        self.meta["fingerprint"] = fingerprint({k: v for k, v in self.meta.items()
-                                                if k != "fingerprint"})
+        self.meta["fingerprint"] = fingerprint(
+            {k: v for k, v in self.meta.items() if k != "fingerprint"}
+        )
         self.n = int(self.meta["n_items"])
         self.bs = int(self.meta["batch_size"])
         self.n_batches = -(-self.n // self.bs)
@@ -132,7 +142,9 @@ class StoreWriter:
             raise ValueError("token arrays need offsets of length n_items + 1")
         self.extra_arrays = dict(extra_arrays or {})
         if self.cka_b and self.bs % self.cka_b:
-            raise ValueError(f"batch_size {self.bs} must be a multiple of cka_batch_size {self.cka_b}")
+            raise ValueError(
+                f"batch_size {self.bs} must be a multiple of cka_batch_size {self.cka_b}"
+            )
         self.n_chunks = self.n // self.cka_b if self.cka_b else 0
         self.meta.update(n_batches=self.n_batches, n_chunks=self.n_chunks)
         self.resumed_from = 0
@@ -167,18 +179,33 @@ class StoreWriter:
             g.create_array("offsets", data=self.offsets)
             total = int(self.offsets[-1])
             for s in self.token_specs:
-                g.create_array(s.name, shape=(total, *s.shape), dtype=s.dtype,
-                               chunks=(max(1, min(total, TOKEN_CHUNK)), 1, *s.shape[1:]),
-                               fill_value=0, compressors=None)
+                g.create_array(
+                    s.name,
+                    shape=(total, *s.shape),
+                    dtype=s.dtype,
+                    chunks=(max(1, min(total, TOKEN_CHUNK)), 1, *s.shape[1:]),
+                    fill_value=0,
+                    compressors=None,
+                )
         for s in self.image_specs:
-            g.create_array(s.name, shape=(self.n, *s.shape), dtype=s.dtype,
-                           chunks=(self.bs, *((1,) + s.shape[1:] if s.shape else ())),
-                           fill_value=0, compressors=None)
+            g.create_array(
+                s.name,
+                shape=(self.n, *s.shape),
+                dtype=s.dtype,
+                chunks=(self.bs, *((1,) + s.shape[1:] if s.shape else ())),
+                fill_value=0,
+                compressors=None,
+            )
         for s in self.chunk_specs:
             per_batch = self.bs // self.cka_b
-            g.create_array(s.name, shape=(self.n_chunks, *s.shape), dtype=s.dtype,
-                           chunks=(max(per_batch, 1), *((1,) + s.shape[1:])),
-                           fill_value=0, compressors=None)
+            g.create_array(
+                s.name,
+                shape=(self.n_chunks, *s.shape),
+                dtype=s.dtype,
+                chunks=(max(per_batch, 1), *((1,) + s.shape[1:])),
+                fill_value=0,
+                compressors=None,
+            )
         g.attrs["vitlib"] = self.meta
         tmp.rename(self.path)  # the group appears complete-with-layout or not at all
         self.group = zarr.open_group(str(self.path), mode="r+")
@@ -195,9 +222,14 @@ class StoreWriter:
         self.resumed_from = nb
         return nb, sums
 
-    def write_batch(self, batch: int, per_image: Mapping[str, np.ndarray],
-                    per_chunk: Mapping[str, np.ndarray], sums: Mapping[str, np.ndarray],
-                    per_token: Mapping[str, np.ndarray] | None = None) -> None:
+    def write_batch(
+        self,
+        batch: int,
+        per_image: Mapping[str, np.ndarray],
+        per_chunk: Mapping[str, np.ndarray],
+        sums: Mapping[str, np.ndarray],
+        per_token: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         """Write batch ``batch``'s rows, then commit the running sums and progress atomically."""
         lo = batch * self.bs
         hi = min(lo + self.bs, self.n)
@@ -206,12 +238,15 @@ class StoreWriter:
             t_lo, t_hi = int(self.offsets[lo]), int(self.offsets[hi])
             for name, arr in per_token.items():
                 if arr.shape[0] != t_hi - t_lo:
-                    raise ValueError(f"{name}: batch {batch} has {arr.shape[0]} tokens,"
-                                     f" expected {t_hi - t_lo}")
+                    raise ValueError(
+                        f"{name}: batch {batch} has {arr.shape[0]} tokens, expected {t_hi - t_lo}"
+                    )
                 self.group[name][t_lo:t_hi] = arr
         for name, arr in per_image.items():
             if arr.shape[0] != hi - lo:
-                raise ValueError(f"{name}: batch {batch} has {arr.shape[0]} rows, expected {hi - lo}")
+                raise ValueError(
+                    f"{name}: batch {batch} has {arr.shape[0]} rows, expected {hi - lo}"
+                )
             self.group[name][lo:hi] = arr
         if self.cka_b:
             c_lo = lo // self.cka_b
@@ -222,8 +257,11 @@ class StoreWriter:
         import io
 
         buf = io.BytesIO()
-        np.savez(buf, __next_batch__=np.int64(batch + 1),
-                 **{k.replace("/", "__"): np.asarray(v) for k, v in sums.items()})
+        np.savez(
+            buf,
+            __next_batch__=np.int64(batch + 1),
+            **{k.replace("/", "__"): np.asarray(v) for k, v in sums.items()},
+        )
         _atomic_write_bytes(progress_path(self.path), buf.getvalue())
 
     def finalize(self, sums: Mapping[str, np.ndarray], summary: Mapping[str, Any]) -> None:
@@ -233,9 +271,12 @@ class StoreWriter:
             raise RuntimeError(f"{self.path}: only {nb} of {self.n_batches} batches committed")
         for k, v in sums.items():
             self.group.create_array(k, data=np.asarray(v), overwrite=True)
-        _atomic_write_bytes(complete_path(self.path),
-                            json.dumps({**summary, "fingerprint": self.meta["fingerprint"]},
-                                       indent=1, default=str).encode())
+        _atomic_write_bytes(
+            complete_path(self.path),
+            json.dumps(
+                {**summary, "fingerprint": self.meta["fingerprint"]}, indent=1, default=str
+            ).encode(),
+        )
 
 
 def store_from_marker(marker: str | os.PathLike) -> Path:
@@ -256,7 +297,8 @@ def open_store(path: str | os.PathLike) -> zarr.Group:
     if not is_complete(p):
         raise IncompleteStoreError(
             f"{p} is not a complete vitlib store (no {complete_path(p).name}): its extraction"
-            " has not finished; run the workflow to resume it")
+            " has not finished; run the workflow to resume it"
+        )
     return zarr.open_group(str(p), mode="r")
 
 
@@ -265,13 +307,14 @@ def store_meta(group: zarr.Group) -> dict[str, Any]:
     return dict(group.attrs["vitlib"])
 
 
-def read_layer(group: zarr.Group, name: str, layer: int, chunk_rows: int | None = None
-               ) -> Iterable[np.ndarray]:
+def read_layer(
+    group: zarr.Group, name: str, layer: int, chunk_rows: int | None = None
+) -> Iterable[np.ndarray]:
     """Stream ``name[:, layer]`` in row chunks (default: the store's batch size)."""
     arr = group[name]
     step = chunk_rows or arr.chunks[0]
     for lo in range(0, arr.shape[0], step):
-        yield np.asarray(arr[lo:lo + step, layer])
+        yield np.asarray(arr[lo : lo + step, layer])
 
 
 def read_tokens(group: zarr.Group, index: int, layer: int | slice = slice(None)) -> np.ndarray:

@@ -6,7 +6,8 @@ settings from the config to one tidy per-layer table.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -44,13 +45,17 @@ def _spair(store: str, m: Manifest, **kw: Any) -> pd.DataFrame:
 
 
 TASKS: dict[str, Callable[..., pd.DataFrame]] = {
-    "saliency": _saliency, "segments": _segments, "retrieval": _retrieval,
-    "davis": _davis, "spair": _spair,
+    "saliency": _saliency,
+    "segments": _segments,
+    "retrieval": _retrieval,
+    "davis": _davis,
+    "spair": _spair,
 }
 
 
-def task_table(task: str, store: str, manifest: Manifest,
-               settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def task_table(
+    task: str, store: str, manifest: Manifest, settings: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
     """Run ``task`` on ``store`` and return its table (column ``task`` added)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")

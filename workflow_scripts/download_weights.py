@@ -5,6 +5,10 @@ from vitlib.models.weights import fetch_weights
 
 log_to(snakemake.log[0])
 out = Path(snakemake.output[0])
-got = fetch_weights(snakemake.wildcards.model, snakemake.params.url, out.parent.parent,
-                    sha256=snakemake.params.sha256)
+got = fetch_weights(
+    snakemake.wildcards.model,
+    snakemake.params.url,
+    out.parent.parent,
+    sha256=snakemake.params.sha256,
+)
 assert got == out, f"downloaded to {got}, expected {out}"

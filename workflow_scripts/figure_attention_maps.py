@@ -13,7 +13,8 @@ else:
     m = z["cls" if kind == "cls" else "spatial_pure"]
     L, H, N = m.shape
     h = int(round((N - 1) ** 0.5))  # the figures use square grids
-    maps = m[..., N - h * h:].reshape(L, H, h, h)
+    maps = m[..., N - h * h :].reshape(L, H, h, h)
     title = "Average CLS attention" if kind == "cls" else "Average spatial attention"
-map_grid_figure(maps, snakemake.output, title=f"{snakemake.wildcards.model}: {title}",
-                dpi=snakemake.params.dpi)
+map_grid_figure(
+    maps, snakemake.output, title=f"{snakemake.wildcards.model}: {title}", dpi=snakemake.params.dpi
+)

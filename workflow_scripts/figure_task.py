@@ -4,6 +4,9 @@ from vitlib.logs import log_to
 from vitlib.plots.downstream import task_figure
 
 log_to(snakemake.log[0])
-task_figure(snakemake.wildcards.task,
-            pd.concat([pd.read_csv(p) for p in snakemake.input], ignore_index=True),
-            snakemake.output, dpi=snakemake.params.dpi)
+task_figure(
+    snakemake.wildcards.task,
+    pd.concat([pd.read_csv(p) for p in snakemake.input], ignore_index=True),
+    snakemake.output,
+    dpi=snakemake.params.dpi,
+)

@@ -26,8 +26,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE))
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        world = Path(a.world) if a.world else generate(Path(tmp) / "world", seed=a.seed,
-                                                       size=a.size)
+        world = (
+            Path(a.world) if a.world else generate(Path(tmp) / "world", seed=a.seed, size=a.size)
+        )
         for p in render_examples(world, a.out):
             print(f"{p}  {p.stat().st_size / 1024:.0f} KiB")
 

@@ -74,7 +74,7 @@ PartitionName=test Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         DEFAULT_CONF.symlink_to(d / "slurm.conf")
         self.linked = True
 
-    def start(self) -> "LocalSlurm":
+    def start(self) -> LocalSlurm:
         """Start the daemons; they are stopped at interpreter exit and on SIGTERM too."""
         atexit.register(self.stop)
         self._old_term = signal.signal(signal.SIGTERM, self._on_term)
@@ -84,15 +84,16 @@ PartitionName=test Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
             self.stop()
             raise
 
-    def _start(self) -> "LocalSlurm":
+    def _start(self) -> LocalSlurm:
         self._conf()
         run = Path("/run/munge")
         run.mkdir(parents=True, exist_ok=True)
         shutil.chown(run, "munge", "munge")
         if subprocess.run(["pgrep", "-x", "munged"], capture_output=True).returncode != 0:
             subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True)
-            pid = subprocess.run(["pgrep", "-x", "-n", "munged"], capture_output=True,
-                                 text=True).stdout.strip()
+            pid = subprocess.run(
+                ["pgrep", "-x", "-n", "munged"], capture_output=True, text=True
+            ).stdout.strip()
             self.pids.append(int(pid))
         conf = str(self.dir / "slurm.conf")
         subprocess.run(["slurmctld", "-f", conf], check=True, env=self.env)
@@ -105,8 +106,9 @@ PartitionName=test Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
                 time.sleep(0.1)
             self.pids.append(int(p.read_text().strip()))
         for _ in range(100):  # wait until the node takes jobs
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
-                                 env=self.env).stdout
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, env=self.env
+            ).stdout
             if "idle" in out:
                 return self
             time.sleep(0.2)

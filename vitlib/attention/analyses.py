@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,9 @@ def _meta(g) -> dict[str, Any]:  # noqa: ANN001
     return store_meta(g)
 
 
-def average_maps(store_path: str, *, aaam_normaliser: str = "per_image",
-                 faithful_batch_size: int = 2) -> dict[str, np.ndarray]:
+def average_maps(
+    store_path: str, *, aaam_normaliser: str = "per_image", faithful_batch_size: int = 2
+) -> dict[str, np.ndarray]:
     """Dataset-average maps of a store.
 
     Returns ``all``, ``spatial``, ``spatial_pure`` and ``cls`` ``[L, H, N]`` (mean over images
@@ -38,14 +40,19 @@ def average_maps(store_path: str, *, aaam_normaliser: str = "per_image",
     ``faithful_batch_size`` (2), i.e. the true mean × that batch size.
     """
     if aaam_normaliser not in AAAM_NORMALISERS:
-        raise ValueError(f"aaam_normaliser must be one of {AAAM_NORMALISERS}, got {aaam_normaliser!r}")
+        raise ValueError(
+            f"aaam_normaliser must be one of {AAAM_NORMALISERS}, got {aaam_normaliser!r}"
+        )
     g = open_store(store_path)
     meta = _meta(g)
     n = int(g["sums/n_images"][()])
     if n == 0:
         raise ValueError(f"{store_path}: the store holds no images")
     h, w = meta["grid_hw"]
-    out = {m: np.asarray(g[f"sums/attn_map_{m}"]) / n for m in ("all", "spatial", "spatial_pure", "cls")}
+    out = {
+        m: np.asarray(g[f"sums/attn_map_{m}"]) / n
+        for m in ("all", "spatial", "spatial_pure", "cls")
+    }
     aligned = np.asarray(g["sums/attn_aligned"]) / (n * h * w)
     if aaam_normaliser == "per_batch":
         aligned = aligned * faithful_batch_size
@@ -72,8 +79,9 @@ def attention_offset(aligned: np.ndarray) -> dict[str, np.ndarray]:
     return {"cx": cx, "cy": cy, "d": np.sqrt(cx**2 + cy**2)}
 
 
-def head_metrics_table(store_path: str, *, aaam_normaliser: str = "per_image",
-                       spatial_cls_key: str = "cls") -> pd.DataFrame:
+def head_metrics_table(
+    store_path: str, *, aaam_normaliser: str = "per_image", spatial_cls_key: str = "cls"
+) -> pd.DataFrame:
     """Tidy per-head attention metrics of one store.
 
     Metrics: ``attention_distance`` (§2.5, mean over images), ``offset``/``offset_x``/
@@ -90,26 +98,44 @@ def head_metrics_table(store_path: str, *, aaam_normaliser: str = "per_image",
     n = dist.shape[0]
     acc = np.zeros(dist.shape[1:])
     for lo in range(0, n, dist.chunks[0]):
-        acc += np.asarray(dist[lo:lo + dist.chunks[0]], dtype=np.float64).sum(0)
+        acc += np.asarray(dist[lo : lo + dist.chunks[0]], dtype=np.float64).sum(0)
     off = attention_offset(maps["aligned"])
     P = int(meta["num_prefix_tokens"])
     key = 0 if spatial_cls_key == "cls" else P  # index 1 for a model with one CLS token
     metrics = {
         "attention_distance": acc / n,
-        "offset": off["d"], "offset_x": off["cx"], "offset_y": off["cy"],
-        "spatial_cls_attention": (maps["spatial"][..., key] if P or key
-                                  else np.full(acc.shape, np.nan)),
+        "offset": off["d"],
+        "offset_x": off["cx"],
+        "offset_y": off["cy"],
+        "spatial_cls_attention": (
+            maps["spatial"][..., key] if P or key else np.full(acc.shape, np.nan)
+        ),
         "null_row_fraction": maps["null_rows"],
     }
     L, H = acc.shape
     layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
-    frames = [pd.DataFrame({"layer": layer.ravel(), "head": head.ravel(), "metric": m,
-                            "value": np.asarray(v, dtype=float).ravel()})
-              for m, v in metrics.items()]
+    frames = [
+        pd.DataFrame(
+            {
+                "layer": layer.ravel(),
+                "head": head.ravel(),
+                "metric": m,
+                "value": np.asarray(v, dtype=float).ravel(),
+            }
+        )
+        for m, v in metrics.items()
+    ]
     t = pd.concat(frames, ignore_index=True)
-    for k, v in {"model": meta["model"], "dataset": meta["dataset"], "view": meta["view"],
-                 "family": meta["spec"]["family"], "depth": L, "n_images": n,
-                 "aaam_normaliser": aaam_normaliser, "spatial_cls_key": spatial_cls_key}.items():
+    for k, v in {
+        "model": meta["model"],
+        "dataset": meta["dataset"],
+        "view": meta["view"],
+        "family": meta["spec"]["family"],
+        "depth": L,
+        "n_images": n,
+        "aaam_normaliser": aaam_normaliser,
+        "spatial_cls_key": spatial_cls_key,
+    }.items():
         t[k] = v
     return t
 
@@ -120,23 +146,37 @@ class TaxonomySettings:
     """Thresholds of the head taxonomy (all masses are fractions of a normalised aligned map;
     distances in tokens)."""
 
-    strict_mass: float = 0.7      # mass within Chebyshev radius 1 of the query → strict-local
-    local_mass: float = 0.5       # mass within radius 1 of an off-centre peak → offset-local
-    axial_mass: float = 0.6       # mass on the query's row (or column) → axial
-    soft_radius: int = 3          # Chebyshev radius of the soft-local window
-    soft_mass: float = 0.6        # mass within soft_radius of the query → soft-local
+    strict_mass: float = 0.7  # mass within Chebyshev radius 1 of the query → strict-local
+    local_mass: float = 0.5  # mass within radius 1 of an off-centre peak → offset-local
+    axial_mass: float = 0.6  # mass on the query's row (or column) → axial
+    soft_radius: int = 3  # Chebyshev radius of the soft-local window
+    soft_mass: float = 0.6  # mass within soft_radius of the query → soft-local
 
 
-TAXONOMY_CLASSES = ("strict-local", "offset-local", "axial-horizontal", "axial-vertical",
-                    "soft-local", "global")
+TAXONOMY_CLASSES = (
+    "strict-local",
+    "offset-local",
+    "axial-horizontal",
+    "axial-vertical",
+    "soft-local",
+    "global",
+)
 
-_DIRECTIONS = {(-1, 0): "up", (1, 0): "down", (0, -1): "left", (0, 1): "right",
-               (-1, -1): "up-left", (-1, 1): "up-right", (1, -1): "down-left",
-               (1, 1): "down-right"}
+_DIRECTIONS = {
+    (-1, 0): "up",
+    (1, 0): "down",
+    (0, -1): "left",
+    (0, 1): "right",
+    (-1, -1): "up-left",
+    (-1, 1): "up-right",
+    (1, -1): "down-left",
+    (1, 1): "down-right",
+}
 
 
-def classify_head(aligned: np.ndarray, settings: TaxonomySettings = TaxonomySettings()
-                  ) -> dict[str, Any]:
+def classify_head(
+    aligned: np.ndarray, settings: TaxonomySettings = TaxonomySettings()
+) -> dict[str, Any]:
     """Classify one head from its aligned map ``[2h−1, 2w−1]`` (query at the centre).
 
     Rules, first match wins: *strict-local* (≥ ``strict_mass`` within one token of the query);
@@ -154,7 +194,7 @@ def classify_head(aligned: np.ndarray, settings: TaxonomySettings = TaxonomySett
     a = a / tot
 
     def window(r: int, c: int, rad: int) -> float:
-        return float(a[max(r - rad, 0):r + rad + 1, max(c - rad, 0):c + rad + 1].sum())
+        return float(a[max(r - rad, 0) : r + rad + 1, max(c - rad, 0) : c + rad + 1].sum())
 
     pr, pc = np.unravel_index(int(np.argmax(a)), a.shape)
     dr, dc = int(pr - cr), int(pc - cc)
@@ -173,14 +213,16 @@ def classify_head(aligned: np.ndarray, settings: TaxonomySettings = TaxonomySett
     return {**out, "class": "global"}
 
 
-def classify_heads(aligned_lhmm: np.ndarray, settings: TaxonomySettings = TaxonomySettings()
-                   ) -> pd.DataFrame:
+def classify_heads(
+    aligned_lhmm: np.ndarray, settings: TaxonomySettings = TaxonomySettings()
+) -> pd.DataFrame:
     """Classify every head of ``[L, H, M, M]`` aligned maps; one row per (layer, head)."""
     rows = []
     for layer in range(aligned_lhmm.shape[0]):
         for head in range(aligned_lhmm.shape[1]):
-            rows.append({"layer": layer, "head": head,
-                         **classify_head(aligned_lhmm[layer, head], settings)})
+            rows.append(
+                {"layer": layer, "head": head, **classify_head(aligned_lhmm[layer, head], settings)}
+            )
     return pd.DataFrame(rows)
 
 
@@ -190,8 +232,13 @@ def head_taxonomy_table(store_path: str, settings: Mapping[str, Any] | None = No
     g = open_store(store_path)
     meta = _meta(g)
     t = classify_heads(average_maps(store_path)["aligned"], s)
-    for k, v in {"model": meta["model"], "dataset": meta["dataset"],
-                 "family": meta["spec"]["family"], "depth": meta["depth"], **asdict(s)}.items():
+    for k, v in {
+        "model": meta["model"],
+        "dataset": meta["dataset"],
+        "family": meta["spec"]["family"],
+        "depth": meta["depth"],
+        **asdict(s),
+    }.items():
         t[k] = v
     return t
 
@@ -215,24 +262,33 @@ def artifact_tokens_table(store_path: str, *, norm_factor: float = 3.0) -> pd.Da
     share = np.zeros(L)
     step = norms.chunks[0]
     for lo in range(0, n, step):
-        nm = np.asarray(norms[lo:lo + step], dtype=np.float32)          # [b, L, S]
+        nm = np.asarray(norms[lo : lo + step], dtype=np.float32)  # [b, L, S]
         med = np.median(nm, axis=-1, keepdims=True)
         out = nm > norm_factor * med
         frac += out.mean(-1).sum(0)
-        cr = np.asarray(cls_rows[lo:lo + step], dtype=np.float32)       # [b, L, H, S]
-        tot = cr.sum(-1)                                                # [b, L, H]
-        on = (cr[:, 1:] * out[:, :-1, None, :]).sum(-1)                 # block l+1 reads l
+        cr = np.asarray(cls_rows[lo : lo + step], dtype=np.float32)  # [b, L, H, S]
+        tot = cr.sum(-1)  # [b, L, H]
+        on = (cr[:, 1:] * out[:, :-1, None, :]).sum(-1)  # block l+1 reads l
         with np.errstate(invalid="ignore", divide="ignore"):
             sh = np.where(tot[:, 1:] > 0, on / tot[:, 1:], 0.0).mean(-1)  # [b, L-1]
         share[:-1] += sh.sum(0)
     share[-1] = np.nan
-    t = pd.DataFrame({"layer": np.repeat(np.arange(L), 2),
-                      "metric": ["outlier_fraction", "cls_attention_share"] * L,
-                      "value": np.stack([frac / n, share / n], 1).ravel()})
-    for k, v in {"model": meta["model"], "dataset": meta["dataset"],
-                 "family": meta["spec"]["family"], "depth": L,
-                 "num_prefix_tokens": meta["num_prefix_tokens"], "norm_factor": norm_factor,
-                 "n_images": n}.items():
+    t = pd.DataFrame(
+        {
+            "layer": np.repeat(np.arange(L), 2),
+            "metric": ["outlier_fraction", "cls_attention_share"] * L,
+            "value": np.stack([frac / n, share / n], 1).ravel(),
+        }
+    )
+    for k, v in {
+        "model": meta["model"],
+        "dataset": meta["dataset"],
+        "family": meta["spec"]["family"],
+        "depth": L,
+        "num_prefix_tokens": meta["num_prefix_tokens"],
+        "norm_factor": norm_factor,
+        "n_images": n,
+    }.items():
         t[k] = v
     return t
 

@@ -36,7 +36,8 @@ def _check(attn: torch.Tensor, grid_hw: tuple[int, int], num_prefix_tokens: int)
     if attn.ndim < 3 or attn.shape[-1] != n or attn.shape[-2] != n:
         raise ValueError(
             f"attn must be [..., H, N, N] with N = {num_prefix_tokens} + {h}*{w} = {n};"
-            f" got shape {tuple(attn.shape)}")
+            f" got shape {tuple(attn.shape)}"
+        )
 
 
 def spatial_rows(attn: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
@@ -47,8 +48,9 @@ def spatial_rows(attn: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
     """
     s = attn[..., num_prefix_tokens:, num_prefix_tokens:].float()
     mass = s.sum(-1, keepdim=True)
-    return torch.where(mass > 0, s / mass.clamp_min(torch.finfo(torch.float32).tiny),
-                       torch.zeros_like(s))
+    return torch.where(
+        mass > 0, s / mass.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(s)
+    )
 
 
 @lru_cache(maxsize=32)
@@ -68,8 +70,9 @@ def distance_template(grid_hw: tuple[int, int], device: str | torch.device = "cp
     return _distance_template(int(grid_hw[0]), int(grid_hw[1]), str(torch.device(device)))
 
 
-def mean_attention_distance(attn: ArrayT, grid_hw: tuple[int, int],
-                            num_prefix_tokens: int = 1) -> ArrayT:
+def mean_attention_distance(
+    attn: ArrayT, grid_hw: tuple[int, int], num_prefix_tokens: int = 1
+) -> ArrayT:
     """Average attention distance per head (PROTOCOLS §2.5).
 
     Prefix tokens are dropped as queries and keys, each spatial row is renormalised, the
@@ -115,8 +118,9 @@ def aligned_sum(spatial: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor
     lead = spatial.shape[:-2]
     flat = spatial.reshape(-1, (h * w) ** 2)
     idx = _aligned_index(h, w, str(spatial.device))
-    canvas = torch.zeros(flat.shape[0], (2 * h - 1) * (2 * w - 1), dtype=flat.dtype,
-                         device=flat.device)
+    canvas = torch.zeros(
+        flat.shape[0], (2 * h - 1) * (2 * w - 1), dtype=flat.dtype, device=flat.device
+    )
     canvas.index_add_(1, idx, flat)
     return canvas.reshape(*lead, 2 * h - 1, 2 * w - 1)
 

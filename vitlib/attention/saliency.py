@@ -26,26 +26,32 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
-def saliency_iou(store_path: str, manifest: Manifest, *, mass: float = 0.6
-                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def saliency_iou(
+    store_path: str, manifest: Manifest, *, mass: float = 0.6
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-image IoU ``{query: [n_used, L, H]}`` and the manifest indices used."""
     g = open_store(store_path)
     meta = store_meta(g)
     if meta["manifest_digest"] != manifest.digest():
-        raise ValueError(f"{store_path} was extracted from another manifest of"
-                         f" {manifest.dataset!r} (digest {meta['manifest_digest']})")
+        raise ValueError(
+            f"{store_path} was extracted from another manifest of"
+            f" {manifest.dataset!r} (digest {meta['manifest_digest']})"
+        )
     gh, gw = meta["grid_hw"]
     out: dict[str, list[np.ndarray]] = {q: [] for q in QUERIES}
     used = []
-    step = g[QUERIES["cls"]].chunks[0]              # whole chunks: each is read once
+    step = g[QUERIES["cls"]].chunks[0]  # whole chunks: each is read once
     block: dict[str, np.ndarray] = {}
     for i, item in enumerate(manifest.items):
         if i % step == 0:
-            block = {q: np.asarray(g[name][i:i + step], dtype=np.float32)  # [b, L, H, M]
-                     for q, name in QUERIES.items()}
+            block = {
+                q: np.asarray(g[name][i : i + step], dtype=np.float32)  # [b, L, H, M]
+                for q, name in QUERIES.items()
+            }
         coco = coco_for_item(manifest, item)
-        soft, _ = token_masks(annotation_masks(coco, int(item.meta["image_id"])), (gh, gw),
-                              crop=True)
+        soft, _ = token_masks(
+            annotation_masks(coco, int(item.meta["image_id"])), (gh, gw), crop=True
+        )
         if not len(soft):
             continue
         gt = soft.sum(0).reshape(-1) > 0
@@ -65,18 +71,44 @@ def saliency_table(store_path: str, manifest: Manifest, *, mass: float = 0.6) ->
     meta = store_meta(open_store(store_path))
     rows = []
     for q, v in per_image.items():
-        mean = v.mean(0)                                   # [L, H]
+        mean = v.mean(0)  # [L, H]
         for layer in range(v.shape[1]):
             for h in range(v.shape[2]):
-                rows.append({"query": q, "layer": layer, "head": h, "head_selection": "head",
-                             "iou": float(mean[layer, h])})
-            rows.append({"query": q, "layer": layer, "head": -1, "head_selection": "per_image",
-                         "iou": float(v[:, layer].max(-1).mean())})
-            rows.append({"query": q, "layer": layer, "head": int(mean[layer].argmax()),
-                         "head_selection": "per_layer", "iou": float(mean[layer].max())})
+                rows.append(
+                    {
+                        "query": q,
+                        "layer": layer,
+                        "head": h,
+                        "head_selection": "head",
+                        "iou": float(mean[layer, h]),
+                    }
+                )
+            rows.append(
+                {
+                    "query": q,
+                    "layer": layer,
+                    "head": -1,
+                    "head_selection": "per_image",
+                    "iou": float(v[:, layer].max(-1).mean()),
+                }
+            )
+            rows.append(
+                {
+                    "query": q,
+                    "layer": layer,
+                    "head": int(mean[layer].argmax()),
+                    "head_selection": "per_layer",
+                    "iou": float(mean[layer].max()),
+                }
+            )
     t = pd.DataFrame(rows)
-    for col, val in {"model": meta["model"], "dataset": meta["dataset"],
-                     "family": meta["spec"]["family"], "depth": meta["depth"], "mass": mass,
-                     "n_images": len(used)}.items():
+    for col, val in {
+        "model": meta["model"],
+        "dataset": meta["dataset"],
+        "family": meta["spec"]["family"],
+        "depth": meta["depth"],
+        "mass": mass,
+        "n_images": len(used),
+    }.items():
         t[col] = val
     return t

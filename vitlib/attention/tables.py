@@ -29,7 +29,7 @@ def attention_distance_table(store_path: str, *, units: str = "normalised") -> p
     s2 = np.zeros((L, H))
     step = dist.chunks[0]
     for lo in range(0, n, step):
-        x = np.asarray(dist[lo:lo + step], dtype=np.float64)
+        x = np.asarray(dist[lo : lo + step], dtype=np.float64)
         s1 += x.sum(0)
         s2 += (x * x).sum(0)
     mean = s1 / n
@@ -40,10 +40,19 @@ def attention_distance_table(store_path: str, *, units: str = "normalised") -> p
         if units == "pixels":
             scale *= meta["spec"]["patch_size"]
     layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
-    return pd.DataFrame({
-        "model": meta["model"], "dataset": meta["dataset"], "view": meta["view"],
-        "family": meta["spec"]["family"], "depth": L,
-        "layer": layer.ravel(), "head": head.ravel(), "metric": "attention_distance",
-        "value": (mean * scale).ravel(), "std": (std * scale).ravel(), "n_images": n,
-        "units": units,
-    })
+    return pd.DataFrame(
+        {
+            "model": meta["model"],
+            "dataset": meta["dataset"],
+            "view": meta["view"],
+            "family": meta["spec"]["family"],
+            "depth": L,
+            "layer": layer.ravel(),
+            "head": head.ravel(),
+            "metric": "attention_distance",
+            "value": (mean * scale).ravel(),
+            "std": (std * scale).ravel(),
+            "n_images": n,
+            "units": units,
+        }
+    )

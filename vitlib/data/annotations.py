@@ -45,13 +45,16 @@ def coco_for_item(manifest: Manifest, item: Item) -> Any:
     """The COCO index holding ``item``'s annotations (PartImageNet: its split's file)."""
     files = manifest.extra.get("annotations")
     if not isinstance(files, dict) or not files:
-        raise DataError(f"manifest of {manifest.dataset!r} ({manifest.kind}) has no annotation files")
+        raise DataError(
+            f"manifest of {manifest.dataset!r} ({manifest.kind}) has no annotation files"
+        )
     key = item.meta.get("split") or next(iter(files))
     return _cached_api(str(Path(manifest.root) / files[key]))
 
 
-def annotation_masks(coco: Any, image_id: int, *, min_polygon_coords: int = 5
-                     ) -> list[tuple[int, np.ndarray]]:
+def annotation_masks(
+    coco: Any, image_id: int, *, min_polygon_coords: int = 5
+) -> list[tuple[int, np.ndarray]]:
     """``(category_id, mask [H, W] uint8 0/1)`` of every annotation of ``image_id``.
 
     Non-crowd polygon annotations whose first polygon has fewer than ``min_polygon_coords``
@@ -60,14 +63,19 @@ def annotation_masks(coco: Any, image_id: int, *, min_polygon_coords: int = 5
     out = []
     for ann in coco.loadAnns(coco.getAnnIds(imgIds=[image_id])):
         seg = ann.get("segmentation")
-        if (not ann.get("iscrowd", 0) and isinstance(seg, list)
-                and (not seg or len(seg[0]) < min_polygon_coords)):
+        if (
+            not ann.get("iscrowd", 0)
+            and isinstance(seg, list)
+            and (not seg or len(seg[0]) < min_polygon_coords)
+        ):
             continue
         try:
             m = coco.annToMask(ann)
         except Exception as e:  # noqa: BLE001 - pycocotools raises bare errors
-            raise DataError(f"annotation {ann.get('id')} of image {image_id}: cannot decode its"
-                            f" segmentation: {e}") from None
+            raise DataError(
+                f"annotation {ann.get('id')} of image {image_id}: cannot decode its"
+                f" segmentation: {e}"
+            ) from None
         out.append((int(ann["category_id"]), m.astype(np.uint8)))
     return out
 
@@ -77,11 +85,12 @@ def crop_square(mask: np.ndarray) -> np.ndarray:
     h, w = mask.shape
     s = min(h, w)
     top, left = (h - s) // 2, (w - s) // 2
-    return mask[top:top + s, left:left + s]
+    return mask[top : top + s, left : left + s]
 
 
-def token_masks(masks: list[tuple[int, np.ndarray]], grid_hw: tuple[int, int], *,
-                crop: bool) -> tuple[np.ndarray, np.ndarray]:
+def token_masks(
+    masks: list[tuple[int, np.ndarray]], grid_hw: tuple[int, int], *, crop: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Soft token masks ``[A, gh, gw]`` (each summing to 1) and their category ids ``[A]``.
 
     Each 0/255 mask is centre-cropped to a square when ``crop`` (the ``center`` view),
@@ -93,8 +102,12 @@ def token_masks(masks: list[tuple[int, np.ndarray]], grid_hw: tuple[int, int], *
     for cat, m in masks:
         if crop:
             m = crop_square(m)
-        small = np.asarray(Image.fromarray((m > 0).astype(np.uint8) * 255)
-                           .resize((gw, gh), Image.Resampling.BICUBIC), dtype=np.float64)
+        small = np.asarray(
+            Image.fromarray((m > 0).astype(np.uint8) * 255).resize(
+                (gw, gh), Image.Resampling.BICUBIC
+            ),
+            dtype=np.float64,
+        )
         s = small.sum()
         if s <= 0:
             continue

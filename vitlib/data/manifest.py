@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -71,7 +72,7 @@ class Manifest:
         os.replace(tmp, p)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Manifest":
+    def load(cls, path: str | os.PathLike) -> Manifest:
         p = Path(path)
         try:
             d = json.loads(p.read_text())
@@ -105,8 +106,14 @@ def assign_cka_batches(n: int, cka_batch_size: int) -> list[int]:
     return [i // cka_batch_size if i < full else -1 for i in range(n)]
 
 
-def read_imagefolder(root: str | os.PathLike, *, dataset: str, per_class: int | None = None,
-                     classes: Sequence[str] | None = None, cka_batch_size: int = 0) -> Manifest:
+def read_imagefolder(
+    root: str | os.PathLike,
+    *,
+    dataset: str,
+    per_class: int | None = None,
+    classes: Sequence[str] | None = None,
+    cka_batch_size: int = 0,
+) -> Manifest:
     """ImageNet-style ``root/<class>/<file>`` folder (PROTOCOLS §6.1–6.2).
 
     Classes are the sorted sub-directory names (or ``classes``, in sorted order, for a
@@ -129,8 +136,11 @@ def read_imagefolder(root: str | os.PathLike, *, dataset: str, per_class: int | 
         cdir = rootp / cname
         if not cdir.is_dir():
             raise DataError(f"dataset {dataset!r}: class folder {cdir} does not exist")
-        files = sorted(f for f in os.listdir(cdir)
-                       if f.lower().endswith(IMAGE_EXTENSIONS) and (cdir / f).is_file())
+        files = sorted(
+            f
+            for f in os.listdir(cdir)
+            if f.lower().endswith(IMAGE_EXTENSIONS) and (cdir / f).is_file()
+        )
         if per_class is not None:
             files = files[:per_class]
         if not files:
@@ -138,9 +148,14 @@ def read_imagefolder(root: str | os.PathLike, *, dataset: str, per_class: int | 
         for f in files:
             rel = f"{cname}/{f}"
             items.append(Item(id=os.path.splitext(rel)[0], path=rel, label=label))
-    return Manifest(dataset=dataset, kind="imagefolder", root=str(rootp.resolve()),
-                    classes=list(names), items=with_cka_batches(items, cka_batch_size),
-                    cka_batch_size=cka_batch_size)
+    return Manifest(
+        dataset=dataset,
+        kind="imagefolder",
+        root=str(rootp.resolve()),
+        classes=list(names),
+        items=with_cka_batches(items, cka_batch_size),
+        cka_batch_size=cka_batch_size,
+    )
 
 
 def with_cka_batches(items: Sequence[Item], cka_batch_size: int) -> list[Item]:

@@ -32,9 +32,10 @@ import logging
 import os
 import pickle
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,20 +84,28 @@ def imagenet50_classes() -> list[tuple[str, str]]:
     return out
 
 
-def read_imagenet50(root: str | os.PathLike, *, dataset: str, per_class: int = 100,
-                    cka_batch_size: int = 0) -> Manifest:
+def read_imagenet50(
+    root: str | os.PathLike, *, dataset: str, per_class: int = 100, cka_batch_size: int = 0
+) -> Manifest:
     """ImageNet-50 (PROTOCOLS §6.2): the 50 classes of ``imagenet_50.txt`` in sorted wnid
     order, the first ``per_class`` image files of each class in sorted name order."""
     wnids = [w for w, _ in imagenet50_classes()]
-    m = read_imagefolder(root, dataset=dataset, per_class=per_class, classes=wnids,
-                         cka_batch_size=cka_batch_size)
+    m = read_imagefolder(
+        root, dataset=dataset, per_class=per_class, classes=wnids, cka_batch_size=cka_batch_size
+    )
     m.kind = "imagenet50"
     return m
 
 
 # ---------------------------------------------------------------------------------- COCO
-def read_coco(root: str | os.PathLike, *, dataset: str, split: str = "val2017",
-              limit: int | None = None, cka_batch_size: int = 0) -> Manifest:
+def read_coco(
+    root: str | os.PathLike,
+    *,
+    dataset: str,
+    split: str = "val2017",
+    limit: int | None = None,
+    cka_batch_size: int = 0,
+) -> Manifest:
     """COCO instances (PROTOCOLS §6.3): images in ascending id order, those without any
     annotation skipped, the first ``limit`` kept.  Label = contiguous index of the category
     of the image's largest annotation; ``meta`` = ``{"image_id", "width", "height"}``."""
@@ -125,26 +134,45 @@ def read_coco(root: str | os.PathLike, *, dataset: str, split: str = "val2017",
         if iid not in largest:
             continue
         fn = _require(im, "file_name", f"{where}: image {iid}")
-        items.append(Item(id=f"{iid:012d}", path=f"images/{split}/{fn}",
-                          label=cat_index[largest[iid][1]],
-                          meta={"image_id": iid, "width": int(im.get("width", 0)),
-                                "height": int(im.get("height", 0))}))
+        items.append(
+            Item(
+                id=f"{iid:012d}",
+                path=f"images/{split}/{fn}",
+                label=cat_index[largest[iid][1]],
+                meta={
+                    "image_id": iid,
+                    "width": int(im.get("width", 0)),
+                    "height": int(im.get("height", 0)),
+                },
+            )
+        )
         if limit is not None and len(items) >= limit:
             break
     if not items:
         raise DataError(f"{where}: no image has an annotation")
-    return Manifest(dataset=dataset, kind="coco", root=str(rootp.resolve()),
-                    classes=[names[c] for c in cat_ids],
-                    items=with_cka_batches(items, cka_batch_size), cka_batch_size=cka_batch_size,
-                    extra={"annotations": {split: ann_rel}, "category_ids": cat_ids})
+    return Manifest(
+        dataset=dataset,
+        kind="coco",
+        root=str(rootp.resolve()),
+        classes=[names[c] for c in cat_ids],
+        items=with_cka_batches(items, cka_batch_size),
+        cka_batch_size=cka_batch_size,
+        extra={"annotations": {split: ann_rel}, "category_ids": cat_ids},
+    )
 
 
 # ---------------------------------------------------------------------------------- PartImageNet
 PIN_SPLITS = ("train", "val", "test")
 
 
-def read_partimagenet(root: str | os.PathLike, *, dataset: str, per_super: int = 500,
-                      splits: Sequence[str] = PIN_SPLITS, cka_batch_size: int = 0) -> Manifest:
+def read_partimagenet(
+    root: str | os.PathLike,
+    *,
+    dataset: str,
+    per_super: int = 500,
+    splits: Sequence[str] = PIN_SPLITS,
+    cka_batch_size: int = 0,
+) -> Manifest:
     """PartImageNet (PROTOCOLS §6.4): up to ``per_super`` images per super-category, drawn
     round-robin over its classes (wnids in sorted order — the original used ``os.listdir``
     order, which differs between file systems), each class's images in sorted file-name
@@ -194,18 +222,32 @@ def read_partimagenet(root: str | os.PathLike, *, dataset: str, per_super: int =
                     n += 1
         for w in wnids:
             for fn, split, iid in take[w]:
-                items.append(Item(id=f"{split}/{os.path.splitext(fn)[0]}", path=f"{split}/{fn}",
-                                  label=si, meta={"split": split, "image_id": iid, "wnid": w}))
-    return Manifest(dataset=dataset, kind="partimagenet", root=str(rootp.resolve()),
-                    classes=supers, items=with_cka_batches(items, cka_batch_size),
-                    cka_batch_size=cka_batch_size,
-                    extra={"annotations": {s: f"{s}.json" for s in splits},
-                           "part_names": {str(k): v for k, v in sorted(part_names.items())}})
+                items.append(
+                    Item(
+                        id=f"{split}/{os.path.splitext(fn)[0]}",
+                        path=f"{split}/{fn}",
+                        label=si,
+                        meta={"split": split, "image_id": iid, "wnid": w},
+                    )
+                )
+    return Manifest(
+        dataset=dataset,
+        kind="partimagenet",
+        root=str(rootp.resolve()),
+        classes=supers,
+        items=with_cka_batches(items, cka_batch_size),
+        cka_batch_size=cka_batch_size,
+        extra={
+            "annotations": {s: f"{s}.json" for s in splits},
+            "part_names": {str(k): v for k, v in sorted(part_names.items())},
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------- Revisited
-def read_revisited(root: str | os.PathLike, *, dataset: str, name: str,
-                   cka_batch_size: int = 0) -> Manifest:
+def read_revisited(
+    root: str | os.PathLike, *, dataset: str, name: str, cka_batch_size: int = 0
+) -> Manifest:
     """Revisited Oxford/Paris (PROTOCOLS §6.5): ``<root>/<name>/gnd_<name>.pkl``.  Items are
     the database images (``meta.role = "db"``) followed by the queries (``"query"``); the
     ground truth (``easy``/``hard``/``junk`` database indices and ``bbx`` per query) goes to
@@ -231,28 +273,43 @@ def read_revisited(root: str | os.PathLike, *, dataset: str, name: str,
             idx = [int(i) for i in g.get(key, [])]
             bad = [i for i in idx if not 0 <= i < len(imlist)]
             if bad:
-                raise DataError(f"{pkl}: gnd[{q}][{key!r}] has database index {bad[0]} outside"
-                                f" 0..{len(imlist) - 1}")
+                raise DataError(
+                    f"{pkl}: gnd[{q}][{key!r}] has database index {bad[0]} outside"
+                    f" 0..{len(imlist) - 1}"
+                )
             entry[key] = idx
         entry["bbx"] = [float(v) for v in g.get("bbx", [])]
         gnd.append(entry)
-    items = [Item(id=f"db/{n}", path=f"jpg/{n}.jpg", label=-1, meta={"role": "db"})
-             for n in imlist]
-    items += [Item(id=f"query/{n}", path=f"jpg/{n}.jpg", label=-1, meta={"role": "query"})
-              for n in qimlist]
+    items = [Item(id=f"db/{n}", path=f"jpg/{n}.jpg", label=-1, meta={"role": "db"}) for n in imlist]
+    items += [
+        Item(id=f"query/{n}", path=f"jpg/{n}.jpg", label=-1, meta={"role": "query"})
+        for n in qimlist
+    ]
     for it in items:
         if not (base / it.path).is_file():
             raise DataError(f"{base / it.path} listed in {pkl} does not exist")
-    return Manifest(dataset=dataset, kind="revisited", root=str(base.resolve()), classes=[],
-                    items=with_cka_batches(items, cka_batch_size), cka_batch_size=cka_batch_size,
-                    extra={"name": name, "n_db": len(imlist), "n_queries": len(qimlist),
-                           "gnd": gnd})
+    return Manifest(
+        dataset=dataset,
+        kind="revisited",
+        root=str(base.resolve()),
+        classes=[],
+        items=with_cka_batches(items, cka_batch_size),
+        cka_batch_size=cka_batch_size,
+        extra={"name": name, "n_db": len(imlist), "n_queries": len(qimlist), "gnd": gnd},
+    )
 
 
 # ---------------------------------------------------------------------------------- DAVIS
-def read_davis(root: str | os.PathLike, *, dataset: str, split: str = "val",
-               resolution: str = "480p", year: str = "2017",
-               sequences: Sequence[str] | None = None, cka_batch_size: int = 0) -> Manifest:
+def read_davis(
+    root: str | os.PathLike,
+    *,
+    dataset: str,
+    split: str = "val",
+    resolution: str = "480p",
+    year: str = "2017",
+    sequences: Sequence[str] | None = None,
+    cka_batch_size: int = 0,
+) -> Manifest:
     """DAVIS-2017 (PROTOCOLS §6.6): every frame of every sequence of
     ``ImageSets/<year>/<split>.txt`` (or ``sequences``), frames in sorted order.  Label =
     sequence index; ``meta`` = ``{"seq", "frame", "annotation"}`` (annotation path relative
@@ -276,18 +333,33 @@ def read_davis(root: str | os.PathLike, *, dataset: str, split: str = "val",
             raise DataError(f"DAVIS sequence {seq!r}: {fdir} has no .jpg frames")
         first = rootp / "Annotations" / resolution / seq / (os.path.splitext(frames[0])[0] + ".png")
         if not first.is_file():
-            raise DataError(f"DAVIS sequence {seq!r}: first-frame annotation {first} does not exist")
+            raise DataError(
+                f"DAVIS sequence {seq!r}: first-frame annotation {first} does not exist"
+            )
         for fi, f in enumerate(frames):
             stem = os.path.splitext(f)[0]
             ann = Path("Annotations") / resolution / seq / f"{stem}.png"
-            items.append(Item(id=f"{seq}/{stem}", path=f"JPEGImages/{resolution}/{seq}/{f}",
-                              label=si, meta={"seq": seq, "frame": fi,
-                                              "annotation": str(ann) if (rootp / ann).is_file()
-                                              else ""}))
-    return Manifest(dataset=dataset, kind="davis", root=str(rootp.resolve()),
-                    classes=list(sequences), items=with_cka_batches(items, cka_batch_size),
-                    cka_batch_size=cka_batch_size,
-                    extra={"split": split, "resolution": resolution})
+            items.append(
+                Item(
+                    id=f"{seq}/{stem}",
+                    path=f"JPEGImages/{resolution}/{seq}/{f}",
+                    label=si,
+                    meta={
+                        "seq": seq,
+                        "frame": fi,
+                        "annotation": str(ann) if (rootp / ann).is_file() else "",
+                    },
+                )
+            )
+    return Manifest(
+        dataset=dataset,
+        kind="davis",
+        root=str(rootp.resolve()),
+        classes=list(sequences),
+        items=with_cka_batches(items, cka_batch_size),
+        cka_batch_size=cka_batch_size,
+        extra={"split": split, "resolution": resolution},
+    )
 
 
 # ---------------------------------------------------------------------------------- SPair-71k
@@ -297,14 +369,25 @@ def spair_pair_files(root: Path, split: str, category: str) -> list[Path]:
     pdir = root / "PairAnnotation" / split
     if not pdir.is_dir():
         raise DataError(f"SPair pair folder {pdir} does not exist")
-    files = [p for p in pdir.iterdir()
-             if p.name.endswith(f":{category}.json") or p.name.endswith(f"_{category}.json")]
+    files = [
+        p
+        for p in pdir.iterdir()
+        if p.name.endswith(f":{category}.json") or p.name.endswith(f"_{category}.json")
+    ]
     return sorted(files, key=lambda p: p.name)
 
 
-def read_spair(root: str | os.PathLike, *, dataset: str, split: str = "test",
-               pairs_per_category: int = 20, seed: int = 42, sampling: str = "fixed",
-               categories: Sequence[str] | None = None, cka_batch_size: int = 0) -> Manifest:
+def read_spair(
+    root: str | os.PathLike,
+    *,
+    dataset: str,
+    split: str = "test",
+    pairs_per_category: int = 20,
+    seed: int = 42,
+    sampling: str = "fixed",
+    categories: Sequence[str] | None = None,
+    cka_batch_size: int = 0,
+) -> Manifest:
     """SPair-71k (PROTOCOLS §5.4, §6.7).  Categories = sorted folder names of
     ``ImageAnnotation``; per category ``pairs_per_category`` pair files are drawn from the
     sorted list.  ``sampling="fixed"``: without replacement by a generator seeded with
@@ -341,12 +424,13 @@ def read_spair(root: str | os.PathLike, *, dataset: str, split: str = "test",
     for ci, cat in enumerate(categories):
         files = spair_pair_files(rootp, split, cat)
         if not files:
-            raise DataError(f"SPair: no {split} pair files for category {cat!r} in "
-                            f"{rootp / 'PairAnnotation' / split}")
+            raise DataError(
+                f"SPair: no {split} pair files for category {cat!r} in "
+                f"{rootp / 'PairAnnotation' / split}"
+            )
         if sampling == "fixed":
             rng = np.random.default_rng([seed, ci])
-            chosen = rng.choice(len(files), size=min(pairs_per_category, len(files)),
-                                replace=False)
+            chosen = rng.choice(len(files), size=min(pairs_per_category, len(files)), replace=False)
         else:
             chosen = legacy.choice(len(files), size=pairs_per_category, replace=True)
         for k in chosen:
@@ -360,43 +444,71 @@ def read_spair(root: str | os.PathLike, *, dataset: str, split: str = "test",
             src_kps = np.asarray(_require(d, "src_kps", where), dtype=float).reshape(-1, 2)
             trg_kps = np.asarray(_require(d, "trg_kps", where), dtype=float).reshape(-1, 2)
             if len(src_kps) != len(trg_kps):
-                raise DataError(f"{where}: {len(src_kps)} source vs {len(trg_kps)} target keypoints")
-            pairs.append({
-                "file": f.name, "category": cat,
-                "src": item_for(cat, _require(d, "src_imname", where), ci),
-                "trg": item_for(cat, _require(d, "trg_imname", where), ci),
-                "src_kps": src_kps.tolist(), "trg_kps": trg_kps.tolist(),
-                "kps_ids": [int(i) for i in d.get("kps_ids", range(len(src_kps)))],
-                "src_bndbox": [float(v) for v in _require(d, "src_bndbox", where)],
-                "trg_bndbox": [float(v) for v in _require(d, "trg_bndbox", where)],
-                "src_imsize": [int(v) for v in _require(d, "src_imsize", where)][:2],
-                "trg_imsize": [int(v) for v in _require(d, "trg_imsize", where)][:2],
-            })
-    return Manifest(dataset=dataset, kind="spair", root=str(rootp.resolve()),
-                    classes=list(categories), items=with_cka_batches(items, cka_batch_size),
-                    cka_batch_size=cka_batch_size,
-                    extra={"split": split, "sampling": sampling, "seed": seed, "pairs": pairs})
+                raise DataError(
+                    f"{where}: {len(src_kps)} source vs {len(trg_kps)} target keypoints"
+                )
+            pairs.append(
+                {
+                    "file": f.name,
+                    "category": cat,
+                    "src": item_for(cat, _require(d, "src_imname", where), ci),
+                    "trg": item_for(cat, _require(d, "trg_imname", where), ci),
+                    "src_kps": src_kps.tolist(),
+                    "trg_kps": trg_kps.tolist(),
+                    "kps_ids": [int(i) for i in d.get("kps_ids", range(len(src_kps)))],
+                    "src_bndbox": [float(v) for v in _require(d, "src_bndbox", where)],
+                    "trg_bndbox": [float(v) for v in _require(d, "trg_bndbox", where)],
+                    "src_imsize": [int(v) for v in _require(d, "src_imsize", where)][:2],
+                    "trg_imsize": [int(v) for v in _require(d, "trg_imsize", where)][:2],
+                }
+            )
+    return Manifest(
+        dataset=dataset,
+        kind="spair",
+        root=str(rootp.resolve()),
+        classes=list(categories),
+        items=with_cka_batches(items, cka_batch_size),
+        cka_batch_size=cka_batch_size,
+        extra={"split": split, "sampling": sampling, "seed": seed, "pairs": pairs},
+    )
 
 
 # ---------------------------------------------------------------------------------- dispatch
-def read_dataset(kind: str, root: str | os.PathLike, *, dataset: str,
-                 options: Mapping[str, Any] | None = None, cka_batch_size: int = 0) -> Manifest:
+def read_dataset(
+    kind: str,
+    root: str | os.PathLike,
+    *,
+    dataset: str,
+    options: Mapping[str, Any] | None = None,
+    cka_batch_size: int = 0,
+) -> Manifest:
     """Read dataset ``dataset`` of ``kind`` under ``root`` with the kind's ``options``."""
     opts = dict(options or {})
     if kind == "imagefolder":
-        return read_imagefolder(root, dataset=dataset, per_class=opts.get("per_class"),
-                                classes=opts.get("classes"), cka_batch_size=cka_batch_size)
-    readers = {"imagenet50": read_imagenet50, "coco": read_coco,
-               "partimagenet": read_partimagenet, "revisited": read_revisited,
-               "davis": read_davis, "spair": read_spair}
+        return read_imagefolder(
+            root,
+            dataset=dataset,
+            per_class=opts.get("per_class"),
+            classes=opts.get("classes"),
+            cka_batch_size=cka_batch_size,
+        )
+    readers = {
+        "imagenet50": read_imagenet50,
+        "coco": read_coco,
+        "partimagenet": read_partimagenet,
+        "revisited": read_revisited,
+        "davis": read_davis,
+        "spair": read_spair,
+    }
     if kind not in readers:
         raise DataError(f"dataset {dataset!r}: unknown kind {kind!r}; known: {', '.join(KINDS)}")
     opts = {k: v for k, v in opts.items() if v is not None}
     return readers[kind](root, dataset=dataset, cka_batch_size=cka_batch_size, **opts)
 
 
-def check_images(manifest: Manifest, *, skip_bad: bool = False, decode: bool = True
-                 ) -> tuple[Manifest, list[tuple[str, str]]]:
+def check_images(
+    manifest: Manifest, *, skip_bad: bool = False, decode: bool = True
+) -> tuple[Manifest, list[tuple[str, str]]]:
     """Open every image of ``manifest`` (fully decoding it when ``decode``).
 
     An unreadable, truncated or missing file raises a :class:`DataError` naming it — or,
@@ -419,12 +531,16 @@ def check_images(manifest: Manifest, *, skip_bad: bool = False, decode: bool = T
         except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError) as e:
             reason = f"{type(e).__name__}: {e}"
             if not skip_bad:
-                raise DataError(f"dataset {manifest.dataset!r}: cannot read image {p}: {reason}"
-                                " (set skip_bad_images: true to skip unreadable images)") from None
+                raise DataError(
+                    f"dataset {manifest.dataset!r}: cannot read image {p}: {reason}"
+                    " (set skip_bad_images: true to skip unreadable images)"
+                ) from None
             if manifest.kind not in SKIPPABLE:
-                raise DataError(f"dataset {manifest.dataset!r}: cannot read image {p}: {reason};"
-                                f" skip_bad_images is not possible for kind {manifest.kind!r}"
-                                " (its pairs/queries/videos would break)") from None
+                raise DataError(
+                    f"dataset {manifest.dataset!r}: cannot read image {p}: {reason};"
+                    f" skip_bad_images is not possible for kind {manifest.kind!r}"
+                    " (its pairs/queries/videos would break)"
+                ) from None
             bad.append((str(p), reason))
             continue
         keep.append(it)
@@ -434,7 +550,6 @@ def check_images(manifest: Manifest, *, skip_bad: bool = False, decode: bool = T
         if not keep:
             raise DataError(f"dataset {manifest.dataset!r}: no readable image left")
     return manifest, bad
-
 
 
 #: Where each kind sits in a generated synthetic world: (generator part, root below the
@@ -449,8 +564,17 @@ WORLD_LAYOUT = {
 }
 #: Reader options of a generated dataset that the config does not set.
 WORLD_DEFAULTS = {"revisited": {"name": "rsynth"}}
-OPTION_KEYS = ("per_class", "classes", "split", "limit", "per_super", "name",
-               "pairs_per_category", "sampling", "seed")
+OPTION_KEYS = (
+    "per_class",
+    "classes",
+    "split",
+    "limit",
+    "per_super",
+    "name",
+    "pairs_per_category",
+    "sampling",
+    "seed",
+)
 
 
 def generated_root(world: str | os.PathLike, kind: str, generate: Mapping[str, Any]) -> str:
@@ -460,19 +584,24 @@ def generated_root(world: str | os.PathLike, kind: str, generate: Mapping[str, A
     return os.path.normpath(os.path.join(world, sub))
 
 
-def build_manifest(dataset: str, cfg: Mapping[str, Any], root: str | os.PathLike
-                   ) -> tuple[Manifest, list[tuple[str, str]]]:
+def build_manifest(
+    dataset: str, cfg: Mapping[str, Any], root: str | os.PathLike
+) -> tuple[Manifest, list[tuple[str, str]]]:
     """Read dataset ``dataset`` (a ``datasets.<name>`` config entry) under ``root`` and check
     its images (``check_images``/``skip_bad_images``); returns the manifest and the skipped
     ``[(path, reason)]``."""
     kind = cfg["kind"]
-    opts = {**(WORLD_DEFAULTS.get(kind, {}) if "generate" in cfg else {}),
-            **{k: cfg[k] for k in OPTION_KEYS if cfg.get(k) is not None}}
-    m = read_dataset(kind, root, dataset=dataset, options=opts,
-                     cka_batch_size=int(cfg.get("cka_batch_size", 0)))
+    opts = {
+        **(WORLD_DEFAULTS.get(kind, {}) if "generate" in cfg else {}),
+        **{k: cfg[k] for k in OPTION_KEYS if cfg.get(k) is not None},
+    }
+    m = read_dataset(
+        kind, root, dataset=dataset, options=opts, cka_batch_size=int(cfg.get("cka_batch_size", 0))
+    )
     mode = cfg.get("check_images", "decode")
     bad: list[tuple[str, str]] = []
     if mode != "none":
-        m, bad = check_images(m, skip_bad=bool(cfg.get("skip_bad_images", False)),
-                              decode=mode == "decode")
+        m, bad = check_images(
+            m, skip_bad=bool(cfg.get("skip_bad_images", False)), decode=mode == "decode"
+        )
     return m, bad

@@ -52,16 +52,27 @@ import math
 import os
 import pickle
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-CLASSES = ("disc", "square", "triangle", "cross", "ring", "bar", "diamond", "star",
-           "crescent", "checker")
+CLASSES = (
+    "disc",
+    "square",
+    "triangle",
+    "cross",
+    "ring",
+    "bar",
+    "diamond",
+    "star",
+    "crescent",
+    "checker",
+)
 
 #: ImageNet part presets (``generate``'s ``classes``/``per_class``/``image_size`` override them).
 SIZES = {
@@ -75,46 +86,99 @@ PART_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "imagenet": {"per_class_val": 4},
         "coco": {"images": 12, "width": 96, "height": 72},
         "partimagenet": {"per_class": 3, "width": 80, "height": 64},
-        "retrieval": {"landmarks": 4, "easy": 3, "hard": 2, "junk": 1, "distractors": 8,
-                      "queries_per_landmark": 1, "width": 96, "height": 72},
+        "retrieval": {
+            "landmarks": 4,
+            "easy": 3,
+            "hard": 2,
+            "junk": 1,
+            "distractors": 8,
+            "queries_per_landmark": 1,
+            "width": 96,
+            "height": 72,
+        },
         "davis": {"val": 2, "train": 1, "frames": 8, "width": 112, "height": 64},
-        "spair": {"categories": 3, "per_category": 5, "pairs": {"trn": 2, "val": 2, "test": 8},
-                  "min_side": 64, "max_side": 96},
+        "spair": {
+            "categories": 3,
+            "per_category": 5,
+            "pairs": {"trn": 2, "val": 2, "test": 8},
+            "min_side": 64,
+            "max_side": 96,
+        },
     },
     "demo": {
         "imagenet": {"per_class_val": 20},
         "coco": {"images": 300, "width": 160, "height": 120},
         "partimagenet": {"per_class": 20, "width": 128, "height": 96},
-        "retrieval": {"landmarks": 12, "easy": 5, "hard": 3, "junk": 2, "distractors": 60,
-                      "queries_per_landmark": 2, "width": 160, "height": 120},
+        "retrieval": {
+            "landmarks": 12,
+            "easy": 5,
+            "hard": 3,
+            "junk": 2,
+            "distractors": 60,
+            "queries_per_landmark": 2,
+            "width": 160,
+            "height": 120,
+        },
         "davis": {"val": 6, "train": 2, "frames": 16, "width": 192, "height": 108},
-        "spair": {"categories": 6, "per_category": 20, "pairs": {"trn": 10, "val": 6, "test": 40},
-                  "min_side": 96, "max_side": 160},
+        "spair": {
+            "categories": 6,
+            "per_category": 20,
+            "pairs": {"trn": 10, "val": 6, "test": 40},
+            "min_side": 96,
+            "max_side": 160,
+        },
     },
 }
 
 #: The parts of the world, in generation order.  Reader kinds are accepted as aliases.
 PARTS = ("imagenet", "coco", "partimagenet", "retrieval", "davis", "spair")
-PART_ALIASES = {"imagefolder": "imagenet", "imagenet50": "imagenet", "revisited": "retrieval",
-                "rsynth": "retrieval"}
+PART_ALIASES = {
+    "imagefolder": "imagenet",
+    "imagenet50": "imagenet",
+    "revisited": "retrieval",
+    "rsynth": "retrieval",
+}
 _STREAM = {p: i + 1 for i, p in enumerate(PARTS)}  # second entry of every seed sequence
 
 #: Object parts: bands across the object along its own x axis, head at +x.
 PART_NAMES = ("Head", "Body", "Tail")
 #: Semantic keypoints in the object frame (image convention, y down: "left" is -y when the
 #: head points to +x).  All but the centre lie just inside the outline.
-KEYPOINTS = ("head_tip", "head_right", "right", "tail_right", "tail_tip", "tail_left", "left",
-             "head_left", "centre")
+KEYPOINTS = (
+    "head_tip",
+    "head_right",
+    "right",
+    "tail_right",
+    "tail_tip",
+    "tail_left",
+    "left",
+    "head_left",
+    "centre",
+)
 #: PartImageNet super-categories: consecutive pairs of classes.
-SUPERCATEGORIES = tuple(f"{CLASSES[2 * s].capitalize()}-{CLASSES[2 * s + 1].capitalize()}"
-                        for s in range(len(CLASSES) // 2))
+SUPERCATEGORIES = tuple(
+    f"{CLASSES[2 * s].capitalize()}-{CLASSES[2 * s + 1].capitalize()}"
+    for s in range(len(CLASSES) // 2)
+)
 #: PartImageNet split of each class (round robin; train gets most).
 PIN_SPLIT_CYCLE = ("train", "train", "val", "train", "test")
 #: SPair categories, in order: shapes with no rotational symmetry within SPair's ±60° and
 #: all keypoints on the object, so every keypoint is semantically stable.
 SPAIR_CLASSES = ("triangle", "star", "cross", "diamond", "bar", "checker")
-LANDMARK_NAMES = ("arch", "bridge", "castle", "dome", "fountain", "gate", "harbour",
-                  "lighthouse", "mill", "palace", "spire", "tower")
+LANDMARK_NAMES = (
+    "arch",
+    "bridge",
+    "castle",
+    "dome",
+    "fountain",
+    "gate",
+    "harbour",
+    "lighthouse",
+    "mill",
+    "palace",
+    "spire",
+    "tower",
+)
 MOTIONS = ("dance", "drift", "spin", "glide", "roll", "sway", "hop", "float", "loop", "wander")
 
 _PNG = {"optimize": False, "compress_level": 6}
@@ -138,28 +202,43 @@ def _base_polygon(name: str) -> np.ndarray:
         a = 2 * np.pi * (np.arange(32) + 0.5) / 32
         return np.stack([np.cos(a), np.sin(a)], 1)
     if name == "square":
-        return np.array([[.7, -.7], [.7, .7], [-.7, .7], [-.7, -.7]])
+        return np.array([[0.7, -0.7], [0.7, 0.7], [-0.7, 0.7], [-0.7, -0.7]])
     if name == "triangle":  # isosceles, apex at the head
-        return np.array([[1, 0], [-.7, .62], [-.7, -.62]])
+        return np.array([[1, 0], [-0.7, 0.62], [-0.7, -0.62]])
     if name == "cross":  # a Latin cross, long arm at the tail
-        w, hd, sd, tl = .24, .6, .62, .96
-        return np.array([[hd, -w], [hd, w], [w, w], [w, sd], [-w, sd], [-w, w], [-tl, w],
-                         [-tl, -w], [-w, -w], [-w, -sd], [w, -sd], [w, -w]])
+        w, hd, sd, tl = 0.24, 0.6, 0.62, 0.96
+        return np.array(
+            [
+                [hd, -w],
+                [hd, w],
+                [w, w],
+                [w, sd],
+                [-w, sd],
+                [-w, w],
+                [-tl, w],
+                [-tl, -w],
+                [-w, -w],
+                [-w, -sd],
+                [w, -sd],
+                [w, -w],
+            ]
+        )
     if name == "ring":  # a C: annulus open towards the head
         g = math.radians(32)
-        return np.concatenate([_arc(0, 0, 1.0, g, 2 * np.pi - g, 28),
-                               _arc(0, 0, 0.58, 2 * np.pi - g, g, 20)])
+        return np.concatenate(
+            [_arc(0, 0, 1.0, g, 2 * np.pi - g, 28), _arc(0, 0, 0.58, 2 * np.pi - g, g, 20)]
+        )
     if name == "bar":
-        return np.array([[.96, -.26], [.96, .26], [-.96, .26], [-.96, -.26]])
+        return np.array([[0.96, -0.26], [0.96, 0.26], [-0.96, 0.26], [-0.96, -0.26]])
     if name == "diamond":
-        return np.array([[1, 0], [0, .55], [-.8, 0], [0, -.55]], float)
+        return np.array([[1, 0], [0, 0.55], [-0.8, 0], [0, -0.55]], float)
     if name == "star":
         a = np.arange(10) * np.pi / 5
-        rr = np.array([1.0, .42, .8, .42, .8, .42, .8, .42, .8, .42])  # longer head ray
+        rr = np.array([1.0, 0.42, 0.8, 0.42, 0.8, 0.42, 0.8, 0.42, 0.8, 0.42])  # longer head ray
         return np.stack([rr * np.cos(a), rr * np.sin(a)], 1)
     if name == "crescent":  # unit disc minus a disc of radius rho shifted by -d along y
         d, rho = 0.45, 0.85
-        y = (rho ** 2 - 1 - d ** 2) / (2 * d)
+        y = (rho**2 - 1 - d**2) / (2 * d)
         x = math.sqrt(1 - y * y)
         a0 = math.atan2(y, x)
         outer = _arc(0, 0, 1.0, a0, math.pi - a0, 26)
@@ -167,7 +246,7 @@ def _base_polygon(name: str) -> np.ndarray:
         b1 = math.atan2(y + d, x)
         return np.concatenate([outer, _arc(0, -d, rho, b0, b1, 20)[1:-1]])
     if name == "checker":  # hexagon, elongated along the axis
-        return np.array([[1, 0], [.5, .72], [-.5, .72], [-1, 0], [-.5, -.72], [.5, -.72]])
+        return np.array([[1, 0], [0.5, 0.72], [-0.5, 0.72], [-1, 0], [-0.5, -0.72], [0.5, -0.72]])
     raise ValueError(name)
 
 
@@ -187,10 +266,10 @@ def _clip_half_plane(poly: list[int], pts: np.ndarray, keep) -> list[int]:
 @dataclass(frozen=True)
 class Shape:
     name: str
-    verts: np.ndarray                      # [M, 2] object outline with the cut vertices
+    verts: np.ndarray  # [M, 2] object outline with the cut vertices
     parts: tuple[tuple[np.ndarray, ...], ...]  # per part (Head, Body, Tail): loops of indices
-    cuts: tuple[float, float]              # band limits along x (tail | body | head)
-    keypoints: np.ndarray                  # [K, 2]
+    cuts: tuple[float, float]  # band limits along x (tail | body | head)
+    keypoints: np.ndarray  # [K, 2]
 
 
 def _ray_hit(poly: np.ndarray, angle: float) -> float:
@@ -201,15 +280,15 @@ def _ray_hit(poly: np.ndarray, angle: float) -> float:
     den = d[0] * e[:, 1] - d[1] * e[:, 0]
     ok = np.abs(den) > 1e-12
     den = np.where(ok, den, 1.0)
-    t = (p[:, 0] * e[:, 1] - p[:, 1] * e[:, 0]) / den          # along the ray
-    s = (p[:, 0] * d[1] - p[:, 1] * d[0]) / den                 # along the edge
+    t = (p[:, 0] * e[:, 1] - p[:, 1] * e[:, 0]) / den  # along the ray
+    s = (p[:, 0] * d[1] - p[:, 1] * d[0]) / den  # along the edge
     hit = ok & (t > 0) & (s >= 0) & (s <= 1)
     if not hit.any():  # the ray leaves through a gap (ring): the vertex most along it
         return float(poly[np.argmax(poly @ d)] @ d)
     return float(t[hit].max())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shape(k: int) -> Shape:
     """Class ``k``'s outline with its band cuts inserted, its part loops and keypoints."""
     base = _base_polygon(CLASSES[k])
@@ -289,9 +368,12 @@ def _shape(k: int) -> Shape:
             loops.append(np.asarray(loop))
         parts.append(tuple(loops))
     angles = [0, 45, 90, 135, 180, 225, 270, 315]
-    kps = [0.85 * _ray_hit(base, math.radians(a)) * np.array([math.cos(math.radians(a)),
-                                                                math.sin(math.radians(a))])
-           for a in angles]
+    kps = [
+        0.85
+        * _ray_hit(base, math.radians(a))
+        * np.array([math.cos(math.radians(a)), math.sin(math.radians(a))])
+        for a in angles
+    ]
     kps.append(np.zeros(2))
     return Shape(CLASSES[k], pts, tuple(parts), (cuts[0], cuts[1]), np.asarray(kps))
 
@@ -299,8 +381,9 @@ def _shape(k: int) -> Shape:
 # ===================================================================================== colours
 def _hsv(h, s, v) -> np.ndarray:
     """HSV in [0, 1] (broadcast) to RGB in [0, 255]."""
-    h, s, v = np.broadcast_arrays(np.asarray(h, float) % 1.0, np.asarray(s, float),
-                                  np.asarray(v, float))
+    h, s, v = np.broadcast_arrays(
+        np.asarray(h, float) % 1.0, np.asarray(s, float), np.asarray(v, float)
+    )
     i = np.floor(h * 6).astype(int) % 6
     f = h * 6 - np.floor(h * 6)
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
@@ -326,23 +409,23 @@ def _pattern(k: int, u: np.ndarray, v: np.ndarray, f: float, ph: float) -> np.nd
     """Class ``k``'s texture (0/1) at object-frame coordinates ``u, v``."""
     tau = 2 * np.pi
     kind = k % 10
-    if kind == 0:    # concentric rings
+    if kind == 0:  # concentric rings
         return np.sin(tau * f * np.hypot(u, v) + ph) > 0
-    if kind == 1:    # zigzag
+    if kind == 1:  # zigzag
         return np.sin(tau * f * (u + 0.6 * np.abs((v * f + ph) % 1.0 - 0.5))) > 0
-    if kind == 2:    # stripes across the axis
+    if kind == 2:  # stripes across the axis
         return np.sin(tau * f * u + ph) > 0
-    if kind == 3:    # dots
+    if kind == 3:  # dots
         return ((u * f + ph) % 1.0 - 0.5) ** 2 + ((v * f) % 1.0 - 0.5) ** 2 < 0.08
-    if kind == 4:    # sectors
+    if kind == 4:  # sectors
         return np.sin(7 * np.arctan2(v, u) + ph) > 0
-    if kind == 5:    # stripes along the axis
+    if kind == 5:  # stripes along the axis
         return np.sin(tau * f * 1.4 * v + ph) > 0
-    if kind == 6:    # diagonal stripes
+    if kind == 6:  # diagonal stripes
         return np.sin(tau * f * (u + v) * 0.7071 + ph) > 0
-    if kind == 7:    # grid lines
+    if kind == 7:  # grid lines
         return ((u * f + ph) % 1.0 < 0.28) | ((v * f) % 1.0 < 0.28)
-    if kind == 8:    # waves
+    if kind == 8:  # waves
         return np.sin(tau * f * u + 1.6 * np.sin(tau * f * v) + ph) > 0
     return (np.floor(u * f * 1.2 + ph) + np.floor(v * f * 1.2)) % 2 == 1  # checks
 
@@ -351,25 +434,41 @@ def _pattern(k: int, u: np.ndarray, v: np.ndarray, f: float, ph: float) -> np.nd
 @dataclass
 class Obj:
     """One object instance: class, pose in the image and appearance."""
+
     k: int
     cx: float
     cy: float
     r: float
     rot: float
-    colours: np.ndarray   # [3, 3] Head, Body, Tail
+    colours: np.ndarray  # [3, 3] Head, Body, Tail
     freq: float
     phase: float
     amp: float
 
-    def moved(self, cx: float, cy: float, r: float, rot: float) -> "Obj":
+    def moved(self, cx: float, cy: float, r: float, rot: float) -> Obj:
         return Obj(self.k, cx, cy, r, rot, self.colours, self.freq, self.phase, self.amp)
 
 
-def _new_obj(rng: np.random.Generator, k: int, cx: float, cy: float, r: float, rot: float,
-             jitter: float = 1.0) -> Obj:
-    return Obj(k, float(cx), float(cy), float(r), float(rot), _part_colours(rng, k, jitter),
-               float(2.2 * rng.uniform(0.85, 1.15)), float(rng.uniform(0, 2 * np.pi)),
-               float(rng.uniform(0.3, 0.45)))
+def _new_obj(
+    rng: np.random.Generator,
+    k: int,
+    cx: float,
+    cy: float,
+    r: float,
+    rot: float,
+    jitter: float = 1.0,
+) -> Obj:
+    return Obj(
+        k,
+        float(cx),
+        float(cy),
+        float(r),
+        float(rot),
+        _part_colours(rng, k, jitter),
+        float(2.2 * rng.uniform(0.85, 1.15)),
+        float(rng.uniform(0, 2 * np.pi)),
+        float(rng.uniform(0.3, 0.45)),
+    )
 
 
 def _points(o: Obj) -> np.ndarray:
@@ -384,8 +483,13 @@ def _points(o: Obj) -> np.ndarray:
 
 def _to_image(o: Obj, local: np.ndarray) -> np.ndarray:
     c, s = math.cos(o.rot), math.sin(o.rot)
-    return np.stack([o.cx + o.r * (c * local[:, 0] - s * local[:, 1]),
-                     o.cy + o.r * (s * local[:, 0] + c * local[:, 1])], 1)
+    return np.stack(
+        [
+            o.cx + o.r * (c * local[:, 0] - s * local[:, 1]),
+            o.cy + o.r * (s * local[:, 0] + c * local[:, 1]),
+        ],
+        1,
+    )
 
 
 def keypoints(o: Obj) -> np.ndarray:
@@ -401,8 +505,9 @@ def object_polygon(o: Obj) -> list[float]:
 def part_polygons(o: Obj) -> list[list[list[float]]]:
     """Per part (Head, Body, Tail): its COCO polygons (empty where the band is empty)."""
     pts = _points(o)
-    return [[[float(v) for v in pts[loop].ravel()] for loop in loops]
-            for loops in _shape(o.k).parts]
+    return [
+        [[float(v) for v in pts[loop].ravel()] for loop in loops] for loops in _shape(o.k).parts
+    ]
 
 
 def rasterise(polygons: Sequence[Sequence[float]], h: int, w: int) -> np.ndarray:
@@ -449,13 +554,14 @@ def _polygon_obj(rng: np.random.Generator, cx: float, cy: float, r: float) -> np
 class Backdrop:
     """A background as a function of world coordinates (normalised: the reference image spans
     [0, 1]²): gradient + periodic smooth colour noise + stripes + thin clutter lines."""
+
     c0: np.ndarray
     c1: np.ndarray
     angle: float
-    grid: np.ndarray        # [g, g, 3] colour offsets of the smooth noise (periodic)
+    grid: np.ndarray  # [g, g, 3] colour offsets of the smooth noise (periodic)
     stripe: tuple[float, float, float, float]  # amplitude, frequency, angle, phase
     lines: list[tuple[np.ndarray, np.ndarray, tuple[int, int, int], int]]  # p0, p1, colour, width
-    noise: float            # per-pixel noise sigma
+    noise: float  # per-pixel noise sigma
 
 
 def _backdrop(rng: np.random.Generator, clutter: int | None = None) -> Backdrop:
@@ -464,8 +570,12 @@ def _backdrop(rng: np.random.Generator, clutter: int | None = None) -> Backdrop:
     c1 = _hsv(hue + rng.uniform(-0.2, 0.2), rng.uniform(0, 0.35), rng.uniform(0.2, 0.9))
     g = int(rng.integers(3, 7))
     grid = rng.normal(0, rng.uniform(8, 30), size=(g, g, 3))
-    stripe = (float(rng.uniform(0, 14)) * (rng.random() < 0.5), float(rng.uniform(3, 10)),
-              float(rng.uniform(0, np.pi)), float(rng.uniform(0, 2 * np.pi)))
+    stripe = (
+        float(rng.uniform(0, 14)) * (rng.random() < 0.5),
+        float(rng.uniform(3, 10)),
+        float(rng.uniform(0, np.pi)),
+        float(rng.uniform(0, 2 * np.pi)),
+    )
     n = int(rng.integers(1, 6)) if clutter is None else clutter
     lines = []
     mean = (c0 + c1) / 2
@@ -474,14 +584,16 @@ def _backdrop(rng: np.random.Generator, clutter: int | None = None) -> Backdrop:
         p1 = p0 + rng.normal(0, 0.35, 2)
         col = np.clip(mean + rng.normal(0, 45, 3), 0, 255)
         lines.append((p0, p1, tuple(int(x) for x in col), int(rng.integers(1, 3))))
-    return Backdrop(c0, c1, float(rng.uniform(0, 2 * np.pi)), grid, stripe, lines,
-                    float(rng.uniform(3, 11)))
+    return Backdrop(
+        c0, c1, float(rng.uniform(0, 2 * np.pi)), grid, stripe, lines, float(rng.uniform(3, 11))
+    )
 
 
 @dataclass
 class Camera:
     """Similarity from world (pixels of the reference image of size ``ref``) to image:
     ``p = s R(phi) (w - ref/2) + size/2 + t``."""
+
     s: float = 1.0
     phi: float = 0.0
     tx: float = 0.0
@@ -490,8 +602,10 @@ class Camera:
     def forward(self, ref: tuple[int, int], size: tuple[int, int], x, y):
         c, s = math.cos(self.phi), math.sin(self.phi)
         dx, dy = np.asarray(x) - ref[0] / 2, np.asarray(y) - ref[1] / 2
-        return (self.s * (c * dx - s * dy) + size[0] / 2 + self.tx,
-                self.s * (s * dx + c * dy) + size[1] / 2 + self.ty)
+        return (
+            self.s * (c * dx - s * dy) + size[0] / 2 + self.tx,
+            self.s * (s * dx + c * dy) + size[1] / 2 + self.ty,
+        )
 
     def inverse(self, ref: tuple[int, int], size: tuple[int, int], x, y):
         c, s = math.cos(self.phi), math.sin(self.phi)
@@ -510,12 +624,14 @@ def _bilinear_periodic(grid: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.nda
     fx, fy = (x - x0)[..., None], (y - y0)[..., None]
     x0, y0 = x0.astype(int) % g, y0.astype(int) % g
     x1, y1 = (x0 + 1) % g, (y0 + 1) % g
-    return ((grid[y0, x0] * (1 - fx) + grid[y0, x1] * fx) * (1 - fy)
-            + (grid[y1, x0] * (1 - fx) + grid[y1, x1] * fx) * fy)
+    return (grid[y0, x0] * (1 - fx) + grid[y0, x1] * fx) * (1 - fy) + (
+        grid[y1, x0] * (1 - fx) + grid[y1, x1] * fx
+    ) * fy
 
 
-def render_backdrop(b: Backdrop, w: int, h: int, cam: Camera | None = None,
-                    ref: tuple[int, int] | None = None) -> np.ndarray:
+def render_backdrop(
+    b: Backdrop, w: int, h: int, cam: Camera | None = None, ref: tuple[int, int] | None = None
+) -> np.ndarray:
     """[h, w, 3] float image of ``b`` seen through ``cam`` (identity: the reference view)."""
     ref = ref or (w, h)
     cam = cam or Camera()
@@ -533,14 +649,18 @@ def render_backdrop(b: Backdrop, w: int, h: int, cam: Camera | None = None,
         for p0, p1, col, width in b.lines:
             x0, y0 = cam.forward(ref, (w, h), p0[0] * ref[0], p0[1] * ref[1])
             x1, y1 = cam.forward(ref, (w, h), p1[0] * ref[0], p1[1] * ref[1])
-            d.line([(float(x0), float(y0)), (float(x1), float(y1))], fill=col,
-                   width=max(1, int(round(width * cam.s))))
+            d.line(
+                [(float(x0), float(y0)), (float(x1), float(y1))],
+                fill=col,
+                width=max(1, int(round(width * cam.s))),
+            )
         img = np.asarray(pil, dtype=np.float64)
     return img
 
 
-def _finish(rgb: np.ndarray, rng: np.random.Generator, sigma: float,
-            gain: np.ndarray | None = None) -> Image.Image:
+def _finish(
+    rgb: np.ndarray, rng: np.random.Generator, sigma: float, gain: np.ndarray | None = None
+) -> Image.Image:
     if gain is not None:
         rgb = rgb * gain
     rgb = rgb + rng.normal(0, sigma, size=rgb.shape)
@@ -582,8 +702,15 @@ def render_image(rng: np.random.Generator, kind: str, k: int, size: int) -> Imag
     return _finish(rgb, rng, b.noise)
 
 
-def generate_imagefolder(out: str | os.PathLike, *, classes: int, per_class: int, image_size: int,
-                         seed: int = 0, stream: int = 0) -> Path:
+def generate_imagefolder(
+    out: str | os.PathLike,
+    *,
+    classes: int,
+    per_class: int,
+    image_size: int,
+    seed: int = 0,
+    stream: int = 0,
+) -> Path:
     """Write ``out/<class>/<nnnn>.png``; returns ``out``.  Deterministic by ``seed``;
     ``stream`` separates the train (0) and val (1) draws."""
     if not 1 <= classes <= len(CLASSES):
@@ -598,24 +725,49 @@ def generate_imagefolder(out: str | os.PathLike, *, classes: int, per_class: int
     return outp
 
 
-def generate_imagenet(out: str | os.PathLike, *, seed: int = 0, size: str = "tiny",
-                      classes: int | None = None, per_class: int | None = None,
-                      image_size: int | None = None, per_class_val: int | None = None
-                      ) -> dict[str, Any]:
+def generate_imagenet(
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    size: str = "tiny",
+    classes: int | None = None,
+    per_class: int | None = None,
+    image_size: int | None = None,
+    per_class_val: int | None = None,
+) -> dict[str, Any]:
     """``out/imagenet/{train,val}/<class>/<nnnn>.png``; returns the parameters used."""
     p = {**SIZES[size], **PART_SIZES[size]["imagenet"]}
-    for key, val in (("classes", classes), ("per_class", per_class), ("image_size", image_size),
-                     ("per_class_val", per_class_val)):
+    for key, val in (
+        ("classes", classes),
+        ("per_class", per_class),
+        ("image_size", image_size),
+        ("per_class_val", per_class_val),
+    ):
         if val is not None:
             p[key] = int(val)
     base = Path(out) / "imagenet"
-    generate_imagefolder(base / "train", classes=p["classes"], per_class=p["per_class"],
-                         image_size=p["image_size"], seed=seed, stream=0)
+    generate_imagefolder(
+        base / "train",
+        classes=p["classes"],
+        per_class=p["per_class"],
+        image_size=p["image_size"],
+        seed=seed,
+        stream=0,
+    )
     if p["per_class_val"]:
-        generate_imagefolder(base / "val", classes=p["classes"], per_class=p["per_class_val"],
-                             image_size=p["image_size"], seed=seed, stream=1)
-    return {**p, "class_names": list(CLASSES[:p["classes"]]),
-            "images": p["classes"] * (p["per_class"] + p["per_class_val"])}
+        generate_imagefolder(
+            base / "val",
+            classes=p["classes"],
+            per_class=p["per_class_val"],
+            image_size=p["image_size"],
+            seed=seed,
+            stream=1,
+        )
+    return {
+        **p,
+        "class_names": list(CLASSES[: p["classes"]]),
+        "images": p["classes"] * (p["per_class"] + p["per_class_val"]),
+    }
 
 
 # ======================================================================================== COCO
@@ -648,8 +800,9 @@ def rle_uncompressed(m: np.ndarray) -> dict[str, Any]:
     return {"counts": [int(c) for c in counts], "size": [int(m.shape[0]), int(m.shape[1])]}
 
 
-def coco_image(seed: int, index: int, width: int, height: int, images: int
-               ) -> tuple[Image.Image, np.ndarray, list[dict[str, Any]]]:
+def coco_image(
+    seed: int, index: int, width: int, height: int, images: int
+) -> tuple[Image.Image, np.ndarray, list[dict[str, Any]]]:
     """Image ``index`` of the COCO part: the image, its id map (painted pixels of annotation
     ``j`` have value ``j + 1``) and its annotations (without ids)."""
     rng = _rng(seed, "coco", index)
@@ -663,9 +816,15 @@ def coco_image(seed: int, index: int, width: int, height: int, images: int
 
     def add(seg, m, k, iscrowd):
         rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-        anns.append({"category_id": coco_category_id(k), "segmentation": seg,
-                     "area": float(mask_utils.area(rle)),
-                     "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": iscrowd})
+        anns.append(
+            {
+                "category_id": coco_category_id(k),
+                "segmentation": seg,
+                "area": float(mask_utils.area(rle)),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "iscrowd": iscrowd,
+            }
+        )
 
     if not empty:
         n = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
@@ -707,15 +866,32 @@ def generate_coco(out: str | os.PathLike, *, seed: int = 0, size: str = "tiny") 
         images.append({"id": iid, "file_name": fn, "width": p["width"], "height": p["height"]})
         for ann in a:
             anns.append({"id": len(anns) + 1, "image_id": iid, **ann})
-    cats = [{"id": coco_category_id(k), "name": n, "supercategory": "shape"}
-            for k, n in enumerate(CLASSES)]
-    _write_json(base / "annotations" / "instances_val2017.json",
-                {"info": {"description": "vitlib synthetic world (COCO instances format)",
-                          "version": "1.0", "year": 2017, "contributor": "vitlib",
-                          "date_created": ""},
-                 "licenses": [], "images": images, "annotations": anns, "categories": cats})
-    return {**p, "annotations": len(anns), "crowd": sum(a["iscrowd"] for a in anns),
-            "empty_images": p["images"] - len({a["image_id"] for a in anns})}
+    cats = [
+        {"id": coco_category_id(k), "name": n, "supercategory": "shape"}
+        for k, n in enumerate(CLASSES)
+    ]
+    _write_json(
+        base / "annotations" / "instances_val2017.json",
+        {
+            "info": {
+                "description": "vitlib synthetic world (COCO instances format)",
+                "version": "1.0",
+                "year": 2017,
+                "contributor": "vitlib",
+                "date_created": "",
+            },
+            "licenses": [],
+            "images": images,
+            "annotations": anns,
+            "categories": cats,
+        },
+    )
+    return {
+        **p,
+        "annotations": len(anns),
+        "crowd": sum(a["iscrowd"] for a in anns),
+        "empty_images": p["images"] - len({a["image_id"] for a in anns}),
+    }
 
 
 # ================================================================================ PartImageNet
@@ -723,8 +899,9 @@ def partimagenet_split(k: int) -> str:
     return PIN_SPLIT_CYCLE[k % len(PIN_SPLIT_CYCLE)]
 
 
-def partimagenet_image(seed: int, k: int, n: int, width: int, height: int
-                       ) -> tuple[Image.Image, np.ndarray, list[tuple[int, list, np.ndarray]]]:
+def partimagenet_image(
+    seed: int, k: int, n: int, width: int, height: int
+) -> tuple[Image.Image, np.ndarray, list[tuple[int, list, np.ndarray]]]:
     """Image ``n`` of class ``k``: the image, its object's id map and ``(part index,
     polygons, mask)`` of every visible part."""
     rng = _rng(seed, "partimagenet", k, n)
@@ -736,23 +913,31 @@ def partimagenet_image(seed: int, k: int, n: int, width: int, height: int
     cy = rng.uniform(r, height - r)
     o = _new_obj(rng, k, cx, cy, r, rng.uniform(0, 2 * np.pi))
     masks = paint(rgb, ids, o, 1)
-    parts = [(p, polys, m) for p, (polys, m) in enumerate(zip(part_polygons(o), masks))
-             if polys and m.any()]
+    parts = [
+        (p, polys, m)
+        for p, (polys, m) in enumerate(zip(part_polygons(o), masks))
+        if polys and m.any()
+    ]
     return _finish(rgb, rng, b.noise), ids, parts
 
 
-def generate_partimagenet(out: str | os.PathLike, *, seed: int = 0, size: str = "tiny"
-                          ) -> dict[str, Any]:
+def generate_partimagenet(
+    out: str | os.PathLike, *, seed: int = 0, size: str = "tiny"
+) -> dict[str, Any]:
     """``out/partimagenet``: ``{train,val,test}.json`` (part categories), images under
     ``<split>/<wnid>/`` and ``imagenet_class_index.json``."""
     from pycocotools import mask as mask_utils
 
     p = PART_SIZES[size]["partimagenet"]
     base = Path(out) / "partimagenet"
-    cats = [{"id": 3 * s + j, "name": name, "supercategory": sup}
-            for s, sup in enumerate(SUPERCATEGORIES) for j, name in enumerate(PART_NAMES)]
-    data = {sp: {"images": [], "annotations": [], "categories": cats}
-            for sp in ("train", "val", "test")}
+    cats = [
+        {"id": 3 * s + j, "name": name, "supercategory": sup}
+        for s, sup in enumerate(SUPERCATEGORIES)
+        for j, name in enumerate(PART_NAMES)
+    ]
+    data = {
+        sp: {"images": [], "annotations": [], "categories": cats} for sp in ("train", "val", "test")
+    }
     iid, aid = 0, 0
     for k in range(len(CLASSES)):
         split, w_ = partimagenet_split(k), wnid(k)
@@ -761,34 +946,54 @@ def generate_partimagenet(out: str | os.PathLike, *, seed: int = 0, size: str = 
             im, _, parts = partimagenet_image(seed, k, n, p["width"], p["height"])
             fn = f"{w_}/{w_}_{n}.JPEG"
             _save_jpeg(im, base / split / fn)
-            data[split]["images"].append({"id": iid, "file_name": fn, "width": p["width"],
-                                          "height": p["height"]})
+            data[split]["images"].append(
+                {"id": iid, "file_name": fn, "width": p["width"], "height": p["height"]}
+            )
             for j, polys, m in parts:
                 aid += 1
                 rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-                data[split]["annotations"].append({
-                    "id": aid, "image_id": iid, "category_id": 3 * (k // 2) + j,
-                    "segmentation": polys, "area": float(mask_utils.area(rle)),
-                    "bbox": [float(v) for v in mask_utils.toBbox(rle)], "iscrowd": 0})
+                data[split]["annotations"].append(
+                    {
+                        "id": aid,
+                        "image_id": iid,
+                        "category_id": 3 * (k // 2) + j,
+                        "segmentation": polys,
+                        "area": float(mask_utils.area(rle)),
+                        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                        "iscrowd": 0,
+                    }
+                )
     for sp, d in data.items():
-        _write_json(base / f"{sp}.json", {"info": {"description": "vitlib synthetic world "
-                                                   f"(PartImageNet {sp})"},
-                                          "licenses": [], **d})
-    _write_json(base / "imagenet_class_index.json",
-                {str(k): [wnid(k), n] for k, n in enumerate(CLASSES)})
-    return {**p, "splits": {sp: {"images": len(d["images"]),
-                                 "annotations": len(d["annotations"]),
-                                 "wnids": sorted({i["file_name"].split("/")[0]
-                                                  for i in d["images"]})}
-                            for sp, d in data.items()},
-            "supercategories": list(SUPERCATEGORIES)}
+        _write_json(
+            base / f"{sp}.json",
+            {
+                "info": {"description": f"vitlib synthetic world (PartImageNet {sp})"},
+                "licenses": [],
+                **d,
+            },
+        )
+    _write_json(
+        base / "imagenet_class_index.json", {str(k): [wnid(k), n] for k, n in enumerate(CLASSES)}
+    )
+    return {
+        **p,
+        "splits": {
+            sp: {
+                "images": len(d["images"]),
+                "annotations": len(d["annotations"]),
+                "wnids": sorted({i["file_name"].split("/")[0] for i in d["images"]}),
+            }
+            for sp, d in data.items()
+        },
+        "supercategories": list(SUPERCATEGORIES),
+    }
 
 
 # =================================================================================== retrieval
 @dataclass
 class Scene:
     backdrop: Backdrop
-    objects: list[Obj]     # in world (reference image) coordinates
+    objects: list[Obj]  # in world (reference image) coordinates
 
 
 def _scene(rng: np.random.Generator, w: int, h: int) -> Scene:
@@ -798,14 +1003,22 @@ def _scene(rng: np.random.Generator, w: int, h: int) -> Scene:
     objs = []
     for ci in rng.permutation(4)[:n]:
         cx, cy, r = _place_in_cell(rng, cells[ci], 0.65, 0.98)
-        objs.append(_new_obj(rng, int(rng.integers(len(CLASSES))), cx, cy, r,
-                             rng.uniform(0, 2 * np.pi)))
+        objs.append(
+            _new_obj(rng, int(rng.integers(len(CLASSES))), cx, cy, r, rng.uniform(0, 2 * np.pi))
+        )
     return Scene(b, objs)
 
 
-def render_view(scene: Scene, cam: Camera, w: int, h: int, rng: np.random.Generator, *,
-                gain_jitter: float = 0.05, occlude: float = 0.0
-                ) -> tuple[Image.Image, np.ndarray]:
+def render_view(
+    scene: Scene,
+    cam: Camera,
+    w: int,
+    h: int,
+    rng: np.random.Generator,
+    *,
+    gain_jitter: float = 0.05,
+    occlude: float = 0.0,
+) -> tuple[Image.Image, np.ndarray]:
     """``scene`` seen through ``cam``; ``occlude`` > 0 covers that fraction of the image
     width with a flat textured occluder.  Returns the image and the scene objects' id map."""
     rgb = render_backdrop(scene.backdrop, w, h, cam, (w, h))
@@ -825,17 +1038,26 @@ def render_view(scene: Scene, cam: Camera, w: int, h: int, rng: np.random.Genera
     return _finish(rgb, rng, scene.backdrop.noise, gain), ids
 
 
-def _view_camera(rng: np.random.Generator, kind: str, w: int, h: int, j: int,
-                 scene: Scene | None = None) -> Camera:
+def _view_camera(
+    rng: np.random.Generator, kind: str, w: int, h: int, j: int, scene: Scene | None = None
+) -> Camera:
     deg = math.radians
     if kind in ("easy", "query"):
-        return Camera(rng.uniform(0.9, 1.1), rng.uniform(-deg(6), deg(6)),
-                      rng.uniform(-0.06, 0.06) * w, rng.uniform(-0.06, 0.06) * h)
+        return Camera(
+            rng.uniform(0.9, 1.1),
+            rng.uniform(-deg(6), deg(6)),
+            rng.uniform(-0.06, 0.06) * w,
+            rng.uniform(-0.06, 0.06) * h,
+        )
     if kind == "hard":
         sign = rng.choice([-1.0, 1.0])
         if j % 2 == 0:  # zoomed out and rotated
-            return Camera(rng.uniform(0.5, 0.65), sign * rng.uniform(deg(20), deg(45)),
-                          rng.uniform(-0.1, 0.1) * w, rng.uniform(-0.1, 0.1) * h)
+            return Camera(
+                rng.uniform(0.5, 0.65),
+                sign * rng.uniform(deg(20), deg(45)),
+                rng.uniform(-0.1, 0.1) * w,
+                rng.uniform(-0.1, 0.1) * h,
+            )
         # zoomed in on one object of the scene: a partial crop
         cam = Camera(rng.uniform(1.6, 2.0), sign * rng.uniform(deg(5), deg(20)))
         o = scene.objects[int(rng.integers(len(scene.objects)))] if scene else None
@@ -844,21 +1066,27 @@ def _view_camera(rng: np.random.Generator, kind: str, w: int, h: int, j: int,
         cam.ty = float(h / 2 - y + rng.uniform(-0.2, 0.2) * h)
         return cam
     # junk: tiny (the occluded kind uses an easy camera)
-    return Camera(rng.uniform(0.2, 0.28), rng.uniform(-deg(30), deg(30)),
-                  rng.uniform(-0.3, 0.3) * w, rng.uniform(-0.3, 0.3) * h)
+    return Camera(
+        rng.uniform(0.2, 0.28),
+        rng.uniform(-deg(30), deg(30)),
+        rng.uniform(-0.3, 0.3) * w,
+        rng.uniform(-0.3, 0.3) * h,
+    )
 
 
-def generate_retrieval(out: str | os.PathLike, *, seed: int = 0, size: str = "tiny"
-                       ) -> dict[str, Any]:
+def generate_retrieval(
+    out: str | os.PathLike, *, seed: int = 0, size: str = "tiny"
+) -> dict[str, Any]:
     """``out/rsynth``: Revisited-Oxford-style ``gnd_rsynth.pkl`` and ``jpg/<name>.jpg``."""
     p = PART_SIZES[size]["retrieval"]
     w, h = p["width"], p["height"]
     base = Path(out) / "rsynth"
-    db: list[tuple[str, int, str]] = []      # name, landmark (-1: distractor), role
+    db: list[tuple[str, int, str]] = []  # name, landmark (-1: distractor), role
     queries: list[tuple[str, int, list[float]]] = []
     for L in range(p["landmarks"]):
-        name = LANDMARK_NAMES[L % len(LANDMARK_NAMES)] + (f"{L // len(LANDMARK_NAMES)}"
-                                                          if L >= len(LANDMARK_NAMES) else "")
+        name = LANDMARK_NAMES[L % len(LANDMARK_NAMES)] + (
+            f"{L // len(LANDMARK_NAMES)}" if L >= len(LANDMARK_NAMES) else ""
+        )
         scene = _scene(_rng(seed, "retrieval", 0, L), w, h)
         j = 0
         for role in ("easy", "hard", "junk"):
@@ -869,16 +1097,18 @@ def generate_retrieval(out: str | os.PathLike, *, seed: int = 0, size: str = "ti
                     cam, occ = _view_camera(rng, "easy", w, h, r_i), rng.uniform(0.8, 0.9)
                 else:
                     cam = _view_camera(rng, role, w, h, r_i, scene)
-                im, _ = render_view(scene, cam, w, h, rng,
-                                    gain_jitter=0.06 if role == "easy" else 0.15, occlude=occ)
+                im, _ = render_view(
+                    scene, cam, w, h, rng, gain_jitter=0.06 if role == "easy" else 0.15, occlude=occ
+                )
                 nm = f"{name}_{100 * L + j:06d}"
                 _save_jpeg(im, base / "jpg" / f"{nm}.jpg")
                 db.append((nm, L, role))
                 j += 1
         for q in range(p["queries_per_landmark"]):
             rng = _rng(seed, "retrieval", 2, L, q)
-            im, ids = render_view(scene, _view_camera(rng, "query", w, h, q), w, h, rng,
-                                  gain_jitter=0.04)
+            im, ids = render_view(
+                scene, _view_camera(rng, "query", w, h, q), w, h, rng, gain_jitter=0.04
+            )
             ys, xs = np.nonzero(ids)
             bbx = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
             nm = f"{name}_q{q:02d}"
@@ -901,8 +1131,11 @@ def generate_retrieval(out: str | os.PathLike, *, seed: int = 0, size: str = "ti
         gnd.append(g)
     base.mkdir(parents=True, exist_ok=True)
     with open(base / "gnd_rsynth.pkl", "wb") as f:
-        pickle.dump({"imlist": [d[0] for d in db], "qimlist": [q[0] for q in queries],
-                     "gnd": gnd}, f, protocol=4)
+        pickle.dump(
+            {"imlist": [d[0] for d in db], "qimlist": [q[0] for q in queries], "gnd": gnd},
+            f,
+            protocol=4,
+        )
     return {**p, "database": len(db), "queries": len(queries)}
 
 
@@ -921,8 +1154,9 @@ def voc_palette(n: int = 256) -> list[int]:
     return pal
 
 
-def davis_sequence(seed: int, s: int, frames: int, width: int, height: int
-                   ) -> tuple[str, list[Image.Image], list[np.ndarray]]:
+def davis_sequence(
+    seed: int, s: int, frames: int, width: int, height: int
+) -> tuple[str, list[Image.Image], list[np.ndarray]]:
     """Sequence ``s``: its name, frames and id maps (0 background, 1..n objects)."""
     rng = _rng(seed, "davis", s)
     n = 1 + (s + 1) % 3
@@ -948,10 +1182,20 @@ def davis_sequence(seed: int, s: int, frames: int, width: int, height: int
         rgb = render_backdrop(b, width, height, cam)
         ids = np.zeros((height, width), np.uint8)
         for j, (o, (end, spin, grow)) in enumerate(zip(objs, motion)):
-            paint(rgb, ids, o.moved(o.cx + a * 0.6 * (end[0] - o.cx), o.cy + a * 0.6 * (end[1] - o.cy),
-                                    o.r * (1 + grow * t), o.rot + spin * t), j + 1)
-        ims.append(_finish(rgb, np.random.default_rng([seed, _STREAM["davis"], s, 1000 + t]),
-                           b.noise))
+            paint(
+                rgb,
+                ids,
+                o.moved(
+                    o.cx + a * 0.6 * (end[0] - o.cx),
+                    o.cy + a * 0.6 * (end[1] - o.cy),
+                    o.r * (1 + grow * t),
+                    o.rot + spin * t,
+                ),
+                j + 1,
+            )
+        ims.append(
+            _finish(rgb, np.random.default_rng([seed, _STREAM["davis"], s, 1000 + t]), b.noise)
+        )
         maps.append(ids)
         if t == 0 and len(np.unique(ids)) != n + 1:  # placement keeps them apart: never
             raise RuntimeError(f"DAVIS sequence {name}: an object is hidden in frame 0")
@@ -981,8 +1225,9 @@ def generate_davis(out: str | os.PathLike, *, seed: int = 0, size: str = "tiny")
 
 
 # ===================================================================================== SPair
-def spair_image(seed: int, c: int, i: int, min_side: int, max_side: int
-                ) -> tuple[Image.Image, dict[str, Any]]:
+def spair_image(
+    seed: int, c: int, i: int, min_side: int, max_side: int
+) -> tuple[Image.Image, dict[str, Any]]:
     """Image ``i`` of SPair category ``c``: the image and its ImageAnnotation fields."""
     rng = _rng(seed, "spair", 0, c, i)
     k = CLASSES.index(SPAIR_CLASSES[c])
@@ -1018,12 +1263,23 @@ def spair_image(seed: int, c: int, i: int, min_side: int, max_side: int
     ys, xs = np.nonzero(ids)
     trunc = int(any(not (0 <= x < w and 0 <= y < h) for x, y in _points(o)))
     occ = int(occluded and ids.sum() < full)
-    azimuth = int(((rot + math.pi) / (2 * math.pi) * 8)) % 8
-    ann = {"filename": "", "src_database": "synthetic", "anno_date": "", "image_width": w,
-           "image_height": h, "image_depth": 3, "category": SPAIR_CLASSES[c],
-           "pose": "Unspecified", "truncated": trunc, "occluded": occ, "difficult": 0,
-           "bndbox": [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())],
-           "kps": kps, "azimuth_id": azimuth}
+    azimuth = int((rot + math.pi) / (2 * math.pi) * 8) % 8
+    ann = {
+        "filename": "",
+        "src_database": "synthetic",
+        "anno_date": "",
+        "image_width": w,
+        "image_height": h,
+        "image_depth": 3,
+        "category": SPAIR_CLASSES[c],
+        "pose": "Unspecified",
+        "truncated": trunc,
+        "occluded": occ,
+        "difficult": 0,
+        "bndbox": [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())],
+        "kps": kps,
+        "azimuth_id": azimuth,
+    }
     return _finish(rgb, rng, b.noise), ann
 
 
@@ -1057,8 +1313,11 @@ def generate_spair(out: str | os.PathLike, *, seed: int = 0, size: str = "tiny")
                 if (a, b) in seen:
                     continue
                 sa, ta = anns[a], anns[b]
-                common = [int(j) for j in sa["kps"]
-                          if sa["kps"][j] is not None and ta["kps"][j] is not None]
+                common = [
+                    int(j)
+                    for j in sa["kps"]
+                    if sa["kps"][j] is not None and ta["kps"][j] is not None
+                ]
                 if len(common) < 3:
                     continue
                 seen.add((a, b))
@@ -1071,27 +1330,39 @@ def generate_spair(out: str | os.PathLike, *, seed: int = 0, size: str = "tiny")
                 ratio = max(area(sb), area(tb)) / min(area(sb), area(tb))
                 daz = abs(sa["azimuth_id"] - ta["azimuth_id"])
                 daz = min(daz, 8 - daz)
-                pair = {"pair_id": pair_id, "filename": fname,
-                        "src_imname": sa["filename"], "trg_imname": ta["filename"],
-                        "src_imsize": [sa["image_width"], sa["image_height"], 3],
-                        "trg_imsize": [ta["image_width"], ta["image_height"], 3],
-                        "src_bndbox": sb, "trg_bndbox": tb, "category": cat,
-                        "src_pose": sa["pose"], "trg_pose": ta["pose"],
-                        "src_kps": [sa["kps"][str(j)] for j in common],
-                        "trg_kps": [ta["kps"][str(j)] for j in common],
-                        "kps_ids": common, "mirror": 0,
-                        "viewpoint_variation": min(2, daz),
-                        "scale_variation": 0 if ratio < 1.5 else (1 if ratio < 2.5 else 2),
-                        "truncation": sa["truncated"] + ta["truncated"],
-                        "occlusion": sa["occluded"] + ta["occluded"]}
+                pair = {
+                    "pair_id": pair_id,
+                    "filename": fname,
+                    "src_imname": sa["filename"],
+                    "trg_imname": ta["filename"],
+                    "src_imsize": [sa["image_width"], sa["image_height"], 3],
+                    "trg_imsize": [ta["image_width"], ta["image_height"], 3],
+                    "src_bndbox": sb,
+                    "trg_bndbox": tb,
+                    "category": cat,
+                    "src_pose": sa["pose"],
+                    "trg_pose": ta["pose"],
+                    "src_kps": [sa["kps"][str(j)] for j in common],
+                    "trg_kps": [ta["kps"][str(j)] for j in common],
+                    "kps_ids": common,
+                    "mirror": 0,
+                    "viewpoint_variation": min(2, daz),
+                    "scale_variation": 0 if ratio < 1.5 else (1 if ratio < 2.5 else 2),
+                    "truncation": sa["truncated"] + ta["truncated"],
+                    "occlusion": sa["occluded"] + ta["occluded"],
+                }
                 _write_json(base / "PairAnnotation" / split / f"{fname}.json", pair, indent=1)
                 layout[split].append(fname)
     ldir = base / "Layout" / "large"
     ldir.mkdir(parents=True, exist_ok=True)
     for split, lst in layout.items():
         (ldir / f"{split}.txt").write_text("".join(f"{x}\n" for x in lst))
-    return {**{k: v for k, v in p.items()}, "category_names": list(SPAIR_CLASSES[:p["categories"]]),
-            "pair_counts": {s: len(v) for s, v in layout.items()}, "keypoints": list(KEYPOINTS)}
+    return {
+        **{k: v for k, v in p.items()},
+        "category_names": list(SPAIR_CLASSES[: p["categories"]]),
+        "pair_counts": {s: len(v) for s, v in layout.items()},
+        "keypoints": list(KEYPOINTS),
+    }
 
 
 # ===================================================================================== world
@@ -1110,8 +1381,14 @@ def _parts(parts: str | Iterable[str] | None) -> list[str]:
     return [x for x in PARTS if x in out]
 
 
-def generate(out: str | os.PathLike, *, seed: int = 0, size: str = "tiny",
-             parts: str | Iterable[str] | None = None, **overrides: Any) -> Path:
+def generate(
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    size: str = "tiny",
+    parts: str | Iterable[str] | None = None,
+    **overrides: Any,
+) -> Path:
     """Generate the synthetic world of ``size`` under ``out`` and write ``out/world.json``.
 
     ``parts`` (default all of :data:`PARTS`; reader kinds are accepted as aliases) limits
@@ -1130,23 +1407,35 @@ def generate(out: str | os.PathLike, *, seed: int = 0, size: str = "tiny",
     outp.mkdir(parents=True, exist_ok=True)
     todo = _parts(parts)
     info: dict[str, Any] = {}
-    fns = {"coco": generate_coco, "partimagenet": generate_partimagenet,
-           "retrieval": generate_retrieval, "davis": generate_davis, "spair": generate_spair}
+    fns = {
+        "coco": generate_coco,
+        "partimagenet": generate_partimagenet,
+        "retrieval": generate_retrieval,
+        "davis": generate_davis,
+        "spair": generate_spair,
+    }
     for part in todo:
         if part == "imagenet":
             info[part] = generate_imagenet(outp, seed=seed, size=size, **inet)
         else:
             info[part] = fns[part](outp, seed=seed, size=size)
-    world = {"seed": seed, "size": size, **params, "parts": info,
-             "class_names": list(CLASSES), "part_names": list(PART_NAMES),
-             "keypoints": list(KEYPOINTS)}
+    world = {
+        "seed": seed,
+        "size": size,
+        **params,
+        "parts": info,
+        "class_names": list(CLASSES),
+        "part_names": list(PART_NAMES),
+        "keypoints": list(KEYPOINTS),
+    }
     (outp / "world.json").write_text(json.dumps(world, indent=1))
     return outp
 
 
 # ==================================================================================== examples
-def _overlay(img: Image.Image, ids: np.ndarray, alpha: float = 0.5,
-             palette: list[int] | None = None) -> Image.Image:
+def _overlay(
+    img: Image.Image, ids: np.ndarray, alpha: float = 0.5, palette: list[int] | None = None
+) -> Image.Image:
     pal = np.asarray(palette or voc_palette(), dtype=np.float64).reshape(-1, 3)
     a = np.asarray(img.convert("RGB"), dtype=np.float64)
     m = ids > 0
@@ -1183,9 +1472,10 @@ def _vstack(ims: list[Image.Image], gap: int = 4, bg=(255, 255, 255)) -> Image.I
 def render_examples(world_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """Render the example figures of the world at ``world_dir`` (all parts) into ``out_dir``:
     ``example_{image,mask,parts,keypoints,davis}.png``.  Reads only the written files."""
-    from pycocotools.coco import COCO
     import contextlib
     import io
+
+    from pycocotools.coco import COCO
 
     wd, od = Path(world_dir), Path(out_dir)
     od.mkdir(parents=True, exist_ok=True)
@@ -1204,7 +1494,7 @@ def render_examples(world_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
         cap = Image.new("RGB", (im.width, 14), (255, 255, 255))
         ImageDraw.Draw(cap).text((2, 1), cdir.name, fill=(0, 0, 0))
         tiles.append(_vstack([im, cap], gap=0))
-    rows = [_hstack(tiles[i:i + 5]) for i in range(0, len(tiles), 5)]
+    rows = [_hstack(tiles[i : i + 5]) for i in range(0, len(tiles), 5)]
     save(_vstack(rows), "example_image.png")
 
     def load(path: Path) -> Any:
@@ -1222,7 +1512,7 @@ def render_examples(world_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
         for j, a in enumerate(coco.loadAnns(coco.getAnnIds(imgIds=[iid]))):
             idm[coco.annToMask(a) > 0] = 255 if a["iscrowd"] else j + 1
         pal = voc_palette()
-        pal[255 * 3:255 * 3 + 3] = [255, 255, 255]
+        pal[255 * 3 : 255 * 3 + 3] = [255, 255, 255]
         shown.append(_hstack([_upscale(im, 2), _upscale(_overlay(im, idm, 0.6, pal), 2)]))
     save(_vstack(shown), "example_mask.png")
 
@@ -1244,13 +1534,26 @@ def render_examples(world_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
     pdir = wd / "spair" / "PairAnnotation" / "test"
     pf = sorted(pdir.iterdir(), key=lambda p: p.name)
     pairs = [json.loads(p.read_text()) for p in pf[:30]]
-    pair = max(pairs, key=lambda d: (len(d["kps_ids"]) - 3 * (d["truncation"] + d["occlusion"]),
-                                     d["viewpoint_variation"]))
+    pair = max(
+        pairs,
+        key=lambda d: (
+            len(d["kps_ids"]) - 3 * (d["truncation"] + d["occlusion"]),
+            d["viewpoint_variation"],
+        ),
+    )
     f = 3
-    src = _upscale(Image.open(wd / "spair" / "JPEGImages" / pair["category"]
-                              / pair["src_imname"]).convert("RGB"), f)
-    trg = _upscale(Image.open(wd / "spair" / "JPEGImages" / pair["category"]
-                              / pair["trg_imname"]).convert("RGB"), f)
+    src = _upscale(
+        Image.open(wd / "spair" / "JPEGImages" / pair["category"] / pair["src_imname"]).convert(
+            "RGB"
+        ),
+        f,
+    )
+    trg = _upscale(
+        Image.open(wd / "spair" / "JPEGImages" / pair["category"] / pair["trg_imname"]).convert(
+            "RGB"
+        ),
+        f,
+    )
     gap = 12
     canvas = _hstack([src, trg], gap=gap)
     d = ImageDraw.Draw(canvas)
@@ -1276,8 +1579,7 @@ def render_examples(world_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
     top, bot = [], []
     for fp in [frames[round(i * (len(frames) - 1) / 3)] for i in range(4)]:
         im = Image.open(fp).convert("RGB")
-        m = np.asarray(Image.open(wd / "davis" / "Annotations" / "480p" / seq
-                                  / (fp.stem + ".png")))
+        m = np.asarray(Image.open(wd / "davis" / "Annotations" / "480p" / seq / (fp.stem + ".png")))
         top.append(im)
         bot.append(_overlay(im, m.astype(np.int32), 0.6))
     save(_vstack([_hstack(top, 2), _hstack(bot, 2)], 2), "example_davis.png")
@@ -1293,14 +1595,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-class", type=int)
     ap.add_argument("--image-size", type=int)
     ap.add_argument("--parts", help=f"comma-separated subset of {','.join(PARTS)}")
-    ap.add_argument("--examples", help="render the example figures of --out into this folder "
-                    "instead of generating")
+    ap.add_argument(
+        "--examples",
+        help="render the example figures of --out into this folder instead of generating",
+    )
     a = ap.parse_args(argv)
     if a.examples:
         render_examples(a.out, a.examples)
         return
-    generate(a.out, seed=a.seed, size=a.size, parts=a.parts, classes=a.classes,
-             per_class=a.per_class, image_size=a.image_size)
+    generate(
+        a.out,
+        seed=a.seed,
+        size=a.size,
+        parts=a.parts,
+        classes=a.classes,
+        per_class=a.per_class,
+        image_size=a.image_size,
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -53,7 +54,7 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         raise DataError(f"cannot read image {path}: {e}") from None
 
 
-def _to_tensor(im: Image.Image, mean: Sequence[float], std: Sequence[float]) -> "torch.Tensor":
+def _to_tensor(im: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``ToTensor`` + ``Normalize``: ``[3, H, W]`` float32, (x/255 − mean)/std."""
     import torch
 
@@ -62,7 +63,9 @@ def _to_tensor(im: Image.Image, mean: Sequence[float], std: Sequence[float]) -> 
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
 
 
-def _normalise(mean: Sequence[float], std: Sequence[float]) -> Callable[[Image.Image], "torch.Tensor"]:
+def _normalise(
+    mean: Sequence[float], std: Sequence[float]
+) -> Callable[[Image.Image], torch.Tensor]:
     return lambda im: _to_tensor(im, mean, std)
 
 
@@ -88,8 +91,9 @@ def center_pixels(img_size: int) -> Callable[[Image.Image], Image.Image]:
     return lambda im: center_crop(resize_short(im, img_size), img_size)
 
 
-def center_transform(img_size: int, mean: Sequence[float], std: Sequence[float]
-                     ) -> Callable[[Image.Image], "torch.Tensor"]:
+def center_transform(
+    img_size: int, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[Image.Image], torch.Tensor]:
     return lambda im: _to_tensor(center_pixels(img_size)(im), mean, std)
 
 
@@ -118,8 +122,13 @@ def pad_geometry(width: int, height: int, size: int) -> PadGeometry:
         nw, nh = size, int(round(size * height / width))
     else:
         nw, nh = int(round(size * width / height)), size
-    return PadGeometry(scale=size / max(width, height), off_x=(size - nw) // 2,
-                       off_y=(size - nh) // 2, new_w=nw, new_h=nh)
+    return PadGeometry(
+        scale=size / max(width, height),
+        off_x=(size - nw) // 2,
+        off_y=(size - nh) // 2,
+        new_w=nw,
+        new_h=nh,
+    )
 
 
 def pad_pixels(im: Image.Image, size: int) -> Image.Image:
@@ -145,8 +154,9 @@ class DenseGeometry:
         return self.height // self.patch, self.width // self.patch
 
 
-def dense_size(height: int, width: int, window: int, patch: int, tile_factor: int = 2
-               ) -> tuple[int, int]:
+def dense_size(
+    height: int, width: int, window: int, patch: int, tile_factor: int = 2
+) -> tuple[int, int]:
     """Short side → ``window·tile_factor``; long side scaled and floored to a multiple of
     ``patch`` (PROTOCOLS §4 step 1; 480×640 at p = 16 → 448×592)."""
     short = window * tile_factor
@@ -157,8 +167,9 @@ def dense_size(height: int, width: int, window: int, patch: int, tile_factor: in
     return max(long, short), short
 
 
-def dense_geometry(height: int, width: int, window: int, patch: int, tile_factor: int = 2
-                   ) -> DenseGeometry:
+def dense_geometry(
+    height: int, width: int, window: int, patch: int, tile_factor: int = 2
+) -> DenseGeometry:
     """Tile origins of §4 step 2: ``ceil(H/window) × ceil(W/window)`` tiles on a ``window``
     grid, the last row/column shifted back to end at the border."""
     if window % patch:
@@ -169,17 +180,18 @@ def dense_geometry(height: int, width: int, window: int, patch: int, tile_factor
     return DenseGeometry(h, w, patch, window, tuple((r, c) for r in rows for c in cols))
 
 
-def dense_tiles(im: Image.Image, geom: DenseGeometry, mean: Sequence[float],
-                std: Sequence[float]) -> "torch.Tensor":
+def dense_tiles(
+    im: Image.Image, geom: DenseGeometry, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """The tiles of ``im`` as a normalised ``[T, 3, window, window]`` batch."""
     import torch
 
     x = _to_tensor(im.resize((geom.width, geom.height), Image.Resampling.BICUBIC), mean, std)
     w = geom.window
-    return torch.stack([x[:, r:r + w, c:c + w] for r, c in geom.tiles])
+    return torch.stack([x[:, r : r + w, c : c + w] for r, c in geom.tiles])
 
 
-def assemble_tiles(tile_tokens: "torch.Tensor", geom: DenseGeometry) -> "torch.Tensor":
+def assemble_tiles(tile_tokens: torch.Tensor, geom: DenseGeometry) -> torch.Tensor:
     """Re-assemble ``[T, L, t, t, D]`` tile token grids into ``[L, gh, gw, D]``; where tiles
     overlap, the first tile (row by row, left to right) wins (§4 step 4)."""
     gh, gw = geom.grid
@@ -191,16 +203,17 @@ def assemble_tiles(tile_tokens: "torch.Tensor", geom: DenseGeometry) -> "torch.T
     covered = torch.zeros((gh, gw), dtype=torch.bool)
     for k, (r, c) in enumerate(geom.tiles):
         r0, c0 = r // geom.patch, c // geom.patch
-        free = ~covered[r0:r0 + t, c0:c0 + t]
-        region = out[:, r0:r0 + t, c0:c0 + t]
+        free = ~covered[r0 : r0 + t, c0 : c0 + t]
+        region = out[:, r0 : r0 + t, c0 : c0 + t]
         region[:, free] = tile_tokens[k][:, free]
-        covered[r0:r0 + t, c0:c0 + t] = True
+        covered[r0 : r0 + t, c0 : c0 + t] = True
     return out
 
 
 # ---------------------------------------------------------------------------------- transforms
-def make_transform(view: str, img_size: int, mean: Sequence[float], std: Sequence[float]
-                   ) -> Callable[[Image.Image], "torch.Tensor"]:
+def make_transform(
+    view: str, img_size: int, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[Image.Image], torch.Tensor]:
     """The per-image transform of a fixed-size view (everything but ``dense``)."""
     norm = _normalise(mean, std)
     if view in ("center", "patches"):
@@ -248,8 +261,13 @@ class ManifestDataset:
 class DenseDataset:
     """Items of a manifest as tiles of the dense view; returns ``(tiles [T,3,w,w], index)``."""
 
-    def __init__(self, manifest: Manifest, geoms: Sequence[DenseGeometry],
-                 mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        manifest: Manifest,
+        geoms: Sequence[DenseGeometry],
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         self.manifest, self.geoms, self.mean, self.std = manifest, geoms, mean, std
 
     def __len__(self) -> int:

@@ -48,7 +48,7 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
 
 
 def _disk(r: int) -> np.ndarray:
-    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
     return x * x + y * y <= r * r
 
 
@@ -94,13 +94,20 @@ def neighbourhood_mask(h: int, w: int, radius: int) -> torch.Tensor:
     """``[h·w, h·w]`` 1 where source and target tokens are within ±radius rows and columns."""
     r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     r, c = r.flatten(), c.flatten()
-    return (((r[:, None] - r[None, :]).abs() <= radius) &
-            ((c[:, None] - c[None, :]).abs() <= radius)).float()
+    return (
+        ((r[:, None] - r[None, :]).abs() <= radius) & ((c[:, None] - c[None, :]).abs() <= radius)
+    ).float()
 
 
-def propagate_labels(feats: torch.Tensor, first_mask: torch.Tensor, *, n_last: int = 7,
-                     radius: int = 12, topk: int = 5, temperature: float = 0.1
-                     ) -> torch.Tensor:
+def propagate_labels(
+    feats: torch.Tensor,
+    first_mask: torch.Tensor,
+    *,
+    n_last: int = 7,
+    radius: int = 12,
+    topk: int = 5,
+    temperature: float = 0.1,
+) -> torch.Tensor:
     """Soft masks of every frame by label propagation.
 
     Parameters
@@ -114,7 +121,7 @@ def propagate_labels(feats: torch.Tensor, first_mask: torch.Tensor, *, n_last: i
     """
     T, h, w, D = feats.shape
     f = F.normalize(feats.reshape(T, h * w, D).float(), dim=-1)
-    mask = neighbourhood_mask(h, w, radius).to(f.device)           # symmetric [hw, hw]
+    mask = neighbourhood_mask(h, w, radius).to(f.device)  # symmetric [hw, hw]
     segs = [first_mask.reshape(first_mask.shape[0], h * w).float()]
     ctx_idx: list[int] = []
     for t in range(1, T):
@@ -124,10 +131,10 @@ def propagate_labels(feats: torch.Tensor, first_mask: torch.Tensor, *, n_last: i
         aff = torch.exp(f[t] @ f[idx].reshape(n * h * w, D).T / temperature)
         aff = (aff.reshape(h * w, n, h * w) * mask[:, None, :]).reshape(h * w, n * h * w)
         k = min(topk, aff.shape[1])
-        kth = aff.topk(k, dim=1).values[:, -1:]                 # k-th largest per target
+        kth = aff.topk(k, dim=1).values[:, -1:]  # k-th largest per target
         aff = torch.where(aff >= kth, aff, torch.zeros_like(aff))
         aff = aff / aff.sum(1, keepdim=True).clamp_min(1e-30)
-        seg_src = torch.cat([segs[i] for i in idx], dim=1)      # [C, n·hw]
+        seg_src = torch.cat([segs[i] for i in idx], dim=1)  # [C, n·hw]
         segs.append(seg_src @ aff.T)
         ctx_idx.append(t)
     return torch.stack(segs).reshape(T, -1, h, w)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def pck(pred_xy: np.ndarray, gt_xy: np.ndarray, ref_size: float | np.ndarray, alpha: float
-        ) -> float:
+def pck(
+    pred_xy: np.ndarray, gt_xy: np.ndarray, ref_size: float | np.ndarray, alpha: float
+) -> float:
     """Percentage of correct keypoints: error ``< alpha · ref_size``.
 
     ``pred_xy``, ``gt_xy``: ``[n, 2]``; ``ref_size``: scalar or ``[n]`` (e.g. the longer side

@@ -8,7 +8,7 @@ memory stays bounded by the queries, whatever the size of the training set.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -19,8 +19,9 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(n, 1e-12)
 
 
-def knn_topk_streaming(train_chunks: Iterable[np.ndarray], test_feats: np.ndarray, k: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def knn_topk_streaming(
+    train_chunks: Iterable[np.ndarray], test_feats: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine similarities and global train indices for every query.
 
     ``train_chunks`` yields ``[n_i, d]`` arrays in train order; only one chunk is in memory at
@@ -53,8 +54,14 @@ def knn_topk_streaming(train_chunks: Iterable[np.ndarray], test_feats: np.ndarra
     return heap.D, heap.I
 
 
-def vote(sims: np.ndarray, neighbour_labels: np.ndarray, num_classes: int, k: int,
-         temperature: float = 0.07, top: int = 5) -> np.ndarray:
+def vote(
+    sims: np.ndarray,
+    neighbour_labels: np.ndarray,
+    num_classes: int,
+    k: int,
+    temperature: float = 0.07,
+    top: int = 5,
+) -> np.ndarray:
     """Class ranking from the first ``k`` neighbours: ``score_c = Σ exp(sim/T)·[y = c]``.
 
     Returns ``[n, top]`` predicted labels, best first (ties: lower class id first).
@@ -65,29 +72,43 @@ def vote(sims: np.ndarray, neighbour_labels: np.ndarray, num_classes: int, k: in
     return np.argsort(-scores, axis=1, kind="stable")[:, :top]
 
 
-def knn_predict(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray,
-                k: int = 20, temperature: float = 0.07, num_classes: int | None = None,
-                top5: bool = False, chunk_size: int = 65536) -> np.ndarray:
+def knn_predict(
+    train_feats: np.ndarray,
+    train_labels: np.ndarray,
+    test_feats: np.ndarray,
+    k: int = 20,
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+    top5: bool = False,
+    chunk_size: int = 65536,
+) -> np.ndarray:
     """Predicted labels of ``test_feats`` by weighted k-NN over ``train_feats``.
 
     Returns ``[n_test]`` top-1 labels, or ``[n_test, 5]`` (best first) with ``top5=True``.
     """
     train_labels = np.asarray(train_labels)
     C = int(num_classes or train_labels.max() + 1)
-    chunks = (train_feats[i:i + chunk_size] for i in range(0, len(train_feats), chunk_size))
+    chunks = (train_feats[i : i + chunk_size] for i in range(0, len(train_feats), chunk_size))
     sims, idx = knn_topk_streaming(chunks, test_feats, k)
     pred = vote(sims, train_labels[idx], C, k, temperature, top=min(5, C) if top5 else 1)
     return pred if top5 else pred[:, 0]
 
 
-def knn_accuracy(sims: np.ndarray, neighbour_labels: np.ndarray, test_labels: np.ndarray,
-                 ks: Iterable[int], num_classes: int, temperature: float = 0.07
-                 ) -> dict[int, dict[str, float]]:
+def knn_accuracy(
+    sims: np.ndarray,
+    neighbour_labels: np.ndarray,
+    test_labels: np.ndarray,
+    ks: Iterable[int],
+    num_classes: int,
+    temperature: float = 0.07,
+) -> dict[int, dict[str, float]]:
     """Top-1 / top-5 accuracy (%) for every ``k`` in ``ks`` from one top-max(ks) search."""
     out = {}
     y = np.asarray(test_labels)
     for k in ks:
         pred = vote(sims, neighbour_labels, num_classes, k, temperature, top=min(5, k, num_classes))
-        out[k] = {"top1": float((pred[:, 0] == y).mean() * 100),
-                  "top5": float((pred == y[:, None]).any(1).mean() * 100)}
+        out[k] = {
+            "top1": float((pred[:, 0] == y).mean() * 100),
+            "top5": float((pred == y[:, None]).any(1).mean() * 100),
+        }
     return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,8 +23,12 @@ def _positions(order: np.ndarray, items: Sequence[int]) -> np.ndarray:
     return np.flatnonzero(np.isin(order, np.asarray(items, dtype=np.int64)))
 
 
-def revisited_map(ranks: np.ndarray, gnd: Sequence[Mapping[str, Any]], protocol: str,
-                  kappas: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
+def revisited_map(
+    ranks: np.ndarray,
+    gnd: Sequence[Mapping[str, Any]],
+    protocol: str,
+    kappas: Sequence[int] = (1, 5, 10),
+) -> dict[str, Any]:
     """mAP of a ranking under the revisited protocol ``easy``, ``medium`` or ``hard``.
 
     Parameters
@@ -63,6 +68,10 @@ def revisited_map(ranks: np.ndarray, gnd: Sequence[Mapping[str, Any]], protocol:
         last = adj.max() + 1
         prs[q] = [(adj < min(kp, last)).sum() / min(kp, last) for kp in kappas]
     valid = ~np.isnan(aps)
-    return {"map": float(aps[valid].mean() * 100) if valid.any() else float("nan"),
-            "aps": aps, "mpr": (np.nanmean(prs, 0) * 100).tolist(), "prs": prs,
-            "kappas": list(kappas)}
+    return {
+        "map": float(aps[valid].mean() * 100) if valid.any() else float("nan"),
+        "aps": aps,
+        "mpr": (np.nanmean(prs, 0) * 100).tolist(),
+        "prs": prs,
+        "kappas": list(kappas),
+    }

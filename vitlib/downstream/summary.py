@@ -9,8 +9,9 @@ def table6(probe: pd.DataFrame) -> pd.DataFrame:
     """Last-layer linear-probe top-1 in the layout of the paper's Table 6: one row per model,
     columns CLS / spatial with and without BatchNorm."""
     last = probe[probe.layer == probe.depth - 1].copy()
-    last["column"] = (last["feature"].map({"cls": "CLS", "spatial_mean": "Spatial"}) +
-                      last["batchnorm"].map({True: " +BN", False: ""}))
+    last["column"] = last["feature"].map({"cls": "CLS", "spatial_mean": "Spatial"}) + last[
+        "batchnorm"
+    ].map({True: " +BN", False: ""})
     order = list(dict.fromkeys(last["model"]))
     return last.pivot(index="model", columns="column", values="top1").reindex(order)
 
@@ -29,19 +30,20 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
     k-NN top-1 at k = 20, retrieval mAP (Medium, Hard), DAVIS J&F, SPair PCK@0.1."""
     t = table
     keep = ["model", "family", "depth", "layer"]
-    if "top1" in t and "k" in t:                                    # k-NN
+    if "top1" in t and "k" in t:  # k-NN
         k = 20 if (t["k"] == 20).any() else int(t["k"].iloc[0])
-        out = t[t.k == k][keep].assign(value=t["top1"], metric=f"k-NN top-1 (k={k})",
-                                       dataset=t["test"])
-    elif "protocol" in t:                                           # retrieval
-        out = t[keep].assign(value=t["map"], metric="mAP " + t["protocol"].str.capitalize(),
-                             dataset=t["dataset"])
-    elif "JF" in t:                                                 # DAVIS
+        out = t[t.k == k][keep].assign(
+            value=t["top1"], metric=f"k-NN top-1 (k={k})", dataset=t["test"]
+        )
+    elif "protocol" in t:  # retrieval
+        out = t[keep].assign(
+            value=t["map"], metric="mAP " + t["protocol"].str.capitalize(), dataset=t["dataset"]
+        )
+    elif "JF" in t:  # DAVIS
         out = t[keep].assign(value=t["JF"], metric="J&F", dataset=t["dataset"])
-    elif "alpha" in t:                                              # SPair
+    elif "alpha" in t:  # SPair
         a = 0.1 if (t["alpha"] == 0.1).any() else float(t["alpha"].iloc[0])
-        out = t[t.alpha == a][keep].assign(value=t["pck"], metric=f"PCK@{a}",
-                                           dataset=t["dataset"])
+        out = t[t.alpha == a][keep].assign(value=t["pck"], metric=f"PCK@{a}", dataset=t["dataset"])
     else:
         raise ValueError(f"not a downstream table: columns {list(t.columns)}")
     return out.reset_index(drop=True)
@@ -57,10 +59,17 @@ def summary_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
             best = best_layer(g, "value")
             last = g[g.layer == g.depth - 1].set_index("model")["value"]
             for _, r in best.iterrows():
-                rows.append({"dataset": ds, "metric": metric, "model": r["model"],
-                             "best_layer": int(r["best_layer"]), "of": int(r["of"]),
-                             "best": float(r["best_value"]),
-                             "last_layer": float(last.get(r["model"], float("nan")))})
+                rows.append(
+                    {
+                        "dataset": ds,
+                        "metric": metric,
+                        "model": r["model"],
+                        "best_layer": int(r["best_layer"]),
+                        "of": int(r["of"]),
+                        "best": float(r["best_value"]),
+                        "last_layer": float(last.get(r["model"], float("nan"))),
+                    }
+                )
     return pd.DataFrame(rows)
 
 

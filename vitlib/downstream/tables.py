@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,8 +15,14 @@ if TYPE_CHECKING:
     from vitlib.data.manifest import Manifest
 
 
-def knn_table(train_store: str, test_store: str, *, ks: Sequence[int] = (10, 20, 100, 200),
-              temperature: float = 0.07, feature: str = "cls") -> pd.DataFrame:
+def knn_table(
+    train_store: str,
+    test_store: str,
+    *,
+    ks: Sequence[int] = (10, 20, 100, 200),
+    temperature: float = 0.07,
+    feature: str = "cls",
+) -> pd.DataFrame:
     """k-NN accuracy of every layer (DINO protocol, PROTOCOLS §5.1).
 
     Training features are streamed layer by layer in the store's chunks; the queries of one
@@ -24,8 +31,10 @@ def knn_table(train_store: str, test_store: str, *, ks: Sequence[int] = (10, 20,
     gtr, gte = open_store(train_store), open_store(test_store)
     mtr, mte = store_meta(gtr), store_meta(gte)
     if mtr["model"] != mte["model"]:
-        raise ValueError(f"train store {train_store} and test store {test_store} come from"
-                         f" different models ({mtr['model']} vs {mte['model']})")
+        raise ValueError(
+            f"train store {train_store} and test store {test_store} come from"
+            f" different models ({mtr['model']} vs {mte['model']})"
+        )
     name = f"feat/block_{feature}"
     ytr = np.asarray(gtr["labels"][...])
     yte = np.asarray(gte["labels"][...])
@@ -40,24 +49,42 @@ def knn_table(train_store: str, test_store: str, *, ks: Sequence[int] = (10, 20,
     for layer in range(mtr["depth"]):
         q = np.asarray(gte[name][:, layer], dtype=np.float32)
         sims, idx = knn_topk_streaming(
-            (c.astype(np.float32) for c in read_layer(gtr, name, layer, step)), q, kmax)
+            (c.astype(np.float32) for c in read_layer(gtr, name, layer, step)), q, kmax
+        )
         acc = knn_accuracy(sims, ytr[idx], yte, ks_eff, C, temperature)
         for k in ks:
             a = acc[min(k, len(ytr))]
             rows.append({"layer": layer, "k": k, "top1": a["top1"], "top5": a["top5"]})
     t = pd.DataFrame(rows)
-    for col, v in {"model": mtr["model"], "family": mtr["spec"]["family"],
-                   "depth": mtr["depth"], "train": mtr["dataset"], "test": mte["dataset"],
-                   "feature": feature, "temperature": temperature, "n_train": len(ytr),
-                   "n_test": len(yte), "chance": 100.0 / C}.items():
+    for col, v in {
+        "model": mtr["model"],
+        "family": mtr["spec"]["family"],
+        "depth": mtr["depth"],
+        "train": mtr["dataset"],
+        "test": mte["dataset"],
+        "feature": feature,
+        "temperature": temperature,
+        "n_train": len(ytr),
+        "n_test": len(yte),
+        "chance": 100.0 / C,
+    }.items():
         t[col] = v
     return t
 
 
-def probe_table(train_store: str, test_store: str, *, epochs: int = 20, lr: float = 0.1,
-                batch_size: int = 256, weight_decay: float = 0.0, seed: int = 0,
-                features: Sequence[str] = ("cls", "spatial_mean"),
-                batchnorm: Sequence[bool] = (False, True), device: str = "cpu") -> pd.DataFrame:
+def probe_table(
+    train_store: str,
+    test_store: str,
+    *,
+    epochs: int = 20,
+    lr: float = 0.1,
+    batch_size: int = 256,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    features: Sequence[str] = ("cls", "spatial_mean"),
+    batchnorm: Sequence[bool] = (False, True),
+    device: str = "cpu",
+) -> pd.DataFrame:
     """Linear probe accuracy for every layer × feature kind × BatchNorm option."""
     import time
 
@@ -73,41 +100,75 @@ def probe_table(train_store: str, test_store: str, *, epochs: int = 20, lr: floa
         name = f"feat/block_{feat}"
         step = gtr[name].chunks[0]
         for layer in range(mtr["depth"]):
+
             def chunks(layer: int = layer, name: str = name):  # noqa: ANN202
                 for i, x in enumerate(read_layer(gtr, name, layer)):
-                    yield x, ytr[i * step:i * step + len(x)]
+                    yield x, ytr[i * step : i * step + len(x)]
+
             xte = np.asarray(gte[name][:, layer], dtype=np.float32)
             for bn in batchnorm:
                 t0 = time.perf_counter()
-                probe = train_probe(chunks, mtr["embed_dim"], C, n_train=len(ytr), epochs=epochs,
-                                    lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                                    batchnorm=bn, seed=seed, device=device)
+                probe = train_probe(
+                    chunks,
+                    mtr["embed_dim"],
+                    C,
+                    n_train=len(ytr),
+                    epochs=epochs,
+                    lr=lr,
+                    batch_size=batch_size,
+                    weight_decay=weight_decay,
+                    batchnorm=bn,
+                    seed=seed,
+                    device=device,
+                )
                 acc = evaluate_probe(probe, xte, yte, device=device)
-                rows.append({"layer": layer, "feature": feat, "batchnorm": bn, **acc,
-                             "seconds": time.perf_counter() - t0})
+                rows.append(
+                    {
+                        "layer": layer,
+                        "feature": feat,
+                        "batchnorm": bn,
+                        **acc,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
     t = pd.DataFrame(rows)
-    for col, v in {"model": mtr["model"], "family": mtr["spec"]["family"], "depth": mtr["depth"],
-                   "train": mtr["dataset"], "test": mte["dataset"], "epochs": epochs, "lr": lr,
-                   "batch_size": batch_size, "weight_decay": weight_decay, "seed": seed,
-                   "chance": 100.0 / C}.items():
+    for col, v in {
+        "model": mtr["model"],
+        "family": mtr["spec"]["family"],
+        "depth": mtr["depth"],
+        "train": mtr["dataset"],
+        "test": mte["dataset"],
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "chance": 100.0 / C,
+    }.items():
         t[col] = v
     return t
 
 
 def _stamp(t: pd.DataFrame, meta: dict, **extra: object) -> pd.DataFrame:
-    for col, v in {"model": meta["model"], "family": meta["spec"]["family"],
-                   "depth": meta["depth"], "dataset": meta["dataset"], **extra}.items():
+    for col, v in {
+        "model": meta["model"],
+        "family": meta["spec"]["family"],
+        "depth": meta["depth"],
+        "dataset": meta["dataset"],
+        **extra,
+    }.items():
         t[col] = v
     return t
 
 
-def _check_manifest(meta: dict, manifest: "Manifest", store: str) -> None:
+def _check_manifest(meta: dict, manifest: Manifest, store: str) -> None:
     if meta["manifest_digest"] != manifest.digest():
         raise ValueError(f"{store} was extracted from another manifest of {manifest.dataset!r}")
 
 
-def retrieval_table(store: str, manifest: "Manifest", *,
-                    protocols: Sequence[str] = ("medium", "hard")) -> pd.DataFrame:
+def retrieval_table(
+    store: str, manifest: Manifest, *, protocols: Sequence[str] = ("medium", "hard")
+) -> pd.DataFrame:
     """Revisited-protocol mAP per layer (PROTOCOLS §5.2) from a ``retrieval`` view store:
     L2-normalised CLS features, database ranked by cosine similarity with a FAISS
     inner-product index, ``revisited_map`` per protocol."""
@@ -129,14 +190,27 @@ def retrieval_table(store: str, manifest: "Manifest", *,
         _, ranks = index.search(np.ascontiguousarray(x[n_db:]), n_db)
         for p in protocols:
             r = revisited_map(ranks.T, gnd, p)
-            rows.append({"layer": layer, "protocol": p, "map": r["map"],
-                         **{f"mp@{k}": v for k, v in zip(r["kappas"], r["mpr"])}})
+            rows.append(
+                {
+                    "layer": layer,
+                    "protocol": p,
+                    "map": r["map"],
+                    **{f"mp@{k}": v for k, v in zip(r["kappas"], r["mpr"])},
+                }
+            )
     return _stamp(pd.DataFrame(rows), meta, n_db=n_db, n_queries=len(gnd))
 
 
-def davis_table(store: str, manifest: "Manifest", *, n_last: int = 7, radius: int = 12,
-                topk: int = 5, temperature: float = 0.1, layers: Sequence[int] | None = None
-                ) -> pd.DataFrame:
+def davis_table(
+    store: str,
+    manifest: Manifest,
+    *,
+    n_last: int = 7,
+    radius: int = 12,
+    topk: int = 5,
+    temperature: float = 0.1,
+    layers: Sequence[int] | None = None,
+) -> pd.DataFrame:
     """DAVIS label propagation per layer (PROTOCOLS §5.3) from a ``dense`` or ``squash``
     token store: the first frame's annotation (nearest-resized to the token grid) is
     propagated with :func:`propagate_labels`, predictions are upsampled to the frame size
@@ -172,12 +246,13 @@ def davis_table(store: str, manifest: "Manifest", *, n_last: int = 7, radius: in
         first = np.asarray(Image.fromarray(gt[0]).resize((gw, gh), Image.Resampling.NEAREST))
         C = int(first.max()) + 1
         onehot = torch.from_numpy(np.eye(C, dtype=np.float32)[first]).permute(2, 0, 1)
-        lo, hi = offsets[idx[0]], offsets[idx[-1] + 1]                    # frames contiguous
-        for layer in (layers if layers is not None else range(meta["depth"])):
-            tok = np.asarray(g["tokens"][lo:hi, layer], dtype=np.float32)     # one layer's chunks
+        lo, hi = offsets[idx[0]], offsets[idx[-1] + 1]  # frames contiguous
+        for layer in layers if layers is not None else range(meta["depth"]):
+            tok = np.asarray(g["tokens"][lo:hi, layer], dtype=np.float32)  # one layer's chunks
             feats = torch.from_numpy(tok.reshape(len(idx), gh, gw, -1))
-            soft = propagate_labels(feats, onehot, n_last=n_last, radius=radius, topk=topk,
-                                    temperature=temperature)
+            soft = propagate_labels(
+                feats, onehot, n_last=n_last, radius=radius, topk=topk, temperature=temperature
+            )
             pred = soft_to_labels(soft, patch, gt.shape[1:])
             pred[0] = gt[0]  # frame 0's annotation is copied, as the original
             for obj, s in evaluate_sequence(pred, gt).items():
@@ -186,13 +261,26 @@ def davis_table(store: str, manifest: "Manifest", *, n_last: int = 7, radius: in
     agg = t.groupby("layer", as_index=False)[["J", "F"]].mean()
     agg["JF"] = (agg["J"] + agg["F"]) / 2
     agg[["J", "F", "JF"]] *= 100
-    return _stamp(agg, meta, view=meta["view"], n_sequences=len(seqs),
-                  n_objects=int(len(t) // max(1, t["layer"].nunique())),
-                  n_last=n_last, radius=radius, topk=topk, temperature=temperature)
+    return _stamp(
+        agg,
+        meta,
+        view=meta["view"],
+        n_sequences=len(seqs),
+        n_objects=int(len(t) // max(1, t["layer"].nunique())),
+        n_last=n_last,
+        radius=radius,
+        topk=topk,
+        temperature=temperature,
+    )
 
 
-def spair_table(store: str, manifest: "Manifest", *, alphas: Sequence[float] = (0.1, 0.05, 0.01),
-                reference: str = "bbox") -> pd.DataFrame:
+def spair_table(
+    store: str,
+    manifest: Manifest,
+    *,
+    alphas: Sequence[float] = (0.1, 0.05, 0.01),
+    reference: str = "bbox",
+) -> pd.DataFrame:
     """SPair keypoint transfer per layer (PROTOCOLS §5.4) from a ``spair`` token store:
     per-token L2-normalised features bilinearly upsampled to the S×S input, each source
     keypoint's descriptor matched to the most similar target pixel (cosine), PCK per
@@ -215,11 +303,12 @@ def spair_table(store: str, manifest: "Manifest", *, alphas: Sequence[float] = (
 
     def dense(i: int, layer: int) -> torch.Tensor:
         gh, gw = (int(v) for v in grids[i])
-        x = torch.from_numpy(np.asarray(g["tokens"][offsets[i]:offsets[i + 1], layer],
-                                        dtype=np.float32)).reshape(gh, gw, -1)
+        x = torch.from_numpy(
+            np.asarray(g["tokens"][offsets[i] : offsets[i + 1], layer], dtype=np.float32)
+        ).reshape(gh, gw, -1)
         x = F.normalize(x, dim=-1).permute(2, 0, 1)[None]
         up = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False)[0]
-        return F.normalize(up, dim=0).reshape(up.shape[0], -1)        # [D, S·S]
+        return F.normalize(up, dim=0).reshape(up.shape[0], -1)  # [D, S·S]
 
     def to_view(kps: np.ndarray, wh: Sequence[int]) -> tuple[np.ndarray, float]:
         geo = pad_geometry(int(wh[0]), int(wh[1]), S)
@@ -237,22 +326,36 @@ def spair_table(store: str, manifest: "Manifest", *, alphas: Sequence[float] = (
             maps = []
             for i in (p["src"], p["trg"]):
                 if i not in cache:
-                    if len(cache) >= 4:      # [D, S·S] per image: keep only a few (memory)
+                    if len(cache) >= 4:  # [D, S·S] per image: keep only a few (memory)
                         cache.pop(next(iter(cache)))
                     cache[i] = dense(i, layer)
                 maps.append(cache[i])
             xs = np.clip(src[:, 0].astype(int), 0, S - 1)
             ys = np.clip(np.round(src[:, 1]).astype(int), 0, S - 1)
-            desc = maps[0][:, ys * S + xs]                               # [D, K]
+            desc = maps[0][:, ys * S + xs]  # [D, K]
             best = (desc.T @ maps[1]).argmax(1).numpy()
             pred = np.stack([best % S, best // S], 1).astype(float)
             x1, y1, x2, y2 = p["trg_bndbox"]
             ref = max(x2 - x1, y2 - y1) * scale if reference == "bbox" else float(S)
             errs.setdefault(p["category"], []).append((pred, trg, np.full(len(trg), ref)))
         for a in alphas:
-            per_cat = {c: pck(np.concatenate([e[0] for e in v]), np.concatenate([e[1] for e in v]),
-                              np.concatenate([e[2] for e in v]), a) for c, v in errs.items()}
-            rows.append({"layer": layer, "alpha": a, "pck": 100 * float(np.mean(list(per_cat.values()))),
-                         **{f"pck_{c}": 100 * v for c, v in per_cat.items()}})
-    return _stamp(pd.DataFrame(rows), meta, reference=reference,
-                  n_pairs=len(manifest.extra["pairs"]))
+            per_cat = {
+                c: pck(
+                    np.concatenate([e[0] for e in v]),
+                    np.concatenate([e[1] for e in v]),
+                    np.concatenate([e[2] for e in v]),
+                    a,
+                )
+                for c, v in errs.items()
+            }
+            rows.append(
+                {
+                    "layer": layer,
+                    "alpha": a,
+                    "pck": 100 * float(np.mean(list(per_cat.values()))),
+                    **{f"pck_{c}": 100 * v for c, v in per_cat.items()},
+                }
+            )
+    return _stamp(
+        pd.DataFrame(rows), meta, reference=reference, n_pairs=len(manifest.extra["pairs"])
+    )

@@ -13,7 +13,7 @@ symmetric) and ``1ᵀ K L 1 = (K1)·(L1)``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ def hsic_grid(grams_x: torch.Tensor, grams_y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"Gram stacks differ: {tuple(grams_x.shape)} vs {tuple(grams_y.shape)}")
     kx, rx, sx = hsic_terms(grams_x)
     ky, ry, sy = hsic_terms(grams_y)
-    tr = torch.bmm(kx, ky.transpose(1, 2))                      # [C, Lx, Ly]
+    tr = torch.bmm(kx, ky.transpose(1, 2))  # [C, Lx, Ly]
     ones = sx[:, :, None] * sy[:, None, :] / ((n - 1) * (n - 2))
     cross = torch.bmm(rx, ry.transpose(1, 2)) * (2.0 / (n - 2))
     return ((tr + ones - cross) / (n * (n - 3))).sum(0)
@@ -66,12 +66,14 @@ def hsic_self(grams: torch.Tensor) -> torch.Tensor:
     C, L, n, _ = grams.shape
     k, r, s = hsic_terms(grams)
     tr = (k * k).sum(-1)
-    return ((tr + s * s / ((n - 1) * (n - 2)) - (r * r).sum(-1) * (2.0 / (n - 2)))
-            / (n * (n - 3))).sum(0)
+    return (
+        (tr + s * s / ((n - 1) * (n - 2)) - (r * r).sum(-1) * (2.0 / (n - 2))) / (n * (n - 3))
+    ).sum(0)
 
 
-def cka_grid_from_grams(grams_x: ArrayLike, grams_y: ArrayLike, *, minmax: bool = False
-                        ) -> np.ndarray:
+def cka_grid_from_grams(
+    grams_x: ArrayLike, grams_y: ArrayLike, *, minmax: bool = False
+) -> np.ndarray:
     """Minibatch CKA between every layer of two models from stored Grams.
 
     Parameters

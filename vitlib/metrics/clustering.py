@@ -20,8 +20,9 @@ def purity(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1 or y_true.size == 0:
-        raise ValueError(f"need two equally long non-empty label vectors, got {y_true.shape}"
-                         f" and {y_pred.shape}")
+        raise ValueError(
+            f"need two equally long non-empty label vectors, got {y_true.shape} and {y_pred.shape}"
+        )
     _, t = np.unique(y_true, return_inverse=True)
     _, p = np.unique(y_pred, return_inverse=True)
     table = np.zeros((p.max() + 1, t.max() + 1), dtype=np.int64)
@@ -29,8 +30,9 @@ def purity(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(table.max(axis=1).sum() / y_true.size)
 
 
-def kmeans_labels(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10, niter: int = 50
-                  ) -> np.ndarray:
+def kmeans_labels(
+    x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10, niter: int = 50
+) -> np.ndarray:
     """Seeded k-means: FAISS Lloyd iterations on all points (no subsampling), each of the
     ``n_init`` restarts started from scikit-learn's k-means++ seeding (FAISS's own random
     initialisation lands in clearly worse minima on well-separated data); the restart with
@@ -44,9 +46,15 @@ def kmeans_labels(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10, nit
     best, best_obj = None, np.inf
     for r in range(n_init):
         init, _ = kmeans_plusplus(x, k, random_state=seed + r)
-        km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed + r,
-                          max_points_per_centroid=max(len(x), 256), min_points_per_centroid=1,
-                          verbose=False)
+        km = faiss.Kmeans(
+            x.shape[1],
+            k,
+            niter=niter,
+            seed=seed + r,
+            max_points_per_centroid=max(len(x), 256),
+            min_points_per_centroid=1,
+            verbose=False,
+        )
         km.train(x, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
         obj = float(km.obj[-1]) if len(km.obj) else np.inf
         if obj < best_obj:
@@ -55,13 +63,17 @@ def kmeans_labels(x: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10, nit
     return labels[:, 0]
 
 
-def cluster_scores(x: np.ndarray, y: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10
-                   ) -> dict[str, float]:
+def cluster_scores(
+    x: np.ndarray, y: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10
+) -> dict[str, float]:
     """k-means ``x`` into ``k`` clusters and score against ``y``: NMI, ARI (scikit-learn) and
     purity."""
     pred = kmeans_labels(x, k, seed=seed, n_init=n_init)
-    return {"nmi": float(normalized_mutual_info_score(y, pred)),
-            "ari": float(adjusted_rand_score(y, pred)), "purity": purity(y, pred)}
+    return {
+        "nmi": float(normalized_mutual_info_score(y, pred)),
+        "ari": float(adjusted_rand_score(y, pred)),
+        "purity": purity(y, pred),
+    }
 
 
 def noise_like(shape: tuple[int, ...], kind: str, seed: int) -> np.ndarray:

@@ -22,8 +22,10 @@ def pooled_features(store_path: str, manifest: Manifest) -> tuple[np.ndarray, np
     g = open_store(store_path)
     meta = store_meta(g)
     if meta.get("kind") != "tokens":
-        raise ValueError(f"{store_path} is not a token store (view {meta['view']!r}); object"
-                         " clustering needs the 'dense' or 'patches' view")
+        raise ValueError(
+            f"{store_path} is not a token store (view {meta['view']!r}); object"
+            " clustering needs the 'dense' or 'patches' view"
+        )
     crop = meta["view"] == "patches"
     offsets = np.asarray(g["offsets"][...])
     grids = np.asarray(g["grid"][...])
@@ -31,11 +33,14 @@ def pooled_features(store_path: str, manifest: Manifest) -> tuple[np.ndarray, np
     for i, item in enumerate(manifest.items):
         coco = coco_for_item(manifest, item)
         gh, gw = (int(v) for v in grids[i])
-        soft, c = token_masks(annotation_masks(coco, int(item.meta["image_id"])), (gh, gw),
-                              crop=crop)
+        soft, c = token_masks(
+            annotation_masks(coco, int(item.meta["image_id"])), (gh, gw), crop=crop
+        )
         if not len(soft):
             continue
-        tok = np.asarray(g["tokens"][offsets[i]:offsets[i + 1]], dtype=np.float32)  # [gh·gw, L, D]
+        tok = np.asarray(
+            g["tokens"][offsets[i] : offsets[i + 1]], dtype=np.float32
+        )  # [gh·gw, L, D]
         feats.append(np.einsum("am,mld->ald", soft.reshape(len(soft), -1).astype(np.float32), tok))
         cats.append(c)
     if not feats:
@@ -43,9 +48,15 @@ def pooled_features(store_path: str, manifest: Manifest) -> tuple[np.ndarray, np
     return np.concatenate(feats), np.concatenate(cats)
 
 
-def segment_clustering_table(store_path: str, manifest: Manifest, *, k: int | None = None,
-                             seed: int = 0, n_init: int = 10, noise: str = "gaussian"
-                             ) -> pd.DataFrame:
+def segment_clustering_table(
+    store_path: str,
+    manifest: Manifest,
+    *,
+    k: int | None = None,
+    seed: int = 0,
+    n_init: int = 10,
+    noise: str = "gaussian",
+) -> pd.DataFrame:
     """Per layer purity / NMI / ARI of k-means on pooled object (COCO) or part
     (PartImageNet) features; ``k`` defaults to the number of categories present (the
     original used 80 for both datasets: set ``k: 80`` to reproduce)."""
@@ -57,14 +68,23 @@ def segment_clustering_table(store_path: str, manifest: Manifest, *, k: int | No
     for layer in range(x.shape[1]):
         for m, v in cluster_scores(x[:, layer], y, k, seed=seed, n_init=n_init).items():
             rows.append({"feature": "pooled", "layer": layer, "metric": m, "value": v})
-    for m, v in cluster_scores(noise_like((len(y), x.shape[2]), noise, seed), y, k, seed=seed,
-                               n_init=n_init).items():
+    for m, v in cluster_scores(
+        noise_like((len(y), x.shape[2]), noise, seed), y, k, seed=seed, n_init=n_init
+    ).items():
         rows.append({"feature": "noise", "layer": -1, "metric": m, "value": v})
     t = pd.DataFrame(rows)
     level = "part" if manifest.kind == "partimagenet" else "object"
-    for col, val in {"model": meta["model"], "dataset": meta["dataset"], "level": level,
-                     "view": meta["view"], "family": meta["spec"]["family"],
-                     "depth": meta["depth"], "k": k, "seed": seed, "noise": noise,
-                     "n_segments": len(y)}.items():
+    for col, val in {
+        "model": meta["model"],
+        "dataset": meta["dataset"],
+        "level": level,
+        "view": meta["view"],
+        "family": meta["spec"]["family"],
+        "depth": meta["depth"],
+        "k": k,
+        "seed": seed,
+        "noise": noise,
+        "n_segments": len(y),
+    }.items():
         t[col] = val
     return t

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,9 +32,14 @@ def _interleaved(g, points: Sequence[str], kind: str) -> tuple[np.ndarray, list[
 
 def _same_partition(gx, gy, px: str, py: str) -> None:  # noqa: ANN001
     mx, my = store_meta(gx), store_meta(gy)
-    if mx["manifest_digest"] != my["manifest_digest"] or mx["cka_batch_size"] != my["cka_batch_size"]:
-        raise ValueError(f"{px} and {py} were extracted from different manifests or CKA"
-                         " partitions; CKA needs the same images in the same minibatches")
+    if (
+        mx["manifest_digest"] != my["manifest_digest"]
+        or mx["cka_batch_size"] != my["cka_batch_size"]
+    ):
+        raise ValueError(
+            f"{px} and {py} were extracted from different manifests or CKA"
+            " partitions; CKA needs the same images in the same minibatches"
+        )
 
 
 def _cka(*a, **k):  # noqa: ANN002, ANN003, ANN202 - torch only where CKA is computed
@@ -43,8 +48,9 @@ def _cka(*a, **k):  # noqa: ANN002, ANN003, ANN202 - torch only where CKA is com
     return cka_grid_from_grams(*a, **k)
 
 
-def cka_pair_table(store_x: str, store_y: str, *, points: str = "norm", kind: str = "all",
-                   minmax: bool = False) -> pd.DataFrame:
+def cka_pair_table(
+    store_x: str, store_y: str, *, points: str = "norm", kind: str = "all", minmax: bool = False
+) -> pd.DataFrame:
     """Layer × layer CKA between two models (or one model with itself, §3.2)."""
     gx, gy = open_store(store_x), open_store(store_y)
     _same_partition(gx, gy, store_x, store_y)
@@ -52,13 +58,22 @@ def cka_pair_table(store_x: str, store_y: str, *, points: str = "norm", kind: st
     ky, ly = _interleaved(gy, GRID_POINTS[points], kind)
     grid = _cka(kx, ky, minmax=minmax)
     i, j = np.meshgrid(np.arange(len(lx)), np.arange(len(ly)), indexing="ij")
-    return pd.DataFrame({
-        "model_x": store_meta(gx)["model"], "model_y": store_meta(gy)["model"],
-        "row": i.ravel(), "col": j.ravel(),
-        "point_x": [lx[a][0] for a in i.ravel()], "layer_x": [lx[a][1] for a in i.ravel()],
-        "point_y": [ly[b][0] for b in j.ravel()], "layer_y": [ly[b][1] for b in j.ravel()],
-        "value": grid.ravel(), "points": points, "kind": kind, "minmax": minmax,
-    })
+    return pd.DataFrame(
+        {
+            "model_x": store_meta(gx)["model"],
+            "model_y": store_meta(gy)["model"],
+            "row": i.ravel(),
+            "col": j.ravel(),
+            "point_x": [lx[a][0] for a in i.ravel()],
+            "layer_x": [lx[a][1] for a in i.ravel()],
+            "point_y": [ly[b][0] for b in j.ravel()],
+            "layer_y": [ly[b][1] for b in j.ravel()],
+            "value": grid.ravel(),
+            "points": points,
+            "kind": kind,
+            "minmax": minmax,
+        }
+    )
 
 
 def last_layer_cka_table(stores: Sequence[str], *, minmax: bool = False) -> pd.DataFrame:
@@ -76,9 +91,15 @@ def last_layer_cka_table(stores: Sequence[str], *, minmax: bool = False) -> pd.D
                     continue
                 v = float(_cka(last[a], last[b], minmax=minmax)[0, 0])
                 for x, y in {(a, b), (b, a)}:
-                    rows.append({"model_x": store_meta(gs[x])["model"],
-                                 "model_y": store_meta(gs[y])["model"],
-                                 "kind": kind, "value": v, "minmax": minmax})
+                    rows.append(
+                        {
+                            "model_x": store_meta(gs[x])["model"],
+                            "model_y": store_meta(gs[y])["model"],
+                            "kind": kind,
+                            "value": v,
+                            "minmax": minmax,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -89,26 +110,49 @@ def residual_table(store: str, *, minmax: bool = False) -> pd.DataFrame:
     meta = store_meta(g)
     frames = []
     for sub in ("attn", "mlp"):
-        grid = _cka(_grams(g, f"{sub}_skip", "all"),
-                                   _grams(g, f"{sub}_branch", "all"), minmax=minmax)
+        grid = _cka(
+            _grams(g, f"{sub}_skip", "all"), _grams(g, f"{sub}_branch", "all"), minmax=minmax
+        )
         i, j = np.meshgrid(np.arange(grid.shape[0]), np.arange(grid.shape[1]), indexing="ij")
-        frames.append(pd.DataFrame({"sub_block": sub, "metric": "cka", "layer_x": i.ravel(),
-                                    "layer_y": j.ravel(), "value": grid.ravel()}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "sub_block": sub,
+                    "metric": "cka",
+                    "layer_x": i.ravel(),
+                    "layer_y": j.ravel(),
+                    "value": grid.ravel(),
+                }
+            )
+        )
         for kind in ("all", "cls", "spatial"):
             name = f"resid/{sub}_norm_ratio_{kind}"
             if name in g:
                 r = np.asarray(g[name][...], dtype=np.float64).mean(0)
-                frames.append(pd.DataFrame({"sub_block": sub, "metric": f"norm_ratio_{kind}",
-                                            "layer_x": np.arange(len(r)), "layer_y": -1,
-                                            "value": r}))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "sub_block": sub,
+                            "metric": f"norm_ratio_{kind}",
+                            "layer_x": np.arange(len(r)),
+                            "layer_y": -1,
+                            "value": r,
+                        }
+                    )
+                )
     t = pd.concat(frames, ignore_index=True)
-    t["model"], t["family"], t["depth"], t["minmax"] = (meta["model"], meta["spec"]["family"],
-                                                         meta["depth"], minmax)
+    t["model"], t["family"], t["depth"], t["minmax"] = (
+        meta["model"],
+        meta["spec"]["family"],
+        meta["depth"],
+        minmax,
+    )
     return t
 
 
-def clustering_table(store: str, *, k: int | None = None, seed: int = 0, n_init: int = 10,
-                     noise: str = "gaussian") -> pd.DataFrame:
+def clustering_table(
+    store: str, *, k: int | None = None, seed: int = 0, n_init: int = 10, noise: str = "gaussian"
+) -> pd.DataFrame:
     """Image-level clustering per layer (§3.5): k-means on CLS and on mean-pooled spatial
     features against the class labels; ``feature='noise'`` rows are the random-chance
     baseline (noise of the same shape, seeded; ``noise='uniform'`` is the faithful variant)."""
@@ -129,8 +173,15 @@ def clustering_table(store: str, *, k: int | None = None, seed: int = 0, n_init:
     for m, v in cluster_scores(x, y, k, seed=seed, n_init=n_init).items():
         rows.append({"feature": "noise", "layer": -1, "metric": m, "value": v})
     t = pd.DataFrame(rows)
-    for col, v in {"model": meta["model"], "dataset": meta["dataset"],
-                   "family": meta["spec"]["family"], "depth": meta["depth"], "k": k,
-                   "seed": seed, "noise": noise, "n_images": len(y)}.items():
+    for col, v in {
+        "model": meta["model"],
+        "dataset": meta["dataset"],
+        "family": meta["spec"]["family"],
+        "depth": meta["depth"],
+        "k": k,
+        "seed": seed,
+        "noise": noise,
+        "n_images": len(y),
+    }.items():
         t[col] = v
     return t

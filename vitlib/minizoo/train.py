@@ -21,8 +21,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import timm
@@ -43,8 +44,9 @@ def load_images(manifest: Manifest, size: int) -> torch.Tensor:
     """Every image of ``manifest`` as ``uint8 [N, 3, size, size]`` (short side resize +
     centre crop, the ``center`` view's pixels)."""
     px = center_pixels(size)
-    arr = np.stack([np.asarray(px(load_rgb(manifest.abspath(it))), dtype=np.uint8)
-                    for it in manifest.items])
+    arr = np.stack(
+        [np.asarray(px(load_rgb(manifest.abspath(it))), dtype=np.uint8) for it in manifest.items]
+    )
     return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
@@ -60,10 +62,16 @@ class DinoHead(nn.Module):
 
     def __init__(self, dim: int, out_dim: int = 256, hidden: int = 256, bottleneck: int = 64):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden),
-                                 nn.GELU(), nn.Linear(hidden, bottleneck))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
+            nn.Linear(hidden, bottleneck),
+        )
         self.last_layer = nn.utils.parametrizations.weight_norm(
-            nn.Linear(bottleneck, out_dim, bias=False))
+            nn.Linear(bottleneck, out_dim, bias=False)
+        )
         self.last_layer.parametrizations.weight.original0.data.fill_(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,16 +81,24 @@ class DinoHead(nn.Module):
 class MaeDecoder(nn.Module):
     """MAE's light decoder: embed, mask tokens, learned positions, a few blocks, pixels."""
 
-    def __init__(self, dim: int, n_patches: int, patch: int, dec_dim: int = 64, depth: int = 2,
-                 heads: int = 4):
+    def __init__(
+        self,
+        dim: int,
+        n_patches: int,
+        patch: int,
+        dec_dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+    ):
         super().__init__()
         from timm.models.vision_transformer import Block
 
         self.decoder_embed = nn.Linear(dim, dec_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dec_dim))
         self.decoder_pos_embed = nn.Parameter(torch.randn(1, n_patches + 1, dec_dim) * 0.02)
-        self.decoder_blocks = nn.ModuleList(Block(dec_dim, heads, qkv_bias=True)
-                                            for _ in range(depth))
+        self.decoder_blocks = nn.ModuleList(
+            Block(dec_dim, heads, qkv_bias=True) for _ in range(depth)
+        )
         self.decoder_norm = nn.LayerNorm(dec_dim)
         self.decoder_pred = nn.Linear(dec_dim, patch * patch * 3)
         nn.init.normal_(self.mask_token, std=0.02)
@@ -112,13 +128,23 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_model(method: str, manifest: Manifest, *, arch: str, arch_kwargs: dict[str, Any],
-                out: str | os.PathLike, epochs: int, batch_size: int = 64,
-                lr: float | None = None, seed: int = 0,
-                mean: Sequence[float] = (0.485, 0.456, 0.406),
-                std: Sequence[float] = (0.229, 0.224, 0.225),
-                log_path: str | os.PathLike | None = None, progress: bool = True,
-                **options: Any) -> dict[str, Any]:
+def train_model(
+    method: str,
+    manifest: Manifest,
+    *,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    out: str | os.PathLike,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float | None = None,
+    seed: int = 0,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
+    log_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
     """Train ``arch`` by ``method`` on the images of ``manifest``; write the checkpoint to
     ``out`` and the loss of every step to ``log_path`` (TSV); return a summary."""
     if method not in METHODS:
@@ -143,7 +169,9 @@ def train_model(method: str, manifest: Manifest, *, arch: str, arch_kwargs: dict
     elif method == "dino":
         net = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kw)
         head = DinoHead(net.embed_dim, out_dim=int(options.get("out_dim", 256)))
-        teacher = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kw)
+        teacher = timm.create_model(
+            arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kw
+        )
         t_head = DinoHead(net.embed_dim, out_dim=int(options.get("out_dim", 256)))
         teacher.load_state_dict(net.state_dict())
         t_head.load_state_dict(head.state_dict())
@@ -158,7 +186,9 @@ def train_model(method: str, manifest: Manifest, *, arch: str, arch_kwargs: dict
         decoder = MaeDecoder(net.embed_dim, n_patches, patch)
         params = [*net.parameters(), *decoder.parameters()]
     base_lr = float(lr or DEFAULT_LR[method]) * batch_size / 64
-    opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=float(options.get("weight_decay", 0.05)))
+    opt = torch.optim.AdamW(
+        params, lr=base_lr, weight_decay=float(options.get("weight_decay", 0.05))
+    )
     n = len(images)
     steps_per_epoch = max(1, n // batch_size)
     total = epochs * steps_per_epoch
@@ -173,7 +203,7 @@ def train_model(method: str, manifest: Manifest, *, arch: str, arch_kwargs: dict
     for epoch in range(epochs):
         order = torch.randperm(n, generator=g)
         for b in range(steps_per_epoch):
-            idx = order[b * batch_size:(b + 1) * batch_size]
+            idx = order[b * batch_size : (b + 1) * batch_size]
             x = images[idx].float() / 255
             cur = cosine_lr(step, total, base_lr, warmup)
             for pg in opt.param_groups:
@@ -187,10 +217,18 @@ def train_model(method: str, manifest: Manifest, *, arch: str, arch_kwargs: dict
                 n_local = int(options.get("local_crops", 2))
                 jit = float(options.get("jitter", 0.4))
                 grey = float(options.get("grey", 0.2))
-                glob = [norm(colour_jitter(random_resized_crop(x, size, (0.4, 1.0), g), g, jit, grey))
-                        for _ in range(2)]
-                loc = [norm(colour_jitter(random_resized_crop(x, size // 2, (0.1, 0.4), g), g,
-                                          jit, grey)) for _ in range(n_local)]
+                glob = [
+                    norm(colour_jitter(random_resized_crop(x, size, (0.4, 1.0), g), g, jit, grey))
+                    for _ in range(2)
+                ]
+                loc = [
+                    norm(
+                        colour_jitter(
+                            random_resized_crop(x, size // 2, (0.1, 0.4), g), g, jit, grey
+                        )
+                    )
+                    for _ in range(n_local)
+                ]
                 with torch.no_grad():
                     t_out = [t_head(teacher(v)) for v in glob]
                 s_out = [head(net(v)) for v in glob + loc]
@@ -208,7 +246,7 @@ def train_model(method: str, manifest: Manifest, *, arch: str, arch_kwargs: dict
                     center = 0.9 * center + 0.1 * torch.cat(t_out).mean(0, keepdim=True)
             else:
                 v = norm(random_resized_crop(x, size, (0.5, 1.0), g))
-                tok = net.patch_embed(v) + net.pos_embed[:, net.num_prefix_tokens:]
+                tok = net.patch_embed(v) + net.pos_embed[:, net.num_prefix_tokens :]
                 B, N, D = tok.shape
                 keep = int(round(N * (1 - float(options.get("mask_ratio", 0.75)))))
                 noise = torch.rand(B, N, generator=g)
@@ -221,7 +259,9 @@ def train_model(method: str, manifest: Manifest, *, arch: str, arch_kwargs: dict
                     h = blk(h)
                 pred = decoder(net.norm(h), restore)
                 target = patchify(v, patch)
-                target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+                target = (target - target.mean(-1, keepdim=True)) / (
+                    target.var(-1, keepdim=True) + 1e-6
+                ).sqrt()
                 masked = torch.ones(B, N)
                 masked[:, :keep] = 0
                 masked = torch.gather(masked, 1, restore)
@@ -231,10 +271,17 @@ def train_model(method: str, manifest: Manifest, *, arch: str, arch_kwargs: dict
             nn.utils.clip_grad_norm_(params, 3.0)
             opt.step()
             if method == "dino":
-                m = 1 - (1 - float(options.get("momentum", 0.99))) * (math.cos(math.pi * step / total) + 1) / 2
+                m = (
+                    1
+                    - (1 - float(options.get("momentum", 0.99)))
+                    * (math.cos(math.pi * step / total) + 1)
+                    / 2
+                )
                 with torch.no_grad():
-                    for ps, pt in zip([*net.parameters(), *head.parameters()],
-                                      [*teacher.parameters(), *t_head.parameters()]):
+                    for ps, pt in zip(
+                        [*net.parameters(), *head.parameters()],
+                        [*teacher.parameters(), *t_head.parameters()],
+                    ):
                         pt.mul_(m).add_(ps.detach(), alpha=1 - m)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{method}: loss is {loss.item()} at step {step}")
@@ -243,19 +290,29 @@ def train_model(method: str, manifest: Manifest, *, arch: str, arch_kwargs: dict
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss):.3f}")
-        log.info("%s epoch %d: mean loss %.4f", method, epoch,
-                 np.mean([r[2] for r in rows if r[0] == epoch]))
+        log.info(
+            "%s epoch %d: mean loss %.4f",
+            method,
+            epoch,
+            np.mean([r[2] for r in rows if r[0] == epoch]),
+        )
     if bar is not None:
         bar.close()
     out = Path(out)
     if method == "supervised":
         ckpt: Any = net.state_dict()
     elif method == "dino":
-        ckpt = {"teacher": {**{f"backbone.{k}": v for k, v in teacher.state_dict().items()},
-                            **{f"head.{k}": v for k, v in t_head.state_dict().items()}},
-                "student": {**{f"backbone.{k}": v for k, v in net.state_dict().items()},
-                            **{f"head.{k}": v for k, v in head.state_dict().items()}},
-                "epoch": epochs}
+        ckpt = {
+            "teacher": {
+                **{f"backbone.{k}": v for k, v in teacher.state_dict().items()},
+                **{f"head.{k}": v for k, v in t_head.state_dict().items()},
+            },
+            "student": {
+                **{f"backbone.{k}": v for k, v in net.state_dict().items()},
+                **{f"head.{k}": v for k, v in head.state_dict().items()},
+            },
+            "epoch": epochs,
+        }
     else:
         ckpt = {"model": {**net.state_dict(), **decoder.state_dict()}, "epoch": epochs}
     if log_path is not None:
@@ -270,6 +327,12 @@ def train_model(method: str, manifest: Manifest, *, arch: str, arch_kwargs: dict
     _atomic_save(ckpt, out)
     first = np.mean([r[2] for r in rows if r[0] == 0])
     last = np.mean([r[2] for r in rows if r[0] == epochs - 1])
-    return {"method": method, "epochs": epochs, "steps": total, "n_images": n,
-            "first_epoch_loss": float(first), "last_epoch_loss": float(last),
-            "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "method": method,
+        "epochs": epochs,
+        "steps": total,
+        "n_images": n,
+        "first_epoch_loss": float(first),
+        "last_epoch_loss": float(last),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }

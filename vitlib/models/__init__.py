@@ -8,10 +8,16 @@ from importlib import import_module
 from typing import Any
 
 _WHERE = {
-    "ModelError": "build", "build_model": "build",
-    "CAPTURE_POINTS": "capture", "Capture": "capture", "CollectConsumer": "capture",
-    "PAPER_MODELS": "registry", "ModelSpec": "registry", "get_spec": "registry",
-    "list_models": "registry", "spec_from_config": "registry",
+    "ModelError": "build",
+    "build_model": "build",
+    "CAPTURE_POINTS": "capture",
+    "Capture": "capture",
+    "CollectConsumer": "capture",
+    "PAPER_MODELS": "registry",
+    "ModelSpec": "registry",
+    "get_spec": "registry",
+    "list_models": "registry",
+    "spec_from_config": "registry",
 }
 
 __all__ = sorted(_WHERE)

@@ -20,8 +20,13 @@ from vitlib.models.registry import ModelSpec
 from vitlib.models.weights import WeightsError, apply_key_map, read_checkpoint
 
 #: Checkpoint layout assumed for a family when ``weights.format`` is not given.
-DEFAULT_FORMAT = {"clip": "openai_clip", "dino": "dino", "moco": "moco", "mae": "mae",
-                  "beit": "beit"}
+DEFAULT_FORMAT = {
+    "clip": "openai_clip",
+    "dino": "dino",
+    "moco": "moco",
+    "mae": "mae",
+    "beit": "beit",
+}
 
 
 class ModelError(RuntimeError):
@@ -42,8 +47,9 @@ def build_network(spec: ModelSpec) -> nn.Module:
             from vitlib.models.openclip import OpenClipViT, build_vision_tower
 
             return OpenClipViT(build_vision_tower(spec.arch, **dict(spec.arch_kwargs)))
-        return timm.create_model(spec.arch, pretrained=False, num_classes=0,
-                                 **dict(spec.arch_kwargs))
+        return timm.create_model(
+            spec.arch, pretrained=False, num_classes=0, **dict(spec.arch_kwargs)
+        )
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"model {spec.id}: cannot build {spec.arch!r}: {e}") from e
     finally:
@@ -56,8 +62,9 @@ def weights_format(spec: ModelSpec) -> str:
     return str(w.get("format") or DEFAULT_FORMAT.get(spec.family, "timm"))
 
 
-def build_model(spec: ModelSpec, weights_path: str | Path | None = None,
-                device: str | torch.device = "cpu") -> nn.Module:
+def build_model(
+    spec: ModelSpec, weights_path: str | Path | None = None, device: str | torch.device = "cpu"
+) -> nn.Module:
     """Instantiate ``spec`` in eval mode, load ``weights_path`` (or ``spec.weights.path``)."""
     model = build_network(spec)
     w: dict[str, Any] = dict(spec.weights or {})
@@ -87,7 +94,9 @@ def check_dims(model: nn.Module, spec: ModelSpec) -> None:
     blocks = getattr(model, "blocks", None)
     got: dict[str, Any] = {
         "depth": len(blocks) if blocks is not None else None,
-        "num_heads": getattr(getattr(blocks[0], "attn", None), "num_heads", None) if blocks else None,
+        "num_heads": getattr(getattr(blocks[0], "attn", None), "num_heads", None)
+        if blocks
+        else None,
         "embed_dim": getattr(model, "embed_dim", None),
         "num_prefix_tokens": getattr(model, "num_prefix_tokens", spec.num_prefix_tokens),
     }
@@ -98,7 +107,10 @@ def check_dims(model: nn.Module, spec: ModelSpec) -> None:
     else:
         got["patch_size"] = getattr(model, "patch_size", None)
         got["img_size"] = getattr(model, "img_size", None)
-    bad = {k: (v, getattr(spec, k)) for k, v in got.items() if v is not None and v != getattr(spec, k)}
+    bad = {
+        k: (v, getattr(spec, k)) for k, v in got.items() if v is not None and v != getattr(spec, k)
+    }
     if bad:
-        raise ModelError(f"model {spec.id}: built network differs from its spec"
-                         f" (got, expected): {bad}")
+        raise ModelError(
+            f"model {spec.id}: built network differs from its spec (got, expected): {bad}"
+        )

@@ -19,8 +19,9 @@ to hook and whether its input or its output is the tensor.  Adding one is one li
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import torch
 from torch import nn
@@ -90,8 +91,9 @@ class CollectConsumer:
 
     def end_batch(self) -> None:
         self.tokens = {p: torch.stack([d[i] for i in sorted(d)]) for p, d in self._tok.items()}
-        self.attention = (torch.stack([self._att[i] for i in sorted(self._att)])
-                          if self._att else None)
+        self.attention = (
+            torch.stack([self._att[i] for i in sorted(self._att)]) if self._att else None
+        )
 
 
 def _no_autocast(t: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -173,14 +175,18 @@ class Capture:
                     cp = CAPTURE_POINTS[name]
                     mod = _get_submodule(blk, cp.module, name)
                     if cp.side == "output":
+
                         def hook(_m, _inp, out, i=i, name=name):  # noqa: ANN001
                             with _no_autocast(out):
                                 consumer.on_tokens(name, i, out)
+
                         handles.append(mod.register_forward_hook(hook))
                     else:
+
                         def pre(_m, inp, i=i, name=name):  # noqa: ANN001
                             with _no_autocast(inp[0]):
                                 consumer.on_tokens(name, i, inp[0])
+
                         handles.append(mod.register_forward_pre_hook(pre))
                 if self.attention:
                     attn = blk.attn
@@ -191,6 +197,7 @@ class Capture:
                     def ahook(_m, _inp, out, i=i):  # noqa: ANN001
                         with _no_autocast(out):
                             consumer.on_attention(i, out)
+
                     handles.append(attn.attn_drop.register_forward_hook(ahook))
             yield
         finally:
@@ -205,8 +212,11 @@ class Capture:
         """Run one forward pass of ``images`` ``[B, 3, H, W]`` feeding ``consumer``."""
         consumer.begin_batch(images.shape[0])
         device_type = images.device.type
-        ctx = (torch.autocast(device_type, dtype=_AUTOCAST[self.dtype])
-               if self.dtype in _AUTOCAST else contextlib.nullcontext())
+        ctx = (
+            torch.autocast(device_type, dtype=_AUTOCAST[self.dtype])
+            if self.dtype in _AUTOCAST
+            else contextlib.nullcontext()
+        )
         with self._hooks(consumer), ctx:
             self._run(self.model, images)
         consumer.end_batch()

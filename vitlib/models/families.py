@@ -11,7 +11,8 @@ mismatches all stop with the three lists.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,8 +44,11 @@ def convert_timm(obj: Any, model: nn.Module) -> StateDict:
 def convert_dino(obj: Any, model: nn.Module) -> StateDict:
     """DINO: a plain backbone state dict in timm naming (teacher backbone files)."""
     sd = dict(_unwrap(obj, "teacher", "state_dict"))
-    return {k.removeprefix("backbone.").removeprefix("module."): v for k, v in sd.items()
-            if not k.startswith(("head.", "backbone.head.", "module.head."))}
+    return {
+        k.removeprefix("backbone.").removeprefix("module."): v
+        for k, v in sd.items()
+        if not k.startswith(("head.", "backbone.head.", "module.head."))
+    }
 
 
 def convert_moco(obj: Any, model: nn.Module) -> StateDict:
@@ -52,11 +56,15 @@ def convert_moco(obj: Any, model: nn.Module) -> StateDict:
     (momentum encoder, predictor and projection head are dropped)."""
     sd = _unwrap(obj, "state_dict")
     pre = "module.base_encoder."
-    out = {k[len(pre):]: v for k, v in sd.items()
-           if k.startswith(pre) and not k.startswith(pre + "head")}
+    out = {
+        k[len(pre) :]: v
+        for k, v in sd.items()
+        if k.startswith(pre) and not k.startswith(pre + "head")
+    }
     if not out:
-        raise CheckpointMismatch(f"no '{pre}*' keys: not a MoCo-v3 checkpoint "
-                                 f"(first keys: {list(sd)[:5]})")
+        raise CheckpointMismatch(
+            f"no '{pre}*' keys: not a MoCo-v3 checkpoint (first keys: {list(sd)[:5]})"
+        )
     return out
 
 
@@ -75,8 +83,12 @@ def convert_beit(obj: Any, model: nn.Module) -> StateDict:
     the MIM head, mask token and final norm (unused with average pooling) are dropped."""
     sd = dict(_unwrap(obj, "model", "module"))
     shared = sd.pop("rel_pos_bias.relative_position_bias_table", None)
-    sd = {k: v for k, v in sd.items() if "relative_position_index" not in k
-          and not k.startswith(("lm_head.", "mask_token", "norm.", "head."))}
+    sd = {
+        k: v
+        for k, v in sd.items()
+        if "relative_position_index" not in k
+        and not k.startswith(("lm_head.", "mask_token", "norm.", "head."))
+    }
     if shared is not None:
         for i in range(len(model.blocks)):
             sd[f"blocks.{i}.attn.relative_position_bias_table"] = shared.clone()
@@ -88,14 +100,20 @@ def convert_clip(obj: Any, model: nn.Module) -> StateDict:
     sd = _unwrap(obj, "state_dict")
     vis = {k: v for k, v in sd.items() if k.startswith("visual.")}
     if not vis:
-        raise CheckpointMismatch(f"no 'visual.*' keys: not a CLIP checkpoint "
-                                 f"(first keys: {list(sd)[:5]})")
+        raise CheckpointMismatch(
+            f"no 'visual.*' keys: not a CLIP checkpoint (first keys: {list(sd)[:5]})"
+        )
     return vis
 
 
 CONVERTERS: dict[str, Callable[[Any, nn.Module], StateDict]] = {
-    "timm": convert_timm, "dino": convert_dino, "moco": convert_moco, "mae": convert_mae,
-    "beit": convert_beit, "openai_clip": convert_clip, "open_clip": convert_clip,
+    "timm": convert_timm,
+    "dino": convert_dino,
+    "moco": convert_moco,
+    "mae": convert_mae,
+    "beit": convert_beit,
+    "openai_clip": convert_clip,
+    "open_clip": convert_clip,
 }
 
 #: Model keys a checkpoint may lack (regexes), per format: heads the analyses never use,
@@ -106,18 +124,23 @@ ALLOWED_MISSING: dict[str, tuple[str, ...]] = {
 _ALWAYS_ALLOWED = (r"head\..*",)
 
 
-def load_converted(model: nn.Module, sd: Mapping[str, torch.Tensor], *, fmt: str,
-                   model_id: str, source: str) -> None:
+def load_converted(
+    model: nn.Module, sd: Mapping[str, torch.Tensor], *, fmt: str, model_id: str, source: str
+) -> None:
     """Strict load: report missing (beyond the documented), unexpected and mis-shaped keys."""
     own = model.state_dict()
     allowed = [re.compile(p) for p in (*ALLOWED_MISSING.get(fmt, ()), *_ALWAYS_ALLOWED)]
     missing = [k for k in own if k not in sd and not any(p.fullmatch(k) for p in allowed)]
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sd if k in own and tuple(sd[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sd
+        if k in own and tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         raise CheckpointMismatch(
             f"model {model_id}: checkpoint {source} ({fmt} layout) does not fit"
             f" {type(model).__name__}:\n  missing: {missing}\n  unexpected: {unexpected}\n"
-            f"  mis-shaped: {shapes}")
+            f"  mis-shaped: {shapes}"
+        )
     model.load_state_dict(dict(sd), strict=False)

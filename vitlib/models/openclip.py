@@ -35,9 +35,15 @@ class ProbAttention(nn.Module):
         self.batch_first = True
         self.fused_attn = False
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor | None = None,
-                value: torch.Tensor | None = None, need_weights: bool = False,
-                attn_mask: torch.Tensor | None = None, **_: Any) -> tuple[torch.Tensor, None]:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
+        need_weights: bool = False,
+        attn_mask: torch.Tensor | None = None,
+        **_: Any,
+    ) -> tuple[torch.Tensor, None]:
         B, N, D = query.shape
         qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)

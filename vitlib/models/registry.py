@@ -7,8 +7,9 @@ config (``custom_models``), which :func:`spec_from_config` turns into the same o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -81,9 +82,17 @@ def _std(family: str, size: str, patch: int, img: int = 224, **kw: Any) -> Model
     mid = kw.pop("id", f"{family}_{size}{patch}{suffix}")
     arch = kw.pop("arch", f"vit_{_SIZE_NAME[size]}_patch{patch}_{img}")
     return ModelSpec(
-        id=mid, family=family, arch=arch, depth=kw.pop("depth", depth),
-        num_heads=kw.pop("num_heads", heads), embed_dim=dim, patch_size=patch, img_size=img,
-        mean=mean, std=std, **kw,
+        id=mid,
+        family=family,
+        arch=arch,
+        depth=kw.pop("depth", depth),
+        num_heads=kw.pop("num_heads", heads),
+        embed_dim=dim,
+        patch_size=patch,
+        img_size=img,
+        mean=mean,
+        std=std,
+        **kw,
     )
 
 
@@ -108,45 +117,105 @@ def _builtin() -> dict[str, ModelSpec]:
     # some names, so the tag is pinned).
     for size, patch in [("s", 32), ("s", 16), ("b", 32), ("b", 16), ("b", 8), ("l", 16)]:
         arch = f"vit_{_SIZE_NAME[size]}_patch{patch}_224"
-        specs.append(_std("fs", size, patch, paper=True,
-                          weights=_timm_w(f"{arch}.augreg_in21k_ft_in1k")))
+        specs.append(
+            _std("fs", size, patch, paper=True, weights=_timm_w(f"{arch}.augreg_in21k_ft_in1k"))
+        )
     # CLIP: OpenAI's files; their URLs carry the sha256.
     for size, patch, name, sha in [
         ("b", 32, "ViT-B-32", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"),
         ("b", 16, "ViT-B-16", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"),
         ("l", 14, "ViT-L-14", "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"),
     ]:
-        specs.append(_std("clip", size, patch, arch=name, paper=True,
-                          weights={"url": _CLIP.format(sha, name), "sha256": sha,
-                                   "format": "openai_clip"}))
-    for size, patch, fname in [("s", 16, "dino_deitsmall16_pretrain"),
-                               ("s", 8, "dino_deitsmall8_300ep_pretrain"),  # the 300-epoch file
-                               ("b", 16, "dino_vitbase16_pretrain"),
-                               ("b", 8, "dino_vitbase8_pretrain")]:
-        specs.append(_std("dino", size, patch, paper=True,
-                          weights={"url": _DINO.format(fname), "sha256": None, "format": "dino"}))
+        specs.append(
+            _std(
+                "clip",
+                size,
+                patch,
+                arch=name,
+                paper=True,
+                weights={"url": _CLIP.format(sha, name), "sha256": sha, "format": "openai_clip"},
+            )
+        )
+    for size, patch, fname in [
+        ("s", 16, "dino_deitsmall16_pretrain"),
+        ("s", 8, "dino_deitsmall8_300ep_pretrain"),  # the 300-epoch file
+        ("b", 16, "dino_vitbase16_pretrain"),
+        ("b", 8, "dino_vitbase8_pretrain"),
+    ]:
+        specs.append(
+            _std(
+                "dino",
+                size,
+                patch,
+                paper=True,
+                weights={"url": _DINO.format(fname), "sha256": None, "format": "dino"},
+            )
+        )
     # MoCo-v3 S has 12 heads (unlike timm/DINO S); fixed sin-cos position embedding.
-    specs.append(_std("moco", "s", 16, num_heads=12, arch_kwargs={"num_heads": 12}, paper=True,
-                      weights={"url": _MOCO.format("vit-s-300ep"), "sha256": None,
-                               "format": "moco"}))
-    specs.append(_std("moco", "b", 16, paper=True,
-                      weights={"url": _MOCO.format("vit-b-300ep"), "sha256": None,
-                               "format": "moco"}))
+    specs.append(
+        _std(
+            "moco",
+            "s",
+            16,
+            num_heads=12,
+            arch_kwargs={"num_heads": 12},
+            paper=True,
+            weights={"url": _MOCO.format("vit-s-300ep"), "sha256": None, "format": "moco"},
+        )
+    )
+    specs.append(
+        _std(
+            "moco",
+            "b",
+            16,
+            paper=True,
+            weights={"url": _MOCO.format("vit-b-300ep"), "sha256": None, "format": "moco"},
+        )
+    )
     for size, patch, name in [("b", 16, "base"), ("l", 16, "large"), ("h", 14, "huge")]:
-        specs.append(_std("mae", size, patch, paper=True,
-                          weights={"url": _MAE.format(name), "sha256": None, "format": "mae"}))
+        specs.append(
+            _std(
+                "mae",
+                size,
+                patch,
+                paper=True,
+                weights={"url": _MAE.format(name), "sha256": None, "format": "mae"},
+            )
+        )
     for size in ("b", "l"):
         name = f"beit_{_SIZE_NAME[size]}_patch16_224"
-        specs.append(_std("beit", size, 16, arch=name, paper=True,
-                          weights={"url": _BEIT.format(name + "_pt22k"), "sha256": None,
-                                   "format": "beit"}))
+        specs.append(
+            _std(
+                "beit",
+                size,
+                16,
+                arch=name,
+                paper=True,
+                weights={"url": _BEIT.format(name + "_pt22k"), "sha256": None, "format": "beit"},
+            )
+        )
     # Additional configurations (PROTOCOLS §1.2).
     sha = "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"
-    specs.append(_std("clip", "l", 14, 336, arch="ViT-L-14-336",
-                      weights={"url": _CLIP.format(sha, "ViT-L-14-336px"), "sha256": sha,
-                               "format": "openai_clip"}))
-    for size, patch, tag in [("b", 16, "augreg_in21k_ft_in1k"), ("b", 32, "augreg_in21k_ft_in1k"),
-                             ("l", 16, "augreg_in21k_ft_in1k"), ("l", 32, "orig_in21k_ft_in1k")]:
+    specs.append(
+        _std(
+            "clip",
+            "l",
+            14,
+            336,
+            arch="ViT-L-14-336",
+            weights={
+                "url": _CLIP.format(sha, "ViT-L-14-336px"),
+                "sha256": sha,
+                "format": "openai_clip",
+            },
+        )
+    )
+    for size, patch, tag in [
+        ("b", 16, "augreg_in21k_ft_in1k"),
+        ("b", 32, "augreg_in21k_ft_in1k"),
+        ("l", 16, "augreg_in21k_ft_in1k"),
+        ("l", 32, "orig_in21k_ft_in1k"),
+    ]:
         arch = f"vit_{_SIZE_NAME[size]}_patch{patch}_384"
         specs.append(_std("fs", size, patch, 384, weights=_timm_w(f"{arch}.{tag}")))
     # The random-chance baseline: a randomly initialised B/16 (the original used uniform noise
@@ -156,14 +225,37 @@ def _builtin() -> dict[str, ModelSpec]:
     for size, name in [("s", "small"), ("b", "base"), ("l", "large")]:
         for reg in (False, True):
             arch = f"vit_{name}_patch14{'_reg4' if reg else ''}_dinov2"
-            specs.append(_std("dinov2", size, 14, id=f"dinov2{'reg' if reg else ''}_{size}14",
-                              arch=arch, arch_kwargs={"img_size": 224},
-                              num_prefix_tokens=5 if reg else 1,
-                              weights=_timm_w(f"{arch}.lvd142m")))
-    specs.append(_std("siglip", "b", 16, arch="vit_base_patch16_siglip_224", num_prefix_tokens=0,
-                      weights=_timm_w("vit_base_patch16_siglip_224.webli")))
-    specs.append(_std("deit3", "b", 16, arch="deit3_base_patch16_224",
-                      weights=_timm_w("deit3_base_patch16_224.fb_in22k_ft_in1k")))
+            specs.append(
+                _std(
+                    "dinov2",
+                    size,
+                    14,
+                    id=f"dinov2{'reg' if reg else ''}_{size}14",
+                    arch=arch,
+                    arch_kwargs={"img_size": 224},
+                    num_prefix_tokens=5 if reg else 1,
+                    weights=_timm_w(f"{arch}.lvd142m"),
+                )
+            )
+    specs.append(
+        _std(
+            "siglip",
+            "b",
+            16,
+            arch="vit_base_patch16_siglip_224",
+            num_prefix_tokens=0,
+            weights=_timm_w("vit_base_patch16_siglip_224.webli"),
+        )
+    )
+    specs.append(
+        _std(
+            "deit3",
+            "b",
+            16,
+            arch="deit3_base_patch16_224",
+            weights=_timm_w("deit3_base_patch16_224.fb_in22k_ft_in1k"),
+        )
+    )
     return {s.id: s for s in specs}
 
 
@@ -189,7 +281,8 @@ def get_spec(model_id: str, custom: Mapping[str, Mapping[str, Any]] | None = Non
     except KeyError:
         raise KeyError(
             f"unknown model id {model_id!r}; known ids: {', '.join(_REGISTRY)}"
-            " (or define it under custom_models)") from None
+            " (or define it under custom_models)"
+        ) from None
 
 
 def spec_from_config(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
@@ -205,8 +298,10 @@ def spec_from_config(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         base = get_spec(cfg.pop("base"))
         fields = {k: v for k, v in cfg.items() if k in ModelSpec.__dataclass_fields__}
         if "weights" in fields and base.weights:
-            fields["weights"] = {**{k: v for k, v in base.weights.items()
-                                    if k in ("format",)}, **fields["weights"]}
+            fields["weights"] = {
+                **{k: v for k, v in base.weights.items() if k in ("format",)},
+                **fields["weights"],
+            }
         if "arch_kwargs" in cfg or "arch" in cfg:
             kw = {**dict(base.arch_kwargs), **dict(cfg.get("arch_kwargs", {}))}
             fields["arch_kwargs"] = kw
@@ -219,15 +314,23 @@ def spec_from_config(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         raise ValueError(f"custom_models.{model_id}: needs 'arch' (a timm architecture) or 'base'")
     family = cfg.get("family", "timm")
     if family not in FAMILY_NORM:
-        raise ValueError(f"custom_models.{model_id}.family: unknown family {family!r};"
-                         f" known: {', '.join(FAMILIES)}")
+        raise ValueError(
+            f"custom_models.{model_id}.family: unknown family {family!r};"
+            f" known: {', '.join(FAMILIES)}"
+        )
     kw = dict(cfg.get("arch_kwargs", {}))
     dims = _dims(family, cfg["arch"], kw)
     mean, std = FAMILY_NORM[family]
     return ModelSpec(
-        id=model_id, family=family, arch=cfg["arch"], arch_kwargs=kw,
-        mean=tuple(cfg.get("mean", mean)), std=tuple(cfg.get("std", std)),
-        weights=cfg.get("weights"), init_seed=cfg.get("init_seed"), **dims,
+        id=model_id,
+        family=family,
+        arch=cfg["arch"],
+        arch_kwargs=kw,
+        mean=tuple(cfg.get("mean", mean)),
+        std=tuple(cfg.get("std", std)),
+        weights=cfg.get("weights"),
+        init_seed=cfg.get("init_seed"),
+        **dims,
     )
 
 
@@ -245,9 +348,13 @@ def _clip_dims(name: str, kw: Mapping[str, Any]) -> dict[str, int]:
     if cfg is None:
         raise ValueError(f"unknown open_clip model {name!r}")
     v = {**cfg["vision_cfg"], **kw}
-    return dict(depth=int(v["layers"]), num_heads=int(v["width"]) // int(v.get("head_width", 64)),
-                embed_dim=int(v["width"]), patch_size=int(v["patch_size"]),
-                img_size=int(v["image_size"]))
+    return dict(
+        depth=int(v["layers"]),
+        num_heads=int(v["width"]) // int(v.get("head_width", 64)),
+        embed_dim=int(v["width"]),
+        patch_size=int(v["patch_size"]),
+        img_size=int(v["image_size"]),
+    )
 
 
 def _timm_dims(arch: str, kw: Mapping[str, Any]) -> dict[str, int]:
@@ -265,7 +372,10 @@ def _timm_dims(arch: str, kw: Mapping[str, Any]) -> dict[str, int]:
     patch = m.patch_embed.patch_size
     img = m.patch_embed.img_size
     return dict(
-        depth=len(m.blocks), num_heads=m.blocks[0].attn.num_heads, embed_dim=m.embed_dim,
-        patch_size=int(patch[0]), img_size=int(img[0]),
+        depth=len(m.blocks),
+        num_heads=m.blocks[0].attn.num_heads,
+        embed_dim=m.embed_dim,
+        patch_size=int(patch[0]),
+        img_size=int(img[0]),
         num_prefix_tokens=int(getattr(m, "num_prefix_tokens", 1)),
     )

@@ -23,8 +23,9 @@ import os
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -62,18 +63,26 @@ def _verify(path: Path, model_id: str, url: str, sha256: str | None) -> None:
     expected = sha256 or (pin.read_text().strip() if pin.exists() else None)
     if expected is None:
         pin.write_text(actual + "\n")
-        log.warning("model %s: %s has no published sha256; pinned %s on first use",
-                    model_id, url, actual)
+        log.warning(
+            "model %s: %s has no published sha256; pinned %s on first use", model_id, url, actual
+        )
         return
     if actual != expected:
         raise WeightsError(
             f"model {model_id}: checkpoint {path} from {url} is corrupt or not the expected"
             f" file: sha256 expected {expected}, actual {actual}"
-            " (delete it to download again)")
+            " (delete it to download again)"
+        )
 
 
-def fetch_weights(model_id: str, url: str, cache_dir: str | os.PathLike, *,
-                  sha256: str | None = None, timeout: float = 60.0) -> Path:
+def fetch_weights(
+    model_id: str,
+    url: str,
+    cache_dir: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
     """Return the verified local checkpoint of ``model_id``, downloading it once if needed."""
     dest = cached_weights_path(cache_dir, model_id, url)
     if not dest.exists():
@@ -136,7 +145,7 @@ def apply_key_map(sd: Mapping[str, Any], key_map: Mapping[str, str] | None) -> d
     for k, v in sd.items():
         for old, new in key_map.items():
             if k.startswith(old):
-                k = new + k[len(old):]
+                k = new + k[len(old) :]
                 break
         out[k] = v
     return out

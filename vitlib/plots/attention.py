@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -14,8 +14,9 @@ import pandas as pd  # noqa: E402
 from vitlib.plots.style import model_style, save_figure  # noqa: E402
 
 
-def attention_distance_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *,
-                              dpi: int = 150) -> None:
+def attention_distance_figure(
+    table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150
+) -> None:
     """Average attention distance per layer (paper Figure 4 / 15).
 
     Left: per model, the mean over heads against layer (1-based), with every head as a dot.

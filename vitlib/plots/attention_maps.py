@@ -3,8 +3,8 @@ offset summaries); each reads result tables or small array files only."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -22,8 +22,14 @@ def _prescale(m: np.ndarray) -> np.ndarray:
     return np.where(hi > lo, (m - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
 
 
-def map_grid_figure(maps_lhxy: np.ndarray, outputs: Sequence[str | Path], *, title: str,
-                    dpi: int = 150, prescale: bool = True) -> None:
+def map_grid_figure(
+    maps_lhxy: np.ndarray,
+    outputs: Sequence[str | Path],
+    *,
+    title: str,
+    dpi: int = 150,
+    prescale: bool = True,
+) -> None:
     """One row per layer, one column per head; each cell a map (min–max scaled per cell,
     the paper's [PRE-SCALED] style)."""
     L, H = maps_lhxy.shape[:2]
@@ -44,14 +50,16 @@ def map_grid_figure(maps_lhxy: np.ndarray, outputs: Sequence[str | Path], *, tit
     save_figure(fig, outputs, dpi)
 
 
-def image_grid_figure(npz: dict, outputs: Sequence[str | Path], *, title: str,
-                      dpi: int = 150) -> None:
+def image_grid_figure(
+    npz: dict, outputs: Sequence[str | Path], *, title: str, dpi: int = 150
+) -> None:
     """Single-image attention (Figure 13): per image the crop, then layers × heads of its CLS
     and mean-spatial attention."""
     imgs = npz["image"]
     n, L, H = npz["cls"].shape[:3]
-    fig, axes = plt.subplots(n * L, 2 * H + 1, figsize=(0.7 * (2 * H + 1), 0.7 * n * L + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        n * L, 2 * H + 1, figsize=(0.7 * (2 * H + 1), 0.7 * n * L + 0.5), squeeze=False
+    )
     for i in range(n):
         for layer in range(L):
             r = i * L + layer
@@ -78,8 +86,11 @@ def offset_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: in
     models = list(dict.fromkeys(table["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), squeeze=False)
     for ax, model in zip(axes[0], models):
-        t = table[table.model == model].pivot_table(index=["layer", "head"], columns="metric",
-                                                      values="value").reset_index()
+        t = (
+            table[table.model == model]
+            .pivot_table(index=["layer", "head"], columns="metric", values="value")
+            .reset_index()
+        )
         sc = ax.scatter(t["offset_x"], t["offset_y"], c=t["layer"] + 1, cmap="viridis", s=12)
         ax.axhline(0, color="0.8", lw=0.5)
         ax.axvline(0, color="0.8", lw=0.5)
@@ -91,8 +102,14 @@ def offset_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: in
     save_figure(fig, outputs, dpi)
 
 
-CLASS_COLORS = {"strict-local": "#1b9e77", "offset-local": "#d95f02", "axial-horizontal": "#7570b3",
-                "axial-vertical": "#e7298a", "soft-local": "#66a61e", "global": "#a6761d"}
+CLASS_COLORS = {
+    "strict-local": "#1b9e77",
+    "offset-local": "#d95f02",
+    "axial-horizontal": "#7570b3",
+    "axial-vertical": "#e7298a",
+    "soft-local": "#66a61e",
+    "global": "#a6761d",
+}
 
 
 def taxonomy_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -15,8 +15,9 @@ import pandas as pd  # noqa: E402
 from vitlib.plots.style import model_style, save_figure  # noqa: E402
 
 
-def cka_grids_figure(table: pd.DataFrame, models: Sequence[str], outputs: Sequence[str | Path],
-                     *, dpi: int = 150) -> None:
+def cka_grids_figure(
+    table: pd.DataFrame, models: Sequence[str], outputs: Sequence[str | Path], *, dpi: int = 150
+) -> None:
     """Layer × layer CKA of every model pair (Figures 20–22): a models × models panel, the
     upper triangle from the pair tables (y = first model's layers, x = second's)."""
     n = len(models)
@@ -36,13 +37,16 @@ def cka_grids_figure(table: pd.DataFrame, models: Sequence[str], outputs: Sequen
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.6, label="CKA")
     pts = table["points"].iloc[0]
-    fig.suptitle(f"CKA between layers ({'norm1/norm2 of every block' if pts == 'norm' else 'block outputs'})",
-                 fontsize=9)
+    fig.suptitle(
+        f"CKA between layers ({'norm1/norm2 of every block' if pts == 'norm' else 'block outputs'})",
+        fontsize=9,
+    )
     save_figure(fig, outputs, dpi)
 
 
-def last_layer_figure(table: pd.DataFrame, models: Sequence[str], outputs: Sequence[str | Path],
-                      *, dpi: int = 150) -> None:
+def last_layer_figure(
+    table: pd.DataFrame, models: Sequence[str], outputs: Sequence[str | Path], *, dpi: int = 150
+) -> None:
     """Last-layer CKA across models for all, CLS and spatial tokens (Figures 6, 19)."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 4), constrained_layout=True)
     for ax, kind in zip(axes, ("all", "cls", "spatial")):
@@ -85,7 +89,9 @@ def residual_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: 
     save_figure(fig, outputs, dpi)
 
 
-def clustering_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
+def clustering_figure(
+    table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150
+) -> None:
     """k-means purity / NMI / ARI per layer, CLS and spatial features (Figures 7, 24–25); the
     dashed grey line is the noise baseline."""
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)

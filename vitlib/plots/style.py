@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from itertools import cycle
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 FAMILY_COLORS = {
-    "fs": "darkred", "clip": "red", "dino": "darkgreen", "moco": "limegreen", "mae": "blue",
-    "beit": "darkturquoise", "random": "magenta", "dinov2": "olive", "siglip": "orange",
+    "fs": "darkred",
+    "clip": "red",
+    "dino": "darkgreen",
+    "moco": "limegreen",
+    "mae": "blue",
+    "beit": "darkturquoise",
+    "random": "magenta",
+    "dinov2": "olive",
+    "siglip": "orange",
     "deit3": "saddlebrown",
 }
 FAMILY_MARKERS = {"beit": "o", "clip": "D", "dino": "^", "mae": "h", "fs": "s", "moco": "v"}
@@ -25,8 +33,12 @@ def model_style(model_id: str, family: str) -> dict[str, Any]:
         color = _assigned.setdefault(model_id, next(_FALLBACK))
     m = re.search(r"_[sblh](\d+)", model_id)
     ls = PATCH_LINESTYLE.get(int(m.group(1)), "-") if m else "-"
-    return {"color": color, "marker": FAMILY_MARKERS.get(family, "o"), "linestyle": ls,
-            "markersize": 4}
+    return {
+        "color": color,
+        "marker": FAMILY_MARKERS.get(family, "o"),
+        "linestyle": ls,
+        "markersize": 4,
+    }
 
 
 def save_figure(fig: Any, outputs: Sequence[str | Path], dpi: int) -> None:

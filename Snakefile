@@ -14,9 +14,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/zoo.smk"
 include: "rules/extract.smk"
-include: "rules/attention.smk"
-include: "rules/features.smk"
-include: "rules/downstream.smk"
+include: "rules/analyses.smk"
 
 
 rule all:

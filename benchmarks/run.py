@@ -54,42 +54,44 @@ def bench_capture(repeats: int) -> list[Row]:
     from vitlib.models import Capture
     from vitlib.reducers import StreamingReducer
 
+    def plain(model: torch.nn.Module, x: torch.Tensor, dtype: str) -> Callable[[], object]:
+        def run() -> object:
+            with (
+                torch.inference_mode(),
+                torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bf16"),
+            ):
+                return model.forward_features(x)
+
+        return run
+
+    def captured(
+        model: torch.nn.Module, x: torch.Tensor, dims: tuple[int, int, int], dtype: str
+    ) -> Callable[[], object]:
+        L, H, D = dims
+        cap = Capture(model, points=("block",), dtype=dtype)  # type: ignore[arg-type]
+
+        def run() -> object:
+            red = StreamingReducer(
+                depth=L, num_heads=H, embed_dim=D, grid_hw=(14, 14), cka_batch_size=8
+            )
+            cap(x, red)
+            red.accumulate()
+            return red.batch_arrays()
+
+        return run
+
     rows: list[Row] = []
     for arch in ("vit_base_patch16_224", "vit_small_patch16_224"):
         torch.manual_seed(0)
         model = timm.create_model(arch, pretrained=False, num_classes=0).eval()
         x = torch.randn(32, 3, 224, 224)
-        L, H, D = len(model.blocks), model.blocks[0].attn.num_heads, model.embed_dim
-
-        def plain(dtype: str) -> Callable[[], object]:
-            def run() -> object:
-                with (
-                    torch.inference_mode(),
-                    torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bf16"),
-                ):
-                    return model.forward_features(x)
-
-            return run
-
-        def captured(dtype: str) -> Callable[[], object]:
-            cap = Capture(model, points=("block",), dtype=dtype)  # type: ignore[arg-type]
-
-            def run() -> object:
-                red = StreamingReducer(
-                    depth=L, num_heads=H, embed_dim=D, grid_hw=(14, 14), cka_batch_size=8
-                )
-                cap(x, red)
-                red.accumulate()
-                return red.batch_arrays()
-
-            return run
-
+        dims = (len(model.blocks), model.blocks[0].attn.num_heads, model.embed_dim)
         t = median_times(
             {
-                "plain_fp32": plain("fp32"),
-                "capture_fp32": captured("fp32"),
-                "plain_bf16": plain("bf16"),
-                "capture_bf16": captured("bf16"),
+                "plain_fp32": plain(model, x, "fp32"),
+                "capture_fp32": captured(model, x, dims, "fp32"),
+                "plain_bf16": plain(model, x, "bf16"),
+                "capture_bf16": captured(model, x, dims, "bf16"),
             },
             repeats,
         )

@@ -1,10 +1,12 @@
-# Config validation, wildcard constraints and input functions (all the Python of the workflow).
-import os
+# Config validation, wildcard constraints and input functions: all the Python of the
+# workflow. Targets, views and captions come from the registry of analyses
+# (vitlib/registry.py); nothing here lists analyses by name.
 import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from vitlib import registry
 from vitlib.config import ConfigError, model_spec, validate_config
 from vitlib.data.manifest import listing_fingerprint
 from vitlib.data.readers import generated_root
@@ -20,17 +22,21 @@ RESULTS = config["results"]
 MODELS = config["models"]
 DATASETS = config["datasets"]
 FIG_FORMATS = config["figures"]["formats"]
-#: Per-dataset tasks with one table per (dataset, model) and one figure per dataset.
-TASKS = ("saliency", "segments", "retrieval", "davis", "spair")
+FIGURES = registry.figures()
+
+
+def _alternatives(names):
+    return "|".join(map(re.escape, names)) or "^$"
 
 
 wildcard_constraints:
-    model="|".join(map(re.escape, MODELS)),
-    mx="|".join(map(re.escape, MODELS)),
-    my="|".join(map(re.escape, MODELS)),
-    dataset="|".join(map(re.escape, DATASETS)),
-    task="|".join(TASKS),
-    view="|".join(VIEWS),
+    model=_alternatives(MODELS),
+    mx=_alternatives(MODELS),
+    my=_alternatives(MODELS),
+    dataset=_alternatives(DATASETS),
+    view=_alternatives(VIEWS),
+    analysis=_alternatives(registry.ANALYSES),
+    figure=_alternatives(FIGURES),
 
 
 def results(*parts):
@@ -63,82 +69,48 @@ def spec_params(model):
     return {k: v for k, v in asdict(model_spec(config, model)).items() if k != "paper"}
 
 
-def weights_input(model):
+def weights_input(wildcards):
     """The checkpoint an extraction reads: a local file, a cached download, or none."""
-    w = model_spec(config, model).weights or {}
+    w = model_spec(config, wildcards.model).weights or {}
     if w.get("path"):
         return [w["path"]]
     if w.get("url"):
-        return [str(cached_weights_path(config["weights_cache"], model, w["url"]))]
+        return [
+            str(cached_weights_path(config["weights_cache"], wildcards.model, w["url"]))
+        ]
     return []
 
 
-def analysis(name):
-    return config["analyses"].get(name, {})
+def weights_url(wildcards):
+    return (model_spec(config, wildcards.model).weights or {}).get("url")
 
 
-def all_targets():
-    targets = []
-    ad = analysis("attention_distance")
-    for ds in ad.get("datasets", []):
-        targets += expand(
-            results("figures", ds, "attention_distance.{ext}"), ext=FIG_FORMATS
-        )
-    at = analysis("attention")
-    for ds in at.get("datasets", []):
-        targets += expand(
-            results("figures", ds, "{fig}.{ext}"),
-            ext=FIG_FORMATS,
-            fig=["attention_offset", "head_taxonomy", "artifact_tokens"],
-        )
-        targets += expand(
-            results("figures", ds, "attention_maps", "{model}_{kind}.{ext}"),
-            model=MODELS,
-            kind=["cls", "spatial", "aligned"],
-            ext=FIG_FORMATS,
-        )
-        if at["images"]:
-            targets += expand(
-                results("figures", ds, "attention_images", "{model}.{ext}"),
-                model=MODELS,
-                ext=FIG_FORMATS,
-            )
-    ft = analysis("features")
-    for ds in ft.get("datasets", []):
-        targets += expand(
-            results("figures", ds, "{fig}.{ext}"),
-            ext=FIG_FORMATS,
-            fig=["cka_grids", "cka_last_layer", "residual", "clustering"],
-        )
-    kn = analysis("knn")
-    for pair in kn.get("pairs", []):
-        targets += expand(
-            results("figures", pair["test"], "knn.{ext}"), ext=FIG_FORMATS
-        )
-    for task in TASKS:
-        for ds in analysis(task).get("datasets", []):
-            targets += expand(
-                results("figures", ds, f"{task}.{{ext}}"), ext=FIG_FORMATS
-            )
-    if downstream_tables():
-        targets.append(results("tables", "summary", "best_layers.csv"))
-        targets += expand(
-            results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS
-        )
-    for pair in analysis("probe").get("pairs", []):
-        targets += expand(
-            results("figures", pair["test"], "probe.{ext}"), ext=FIG_FORMATS
-        )
-        targets.append(results("tables", pair["test"], "probe_table6.csv"))
-    return targets
+def weights_sha256(wildcards):
+    return (model_spec(config, wildcards.model).weights or {}).get("sha256")
 
 
-def train_of(name, test):
-    """The training dataset paired with ``test`` in analyses.<name>.pairs."""
-    for pair in analysis(name).get("pairs", []):
+def section(analysis):
+    """The config section (``analyses.<section>``) of a registered analysis."""
+    return config["analyses"].get(registry.get(analysis).section, {})
+
+
+def store_view(analysis):
+    return registry.get(analysis).store_view(section(analysis))
+
+
+def extract_needs(wildcards):
+    """What the analyses reading this (dataset, view) need from its store."""
+    return registry.needs_for(config, wildcards.dataset, wildcards.view)
+
+
+def train_of(analysis, test):
+    """The training dataset paired with ``test`` in the analysis section's pairs."""
+    for pair in section(analysis).get("pairs", []):
         if pair["test"] == test:
             return pair["train"]
-    raise ValueError(f"no analyses.{name}.pairs entry has test dataset {test!r}")
+    raise WorkflowError(
+        f"no analyses.{registry.get(analysis).section}.pairs entry has test dataset {test!r}"
+    )
 
 
 def model_pairs():
@@ -146,23 +118,157 @@ def model_pairs():
     return [(a, b) for i, a in enumerate(MODELS) for b in MODELS[i:]]
 
 
-def task_view(task):
-    a = analysis(task)
-    return {"saliency": "center", "retrieval": "retrieval", "spair": "spair"}.get(
-        task
-    ) or a["view"]
+def table_path(analysis, dataset, model=None):
+    a = registry.get(analysis)
+    if a.shape == "models":
+        return results("tables", dataset, f"{analysis}.csv")
+    return results("tables", dataset, analysis, f"{model}.{a.output}")
 
 
-def task_settings(task):
-    return {k: v for k, v in analysis(task).items() if k not in ("datasets", "view")}
+def tables_of(analysis, dataset):
+    """Every table of ``analysis`` on ``dataset`` (one per model or model pair)."""
+    a = registry.get(analysis)
+    if a.shape == "models":
+        return [table_path(analysis, dataset)]
+    if a.shape == "pair":
+        return [
+            results("tables", dataset, analysis, f"{x}__{y}.csv")
+            for x, y in model_pairs()
+        ]
+    return [table_path(analysis, dataset, m) for m in MODELS]
 
 
-def downstream_tables():
-    """Every per-layer downstream table of the config (inputs of the summary)."""
+def table_stores(wildcards):
+    """The store(s) a per-model table reads (train first for train/test analyses)."""
+    a = registry.get(wildcards.analysis)
+    view = store_view(wildcards.analysis)
+    stores = [store_marker(wildcards.model, wildcards.dataset, view)]
+    if a.shape == "train_test":
+        train = train_of(wildcards.analysis, wildcards.dataset)
+        stores.insert(0, store_marker(wildcards.model, train, view))
+    return stores
+
+
+def pair_stores(wildcards):
+    view = store_view(wildcards.analysis)
+    return [
+        store_marker(m, wildcards.dataset, view) for m in (wildcards.mx, wildcards.my)
+    ]
+
+
+def all_model_stores(wildcards):
+    view = store_view(wildcards.analysis)
+    return [store_marker(m, wildcards.dataset, view) for m in MODELS]
+
+
+def table_settings(wildcards):
+    return dict(section(wildcards.analysis))
+
+
+def table_threads(wildcards):
+    return config["analysis_threads"] if registry.get(wildcards.analysis).heavy else 1
+
+
+def table_gpu(wildcards):
+    a = registry.get(wildcards.analysis)
+    return int(a.gpu and config["extract"]["device"].startswith("cuda"))
+
+
+def figure_inputs(wildcards):
+    analysis, _ = FIGURES[wildcards.figure]
+    return tables_of(analysis.name, wildcards.dataset)
+
+
+def figure_model_input(wildcards):
+    analysis, _ = FIGURES[wildcards.figure]
+    return table_path(analysis.name, wildcards.dataset, wildcards.model)
+
+
+def figure_caption(wildcards):
+    analysis, fig = FIGURES[wildcards.figure]
+    return fig.caption
+
+
+def enabled(analysis, dataset):
+    a = registry.get(analysis)
+    sec = section(analysis)
+    return a.enabled(sec) and dataset in registry.section_datasets(sec)
+
+
+def figure_targets():
     out = []
-    for pair in analysis("knn").get("pairs", []):
-        out += [results("tables", pair["test"], "knn", f"{m}.csv") for m in MODELS]
-    for task in ("retrieval", "davis", "spair"):
-        for ds in analysis(task).get("datasets", []):
-            out += [results("tables", ds, task, f"{m}.csv") for m in MODELS]
+    for name, (a, fig) in FIGURES.items():
+        for ds in registry.section_datasets(section(a.name)):
+            if not enabled(a.name, ds):
+                continue
+            if fig.per_model:
+                out += expand(
+                    results("figures", ds, name, "{model}.{ext}"),
+                    model=MODELS,
+                    ext=FIG_FORMATS,
+                )
+            else:
+                out += expand(
+                    results("figures", ds, f"{name}.{{ext}}"), ext=FIG_FORMATS
+                )
     return out
+
+
+def summary_tables():
+    """Every table whose analysis declares best-layer metrics (inputs of the summary)."""
+    out = []
+    for a in registry.ANALYSES_LIST:
+        if a.summary:
+            for ds in registry.section_datasets(section(a.name)):
+                out += tables_of(a.name, ds)
+    return out
+
+
+def all_targets():
+    targets = figure_targets()
+    if summary_tables():
+        targets.append(results("tables", "summary", "best_layers.csv"))
+        targets += expand(
+            results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS
+        )
+    for ds in registry.section_datasets(section("probe")):
+        targets.append(results("tables", ds, "probe_table6.csv"))
+    return targets
+
+
+def probe_tables(wildcards):
+    return tables_of("probe", wildcards.dataset)
+
+
+def dataset_cfg(wildcards):
+    return DATASETS[wildcards.dataset]
+
+
+def generated_inputs(wildcards):
+    """A generated dataset's world directory (external datasets have no input)."""
+    if "generate" in DATASETS[wildcards.dataset]:
+        return [world_dir(wildcards.dataset)]
+    return []
+
+
+def dataset_root_param(wildcards):
+    return dataset_root(wildcards.dataset)
+
+
+def dataset_listing(wildcards):
+    """The file list of an external folder: a change reruns the manifest and what depends
+    on it, nothing else."""
+    ds = DATASETS[wildcards.dataset]
+    return "generated" if "generate" in ds else listing_fingerprint(ds["root"])
+
+
+def model_cfg(wildcards):
+    return config["custom_models"][wildcards.model]
+
+
+def train_manifest(wildcards):
+    return manifest_path(model_cfg(wildcards)["train"]["dataset"])
+
+
+def extract_spec(wildcards):
+    return spec_params(wildcards.model)

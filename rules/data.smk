@@ -11,21 +11,14 @@ rule generate_world:
     conda:
         "../envs/cpu.yaml"
     params:
-        generate=lambda wc: DATASETS[wc.dataset]["generate"],
-        kind=lambda wc: DATASETS[wc.dataset]["kind"],
+        dataset=dataset_cfg,
     script:
         "../workflow_scripts/generate_world.py"
 
 
-def manifest_input(wildcards):
-    if "generate" in DATASETS[wildcards.dataset]:
-        return [world_dir(wildcards.dataset)]
-    return []
-
-
 rule manifest:
     input:
-        manifest_input,
+        generated_inputs,
     output:
         manifest=results("manifests", "{dataset}.json"),
         # unreadable images skipped under skip_bad_images (header only otherwise)
@@ -35,14 +28,8 @@ rule manifest:
     conda:
         "../envs/cpu.yaml"
     params:
-        dataset=lambda wc: DATASETS[wc.dataset],
-        root=lambda wc: dataset_root(wc.dataset),
-        # The file list of an external folder: a change reruns the manifest and what
-        # depends on it, nothing else.
-        listing=lambda wc: (
-            "generated"
-            if "generate" in DATASETS[wc.dataset]
-            else listing_fingerprint(DATASETS[wc.dataset]["root"])
-        ),
+        dataset=dataset_cfg,
+        root=dataset_root_param,
+        listing=dataset_listing,
     script:
         "../workflow_scripts/manifest.py"

@@ -10,8 +10,8 @@ rule download_weights:
     conda:
         "../envs/cpu.yaml"
     params:
-        url=lambda wc: model_spec(config, wc.model).weights["url"],
-        sha256=lambda wc: model_spec(config, wc.model).weights.get("sha256"),
+        url=weights_url,
+        sha256=weights_sha256,
     script:
         "../workflow_scripts/download_weights.py"
 
@@ -22,7 +22,7 @@ rule download_weights:
 rule extract:
     input:
         manifest=results("manifests", "{dataset}.json"),
-        weights=lambda wc: weights_input(wc.model),
+        weights=weights_input,
     output:
         # The completion marker beside {view}.zarr is written last; the store survives a
         # failed or killed job and the next run resumes it from its last committed batch.
@@ -37,7 +37,8 @@ rule extract:
     resources:
         gpu=1 if config["extract"]["device"].startswith("cuda") else 0,
     params:
-        spec=lambda wc: spec_params(wc.model),
+        spec=extract_spec,
+        needs=extract_needs,
         batch_size=config["extract"]["batch_size"],
         dtype=config["extract"]["dtype"],
         feature_dtype=config["extract"]["feature_dtype"],

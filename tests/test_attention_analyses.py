@@ -159,3 +159,69 @@ def test_taxonomy_table_and_artifacts(store):
     assert np.isnan(share[-1]) and np.all((share[:-1] > 0) & (share[:-1] < 1))
     none = artifact_tokens_table(store, norm_factor=100.0)
     assert (none[none.metric == "outlier_fraction"]["value"] == 0).all()
+
+
+def test_attention_entropy_table_equals_entropy_of_directly_captured_attention(
+    store, tiny_spec, tiny_world
+):
+    """Independent formulation: the captured attention of every image recomputed with a
+    plain forward, its entropy by NumPy, averaged; the store's streaming value must agree."""
+    import torch
+
+    from vitlib.attention.entropy import attention_entropy_table
+    from vitlib.data.manifest import read_imagefolder
+    from vitlib.data.views import ManifestDataset, make_transform
+    from vitlib.models.build import build_model
+    from vitlib.models.capture import Capture
+    from vitlib.registry import run_table
+
+    man = read_imagefolder(tiny_world / "imagenet" / "train", dataset="tiny", cka_batch_size=4)
+    ds = ManifestDataset(
+        man, make_transform("center", tiny_spec.img_size, tiny_spec.mean, tiny_spec.std)
+    )
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    c = Capture(build_model(tiny_spec, None), points=("block",), attention=True).collect(x)
+    ref = {"cls": [], "spatial": []}
+    for a in c.attention:  # per layer [B, H, N, N]
+        a = a.double().numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ent = -np.where(a > 0, a * np.log(a), 0.0).sum(-1)  # [B, H, N]
+        ref["cls"].append(ent[:, :, 0].mean(0))
+        ref["spatial"].append(ent[:, :, 1:].mean(-1).mean(0))
+    t = attention_entropy_table(store)
+    for q in ("cls", "spatial"):
+        got = t[(t.metric == "entropy") & (t["query"] == q)].sort_values(["layer", "head"])
+        np.testing.assert_allclose(got["value"], np.ravel(ref[q]), rtol=1e-4)
+    n_keys = 1 + tiny_spec.grid**2
+    assert np.allclose(t[t.metric == "uniform_entropy"]["value"], np.log(n_keys))
+    assert (t[t.metric == "entropy"]["value"] <= np.log(n_keys) + 1e-6).all()
+    # through the registry: the long format, stamped with the analysis and the store identity
+    long = run_table("attention_entropy", [store], settings={})
+    assert (long["analysis"] == "attention_entropy").all() and set(long["view"]) == {"center"}
+
+
+def test_attention_distance_table_units_and_mean(store, tiny_spec):
+    from vitlib.attention.tables import attention_distance_table
+    from vitlib.store import Store
+
+    raw = Store(store).read("attn/distance").astype(np.float64)  # [n, L, H]
+    t = attention_distance_table(store)
+    np.testing.assert_allclose(t["value"], raw.mean(0).ravel(), rtol=1e-6)
+    tok = attention_distance_table(store, units="tokens")
+    np.testing.assert_allclose(tok["value"], t["value"] * (tiny_spec.grid - 1), rtol=1e-6)
+    px = attention_distance_table(store, units="pixels")
+    np.testing.assert_allclose(px["value"], tok["value"] * tiny_spec.patch_size, rtol=1e-6)
+
+
+def test_attention_images_arrays(store, tiny_world, tiny_spec):
+    from vitlib.attention.analyses import attention_images
+    from vitlib.data.manifest import read_imagefolder
+    from vitlib.store import Store
+
+    man = read_imagefolder(tiny_world / "imagenet" / "train", dataset="tiny", cka_batch_size=4)
+    z = attention_images(store, man, images=2)
+    g = tiny_spec.grid
+    assert z["image"].shape[:3] == (2, tiny_spec.img_size, tiny_spec.img_size)
+    assert z["cls"].shape[-2:] == (g, g) and list(z["ids"]) == [it.id for it in man.items[:2]]
+    row = Store(store).array("attn/cls_row")[1]
+    np.testing.assert_allclose(z["cls"][1].reshape(row.shape), row, rtol=1e-3)

@@ -16,7 +16,7 @@ def random_attention(rng, shape_lead, n):
 
 
 def loop_distance(attn_hnn, K, P):
-    """PROTOCOLS §2.5 written with explicit loops."""
+    """docs/protocols.md §2.5 written with explicit loops."""
     H = attn_hnn.shape[0]
     out = np.zeros(H)
     for h in range(H):
@@ -36,7 +36,7 @@ def loop_distance(attn_hnn, K, P):
 
 
 def loop_aligned(attn_hnn, K, P):
-    """PROTOCOLS §2.3 with a canvas loop over query positions."""
+    """docs/protocols.md §2.3 with a canvas loop over query positions."""
     H = attn_hnn.shape[0]
     M = 2 * K - 1
     canvas = np.zeros((H, M, M))

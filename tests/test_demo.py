@@ -15,6 +15,8 @@ import pytest
 import yaml
 from conftest import REPO
 
+from vitlib.tables import wide
+
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 MODELS = ["demo_sup", "demo_dino", "demo_mae", "demo_random"]
@@ -48,7 +50,28 @@ def demo(tmp_path_factory) -> Path:
 def test_every_figure_and_the_report_exist(demo):
     res = demo / "results"
     figs = sorted(res.glob("figures/**/*.png"))
-    assert len(figs) == 34 and all(f.stat().st_size > 1000 for f in figs)  # (+ 34 PDFs)
+    # every figure the DAG plans (derived from the registry, not a hard-coded count)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(demo),
+            "--summary",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    planned = {
+        line.split("\t")[0]
+        for line in p.stdout.splitlines()
+        if line.endswith("") and ".png\t" in line
+    }
+    assert planned and {str(f.relative_to(demo)) for f in figs} == planned
+    assert all(f.stat().st_size > 1000 for f in figs) and len(figs) >= 38
     for ds, task in (
         ("coco", "saliency"),
         ("pin", "saliency"),
@@ -66,7 +89,7 @@ def test_every_figure_and_the_report_exist(demo):
 
 def test_mini_zoo_was_trained_and_loaded(demo):
     res = demo / "results"
-    for m, method in (("demo_sup", "supervised"), ("demo_dino", "dino"), ("demo_mae", "mae")):
+    for m, _method in (("demo_sup", "supervised"), ("demo_dino", "dino"), ("demo_mae", "mae")):
         loss = pd.read_csv(res / "zoo" / f"{m}.loss.tsv", sep="\t")
         assert len(loss) > 0 and np.isfinite(loss["loss"]).all()
         from vitlib.store import open_store
@@ -82,6 +105,7 @@ def test_supervised_model_knn_is_far_above_chance(demo):
 
     def last(m):
         knn = pd.read_csv(demo / f"results/tables/world_val/knn/{m}.csv")
+        knn = wide(knn)
         row = knn[(knn.layer == knn.depth - 1) & (knn.k == 10)]
         return float(row["top1"].iloc[0]), float(knn["chance"].iloc[0]), int(knn["n_test"].iloc[0])
 
@@ -94,16 +118,25 @@ def test_supervised_model_knn_is_far_above_chance(demo):
 def test_task_tables_have_real_values(demo):
     t = demo / "results" / "tables"
     for m in MODELS:
-        sal = pd.read_csv(t / "coco" / "saliency" / f"{m}.csv")
+        sal = wide(pd.read_csv(t / "coco" / "saliency" / f"{m}.csv"))
         assert sal["iou"].between(0, 1).all() and (sal["n_images"] > 0).all()
         seg = pd.read_csv(t / "pin" / "segments" / f"{m}.csv")
         assert (seg["level"] == "part").all() and seg["value"].notna().all()
-        ret = pd.read_csv(t / "rsynth" / "retrieval" / f"{m}.csv")
+        ret = wide(pd.read_csv(t / "rsynth" / "retrieval" / f"{m}.csv"))
         assert set(ret["protocol"]) == {"medium", "hard"} and ret["map"].between(0, 100).all()
-        dav = pd.read_csv(t / "davis" / "davis" / f"{m}.csv")
+        dav = wide(pd.read_csv(t / "davis" / "davis" / f"{m}.csv"))
         assert dav["JF"].between(1, 100).all() and (dav["n_sequences"] == 2).all()
-        sp = pd.read_csv(t / "spair" / "spair" / f"{m}.csv")
+        sp = wide(pd.read_csv(t / "spair" / "spair" / f"{m}.csv"))
         assert sp["pck"].between(0, 100).all() and (sp["n_pairs"] > 0).all()
+        for tab in (sal, ret, dav, sp):  # the long format's identity columns
+            assert list(tab.columns[:6]) == [
+                "analysis",
+                "dataset",
+                "view",
+                "model",
+                "family",
+                "depth",
+            ]
     best = pd.read_csv(t / "summary" / "best_layers.csv")
     assert set(best["model"]) == set(MODELS)
     assert {"J&F", "PCK@0.1", "mAP Medium", "mAP Hard"} <= set(best["metric"])
@@ -111,5 +144,5 @@ def test_task_tables_have_real_values(demo):
 
 def test_per_rule_benchmarks_are_recorded(demo):
     bench = demo / "results" / "benchmarks"
-    for rule in ("train", "extract", "saliency", "davis", "spair", "knn"):
+    for rule in ("train", "extract", "saliency", "davis", "spair", "knn", "attention_entropy"):
         assert list((bench / rule).rglob("*.tsv")), rule

@@ -46,7 +46,10 @@ def test_checkpoint_loads_through_the_zoo_and_is_deterministic(tmp_path, world, 
         out.append(torch.load(tmp_path / f"{run}.pth", weights_only=True))
     assert s["steps"] == 3 and np.isfinite(s["last_epoch_loss"])
     a, b = out
-    flat = lambda d: d.get("model", d.get("teacher", d))
+
+    def flat(d: dict) -> dict:
+        return d.get("model", d.get("teacher", d))
+
     assert flat(a).keys() == flat(b).keys()
     assert all(torch.equal(flat(a)[k], flat(b)[k]) for k in flat(a))  # same seed, same weights
     fam, fmt = FORMAT[method]

@@ -20,6 +20,7 @@ from vitlib.extract import run_extraction
 from vitlib.models.build import build_model
 from vitlib.models.capture import Capture
 from vitlib.models.registry import spec_from_config
+from vitlib.tables import tidy
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -258,34 +259,42 @@ def test_spair_table_identity_pairs_are_exact(tmp_path, spec):
         spec, m, "spair", tmp_path / "s.zarr", batch_size=2, progress=False, feature_dtype="float32"
     )
     t = spair_table(str(tmp_path / "s.zarr"), m)
-    np.testing.assert_allclose(t[t.alpha == 0.1]["pck"], 100.0)
+    np.testing.assert_allclose(t[(t.alpha == 0.1) & (t.category == "all")]["pck"], 100.0)
     assert set(t["alpha"]) == {0.1, 0.05, 0.01}
 
 
 def test_summary_best_layer_from_hand_made_tables():
-    knn = pd.DataFrame(
-        {
-            "model": ["a"] * 3 + ["b"] * 3,
-            "family": "x",
-            "depth": 3,
-            "layer": [0, 1, 2] * 2,
-            "k": 20,
-            "top1": [10, 50, 40, 5, 6, 7],
-            "top5": 0.0,
-            "test": "val",
-        }
+    knn = tidy(
+        pd.DataFrame(
+            {
+                "model": ["a"] * 3 + ["b"] * 3,
+                "family": "x",
+                "depth": 3,
+                "dataset": "val",
+                "layer": [0, 1, 2] * 2,
+                "k": 20,
+                "top1": [10, 50, 40, 5, 6, 7],
+                "top5": 0.0,
+            }
+        ),
+        analysis="knn",
+        metrics=("top1", "top5"),
     )
-    dav = pd.DataFrame(
-        {
-            "model": ["a"] * 3,
-            "family": "x",
-            "depth": 3,
-            "layer": [0, 1, 2],
-            "JF": [1.0, 3.0, 2.0],
-            "J": 0,
-            "F": 0,
-            "dataset": "davis",
-        }
+    dav = tidy(
+        pd.DataFrame(
+            {
+                "model": ["a"] * 3,
+                "family": "x",
+                "depth": 3,
+                "layer": [0, 1, 2],
+                "JF": [1.0, 3.0, 2.0],
+                "J": 0,
+                "F": 0,
+                "dataset": "davis",
+            }
+        ),
+        analysis="davis",
+        metrics=("J", "F", "JF"),
     )
     s = summary_table([knn, dav])
     a = s[(s.model == "a") & s.metric.str.startswith("k-NN")].iloc[0]
@@ -293,8 +302,9 @@ def test_summary_best_layer_from_hand_made_tables():
     b = s[(s.model == "b")].iloc[0]
     assert (b.best_layer, b.best) == (3, 7)
     assert s[s.metric == "J&F"].iloc[0].best_layer == 2
-    with pytest.raises(ValueError, match="not a downstream table"):
-        headline(pd.DataFrame({"x": [1]}))
+    # the summary dispatches on the analysis: one without summary metrics is an error
+    with pytest.raises(ValueError, match="declares no summary metric"):
+        headline(knn.assign(analysis="clustering"))
 
 
 def test_spair_table_with_more_images_than_its_cache(tmp_path, spec):
@@ -327,4 +337,6 @@ def test_spair_table_with_more_images_than_its_cache(tmp_path, spec):
     m = read_spair(root, dataset="s", pairs_per_category=4)
     run_extraction(spec, m, "spair", tmp_path / "s.zarr", batch_size=8, progress=False)
     t = spair_table(str(tmp_path / "s.zarr"), m)
-    assert len(t) == 2 * 3 and t["pck"].between(0, 100).all() and (t["n_pairs"] == 4).all()
+    # layers × alphas × (the mean "all" + the one category)
+    assert len(t) == 2 * 3 * 2 and t["pck"].between(0, 100).all() and (t["n_pairs"] == 4).all()
+    assert set(t["category"]) == {"all", "cat"}

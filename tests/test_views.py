@@ -19,7 +19,7 @@ from vitlib.data.views import (
 )
 
 
-# (image H, W, patch) -> (resized H, W, tile rows, tile cols), by hand from PROTOCOLS §4
+# (image H, W, patch) -> (resized H, W, tile rows, tile cols), by hand from docs/protocols.md §4
 @pytest.mark.parametrize(
     "h,w,p,rh,rw,rows,cols",
     [
@@ -129,7 +129,7 @@ def test_token_extraction_equals_direct_forwards(tmp_path):
     from vitlib.models.build import build_model
     from vitlib.models.capture import Capture
     from vitlib.models.registry import spec_from_config
-    from vitlib.store import open_store, read_tokens
+    from vitlib.store import Store, open_store
 
     spec = spec_from_config(
         "t",
@@ -169,7 +169,7 @@ def test_token_extraction_equals_direct_forwards(tmp_path):
                 x = make_transform("spair", 32, spec.mean, spec.std)(im)[None]
             c = Capture(model, points=("block",), attention=False).collect(x)
             blk = c.tokens["block"][1][:, 1:]  # layer 1, spatial [T, 16, D]
-            got = read_tokens(g, i, 1)
+            got = Store(tmp_path / f"{view}.zarr").token_grid(i, 1)
             if view == "dense":
                 ref = assemble_tiles(blk.reshape(len(x), 1, 4, 4, -1), geo)[0]
                 assert got.shape[:2] == geo.grid

@@ -15,6 +15,8 @@ import pytest
 import yaml
 from conftest import REPO, TINY_ARCH
 
+from vitlib.tables import wide
+
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
@@ -81,6 +83,15 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     }
 
 
+def planned_outputs(workdir: Path, *args: str) -> set[str]:
+    """Output files of the jobs a dry run would execute (relative to ``results/``)."""
+    p = smk(workdir, "-n", *args)
+    out: set[str] = set()
+    for m in re.finditer(r"^\s+output: (.*)$", p.stdout + p.stderr, re.M):
+        out |= {f.strip().removeprefix("results/") for f in m.group(1).split(",")}
+    return out
+
+
 def write_config(workdir: Path, cfg: dict) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -120,8 +131,12 @@ def test_full_run_produces_real_outputs(done_run):
     from vitlib.store import open_store
 
     # attention analyses: tables with real values, every figure rendered
-    tax = pd.read_csv(res / "tables/toy/head_taxonomy/tiny_a.csv")
+    tax = wide(pd.read_csv(res / "tables/toy/head_taxonomy/tiny_a.csv"))
     assert len(tax) == 3 * 2 and tax["class"].notna().all()
+    assert (tax["analysis"] == "head_taxonomy").all() and (tax["model"] == "tiny_a").all()
+    ent = pd.read_csv(res / "tables/toy/attention_entropy/tiny_a.csv")
+    e = ent[ent.metric == "entropy"]["value"]
+    assert len(e) == 3 * 2 * 2 and e.between(0, np.log(17) + 1e-6).all()
     hm = pd.read_csv(res / "tables/toy/head_metrics/tiny_b.csv")
     assert set(hm["metric"]) >= {"attention_distance", "offset", "spatial_cls_attention"}
     maps = np.load(res / "tables/toy/attention_maps/tiny_a.npz")
@@ -137,7 +152,7 @@ def test_full_run_produces_real_outputs(done_run):
     assert not (res / "tables/toy/cka/tiny_b__tiny_a.csv").exists()  # unordered pairs
     cl = pd.read_csv(res / "tables/toy/clustering/tiny_b.csv")
     assert set(cl["feature"]) == {"cls", "spatial", "noise"} and cl["value"].notna().all()
-    knn = pd.read_csv(res / "tables/toy_val/knn/tiny_a.csv")
+    knn = wide(pd.read_csv(res / "tables/toy_val/knn/tiny_a.csv"))
     assert len(knn) == 3 * 2 and knn["top1"].between(0, 100).all() and (knn["n_test"] == 8).all()
     assert (res / "figures/toy_val/knn.png").stat().st_size > 1000
     t6 = pd.read_csv(res / "tables/toy_val/probe_table6.csv", index_col=0)
@@ -151,7 +166,8 @@ def test_full_run_produces_real_outputs(done_run):
         "attention_offset",
         "head_taxonomy",
         "artifact_tokens",
-        "attention_maps/tiny_a_aligned",
+        "attention_entropy",
+        "attention_maps_aligned/tiny_a",
         "attention_images/tiny_b",
     ):
         assert (res / "figures" / "toy" / f"{f}.png").stat().st_size > 1000, f
@@ -174,7 +190,13 @@ def test_analysis_setting_reruns_only_that_analysis(done_run):
     write_config(done_run, cfg)
     try:
         jobs = planned_jobs(done_run)
-        assert jobs == {"attention_distance": 2, "figure_attention_distance": 1, "all": 1}
+        assert jobs == {"table": 2, "figure": 1, "all": 1}
+        assert planned_outputs(done_run) == {
+            "tables/toy/attention_distance/tiny_a.csv",
+            "tables/toy/attention_distance/tiny_b.csv",
+            "figures/toy/attention_distance.pdf",
+            "figures/toy/attention_distance.png",
+        }
         smk(done_run)
         after = pd.read_csv(done_run / "results/tables/toy/attention_distance/tiny_a.csv")
         # 4×4 grid: token units = unit-square units × (K − 1)
@@ -197,8 +219,8 @@ def test_one_figure_target_builds_only_what_it_needs(tmp_path):
         "generate_world": 1,
         "manifest": 1,
         "extract": 2,
-        "attention_distance": 2,
-        "figure_attention_distance": 1,
+        "table": 2,
+        "figure": 1,
     }
 
 

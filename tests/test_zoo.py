@@ -265,7 +265,7 @@ def test_random_init_is_seeded():
 
 
 # ------------------------------------------------------------------------------ registry
-# Table 2 of the paper / PROTOCOLS §1.1: (depth, heads, width, token grid K)
+# Table 2 of the paper / docs/protocols.md §1.1: (depth, heads, width, token grid K)
 PAPER_TABLE = {
     "fs_s32": (12, 6, 384, 7),
     "fs_s16": (12, 6, 384, 14),

@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 from vitlib.models.registry import get_spec, list_models, spec_from_config
+from vitlib.registry import in_section
 
 
 class ConfigError(ValueError):
@@ -117,25 +118,17 @@ def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> di
                     f" defined under datasets (defined: {', '.join(config['datasets'])})"
                 )
             kind = config["datasets"][dname]["kind"]
-            if aname in ANALYSIS_KINDS and kind not in ANALYSIS_KINDS[aname]:
-                raise ConfigError(
-                    f"config key 'analyses.{aname}.datasets.{j}': dataset {dname!r} is of kind"
-                    f" {kind!r}; {aname} needs one of {', '.join(ANALYSIS_KINDS[aname])}"
-                )
+            for an in in_section(aname):
+                if an.dataset_kinds and kind not in an.dataset_kinds:
+                    raise ConfigError(
+                        f"config key 'analyses.{aname}.datasets.{j}': dataset {dname!r} is of"
+                        f" kind {kind!r}; {an.name} needs one of {', '.join(an.dataset_kinds)}"
+                    )
     return config
 
 
 #: The checkpoint layout the mini-zoo writes for each training method (its family's).
 TRAINED_FORMAT = {"supervised": "timm", "dino": "dino", "mae": "mae"}
-
-#: Dataset kinds each analysis can read (the others work on any image dataset).
-ANALYSIS_KINDS = {
-    "saliency": ("coco", "partimagenet"),
-    "segments": ("coco", "partimagenet"),
-    "retrieval": ("revisited",),
-    "davis": ("davis",),
-    "spair": ("spair",),
-}
 
 
 def _exists(path: str, base_dir: str | Path) -> bool:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import vitlib
+from vitlib import keys
 from vitlib.data.manifest import Manifest
 from vitlib.data.views import (
     TOKEN_VIEWS,
@@ -35,8 +35,12 @@ from vitlib.data.views import (
 from vitlib.models.build import build_model
 from vitlib.models.capture import Capture
 from vitlib.models.registry import ModelSpec
-from vitlib.reducers import StreamingReducer
+from vitlib.reducers import StreamingReducer, TokenReducer
+from vitlib.registry import NEEDS
 from vitlib.store import ArraySpec, StoreWriter
+
+#: What a reduced (non-token) view holds when no needs are given.
+REDUCED_NEEDS = tuple(n for n in NEEDS if n != "tokens")
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,64 @@ def _committed_batches(
             bar.close()
 
 
+def _store_meta(
+    spec: ModelSpec,
+    manifest: Manifest,
+    view: str,
+    *,
+    batch_size: int,
+    dtype: str,
+    feature_dtype: str,
+    weights_path: str | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What defines a store's content (its fingerprint), for reduced and token views alike."""
+    return {
+        "vitlib_version": vitlib.__version__,
+        "model": spec.id,
+        "spec": {k: v for k, v in asdict(spec).items() if k != "paper"},
+        "dataset": manifest.dataset,
+        "manifest_digest": manifest.digest(),
+        "view": view,
+        "n_items": len(manifest),
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "feature_dtype": feature_dtype,
+        "depth": spec.depth,
+        "num_heads": spec.num_heads,
+        "embed_dim": spec.embed_dim,
+        "grid_hw": [spec.grid, spec.grid],
+        "num_prefix_tokens": spec.num_prefix_tokens,
+        "weights": str(weights_path or (spec.weights or {}).get("path") or ""),
+        **extra,
+    }
+
+
+def _summary(
+    spec: ModelSpec,
+    manifest: Manifest,
+    view: str,
+    writer: StoreWriter,
+    start: int,
+    dev: torch.device,
+    dtype: str,
+    t0: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "model": spec.id,
+        "dataset": manifest.dataset,
+        "view": view,
+        "n_items": len(manifest),
+        **extra,
+        "batches": writer.n_batches,
+        "resumed_from_batch": start,
+        "device": str(dev),
+        "dtype": dtype,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
 def run_extraction(
     spec: ModelSpec,
     manifest: Manifest,
@@ -98,8 +160,13 @@ def run_extraction(
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
     tile_factor: int = 2,
+    needs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Extract ``manifest`` through ``spec`` into the store ``out``; returns a summary.
+
+    ``needs``: what the analyses reading this store need (:data:`vitlib.registry.NEEDS`;
+    default: everything a reduced view can hold); the store holds that and no more, and a
+    change of needs starts the store afresh.
 
     ``on_batch(i)`` is called after batch ``i`` is committed (used by tests to interrupt).
     Token views (:data:`~vitlib.data.views.TOKEN_VIEWS`) go to :func:`run_token_extraction`.
@@ -124,27 +191,23 @@ def run_extraction(
     dev = resolve_device(device)
     bs = effective_batch_size(batch_size, manifest.cka_batch_size)
     grid = (spec.grid, spec.grid)
-    meta = {
-        "vitlib_version": vitlib.__version__,
-        "model": spec.id,
-        "spec": {k: v for k, v in asdict(spec).items() if k != "paper"},
-        "dataset": manifest.dataset,
-        "manifest_digest": manifest.digest(),
-        "view": view,
-        "n_items": len(manifest),
-        "batch_size": bs,
-        "cka_batch_size": manifest.cka_batch_size,
-        "dtype": dtype,
-        "feature_dtype": feature_dtype,
-        "gram_points": list(gram_points),
-        "residual_norms": residual_norms,
-        "depth": spec.depth,
-        "num_heads": spec.num_heads,
-        "embed_dim": spec.embed_dim,
-        "grid_hw": list(grid),
-        "num_prefix_tokens": spec.num_prefix_tokens,
-        "weights": str(weights_path or (spec.weights or {}).get("path") or ""),
-    }
+    need = set(REDUCED_NEEDS if needs is None else needs)
+    if not need & {"grams", "residual"}:
+        gram_points = ()
+    residual_norms = residual_norms and "residual" in need
+    meta = _store_meta(
+        spec,
+        manifest,
+        view,
+        batch_size=bs,
+        dtype=dtype,
+        feature_dtype=feature_dtype,
+        weights_path=weights_path,
+        cka_batch_size=manifest.cka_batch_size,
+        needs=sorted(need),
+        gram_points=list(gram_points),
+        residual_norms=residual_norms,
+    )
     reducer = StreamingReducer(
         depth=spec.depth,
         num_heads=spec.num_heads,
@@ -154,6 +217,8 @@ def run_extraction(
         token_points=("block",),
         gram_points=gram_points,
         residual_norms=residual_norms,
+        attention="attention" in need,
+        entropy="attention_entropy" in need,
         cka_batch_size=manifest.cka_batch_size,
         feature_dtype=feature_dtype,
     )
@@ -173,9 +238,14 @@ def run_extraction(
 
     if start < writer.n_batches:
         model = build_model(spec, weights_path, device=dev)
-        cap = Capture(model, points=reducer.capture_points(), attention=True, dtype=dtype)  # type: ignore[arg-type]
+        cap = Capture(
+            model,
+            points=reducer.capture_points(),
+            attention=reducer.attention or reducer.entropy,
+            dtype=dtype,  # type: ignore[arg-type]
+        )
         ds = ManifestDataset(manifest, make_transform(view, spec.img_size, spec.mean, spec.std))
-        sub = Subset(ds, range(start * bs, len(ds)))
+        sub: Subset[Any] = Subset(ds, range(start * bs, len(ds)))  # type: ignore[arg-type]
         loader = DataLoader(
             sub,
             batch_size=bs,
@@ -190,46 +260,9 @@ def run_extraction(
             reducer.accumulate()
             img, chk = reducer.batch_arrays()
             writer.write_batch(b, img, chk, reducer.sums)
-    summary = {
-        "model": spec.id,
-        "dataset": manifest.dataset,
-        "view": view,
-        "n_items": len(manifest),
-        "batches": writer.n_batches,
-        "resumed_from_batch": start,
-        "device": str(dev),
-        "dtype": dtype,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+    summary = _summary(spec, manifest, view, writer, start, dev, dtype, t0)
     writer.finalize(reducer.sums, summary)
     return summary
-
-
-class TokenConsumer:
-    """Keeps the block output of every layer: spatial tokens and the CLS token."""
-
-    def __init__(self, depth: int, num_prefix_tokens: int, dtype: torch.dtype) -> None:
-        self.depth, self.P, self.dtype = depth, num_prefix_tokens, dtype
-        self.spatial: list[torch.Tensor | None] = []
-        self.cls: list[torch.Tensor | None] = []
-
-    def begin_batch(self, batch_size: int) -> None:
-        self.spatial = [None] * self.depth
-        self.cls = [None] * self.depth
-
-    def on_tokens(self, point: str, layer: int, x_bnd: torch.Tensor) -> None:
-        self.spatial[layer] = x_bnd[:, self.P :].to("cpu", self.dtype)
-        self.cls[layer] = (x_bnd[:, 0] if self.P else x_bnd.mean(1)).to("cpu", self.dtype)
-
-    def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:  # pragma: no cover
-        pass
-
-    def end_batch(self) -> None:
-        pass
-
-    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[B, L, N_spatial, D]`` and ``[B, L, D]``."""
-        return (torch.stack(self.spatial, 1), torch.stack(self.cls, 1))  # type: ignore[arg-type]
 
 
 def _token_layout(
@@ -265,7 +298,7 @@ def run_token_extraction(
 ) -> dict[str, Any]:
     """Extract the spatial tokens of every block of a token view into a ragged store.
 
-    ``dense``: each image is tiled (PROTOCOLS §4, window = the model's image size, short
+    ``dense``: each image is tiled (docs/protocols.md §4, window = the model's image size, short
     side ``tile_factor`` windows); the tiles of ``batch_size`` images run together in
     forwards of ``tile_batch`` tiles (default ``batch_size``) and are re-assembled into
     one grid per image.  Other token views run ``batch_size`` images per forward.
@@ -276,30 +309,21 @@ def run_token_extraction(
     counts = grid[:, 0].astype(np.int64) * grid[:, 1]
     offsets = np.concatenate([[0], np.cumsum(counts)])
     fdt = np.dtype(feature_dtype)
-    meta = {
-        "vitlib_version": vitlib.__version__,
-        "kind": "tokens",
-        "model": spec.id,
-        "spec": {k: v for k, v in asdict(spec).items() if k != "paper"},
-        "dataset": manifest.dataset,
-        "manifest_digest": manifest.digest(),
-        "view": view,
-        "n_items": len(manifest),
-        "batch_size": batch_size,
-        "cka_batch_size": 0,
-        "dtype": dtype,
-        "feature_dtype": feature_dtype,
-        "tile_factor": tile_factor,
-        "depth": spec.depth,
-        "num_heads": spec.num_heads,
-        "embed_dim": spec.embed_dim,
-        "grid_hw": [spec.grid, spec.grid],
-        "num_prefix_tokens": spec.num_prefix_tokens,
-        "n_tokens": int(offsets[-1]),
-        "weights": str(weights_path or (spec.weights or {}).get("path") or ""),
-    }
+    meta = _store_meta(
+        spec,
+        manifest,
+        view,
+        batch_size=batch_size,
+        dtype=dtype,
+        feature_dtype=feature_dtype,
+        weights_path=weights_path,
+        kind="tokens",
+        cka_batch_size=0,
+        tile_factor=tile_factor,
+        n_tokens=int(offsets[-1]),
+    )
     L, D = spec.depth, spec.embed_dim
-    image_specs = [] if view == "dense" else [ArraySpec("cls", (L, D), fdt)]
+    image_specs = [] if view == "dense" else [ArraySpec(keys.TOKEN_CLS, (L, D), fdt)]
     writer = StoreWriter(
         out,
         meta,
@@ -307,9 +331,9 @@ def run_token_extraction(
         chunk_specs=[],
         sum_specs=[],
         labels=np.asarray(manifest.labels),
-        token_specs=[ArraySpec("tokens", (L, D), fdt)],
+        token_specs=[ArraySpec(keys.TOKENS, (L, D), fdt)],
         offsets=offsets,
-        extra_arrays={"grid": grid},
+        extra_arrays={keys.GRID: grid},
     )
     start, _ = writer.load_progress()
     if start:
@@ -317,7 +341,7 @@ def run_token_extraction(
     if start < writer.n_batches:
         model = build_model(spec, weights_path, device=dev)
         cap = Capture(model, points=("block",), attention=False, dtype=dtype)  # type: ignore[arg-type]
-        consumer = TokenConsumer(L, spec.num_prefix_tokens, getattr(torch, feature_dtype))
+        consumer = TokenReducer(L, spec.num_prefix_tokens, getattr(torch, feature_dtype))
         if geoms is not None:
             ds: Any = DenseDataset(manifest, geoms, spec.mean, spec.std)
             collate: Any = lambda b: ([t for t, _ in b], [i for _, i in b])  # noqa: E731
@@ -338,7 +362,7 @@ def run_token_extraction(
             if geoms is None:
                 cap(images.to(dev), consumer)
                 tokens, cls = consumer.stacked()
-                per_image = {"cls": cls.numpy()}
+                per_image = {keys.TOKEN_CLS: cls.numpy()}
                 flat = tokens.permute(0, 2, 1, 3).reshape(-1, L, D)
             else:
                 tiles = torch.cat(images)
@@ -355,22 +379,9 @@ def run_token_extraction(
                     grids.append(g.permute(1, 2, 0, 3).reshape(-1, L, D))
                 per_image = {}
                 flat = torch.cat(grids)
-            writer.write_batch(b, per_image, {}, {}, per_token={"tokens": flat.numpy()})
-    summary = {
-        "model": spec.id,
-        "dataset": manifest.dataset,
-        "view": view,
-        "n_items": len(manifest),
-        "n_tokens": int(offsets[-1]),
-        "batches": writer.n_batches,
-        "resumed_from_batch": start,
-        "device": str(dev),
-        "dtype": dtype,
-        "seconds": round(time.perf_counter() - t0, 3),
-    }
+            writer.write_batch(b, per_image, {}, {}, per_token={keys.TOKENS: flat.numpy()})
+    summary = _summary(
+        spec, manifest, view, writer, start, dev, dtype, t0, n_tokens=int(offsets[-1])
+    )
     writer.finalize({}, summary)
     return summary
-
-
-def store_path(results: str | os.PathLike, model: str, dataset: str, view: str) -> Path:
-    return Path(results) / "features" / model / dataset / f"{view}.zarr"

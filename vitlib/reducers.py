@@ -1,4 +1,4 @@
-"""Streaming reducers: what the extraction keeps of each batch (DESIGN §1.2–1.3).
+"""Streaming reducers: what the extraction keeps of each batch (docs/protocols.md §D1.2–D1.3).
 
 :class:`StreamingReducer` is a :class:`~vitlib.models.capture.Consumer`.  During the forward
 pass it reduces every block's tokens and attention as soon as they exist and drops them, so
@@ -14,7 +14,7 @@ per CKA minibatch (``[C, ...]``, C minibatches of ``cka_batch_size`` images in t
     ``gram/<point>_{cls,spatial,all}`` ``[L, n, n]``: linear Gram matrices of the CLS token,
     the flattened spatial tokens and all tokens flattened.
 per dataset (sums, accumulated over batches)
-    ``sums/attn_map_{all,spatial,spatial_pure,cls}`` ``[L, H, N]`` (PROTOCOLS §2.2),
+    ``sums/attn_map_{all,spatial,spatial_pure,cls}`` ``[L, H, N]`` (docs/protocols.md §2.2),
     ``sums/attn_aligned`` ``[L, H, 2h−1, 2w−1]`` (§2.3, renormalised rows),
     ``sums/null_rows`` ``[L, H]`` (spatial rows with no spatial mass), ``sums/n_images``.
 
@@ -27,8 +27,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vitlib import keys
 from vitlib.attention.core import aligned_sum, distance_template
 from vitlib.store import ArraySpec
+
+
+def attention_entropy(attn_bhnn: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
+    """Shannon entropy (nats) of attention rows over all keys: ``[B, H, 2]`` with the CLS
+    query's entropy and the mean over spatial queries of theirs (the mean spatial query's
+    without a class token); ``0 · log 0 = 0``."""
+    a = attn_bhnn.float()
+    ent = -torch.special.xlogy(a, a).sum(-1)  # [B, H, N]
+    P = num_prefix_tokens
+    spatial = ent[:, :, P:].mean(-1)
+    cls = ent[:, :, 0] if P else spatial
+    return torch.stack([cls, spatial], -1)
+
+
+def _all(per_layer: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """The per-layer tensors of a batch, every layer present (checked in ``end_batch``)."""
+    out = [t for t in per_layer if t is not None]
+    assert len(out) == len(per_layer)
+    return out
 
 
 class StreamingReducer:
@@ -60,6 +80,7 @@ class StreamingReducer:
         gram_points: tuple[str, ...] = ("block",),
         residual_norms: bool = False,
         attention: bool = True,
+        entropy: bool = False,
         cka_batch_size: int = 0,
         feature_dtype: str = "float16",
     ) -> None:
@@ -72,6 +93,7 @@ class StreamingReducer:
         self.gram_points = gram_points if cka_batch_size else ()
         self.residual_norms = residual_norms
         self.attention = attention
+        self.entropy = entropy
         self.cka_b = cka_batch_size
         self.feature_dtype = feature_dtype
         self.per_image: dict[str, torch.Tensor] = {}
@@ -85,23 +107,25 @@ class StreamingReducer:
         specs = []
         for p in self.points:
             specs += [
-                ArraySpec(f"feat/{p}_cls", (L, D), fd),
-                ArraySpec(f"feat/{p}_spatial_mean", (L, D), fd),
+                ArraySpec(keys.feature(p, "cls"), (L, D), fd),
+                ArraySpec(keys.feature(p, "spatial_mean"), (L, D), fd),
             ]
         if "block" in self.points:  # artifact tokens (high-norm outliers) need every norm
-            specs.append(ArraySpec("feat/block_token_norm", (L, S), fd))
+            specs.append(ArraySpec(keys.TOKEN_NORM, (L, S), fd))
         if self.residual_norms:
             specs += [
-                ArraySpec(f"resid/{sub}_norm_ratio_{kind}", (L,), "float32")
+                ArraySpec(keys.norm_ratio(sub, kind), (L,), "float32")
                 for sub in ("attn", "mlp")
                 for kind in ("all", "cls", "spatial")
             ]
         if self.attention:
             specs += [
-                ArraySpec("attn/cls_row", (L, H, S), fd),
-                ArraySpec("attn/spatial_mean_row", (L, H, S), fd),
-                ArraySpec("attn/distance", (L, H), "float32"),
+                ArraySpec(keys.ATTN_CLS_ROW, (L, H, S), fd),
+                ArraySpec(keys.ATTN_SPATIAL_MEAN_ROW, (L, H, S), fd),
+                ArraySpec(keys.ATTN_DISTANCE, (L, H), "float32"),
             ]
+        if self.entropy:
+            specs.append(ArraySpec(keys.ATTN_ENTROPY, (L, H, len(keys.ENTROPY_QUERIES)), "float32"))
         return specs
 
     def chunk_specs(self) -> list[ArraySpec]:
@@ -109,9 +133,9 @@ class StreamingReducer:
             return []
         b = self.cka_b
         return [
-            ArraySpec(f"gram/{p}_{kind}", (self.L, b, b), "float32")
+            ArraySpec(keys.gram(p, kind), (self.L, b, b), "float32")
             for p in self.gram_points
-            for kind in ("cls", "spatial", "all")
+            for kind in keys.GRAM_KINDS
         ]
 
     def capture_points(self) -> tuple[str, ...]:
@@ -123,16 +147,13 @@ class StreamingReducer:
 
     def sum_specs(self) -> list[ArraySpec]:
         if not self.attention:
-            return [ArraySpec("sums/n_images", (), "int64")]
+            return [ArraySpec(keys.SUM_N_IMAGES, (), "int64")]
         L, H, N = self.L, self.H, self.N
         h, w = self.grid_hw
-        return [
-            ArraySpec(f"sums/attn_map_{m}", (L, H, N), "float64")
-            for m in ("all", "spatial", "spatial_pure", "cls")
-        ] + [
-            ArraySpec("sums/attn_aligned", (L, H, 2 * h - 1, 2 * w - 1), "float64"),
-            ArraySpec("sums/null_rows", (L, H), "int64"),
-            ArraySpec("sums/n_images", (), "int64"),
+        return [ArraySpec(keys.map_sum(m), (L, H, N), "float64") for m in keys.MAP_MODES] + [
+            ArraySpec(keys.SUM_ALIGNED, (L, H, 2 * h - 1, 2 * w - 1), "float64"),
+            ArraySpec(keys.SUM_NULL_ROWS, (L, H), "int64"),
+            ArraySpec(keys.SUM_N_IMAGES, (), "int64"),
         ]
 
     # ------------------------------------------------------------------ consumer API
@@ -155,10 +176,10 @@ class StreamingReducer:
         if point in self.points:
             spatial = x[:, self.P :]
             # A model without a class token (SigLIP) is represented by its mean spatial token.
-            self._img[f"feat/{point}_cls"][layer] = x[:, 0] if self.P else spatial.mean(1)
-            self._img[f"feat/{point}_spatial_mean"][layer] = spatial.mean(1)
+            self._img[keys.feature(point, "cls")][layer] = x[:, 0] if self.P else spatial.mean(1)
+            self._img[keys.feature(point, "spatial_mean")][layer] = spatial.mean(1)
             if point == "block":
-                self._img["feat/block_token_norm"][layer] = spatial.norm(dim=-1)
+                self._img[keys.TOKEN_NORM][layer] = spatial.norm(dim=-1)
         self._grams(point, layer, x)
         # Residual branches, derived exactly: the stream after a sub-block minus its skip.
         if point == "attn_skip":
@@ -182,7 +203,7 @@ class StreamingReducer:
             ):
                 s_n = skip[:, sl].flatten(1).norm(dim=1)
                 b_n = branch[:, sl].flatten(1).norm(dim=1)
-                self._img[f"resid/{sub}_norm_ratio_{kind}"][layer] = s_n / b_n.clamp_min(1e-30)
+                self._img[keys.norm_ratio(sub, kind)][layer] = s_n / b_n.clamp_min(1e-30)
 
     def _grams(self, point: str, layer: int, x: torch.Tensor) -> None:
         if not self._chunks or point not in self.gram_points:
@@ -192,9 +213,11 @@ class StreamingReducer:
         cls = x[:n, 0] if self.P else spatial.mean(1)
         for kind, t in (("cls", cls), ("spatial", spatial), ("all", x[:n])):
             flat = t.reshape(self._chunks, B, -1)
-            self._chk[f"gram/{point}_{kind}"][layer] = torch.bmm(flat, flat.transpose(1, 2))
+            self._chk[keys.gram(point, kind)][layer] = torch.bmm(flat, flat.transpose(1, 2))
 
     def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:
+        if self.entropy:
+            self._img[keys.ATTN_ENTROPY][layer] = attention_entropy(attn_bhnn, self.P)
         if not self.attention:
             return
         # Few passes over the [B, H, N, N] tensor, no permuted copies (einsum over these
@@ -204,23 +227,23 @@ class StreamingReducer:
         B, H = a.shape[:2]
         col = a.sum(2)  # [B, H, N] over all queries
         col_sp = col - a[:, :, :P, :].sum(2)  # over spatial queries
-        self._img["attn/spatial_mean_row"][layer] = col_sp[:, :, P:] / S
+        self._img[keys.ATTN_SPATIAL_MEAN_ROW][layer] = col_sp[:, :, P:] / S
         # no class token (P = 0): the mean spatial query stands in for the CLS query
         cls_q = a[:, :, 0, :] if P else col_sp / S  # [B, H, N]
-        self._img["attn/cls_row"][layer] = cls_q[:, :, P:]
+        self._img[keys.ATTN_CLS_ROW][layer] = cls_q[:, :, P:]
         sp = a[:, :, P:, P:]  # spatial queries × keys (view)
         mass = sp.sum(-1)  # [B, H, S]
         inv = torch.where(mass > 0, 1.0 / mass.clamp_min(1e-30), torch.zeros_like(mass))
         w = sp * inv[..., None]  # renormalised rows Â
         aligned_src = w.sum(0)  # Σ_b Â_b  [H, S, S]
         w.mul_(distance_template(self.grid_hw, a.device))  # Â_qk · d_qk
-        self._img["attn/distance"][layer] = w.sum(-1).mean(-1)  # PROTOCOLS §2.5
+        self._img[keys.ATTN_DISTANCE][layer] = w.sum(-1).mean(-1)  # docs/protocols.md §2.5
         del w
-        # dataset sums (PROTOCOLS §2.2): all query rows, spatial query rows, spatial rows
+        # dataset sums (docs/protocols.md §2.2): all query rows, spatial query rows, spatial rows
         # renormalised without the CLS key ("spcpure"), the CLS row — over all keys.
         ls = self._layer_sums
-        ls["sums/attn_map_all"][layer] = col.sum(0) / self.N
-        ls["sums/attn_map_spatial"][layer] = col_sp.sum(0) / S
+        ls[keys.map_sum("all")][layer] = col.sum(0) / self.N
+        ls[keys.map_sum("spatial")][layer] = col_sp.sum(0) / S
         # "spcpure": each spatial row renormalised without the CLS key; contract the full
         # (contiguous) tensor with per-row weights that are zero for prefix queries (a bmm
         # over [B·H, 1, N] × [B·H, N, N]; slicing the rows first would copy the tensor).
@@ -237,25 +260,29 @@ class StreamingReducer:
         )
         if P:
             pure[:, 0] = 0
-        ls["sums/attn_map_spatial_pure"][layer] = pure
-        ls["sums/attn_map_cls"][layer] = cls_q.sum(0)
-        ls["sums/attn_aligned"][layer] = aligned_sum(aligned_src, self.grid_hw)  # §2.3
-        ls["sums/null_rows"][layer] = (mass <= 0).sum((0, 2))
+        ls[keys.map_sum("spatial_pure")][layer] = pure
+        ls[keys.map_sum("cls")][layer] = cls_q.sum(0)
+        ls[keys.SUM_ALIGNED][layer] = aligned_sum(aligned_src, self.grid_hw)  # §2.3
+        ls[keys.SUM_NULL_ROWS][layer] = (mass <= 0).sum((0, 2))
 
     def end_batch(self) -> None:
         missing = [k for k, v in self._img.items() if any(t is None for t in v)]
         if missing:
             raise RuntimeError(f"capture did not deliver every block for {missing}")
-        self.per_image = {k: torch.stack(v, 1).cpu() for k, v in self._img.items()}  # [B, L, ...]
-        self.per_chunk = {k: torch.stack(v, 1).cpu() for k, v in self._chk.items() if self._chunks}
-        self._batch_sums = {k: torch.stack(v, 0).cpu().numpy() for k, v in self._layer_sums.items()}
+        self.per_image = {k: torch.stack(_all(v), 1).cpu() for k, v in self._img.items()}
+        self.per_chunk = {
+            k: torch.stack(_all(v), 1).cpu() for k, v in self._chk.items() if self._chunks
+        }
+        self._batch_sums = {
+            k: torch.stack(_all(v), 0).cpu().numpy() for k, v in self._layer_sums.items()
+        }
 
     # ------------------------------------------------------------------ accumulation
     def accumulate(self) -> None:
         """Add the last batch's dataset sums to :attr:`sums` (call once per batch)."""
         for k, v in self._batch_sums.items():
             self.sums[k] += v.astype(self.sums[k].dtype)
-        self.sums["sums/n_images"] += self._batch
+        self.sums[keys.SUM_N_IMAGES] += self._batch
 
     def batch_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The last batch's per-image and per-chunk arrays, in their storage dtypes."""
@@ -263,3 +290,35 @@ class StreamingReducer:
         img = {k: v.numpy().astype(dt[k]) for k, v in self.per_image.items()}
         chk = {k: v.numpy().astype(dt[k]) for k, v in self.per_chunk.items()}
         return img, chk
+
+
+class TokenReducer:
+    """The consumer of token views: keeps the block output of every layer, its spatial
+    tokens (``[B, L, N_spatial, D]``) and its CLS token (the mean spatial token without one)."""
+
+    def __init__(self, depth: int, num_prefix_tokens: int, dtype: torch.dtype) -> None:
+        self.depth, self.P, self.dtype = depth, num_prefix_tokens, dtype
+        self.spatial: list[torch.Tensor | None] = []
+        self.cls: list[torch.Tensor | None] = []
+
+    def begin_batch(self, batch_size: int) -> None:
+        self.spatial = [None] * self.depth
+        self.cls = [None] * self.depth
+
+    def on_tokens(self, point: str, layer: int, x_bnd: torch.Tensor) -> None:
+        self.spatial[layer] = x_bnd[:, self.P :].to("cpu", self.dtype)
+        self.cls[layer] = (x_bnd[:, 0] if self.P else x_bnd.mean(1)).to("cpu", self.dtype)
+
+    def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:  # pragma: no cover
+        pass
+
+    def end_batch(self) -> None:
+        missing = [i for i, t in enumerate(self.spatial) if t is None]
+        if missing:
+            raise RuntimeError(f"capture did not deliver blocks {missing}")
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, L, N_spatial, D]`` and ``[B, L, D]``."""
+        spatial = [t for t in self.spatial if t is not None]
+        cls = [t for t in self.cls if t is not None]
+        return torch.stack(spatial, 1), torch.stack(cls, 1)

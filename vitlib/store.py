@@ -13,7 +13,7 @@ Layout (Zarr v3 group; every array is written by one process, batch by batch)::
       feat/block_token_norm  [n, L, h·w]     norm of every spatial block output token
       attn/cls_row           [n, L, H, h·w]  CLS query over spatial keys
       attn/spatial_mean_row  [n, L, H, h·w]  mean spatial query over spatial keys
-      attn/distance          [n, L, H]       mean attention distance (PROTOCOLS §2.5)
+      attn/distance          [n, L, H]       mean attention distance (docs/protocols.md §2.5)
       gram/<point>_{cls,spatial,all} [C, L, b, b]  Gram matrix per CKA minibatch
       sums/...               dataset sums (see :mod:`vitlib.reducers`), written when complete
 
@@ -44,13 +44,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+
+from vitlib import keys
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ class StoreWriter:
     def _existing_ok(self) -> bool:
         try:
             g = zarr.open_group(str(self.path), mode="r")
-            return g.attrs.get("vitlib", {}).get("fingerprint") == self.meta["fingerprint"]
+            attrs = g.attrs.get("vitlib", {})
+            return isinstance(attrs, dict) and attrs.get("fingerprint") == self.meta["fingerprint"]
         except Exception:  # noqa: BLE001 - unreadable means start over
             return False
 
@@ -171,12 +174,12 @@ class StoreWriter:
         tmp = self.path.with_name(self.path.name + ".creating")
         shutil.rmtree(tmp, ignore_errors=True)
         g = zarr.open_group(str(tmp), mode="w")
-        g.create_array("labels", data=np.asarray(labels, dtype=np.int64))
+        g.create_array(keys.LABELS, data=np.asarray(labels, dtype=np.int64))
         for name, arr in self.extra_arrays.items():
             g.create_array(name, data=np.asarray(arr))
         if self.token_specs:
             assert self.offsets is not None
-            g.create_array("offsets", data=self.offsets)
+            g.create_array(keys.OFFSETS, data=self.offsets)
             total = int(self.offsets[-1])
             for s in self.token_specs:
                 g.create_array(
@@ -222,6 +225,11 @@ class StoreWriter:
         self.resumed_from = nb
         return nb, sums
 
+    def _array(self, name: str) -> zarr.Array:
+        arr = self.group[name]
+        assert isinstance(arr, zarr.Array), f"{self.path}/{name} is not an array"
+        return arr
+
     def write_batch(
         self,
         batch: int,
@@ -241,27 +249,24 @@ class StoreWriter:
                     raise ValueError(
                         f"{name}: batch {batch} has {arr.shape[0]} tokens, expected {t_hi - t_lo}"
                     )
-                self.group[name][t_lo:t_hi] = arr
+                self._array(name)[t_lo:t_hi] = arr
         for name, arr in per_image.items():
             if arr.shape[0] != hi - lo:
                 raise ValueError(
                     f"{name}: batch {batch} has {arr.shape[0]} rows, expected {hi - lo}"
                 )
-            self.group[name][lo:hi] = arr
+            self._array(name)[lo:hi] = arr
         if self.cka_b:
             c_lo = lo // self.cka_b
             for name, arr in per_chunk.items():
                 c_hi = min(c_lo + arr.shape[0], self.n_chunks)
                 if c_hi > c_lo:
-                    self.group[name][c_lo:c_hi] = arr[: c_hi - c_lo]
+                    self._array(name)[c_lo:c_hi] = arr[: c_hi - c_lo]
         import io
 
         buf = io.BytesIO()
-        np.savez(
-            buf,
-            __next_batch__=np.int64(batch + 1),
-            **{k.replace("/", "__"): np.asarray(v) for k, v in sums.items()},
-        )
+        arrays: dict[str, Any] = {k.replace("/", "__"): np.asarray(v) for k, v in sums.items()}
+        np.savez(buf, __next_batch__=np.int64(batch + 1), **arrays)
         _atomic_write_bytes(progress_path(self.path), buf.getvalue())
 
     def finalize(self, sums: Mapping[str, np.ndarray], summary: Mapping[str, Any]) -> None:
@@ -304,24 +309,131 @@ def open_store(path: str | os.PathLike) -> zarr.Group:
 
 def store_meta(group: zarr.Group) -> dict[str, Any]:
     """The ``vitlib`` attributes of a store (see module docstring)."""
-    return dict(group.attrs["vitlib"])
+    return dict(group.attrs["vitlib"])  # type: ignore[arg-type]
 
 
-def read_layer(
-    group: zarr.Group, name: str, layer: int, chunk_rows: int | None = None
-) -> Iterable[np.ndarray]:
-    """Stream ``name[:, layer]`` in row chunks (default: the store's batch size)."""
-    arr = group[name]
-    step = chunk_rows or arr.chunks[0]
-    for lo in range(0, arr.shape[0], step):
-        yield np.asarray(arr[lo : lo + step, layer])
+class Store:
+    """A finished store, opened once per job, with named accessors.
 
+    Key names are the constants of :mod:`vitlib.keys` (the ones the reducers write).  A key
+    the store does not hold raises :class:`KeyError` naming the store and the key (the
+    extraction did not capture that need).
+    """
 
-def read_tokens(group: zarr.Group, index: int, layer: int | slice = slice(None)) -> np.ndarray:
-    """Token grid of image ``index`` from a token-view store: ``[gh, gw, D]`` for one layer,
-    ``[gh, gw, L, D]`` for a slice of layers."""
-    off = group["offsets"]
-    lo, hi = int(off[index]), int(off[index + 1])
-    gh, gw = (int(v) for v in group["grid"][index])
-    x = np.asarray(group["tokens"][lo:hi, layer])
-    return x.reshape(gh, gw, *x.shape[1:])
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.group = open_store(self.path)
+        self.meta = store_meta(self.group)
+
+    @classmethod
+    def open(cls, store: Store | str | os.PathLike) -> Store:
+        """``store`` itself if already open, else the finished store at that path."""
+        return store if isinstance(store, Store) else cls(store)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def model(self) -> str:
+        return str(self.meta["model"])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.meta["dataset"])
+
+    @property
+    def view(self) -> str:
+        return str(self.meta["view"])
+
+    @property
+    def family(self) -> str:
+        return str(self.meta["spec"]["family"])
+
+    @property
+    def depth(self) -> int:
+        return int(self.meta["depth"])
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.meta["num_heads"])
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        h, w = self.meta["grid_hw"]
+        return int(h), int(w)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.meta["num_prefix_tokens"])
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.meta["spec"]["patch_size"])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.meta["n_items"])
+
+    @property
+    def is_token_view(self) -> bool:
+        """Whether the store keeps every spatial token (a token view) rather than reductions."""
+        return self.meta.get("kind") == "tokens"
+
+    def identity(self) -> dict[str, Any]:
+        """The columns every table of this store starts with."""
+        return {
+            "dataset": self.dataset,
+            "view": self.view,
+            "model": self.model,
+            "family": self.family,
+            "depth": self.depth,
+        }
+
+    # ------------------------------------------------------------------ arrays
+    def has(self, key: str) -> bool:
+        return key in self.group
+
+    def array(self, key: str) -> zarr.Array:
+        """The array ``key`` (lazy: index it to read)."""
+        try:
+            arr = self.group[key]
+        except KeyError:
+            raise KeyError(
+                f"{self.path}: the store has no array {key!r}; it was extracted without the"
+                " capture need that writes it (rerun the workflow: the extraction plan adds it)"
+            ) from None
+        assert isinstance(arr, zarr.Array), f"{self.path}/{key} is a group, not an array"
+        return arr
+
+    def read(self, key: str) -> np.ndarray:
+        """The whole array ``key`` in memory (for small arrays: labels, sums, grids)."""
+        return np.asarray(self.array(key)[...])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.read(keys.LABELS)
+
+    def chunks(self, key: str, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(first_row, rows)`` of ``key`` in row chunks (default: its chunk size)."""
+        arr = self.array(key)
+        step = rows or int(arr.chunks[0])
+        for lo in range(0, arr.shape[0], step):
+            yield lo, np.asarray(arr[lo : lo + step])
+
+    def layer_chunks(self, key: str, layer: int, rows: int | None = None) -> Iterator[np.ndarray]:
+        """``key[:, layer]`` in row chunks (default: the store's batch size)."""
+        arr = self.array(key)
+        step = rows or int(arr.chunks[0])
+        for lo in range(0, arr.shape[0], step):
+            yield np.asarray(arr[lo : lo + step, layer])
+
+    def gram(self, point: str, kind: str) -> zarr.Array:
+        """Per-minibatch Grams ``[C, L, b, b]`` of capture point ``point``."""
+        return self.array(keys.gram(point, kind))
+
+    def token_grid(self, index: int, layer: int | slice = slice(None)) -> np.ndarray:
+        """Token grid of image ``index`` of a token view: ``[gh, gw, D]`` for one layer,
+        ``[gh, gw, L, D]`` for a slice of layers."""
+        off = np.asarray(self.array(keys.OFFSETS)[index : index + 2])
+        lo, hi = int(off[0]), int(off[1])
+        gh, gw = (int(v) for v in np.asarray(self.array(keys.GRID)[index]))
+        x = np.asarray(self.array(keys.TOKENS)[lo:hi, layer])
+        return x.reshape(gh, gw, *x.shape[1:])

@@ -22,6 +22,7 @@ summary = run_extraction(
     gram_points=tuple(snakemake.params.gram_points),
     residual_norms=snakemake.params.residual_norms,
     tile_factor=snakemake.params.tile_factor,
+    needs=snakemake.params.needs,
     device=cfg["device"],
     num_workers=cfg["num_workers"],
     weights_path=snakemake.input.weights[0] if snakemake.input.weights else None,

@@ -3,6 +3,7 @@ from vitlib.data.synthetic import generate
 from vitlib.logs import log_to
 
 log_to(snakemake.log[0])
-gen = dict(snakemake.params.generate)
+ds = snakemake.params.dataset
+gen = dict(ds["generate"])
 gen.pop("split", None)
-generate(snakemake.output[0], parts=[WORLD_LAYOUT[snakemake.params.kind][0]], **gen)
+generate(snakemake.output[0], parts=[WORLD_LAYOUT[ds["kind"]][0]], **gen)

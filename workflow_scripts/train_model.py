@@ -9,21 +9,22 @@ from vitlib.minizoo import train_model
 
 log_to(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
-p = snakemake.params
+cfg = snakemake.params.model
+tr = cfg["train"]
 spec = model_spec(snakemake.config, snakemake.wildcards.model)
 summary = train_model(
-    p.method,
+    tr["method"],
     Manifest.load(snakemake.input.manifest),
-    arch=p.arch,
-    arch_kwargs=p.arch_kwargs,
+    arch=cfg["arch"],
+    arch_kwargs=cfg.get("arch_kwargs", {}),
     out=snakemake.output.ckpt,
-    epochs=p.epochs,
-    batch_size=p.batch_size,
-    lr=p.lr,
-    seed=p.seed,
+    epochs=tr["epochs"],
+    batch_size=tr["batch_size"],
+    lr=tr["lr"],
+    seed=tr["seed"],
     mean=spec.mean,
     std=spec.std,
     log_path=snakemake.output.loss,
-    **p.options,
+    **tr["options"],
 )
 logging.getLogger("train").info("done: %s", summary)

@@ -1,4 +1,4 @@
-"""Attention analyses (PROTOCOLS §2); public functions work on NumPy arrays or tensors.
+"""Attention analyses (docs/protocols.md §2); public functions work on NumPy arrays or tensors.
 
 Names are imported lazily (PEP 562) so that table jobs that never touch torch do not pay
 for importing it.

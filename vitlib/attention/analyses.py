@@ -1,4 +1,4 @@
-"""Attention analyses computed from a finished store (PROTOCOLS §2; no forward pass).
+"""Attention analyses computed from a finished store (docs/protocols.md §2; no forward pass).
 
 * :func:`average_maps` — dataset-average attention maps (§2.2) and aligned aggregated maps
   (§2.3) from the store's sums, with the AAAM normaliser as a faithful/fixed setting.
@@ -18,22 +18,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vitlib.store import open_store, store_meta
+from vitlib import keys
+from vitlib.data.manifest import Manifest
+from vitlib.store import Store
 
 AAAM_NORMALISERS = ("per_image", "per_batch")
 
 
-def _meta(g) -> dict[str, Any]:  # noqa: ANN001
-    return store_meta(g)
-
-
 def average_maps(
-    store_path: str, *, aaam_normaliser: str = "per_image", faithful_batch_size: int = 2
+    store: Store | str, *, aaam_normaliser: str = "per_image", faithful_batch_size: int = 2
 ) -> dict[str, np.ndarray]:
     """Dataset-average maps of a store.
 
     Returns ``all``, ``spatial``, ``spatial_pure`` and ``cls`` ``[L, H, N]`` (mean over images
-    of the per-image mean over the mode's query rows, over all keys, PROTOCOLS §2.2) and
+    of the per-image mean over the mode's query rows, over all keys, docs/protocols.md §2.2) and
     ``aligned`` ``[L, H, 2h−1, 2w−1]`` (§2.3).  ``aaam_normaliser``: ``per_image`` divides the
     canvas by images × queries (what the paper describes); ``per_batch`` reproduces the
     original code, which counted batches × queries with its batch size
@@ -43,26 +41,22 @@ def average_maps(
         raise ValueError(
             f"aaam_normaliser must be one of {AAAM_NORMALISERS}, got {aaam_normaliser!r}"
         )
-    g = open_store(store_path)
-    meta = _meta(g)
-    n = int(g["sums/n_images"][()])
+    s = Store.open(store)
+    n = int(s.read(keys.SUM_N_IMAGES))
     if n == 0:
-        raise ValueError(f"{store_path}: the store holds no images")
-    h, w = meta["grid_hw"]
-    out = {
-        m: np.asarray(g[f"sums/attn_map_{m}"]) / n
-        for m in ("all", "spatial", "spatial_pure", "cls")
-    }
-    aligned = np.asarray(g["sums/attn_aligned"]) / (n * h * w)
+        raise ValueError(f"{s.path}: the store holds no images")
+    h, w = s.grid_hw
+    out = {m: s.read(keys.map_sum(m)) / n for m in keys.MAP_MODES}
+    aligned = s.read(keys.SUM_ALIGNED) / (n * h * w)
     if aaam_normaliser == "per_batch":
         aligned = aligned * faithful_batch_size
     out["aligned"] = aligned
-    out["null_rows"] = np.asarray(g["sums/null_rows"]) / (n * h * w)
+    out["null_rows"] = s.read(keys.SUM_NULL_ROWS) / (n * h * w)
     return out
 
 
 def attention_offset(aligned: np.ndarray) -> dict[str, np.ndarray]:
-    """Average attention offset (PROTOCOLS §2.4) of aligned maps ``[..., M, M]``.
+    """Average attention offset (docs/protocols.md §2.4) of aligned maps ``[..., M, M]``.
 
     Each map is normalised to sum 1 (all-zero maps give NaN); coordinates run from −1 to +1
     across the canvas (x along columns, y along rows).  Returns ``cx``, ``cy`` and the offset
@@ -80,7 +74,7 @@ def attention_offset(aligned: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def head_metrics_table(
-    store_path: str, *, aaam_normaliser: str = "per_image", spatial_cls_key: str = "cls"
+    store: Store | str, *, aaam_normaliser: str = "per_image", spatial_cls_key: str = "cls"
 ) -> pd.DataFrame:
     """Tidy per-head attention metrics of one store.
 
@@ -91,10 +85,10 @@ def head_metrics_table(
     """
     if spatial_cls_key not in ("cls", "first_patch"):
         raise ValueError(f"spatial_cls_key must be 'cls' or 'first_patch', got {spatial_cls_key!r}")
-    g = open_store(store_path)
-    meta = _meta(g)
-    maps = average_maps(store_path, aaam_normaliser=aaam_normaliser)
-    dist = g["attn/distance"]
+    s = Store.open(store)
+    meta = s.meta
+    maps = average_maps(s, aaam_normaliser=aaam_normaliser)
+    dist = s.array(keys.ATTN_DISTANCE)
     n = dist.shape[0]
     acc = np.zeros(dist.shape[1:])
     for lo in range(0, n, dist.chunks[0]):
@@ -127,11 +121,6 @@ def head_metrics_table(
     ]
     t = pd.concat(frames, ignore_index=True)
     for k, v in {
-        "model": meta["model"],
-        "dataset": meta["dataset"],
-        "view": meta["view"],
-        "family": meta["spec"]["family"],
-        "depth": L,
         "n_images": n,
         "aaam_normaliser": aaam_normaliser,
         "spatial_cls_key": spatial_cls_key,
@@ -196,8 +185,9 @@ def classify_head(
     def window(r: int, c: int, rad: int) -> float:
         return float(a[max(r - rad, 0) : r + rad + 1, max(c - rad, 0) : c + rad + 1].sum())
 
-    pr, pc = np.unravel_index(int(np.argmax(a)), a.shape)
-    dr, dc = int(pr - cr), int(pc - cc)
+    peak = np.unravel_index(int(np.argmax(a)), a.shape)
+    pr, pc = int(peak[0]), int(peak[1])
+    dr, dc = pr - cr, pc - cc
     out = {"direction": "", "offset_rows": dr, "offset_cols": dc}
     if (dr, dc) == (0, 0) and window(cr, cc, 1) >= settings.strict_mass:
         return {**out, "class": "strict-local"}
@@ -226,17 +216,14 @@ def classify_heads(
     return pd.DataFrame(rows)
 
 
-def head_taxonomy_table(store_path: str, settings: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def head_taxonomy_table(
+    store: Store | str, *, taxonomy: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
     """The taxonomy of every head of a store's model, with the thresholds as columns."""
-    s = TaxonomySettings(**(settings or {}))
-    g = open_store(store_path)
-    meta = _meta(g)
-    t = classify_heads(average_maps(store_path)["aligned"], s)
+    st = Store.open(store)
+    s = TaxonomySettings(**(taxonomy or {}))
+    t = classify_heads(average_maps(st)["aligned"], s)
     for k, v in {
-        "model": meta["model"],
-        "dataset": meta["dataset"],
-        "family": meta["spec"]["family"],
-        "depth": meta["depth"],
         **asdict(s),
     }.items():
         t[k] = v
@@ -244,7 +231,7 @@ def head_taxonomy_table(store_path: str, settings: Mapping[str, Any] | None = No
 
 
 # ---------------------------------------------------------------------------- artifacts
-def artifact_tokens_table(store_path: str, *, norm_factor: float = 3.0) -> pd.DataFrame:
+def artifact_tokens_table(store: Store | str, *, norm_factor: float = 3.0) -> pd.DataFrame:
     """High-norm "artifact" tokens per layer (beyond the paper; cf. ViTs need registers).
 
     A spatial token of block ``l``'s output is an outlier when its norm exceeds
@@ -253,10 +240,10 @@ def artifact_tokens_table(store_path: str, *, norm_factor: float = 3.0) -> pd.Da
     CLS query's spatial attention in block ``l + 1`` — which reads block ``l``'s output — that
     lands on those tokens, mean over heads and images; NaN for the last block).
     """
-    g = open_store(store_path)
-    meta = _meta(g)
-    norms = g["feat/block_token_norm"]
-    cls_rows = g["attn/cls_row"]
+    s = Store.open(store)
+    meta = s.meta
+    norms = s.array(keys.TOKEN_NORM)
+    cls_rows = s.array(keys.ATTN_CLS_ROW)
     n, L, S = norms.shape
     frac = np.zeros(L)
     share = np.zeros(L)
@@ -281,10 +268,6 @@ def artifact_tokens_table(store_path: str, *, norm_factor: float = 3.0) -> pd.Da
         }
     )
     for k, v in {
-        "model": meta["model"],
-        "dataset": meta["dataset"],
-        "family": meta["spec"]["family"],
-        "depth": L,
         "num_prefix_tokens": meta["num_prefix_tokens"],
         "norm_factor": norm_factor,
         "n_images": n,
@@ -294,21 +277,40 @@ def artifact_tokens_table(store_path: str, *, norm_factor: float = 3.0) -> pd.Da
 
 
 # ---------------------------------------------------------------------------- single images
-def image_attention_maps(store_path: str, indices: list[int]) -> dict[str, np.ndarray]:
+def image_attention_maps(store: Store | str, indices: list[int]) -> dict[str, np.ndarray]:
     """Per-image CLS and mean-spatial attention rows of chosen images (paper Figure 13).
 
     Returns ``cls`` and ``spatial`` ``[n, L, H, h, w]`` (float32) and ``index`` ``[n]``.
     """
-    g = open_store(store_path)
-    h, w = _meta(g)["grid_hw"]
-    n = g["attn/cls_row"].shape[0]
+    s = Store.open(store)
+    h, w = s.grid_hw
+    n = s.n_items
     bad = [i for i in indices if not 0 <= i < n]
     if bad:
-        raise IndexError(f"{store_path}: image indices {bad} outside 0..{n - 1}")
+        raise IndexError(f"{s.path}: image indices {bad} outside 0..{n - 1}")
     idx = np.asarray(sorted(indices), dtype=int)
     out = {}
-    for name, arr in (("cls", "attn/cls_row"), ("spatial", "attn/spatial_mean_row")):
-        a = np.stack([np.asarray(g[arr][i], dtype=np.float32) for i in idx])
+    for name, key in (("cls", keys.ATTN_CLS_ROW), ("spatial", keys.ATTN_SPATIAL_MEAN_ROW)):
+        arr = s.array(key)
+        a = np.stack([np.asarray(arr[i], dtype=np.float32) for i in idx])
         out[name] = a.reshape(*a.shape[:-1], h, w)
     out["index"] = idx
     return out
+
+
+def attention_images(store: Store | str, manifest: Manifest, *, images: int) -> dict[str, Any]:
+    """The arrays of the single-image figure: the first ``images`` images of the manifest as
+    the model sees them (``image``, centre view), their ids, and their attention rows
+    (:func:`image_attention_maps`)."""
+    from vitlib.data.views import view_image
+
+    s = Store.open(store)
+    idx = list(range(min(images, len(manifest))))
+    maps: dict[str, Any] = dict(image_attention_maps(s, idx))
+    img_size = int(s.meta["spec"]["img_size"])
+    maps["image"] = np.stack(
+        [view_image(manifest.abspath(manifest.items[i]), img_size) for i in idx]
+    )
+    maps["ids"] = np.array([manifest.items[i].id for i in idx])
+    maps["model"] = s.model
+    return maps

@@ -1,4 +1,4 @@
-"""Attention metrics on post-softmax attention probabilities (PROTOCOLS §2).
+"""Attention metrics on post-softmax attention probabilities (docs/protocols.md §2).
 
 All functions accept a NumPy array or a torch tensor ``attn`` of shape ``[..., H, N, N]``
 (rows = queries, columns = keys, rows summing to 1) whose first ``num_prefix_tokens`` tokens
@@ -43,7 +43,7 @@ def _check(attn: torch.Tensor, grid_hw: tuple[int, int], num_prefix_tokens: int)
 def spatial_rows(attn: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
     """Spatial queries × spatial keys, each row renormalised to sum 1.
 
-    Rows whose whole mass sits on prefix keys stay all-zero (PROTOCOLS §2.3 step 2).
+    Rows whose whole mass sits on prefix keys stay all-zero (docs/protocols.md §2.3 step 2).
     Computed in float32 whatever the input dtype.
     """
     s = attn[..., num_prefix_tokens:, num_prefix_tokens:].float()
@@ -64,7 +64,7 @@ def _distance_template(h: int, w: int, device: str) -> torch.Tensor:
 def distance_template(grid_hw: tuple[int, int], device: str | torch.device = "cpu") -> torch.Tensor:
     """``[h·w, h·w]`` Euclidean distances between grid cells on the unit square.
 
-    Cell (row r, column c) sits at ``(c, r) / (max(h, w) − 1)``, i.e. PROTOCOLS §2.5's
+    Cell (row r, column c) sits at ``(c, r) / (max(h, w) − 1)``, i.e. docs/protocols.md §2.5's
     ``(c/(K−1), r/(K−1))`` for a square grid (max distance √2), isotropic otherwise.
     """
     return _distance_template(int(grid_hw[0]), int(grid_hw[1]), str(torch.device(device)))
@@ -73,7 +73,7 @@ def distance_template(grid_hw: tuple[int, int], device: str | torch.device = "cp
 def mean_attention_distance(
     attn: ArrayT, grid_hw: tuple[int, int], num_prefix_tokens: int = 1
 ) -> ArrayT:
-    """Average attention distance per head (PROTOCOLS §2.5).
+    """Average attention distance per head (docs/protocols.md §2.5).
 
     Prefix tokens are dropped as queries and keys, each spatial row is renormalised, the
     expected query–key distance (unit-square units) is taken per query and averaged over
@@ -88,6 +88,27 @@ def mean_attention_distance(
     Returns
     -------
     ``[..., H]`` float32 distances in ``[0, √2]``.
+
+    References
+    ----------
+    .. [1] A. Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image
+       Recognition at Scale", ICLR 2021 (mean attention distance).
+    .. [2] M. Raghu, T. Unterthiner, S. Kornblith, C. Zhang and A. Dosovitskiy, "Do Vision
+       Transformers See Like Convolutional Neural Networks?", NeurIPS 2021.
+    .. [3] M. Walmer, S. Suri, K. Gupta and A. Shrivastava, "Teaching Matters: Investigating
+       the Role of Supervision in Vision Transformers", CVPR 2023, Sec. 4.3 (distances on
+       the unit square).
+
+    Examples
+    --------
+    One CLS token and a 2×2 grid.  Uniform attention (head 0) gives every query the mean of
+    its distances 0, 1, 1 and √2 to the four cells, (2 + √2)/4; attending only to itself
+    (head 1) gives 0:
+
+    >>> import numpy as np
+    >>> attn = np.stack([np.full((5, 5), 0.2), np.eye(5)])  # [H=2, N=5, N=5]
+    >>> [round(float(d), 4) for d in mean_attention_distance(attn, (2, 2))]
+    [0.8536, 0.0]
     """
     t, was_np = _as_torch(attn)
     _check(t, grid_hw, num_prefix_tokens)
@@ -112,7 +133,7 @@ def aligned_sum(spatial: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor
     ``spatial`` is ``[..., Q, K]`` with Q = K = h·w (rows already renormalised); returns
     ``[..., 2h−1, 2w−1]`` where cell ``(h−1+dr, w−1+dc)`` holds the total attention that
     queries pay to the key ``dr`` rows below and ``dc`` columns right of themselves, summed
-    over all queries — the canvas of PROTOCOLS §2.3 step 4, built with one ``index_add``.
+    over all queries — the canvas of docs/protocols.md §2.3 step 4, built with one ``index_add``.
     """
     h, w = int(grid_hw[0]), int(grid_hw[1])
     lead = spatial.shape[:-2]
@@ -126,12 +147,29 @@ def aligned_sum(spatial: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor
 
 
 def aligned_aggregate(attn: ArrayT, grid_hw: tuple[int, int], num_prefix_tokens: int = 1) -> ArrayT:
-    """Aligned aggregated attention map (AAAM, PROTOCOLS §2.3), per-(image, query) mean.
+    """Aligned aggregated attention map (AAAM, docs/protocols.md §2.3), per-(image, query) mean.
 
     Returns ``[..., H, 2h−1, 2w−1]``: the average over spatial queries of each query's
     renormalised spatial map translated so the query sits at the centre ``(h−1, w−1)``.
     (The original code divides by batches × queries instead of images × queries; that
     faithful variant is the analysis setting ``aaam_normaliser``.)
+
+    References
+    ----------
+    .. [1] M. Walmer, S. Suri, K. Gupta and A. Shrivastava, "Teaching Matters: Investigating
+       the Role of Supervision in Vision Transformers", CVPR 2023, Sec. 4.2 and Fig. 3
+       (aligned aggregated attention maps).
+
+    Examples
+    --------
+    Uniform attention on a 2×2 grid: the key at offset (dr, dc) from a query exists for 4
+    (centre), 2 (edges) or 1 (corners) of the 4 queries, each paying it 1/4, so the mean
+    over queries is [[1, 2, 1], [2, 4, 2], [1, 2, 1]] / 16:
+
+    >>> import numpy as np
+    >>> m = aligned_aggregate(np.full((1, 5, 5), 0.2), (2, 2))  # [H=1, 3, 3]
+    >>> (m[0] * 16).round().astype(int).tolist()
+    [[1, 2, 1], [2, 4, 2], [1, 2, 1]]
     """
     t, was_np = _as_torch(attn)
     _check(t, grid_hw, num_prefix_tokens)
@@ -145,8 +183,25 @@ def mass_threshold_mask(attention_map: ArrayT, mass: float = 0.6) -> ArrayT:
 
     ``attention_map`` is ``[..., M]`` (flattened spatial keys, any non-negative values; each
     map is renormalised first).  Cells are kept where the ascending cumulative sum exceeds
-    ``1 − mass`` (DINO's thresholding, PROTOCOLS §2.8 step 3).  Returns a boolean mask of the
-    same shape.
+    ``1 − mass`` (DINO's thresholding, docs/protocols.md §2.8 step 3).  Returns a boolean mask of
+    the same shape.
+
+    References
+    ----------
+    .. [1] M. Caron, H. Touvron, I. Misra, H. Jégou, J. Mairal, P. Bojanowski and A. Joulin,
+       "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021 (attention
+       masks keeping 60 % of the mass).
+    .. [2] M. Walmer, S. Suri, K. Gupta and A. Shrivastava, "Teaching Matters: Investigating
+       the Role of Supervision in Vision Transformers", CVPR 2023, Sec. 4.4.
+
+    Examples
+    --------
+    Of the mass 1 + 2 + 3 + 4 = 10, the two largest cells hold 7/10 ≥ 0.6 and the largest
+    alone 4/10 < 0.6:
+
+    >>> import numpy as np
+    >>> mass_threshold_mask(np.array([1.0, 2.0, 3.0, 4.0]), mass=0.6).tolist()
+    [False, False, True, True]
     """
     if not 0.0 < mass <= 1.0:
         raise ValueError(f"mass must be in (0, 1], got {mass}")

@@ -1,4 +1,4 @@
-"""Attention-saliency IoU (PROTOCOLS §2.8) from a ``center`` store and COCO-format masks.
+"""Attention-saliency IoU (docs/protocols.md §2.8) from a ``center`` store and COCO-format masks.
 
 For every image with at least one usable annotation the ground truth is the union of its
 soft token masks (objects for COCO, parts for PartImageNet; centre-cropped like the view);
@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from vitlib import keys
 from vitlib.attention.core import mass_threshold_mask
 from vitlib.data.annotations import annotation_masks, coco_for_item, token_masks
 from vitlib.data.manifest import Manifest
-from vitlib.store import open_store, store_meta
+from vitlib.store import Store
 
-QUERIES = {"cls": "attn/cls_row", "spatial": "attn/spatial_mean_row"}
+QUERIES = {"cls": keys.ATTN_CLS_ROW, "spatial": keys.ATTN_SPATIAL_MEAN_ROW}
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -27,26 +28,27 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def saliency_iou(
-    store_path: str, manifest: Manifest, *, mass: float = 0.6
+    store: Store | str, manifest: Manifest, *, mass: float = 0.6
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-image IoU ``{query: [n_used, L, H]}`` and the manifest indices used."""
-    g = open_store(store_path)
-    meta = store_meta(g)
+    g = Store.open(store)
+    meta = g.meta
     if meta["manifest_digest"] != manifest.digest():
         raise ValueError(
-            f"{store_path} was extracted from another manifest of"
+            f"{g.path} was extracted from another manifest of"
             f" {manifest.dataset!r} (digest {meta['manifest_digest']})"
         )
     gh, gw = meta["grid_hw"]
     out: dict[str, list[np.ndarray]] = {q: [] for q in QUERIES}
     used = []
-    step = g[QUERIES["cls"]].chunks[0]  # whole chunks: each is read once
+    rows = {q: g.array(name) for q, name in QUERIES.items()}
+    step = int(rows["cls"].chunks[0])  # whole chunks: each is read once
     block: dict[str, np.ndarray] = {}
     for i, item in enumerate(manifest.items):
         if i % step == 0:
             block = {
-                q: np.asarray(g[name][i : i + step], dtype=np.float32)  # [b, L, H, M]
-                for q, name in QUERIES.items()
+                q: np.asarray(arr[i : i + step], dtype=np.float32)  # [b, L, H, M]
+                for q, arr in rows.items()
             }
         coco = coco_for_item(manifest, item)
         soft, _ = token_masks(
@@ -63,12 +65,12 @@ def saliency_iou(
     return {q: np.stack(v) for q, v in out.items()}, np.asarray(used)
 
 
-def saliency_table(store_path: str, manifest: Manifest, *, mass: float = 0.6) -> pd.DataFrame:
+def saliency_table(store: Store | str, manifest: Manifest, *, mass: float = 0.6) -> pd.DataFrame:
     """Tidy IoU table: per (query, layer, head) the mean over images; per (query, layer) the
     best head chosen per image (``head_selection = "per_image"``: max over heads, then the
     mean — the paper's plots) and per layer (``"per_layer"``: max over heads of the mean)."""
-    per_image, used = saliency_iou(store_path, manifest, mass=mass)
-    meta = store_meta(open_store(store_path))
+    s = Store.open(store)
+    per_image, used = saliency_iou(s, manifest, mass=mass)
     rows = []
     for q, v in per_image.items():
         mean = v.mean(0)  # [L, H]
@@ -103,10 +105,6 @@ def saliency_table(store_path: str, manifest: Manifest, *, mass: float = 0.6) ->
             )
     t = pd.DataFrame(rows)
     for col, val in {
-        "model": meta["model"],
-        "dataset": meta["dataset"],
-        "family": meta["spec"]["family"],
-        "depth": meta["depth"],
         "mass": mass,
         "n_images": len(used),
     }.items():

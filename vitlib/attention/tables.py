@@ -5,24 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from vitlib.store import open_store, store_meta
+from vitlib import keys
+from vitlib.store import Store
 
 DISTANCE_UNITS = ("normalised", "tokens", "pixels")
 
 
-def attention_distance_table(store_path: str, *, units: str = "normalised") -> pd.DataFrame:
+def attention_distance_table(store: Store | str, *, units: str = "normalised") -> pd.DataFrame:
     """Mean attention distance per layer and head over all images of a store.
 
     Returns a tidy table with columns ``model, dataset, view, layer, head, metric, value,
     std, n_images, units`` (``layer``/``head`` 0-based; ``metric`` = ``attention_distance``).
-    ``units``: ``normalised`` (unit square, PROTOCOLS §2.5), ``tokens`` (× (K−1), the grid
+    ``units``: ``normalised`` (unit square, docs/protocols.md §2.5), ``tokens`` (× (K−1), the grid
     units of Raghu et al.) or ``pixels`` (tokens × patch size).
     """
     if units not in DISTANCE_UNITS:
         raise ValueError(f"units must be one of {DISTANCE_UNITS}, got {units!r}")
-    g = open_store(store_path)
-    meta = store_meta(g)
-    dist = g["attn/distance"]
+    g = Store.open(store)
+    meta = g.meta
+    dist = g.array(keys.ATTN_DISTANCE)
     n, L, H = dist.shape
     # Stream over image chunks: sums of x and x² per (layer, head).
     s1 = np.zeros((L, H))
@@ -42,11 +43,6 @@ def attention_distance_table(store_path: str, *, units: str = "normalised") -> p
     layer, head = np.meshgrid(np.arange(L), np.arange(H), indexing="ij")
     return pd.DataFrame(
         {
-            "model": meta["model"],
-            "dataset": meta["dataset"],
-            "view": meta["view"],
-            "family": meta["spec"]["family"],
-            "depth": L,
             "layer": layer.ravel(),
             "head": head.ravel(),
             "metric": "attention_distance",

@@ -1,5 +1,5 @@
 """Annotation masks of COCO-format datasets (COCO objects, PartImageNet parts) at token
-resolution (PROTOCOLS §2.8 step 2, §3.6).
+resolution (docs/protocols.md §2.8 step 2, §3.6).
 
 pycocotools rasterises every annotation (polygons, compressed or uncompressed RLE);
 :func:`token_masks` turns the pixel masks into soft masks on a model's token grid: optional

@@ -9,7 +9,7 @@ A manifest is a JSON file written by the workflow's ``manifest`` rule::
 ``id`` is stable (relative path without extension), ``path`` is relative to ``root`` and
 ``cka_batch`` is the CKA minibatch the item belongs to: consecutive runs of
 ``cka_batch_size`` items in manifest order; the ``n mod cka_batch_size`` last items get -1
-and take no part in CKA.  The partition is the same for every model (DESIGN §1.3).
+and take no part in CKA.  The partition is the same for every model (docs/protocols.md §D1.3).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def read_imagefolder(
     classes: Sequence[str] | None = None,
     cka_batch_size: int = 0,
 ) -> Manifest:
-    """ImageNet-style ``root/<class>/<file>`` folder (PROTOCOLS §6.1–6.2).
+    """ImageNet-style ``root/<class>/<file>`` folder (docs/protocols.md §6.1–6.2).
 
     Classes are the sorted sub-directory names (or ``classes``, in sorted order, for a
     subset such as ImageNet-50); label = index in that sorted list.  Within each class the

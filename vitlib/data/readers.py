@@ -1,6 +1,6 @@
 """Readers for every dataset of the paper, each producing a :class:`~vitlib.data.manifest.Manifest`.
 
-One function per on-disk format (PROTOCOLS §6); :func:`read_dataset` dispatches on the
+One function per on-disk format (docs/protocols.md §6); :func:`read_dataset` dispatches on the
 config's ``kind``.  Every reader is deterministic whatever order the file system lists
 files in, and stops with a :class:`~vitlib.data.manifest.DataError` naming the file, key or
 value at fault (missing annotation file, truncated JSON, index out of range, empty class
@@ -32,7 +32,7 @@ import logging
 import os
 import pickle
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ def _require(d: Mapping[str, Any], key: str, where: str) -> Any:
 
 # ---------------------------------------------------------------------------------- ImageNet-50
 def imagenet50_classes() -> list[tuple[str, str]]:
-    """The 50 ``(wnid, name)`` pairs of PROTOCOLS §6.2 (shipped with the package)."""
+    """The 50 ``(wnid, name)`` pairs of docs/protocols.md §6.2 (shipped with the package)."""
     text = resources.files("vitlib.data").joinpath("imagenet_50.txt").read_text()
     out = []
     for line in text.splitlines():
@@ -87,7 +87,7 @@ def imagenet50_classes() -> list[tuple[str, str]]:
 def read_imagenet50(
     root: str | os.PathLike, *, dataset: str, per_class: int = 100, cka_batch_size: int = 0
 ) -> Manifest:
-    """ImageNet-50 (PROTOCOLS §6.2): the 50 classes of ``imagenet_50.txt`` in sorted wnid
+    """ImageNet-50 (docs/protocols.md §6.2): the 50 classes of ``imagenet_50.txt`` in sorted wnid
     order, the first ``per_class`` image files of each class in sorted name order."""
     wnids = [w for w, _ in imagenet50_classes()]
     m = read_imagefolder(
@@ -106,7 +106,7 @@ def read_coco(
     limit: int | None = None,
     cka_batch_size: int = 0,
 ) -> Manifest:
-    """COCO instances (PROTOCOLS §6.3): images in ascending id order, those without any
+    """COCO instances (docs/protocols.md §6.3): images in ascending id order, those without any
     annotation skipped, the first ``limit`` kept.  Label = contiguous index of the category
     of the image's largest annotation; ``meta`` = ``{"image_id", "width", "height"}``."""
     rootp = Path(root)
@@ -173,7 +173,7 @@ def read_partimagenet(
     splits: Sequence[str] = PIN_SPLITS,
     cka_batch_size: int = 0,
 ) -> Manifest:
-    """PartImageNet (PROTOCOLS §6.4): up to ``per_super`` images per super-category, drawn
+    """PartImageNet (docs/protocols.md §6.4): up to ``per_super`` images per super-category, drawn
     round-robin over its classes (wnids in sorted order — the original used ``os.listdir``
     order, which differs between file systems), each class's images in sorted file-name
     order.  Label = super-category index (sorted names); ``meta`` = ``{"split",
@@ -248,7 +248,7 @@ def read_partimagenet(
 def read_revisited(
     root: str | os.PathLike, *, dataset: str, name: str, cka_batch_size: int = 0
 ) -> Manifest:
-    """Revisited Oxford/Paris (PROTOCOLS §6.5): ``<root>/<name>/gnd_<name>.pkl``.  Items are
+    """Revisited Oxford/Paris (docs/protocols.md §6.5): ``<root>/<name>/gnd_<name>.pkl``.  Items are
     the database images (``meta.role = "db"``) followed by the queries (``"query"``); the
     ground truth (``easy``/``hard``/``junk`` database indices and ``bbx`` per query) goes to
     ``extra["gnd"]``.  Queries are not cropped to ``bbx`` (as the paper's code)."""
@@ -310,7 +310,7 @@ def read_davis(
     sequences: Sequence[str] | None = None,
     cka_batch_size: int = 0,
 ) -> Manifest:
-    """DAVIS-2017 (PROTOCOLS §6.6): every frame of every sequence of
+    """DAVIS-2017 (docs/protocols.md §6.6): every frame of every sequence of
     ``ImageSets/<year>/<split>.txt`` (or ``sequences``), frames in sorted order.  Label =
     sequence index; ``meta`` = ``{"seq", "frame", "annotation"}`` (annotation path relative
     to root, or ``""`` where the frame has none)."""
@@ -365,7 +365,7 @@ def read_davis(
 # ---------------------------------------------------------------------------------- SPair-71k
 def spair_pair_files(root: Path, split: str, category: str) -> list[Path]:
     """The pair files of ``category``: the official ``…:<cat>.json`` names, or the ``_``
-    copies the original code expected (PROTOCOLS §5.4), sorted by name."""
+    copies the original code expected (docs/protocols.md §5.4), sorted by name."""
     pdir = root / "PairAnnotation" / split
     if not pdir.is_dir():
         raise DataError(f"SPair pair folder {pdir} does not exist")
@@ -388,7 +388,7 @@ def read_spair(
     categories: Sequence[str] | None = None,
     cka_batch_size: int = 0,
 ) -> Manifest:
-    """SPair-71k (PROTOCOLS §5.4, §6.7).  Categories = sorted folder names of
+    """SPair-71k (docs/protocols.md §5.4, §6.7).  Categories = sorted folder names of
     ``ImageAnnotation``; per category ``pairs_per_category`` pair files are drawn from the
     sorted list.  ``sampling="fixed"``: without replacement by a generator seeded with
     ``[seed, category index]``; ``"faithful"``: ``np.random.seed(seed)`` once, then
@@ -492,7 +492,7 @@ def read_dataset(
             classes=opts.get("classes"),
             cka_batch_size=cka_batch_size,
         )
-    readers = {
+    readers: dict[str, Callable[..., Manifest]] = {
         "imagenet50": read_imagenet50,
         "coco": read_coco,
         "partimagenet": read_partimagenet,

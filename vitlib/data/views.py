@@ -1,4 +1,4 @@
-"""Views: how images are prepared for a model (PROTOCOLS §1.4, §4, §5.2–5.4).
+"""Views: how images are prepared for a model (docs/protocols.md §1.4, §4, §5.2–5.4).
 
 A view turns an image into the model's input.  ``S`` is the model's image size and ``p``
 its patch size.
@@ -58,7 +58,7 @@ def _to_tensor(im: Image.Image, mean: Sequence[float], std: Sequence[float]) -> 
     """``ToTensor`` + ``Normalize``: ``[3, H, W]`` float32, (x/255 − mean)/std."""
     import torch
 
-    a = np.asarray(im, dtype=np.float32) / 255.0
+    a: np.ndarray = np.asarray(im, dtype=np.float32) / 255.0
     a = (a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
 
@@ -117,7 +117,7 @@ class PadGeometry:
 
 def pad_geometry(width: int, height: int, size: int) -> PadGeometry:
     """Long side → ``size``, short side ``round(size·short/long)``, centred with offset
-    ``int((size − new_short)/2)`` (PROTOCOLS §5.4, ``resize`` + ``preprocess_kps_pad``)."""
+    ``int((size − new_short)/2)`` (docs/protocols.md §5.4, ``resize`` + ``preprocess_kps_pad``)."""
     if width >= height:
         nw, nh = size, int(round(size * height / width))
     else:
@@ -158,7 +158,7 @@ def dense_size(
     height: int, width: int, window: int, patch: int, tile_factor: int = 2
 ) -> tuple[int, int]:
     """Short side → ``window·tile_factor``; long side scaled and floored to a multiple of
-    ``patch`` (PROTOCOLS §4 step 1; 480×640 at p = 16 → 448×592)."""
+    ``patch`` (docs/protocols.md §4 step 1; 480×640 at p = 16 → 448×592)."""
     short = window * tile_factor
     if height <= width:
         long = int(math.floor(short / height * width / patch)) * patch

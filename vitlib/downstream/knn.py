@@ -1,4 +1,4 @@
-"""Weighted k-NN classification (DINO protocol, PROTOCOLS §5.1) with FAISS.
+"""Weighted k-NN classification (DINO protocol, docs/protocols.md §5.1) with FAISS.
 
 Cosine similarity of L2-normalised features; the top-``k`` neighbours vote with weight
 ``exp(sim / T)``.  :func:`knn_predict` works on arrays; :func:`knn_topk_streaming` keeps only
@@ -37,8 +37,8 @@ def knn_topk_streaming(
     res = faiss.StandardGpuResources() if gpu else None
     for chunk in train_chunks:
         x = _normalise(chunk)
-        index = faiss.IndexFlatIP(x.shape[1])
-        if gpu:
+        index: faiss.Index = faiss.IndexFlatIP(x.shape[1])
+        if res is not None:  # FAISS has GPUs
             index = faiss.index_cpu_to_gpu(res, 0, index)
         index.add(x)
         kk = min(k, x.shape[0])

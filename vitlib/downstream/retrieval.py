@@ -1,4 +1,4 @@
-"""Revisited Oxford/Paris retrieval evaluation (PROTOCOLS §5.2; Radenović et al. 2018)."""
+"""Revisited Oxford/Paris retrieval evaluation (docs/protocols.md §5.2; Radenović et al. 2018)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,9 @@ import pandas as pd
 
 def table6(probe: pd.DataFrame) -> pd.DataFrame:
     """Last-layer linear-probe top-1 in the layout of the paper's Table 6: one row per model,
-    columns CLS / spatial with and without BatchNorm."""
+    columns CLS / spatial with and without BatchNorm (from the long probe table)."""
+    if "metric" in probe:
+        probe = probe[probe["metric"] == "top1"].rename(columns={"value": "top1"})
     last = probe[probe.layer == probe.depth - 1].copy()
     last["column"] = last["feature"].map({"cls": "CLS", "spatial_mean": "Spatial"}) + last[
         "batchnorm"
@@ -26,27 +28,29 @@ def best_layer(table: pd.DataFrame, metric: str, *, group: str = "model") -> pd.
 
 
 def headline(table: pd.DataFrame) -> pd.DataFrame:
-    """One per-layer score column ``value`` per (model, metric) from any downstream table:
-    k-NN top-1 at k = 20, retrieval mAP (Medium, Hard), DAVIS J&F, SPair PCK@0.1."""
-    t = table
-    keep = ["model", "family", "depth", "layer"]
-    if "top1" in t and "k" in t:  # k-NN
-        k = 20 if (t["k"] == 20).any() else int(t["k"].iloc[0])
-        out = t[t.k == k][keep].assign(
-            value=t["top1"], metric=f"k-NN top-1 (k={k})", dataset=t["test"]
-        )
-    elif "protocol" in t:  # retrieval
-        out = t[keep].assign(
-            value=t["map"], metric="mAP " + t["protocol"].str.capitalize(), dataset=t["dataset"]
-        )
-    elif "JF" in t:  # DAVIS
-        out = t[keep].assign(value=t["JF"], metric="J&F", dataset=t["dataset"])
-    elif "alpha" in t:  # SPair
-        a = 0.1 if (t["alpha"] == 0.1).any() else float(t["alpha"].iloc[0])
-        out = t[t.alpha == a][keep].assign(value=t["pck"], metric=f"PCK@{a}", dataset=t["dataset"])
-    else:
-        raise ValueError(f"not a downstream table: columns {list(t.columns)}")
-    return out.reset_index(drop=True)
+    """The per-layer scores the summary takes from one long table, as declared by its
+    analysis in the registry (:attr:`vitlib.registry.Analysis.summary`): columns ``dataset,
+    model, family, depth, layer, metric`` (the headline's label) and ``value``."""
+    from vitlib.registry import get
+
+    names = table["analysis"].unique()
+    if len(names) != 1:
+        raise ValueError(f"a headline needs the table of one analysis, got {list(names)}")
+    a = get(str(names[0]))
+    if not a.summary:
+        raise ValueError(f"analysis {a.name!r} declares no summary metric")
+    out = []
+    for h in a.summary:
+        sel = table[table["metric"] == h.metric]
+        label = h.label
+        for col, val in h.where.items():
+            if col == "k" and not (sel[col] == val).any():  # fewer neighbours than asked
+                val = int(sel[col].iloc[0])
+                label = f"{h.label.split(' (')[0]} (k={val})"
+            sel = sel[sel[col] == val]
+        keep = ["dataset", "model", "family", "depth", "layer"]
+        out.append(sel[keep].assign(metric=label, value=sel["value"].astype(float)))
+    return pd.concat(out, ignore_index=True)
 
 
 def summary_table(tables: list[pd.DataFrame]) -> pd.DataFrame:

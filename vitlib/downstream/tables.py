@@ -2,54 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from vitlib import keys
 from vitlib.downstream.knn import knn_accuracy, knn_topk_streaming
-from vitlib.store import open_store, read_layer, store_meta
+from vitlib.store import Store
 
 if TYPE_CHECKING:
     from vitlib.data.manifest import Manifest
 
 
 def knn_table(
-    train_store: str,
-    test_store: str,
+    train_store: Store | str,
+    test_store: Store | str,
     *,
     ks: Sequence[int] = (10, 20, 100, 200),
     temperature: float = 0.07,
     feature: str = "cls",
 ) -> pd.DataFrame:
-    """k-NN accuracy of every layer (DINO protocol, PROTOCOLS §5.1).
+    """k-NN accuracy of every layer (DINO protocol, docs/protocols.md §5.1).
 
     Training features are streamed layer by layer in the store's chunks; the queries of one
     layer are held in memory.  ``feature``: ``cls`` (the paper) or ``spatial_mean``.
     """
-    gtr, gte = open_store(train_store), open_store(test_store)
-    mtr, mte = store_meta(gtr), store_meta(gte)
+    gtr, gte = Store.open(train_store), Store.open(test_store)
+    mtr, mte = gtr.meta, gte.meta
     if mtr["model"] != mte["model"]:
         raise ValueError(
             f"train store {train_store} and test store {test_store} come from"
             f" different models ({mtr['model']} vs {mte['model']})"
         )
-    name = f"feat/block_{feature}"
-    ytr = np.asarray(gtr["labels"][...])
-    yte = np.asarray(gte["labels"][...])
+    name = keys.feature("block", feature)
+    ytr = gtr.labels
+    yte = gte.labels
     C = int(max(ytr.max(), yte.max()) + 1)
     kmax = min(max(ks), len(ytr))
     ks_eff = sorted({min(k, len(ytr)) for k in ks})
     rows = []
     # ~64 MiB of float32 train features per chunk (a few of the store's chunks): large
     # enough for fast matrix products, small enough to keep memory flat at any scale
-    step = max(gtr[name].chunks[0], (64 << 20) // (4 * gtr[name].shape[-1]))
-    step -= step % gtr[name].chunks[0]
+    step = max(gtr.array(name).chunks[0], (64 << 20) // (4 * gtr.array(name).shape[-1]))
+    step -= step % gtr.array(name).chunks[0]
     for layer in range(mtr["depth"]):
-        q = np.asarray(gte[name][:, layer], dtype=np.float32)
+        q = np.asarray(gte.array(name)[:, layer], dtype=np.float32)
         sims, idx = knn_topk_streaming(
-            (c.astype(np.float32) for c in read_layer(gtr, name, layer, step)), q, kmax
+            (c.astype(np.float32) for c in gtr.layer_chunks(name, layer, step)), q, kmax
         )
         acc = knn_accuracy(sims, ytr[idx], yte, ks_eff, C, temperature)
         for k in ks:
@@ -57,9 +58,6 @@ def knn_table(
             rows.append({"layer": layer, "k": k, "top1": a["top1"], "top5": a["top5"]})
     t = pd.DataFrame(rows)
     for col, v in {
-        "model": mtr["model"],
-        "family": mtr["spec"]["family"],
-        "depth": mtr["depth"],
         "train": mtr["dataset"],
         "test": mte["dataset"],
         "feature": feature,
@@ -73,8 +71,8 @@ def knn_table(
 
 
 def probe_table(
-    train_store: str,
-    test_store: str,
+    train_store: Store | str,
+    test_store: Store | str,
     *,
     epochs: int = 20,
     lr: float = 0.1,
@@ -90,22 +88,24 @@ def probe_table(
 
     from vitlib.downstream.probe import evaluate_probe, train_probe
 
-    gtr, gte = open_store(train_store), open_store(test_store)
-    mtr, mte = store_meta(gtr), store_meta(gte)
-    ytr = np.asarray(gtr["labels"][...])
-    yte = np.asarray(gte["labels"][...])
+    gtr, gte = Store.open(train_store), Store.open(test_store)
+    mtr, mte = gtr.meta, gte.meta
+    ytr = gtr.labels
+    yte = gte.labels
     C = int(max(ytr.max(), yte.max()) + 1)
     rows = []
     for feat in features:
-        name = f"feat/block_{feat}"
-        step = gtr[name].chunks[0]
+        name = keys.feature("block", feat)
+        step = gtr.array(name).chunks[0]
         for layer in range(mtr["depth"]):
 
-            def chunks(layer: int = layer, name: str = name):  # noqa: ANN202
-                for i, x in enumerate(read_layer(gtr, name, layer)):
+            def chunks(
+                layer: int = layer, name: str = name, step: int = int(step)
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                for i, x in enumerate(gtr.layer_chunks(name, layer)):
                     yield x, ytr[i * step : i * step + len(x)]
 
-            xte = np.asarray(gte[name][:, layer], dtype=np.float32)
+            xte = np.asarray(gte.array(name)[:, layer], dtype=np.float32)
             for bn in batchnorm:
                 t0 = time.perf_counter()
                 probe = train_probe(
@@ -133,9 +133,6 @@ def probe_table(
                 )
     t = pd.DataFrame(rows)
     for col, v in {
-        "model": mtr["model"],
-        "family": mtr["spec"]["family"],
-        "depth": mtr["depth"],
         "train": mtr["dataset"],
         "test": mte["dataset"],
         "epochs": epochs,
@@ -150,40 +147,35 @@ def probe_table(
 
 
 def _stamp(t: pd.DataFrame, meta: dict, **extra: object) -> pd.DataFrame:
-    for col, v in {
-        "model": meta["model"],
-        "family": meta["spec"]["family"],
-        "depth": meta["depth"],
-        "dataset": meta["dataset"],
-        **extra,
-    }.items():
+    """The table's own columns (its identity is stamped by :func:`vitlib.tables.tidy`)."""
+    for col, v in extra.items():
         t[col] = v
     return t
 
 
-def _check_manifest(meta: dict, manifest: Manifest, store: str) -> None:
+def _check_manifest(meta: dict, manifest: Manifest, store: Store | str) -> None:
     if meta["manifest_digest"] != manifest.digest():
         raise ValueError(f"{store} was extracted from another manifest of {manifest.dataset!r}")
 
 
 def retrieval_table(
-    store: str, manifest: Manifest, *, protocols: Sequence[str] = ("medium", "hard")
+    store: Store | str, manifest: Manifest, *, protocols: Sequence[str] = ("medium", "hard")
 ) -> pd.DataFrame:
-    """Revisited-protocol mAP per layer (PROTOCOLS §5.2) from a ``retrieval`` view store:
+    """Revisited-protocol mAP per layer (docs/protocols.md §5.2) from a ``retrieval`` view store:
     L2-normalised CLS features, database ranked by cosine similarity with a FAISS
     inner-product index, ``revisited_map`` per protocol."""
     import faiss
 
     from vitlib.downstream.retrieval import revisited_map
 
-    g = open_store(store)
-    meta = store_meta(g)
+    g = Store.open(store)
+    meta = g.meta
     _check_manifest(meta, manifest, store)
     n_db = int(manifest.extra["n_db"])
     gnd = manifest.extra["gnd"]
     rows = []
     for layer in range(meta["depth"]):
-        x = np.asarray(g["feat/block_cls"][:, layer], dtype=np.float32)
+        x = np.asarray(g.array(keys.feature("block", "cls"))[:, layer], dtype=np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
         index = faiss.IndexFlatIP(x.shape[1])
         index.add(np.ascontiguousarray(x[:n_db]))
@@ -202,7 +194,7 @@ def retrieval_table(
 
 
 def davis_table(
-    store: str,
+    store: Store | str,
     manifest: Manifest,
     *,
     n_last: int = 7,
@@ -211,7 +203,7 @@ def davis_table(
     temperature: float = 0.1,
     layers: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """DAVIS label propagation per layer (PROTOCOLS §5.3) from a ``dense`` or ``squash``
+    """DAVIS label propagation per layer (docs/protocols.md §5.3) from a ``dense`` or ``squash``
     token store: the first frame's annotation (nearest-resized to the token grid) is
     propagated with :func:`propagate_labels`, predictions are upsampled to the frame size
     and scored with J and F per object (first and last frame excluded)."""
@@ -221,13 +213,13 @@ def davis_table(
     from vitlib.data.annotations import davis_mask
     from vitlib.downstream.davis import evaluate_sequence, propagate_labels, soft_to_labels
 
-    g = open_store(store)
-    meta = store_meta(g)
+    g = Store.open(store)
+    meta = g.meta
     _check_manifest(meta, manifest, store)
-    if meta.get("kind") != "tokens":
+    if not g.is_token_view:
         raise ValueError(f"{store}: DAVIS needs a token view ('dense' or 'squash')")
-    offsets = np.asarray(g["offsets"][...])
-    grids = np.asarray(g["grid"][...])
+    offsets = g.read(keys.OFFSETS)
+    grids = g.read(keys.GRID)
     patch = int(meta["spec"]["patch_size"])
     root = manifest.root
     seqs: dict[str, list[int]] = {}
@@ -248,7 +240,9 @@ def davis_table(
         onehot = torch.from_numpy(np.eye(C, dtype=np.float32)[first]).permute(2, 0, 1)
         lo, hi = offsets[idx[0]], offsets[idx[-1] + 1]  # frames contiguous
         for layer in layers if layers is not None else range(meta["depth"]):
-            tok = np.asarray(g["tokens"][lo:hi, layer], dtype=np.float32)  # one layer's chunks
+            tok = np.asarray(
+                g.array(keys.TOKENS)[lo:hi, layer], dtype=np.float32
+            )  # one layer's chunks
             feats = torch.from_numpy(tok.reshape(len(idx), gh, gw, -1))
             soft = propagate_labels(
                 feats, onehot, n_last=n_last, radius=radius, topk=topk, temperature=temperature
@@ -275,13 +269,13 @@ def davis_table(
 
 
 def spair_table(
-    store: str,
+    store: Store | str,
     manifest: Manifest,
     *,
     alphas: Sequence[float] = (0.1, 0.05, 0.01),
     reference: str = "bbox",
 ) -> pd.DataFrame:
-    """SPair keypoint transfer per layer (PROTOCOLS §5.4) from a ``spair`` token store:
+    """SPair keypoint transfer per layer (docs/protocols.md §5.4) from a ``spair`` token store:
     per-token L2-normalised features bilinearly upsampled to the S×S input, each source
     keypoint's descriptor matched to the most similar target pixel (cosine), PCK per
     category against the target box's longer side (``reference="bbox"``) or the image
@@ -292,19 +286,19 @@ def spair_table(
     from vitlib.data.views import pad_geometry
     from vitlib.downstream.keypoints import pck
 
-    g = open_store(store)
-    meta = store_meta(g)
+    g = Store.open(store)
+    meta = g.meta
     _check_manifest(meta, manifest, store)
     if meta["view"] != "spair":
         raise ValueError(f"{store}: SPair needs the 'spair' view, not {meta['view']!r}")
     S = int(meta["spec"]["img_size"])
-    offsets = np.asarray(g["offsets"][...])
-    grids = np.asarray(g["grid"][...])
+    offsets = g.read(keys.OFFSETS)
+    grids = g.read(keys.GRID)
 
     def dense(i: int, layer: int) -> torch.Tensor:
         gh, gw = (int(v) for v in grids[i])
         x = torch.from_numpy(
-            np.asarray(g["tokens"][offsets[i] : offsets[i + 1], layer], dtype=np.float32)
+            np.asarray(g.array(keys.TOKENS)[offsets[i] : offsets[i + 1], layer], dtype=np.float32)
         ).reshape(gh, gw, -1)
         x = F.normalize(x, dim=-1).permute(2, 0, 1)[None]
         up = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False)[0]
@@ -348,14 +342,19 @@ def spair_table(
                 )
                 for c, v in errs.items()
             }
+            # "all": the mean over categories (the paper's number), then each category
             rows.append(
                 {
                     "layer": layer,
                     "alpha": a,
+                    "category": "all",
                     "pck": 100 * float(np.mean(list(per_cat.values()))),
-                    **{f"pck_{c}": 100 * v for c, v in per_cat.items()},
                 }
             )
+            rows += [
+                {"layer": layer, "alpha": a, "category": c, "pck": 100 * v}
+                for c, v in per_cat.items()
+            ]
     return _stamp(
         pd.DataFrame(rows), meta, reference=reference, n_pairs=len(manifest.extra["pairs"])
     )

@@ -1,4 +1,4 @@
-"""Object- and part-level feature clustering (PROTOCOLS §3.6) from a token store.
+"""Object- and part-level feature clustering (docs/protocols.md §3.6) from a token store.
 
 Each annotation's soft token mask (resized to the image's token grid; centre-cropped only
 for the non-dense ``patches`` view) pools the block outputs of every layer:
@@ -11,24 +11,26 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from vitlib import keys
 from vitlib.data.annotations import annotation_masks, coco_for_item, token_masks
 from vitlib.data.manifest import Manifest
 from vitlib.metrics.clustering import cluster_scores, noise_like
-from vitlib.store import open_store, store_meta
+from vitlib.store import Store
 
 
-def pooled_features(store_path: str, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
+def pooled_features(store: Store | str, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
     """``[A, L, D]`` mask-pooled features of every usable annotation and their categories."""
-    g = open_store(store_path)
-    meta = store_meta(g)
-    if meta.get("kind") != "tokens":
+    g = Store.open(store)
+    meta = g.meta
+    if not g.is_token_view:
         raise ValueError(
-            f"{store_path} is not a token store (view {meta['view']!r}); object"
+            f"{g.path} is not a token store (view {meta['view']!r}); object"
             " clustering needs the 'dense' or 'patches' view"
         )
     crop = meta["view"] == "patches"
-    offsets = np.asarray(g["offsets"][...])
-    grids = np.asarray(g["grid"][...])
+    offsets = g.read(keys.OFFSETS)
+    grids = g.read(keys.GRID)
+    tokens = g.array(keys.TOKENS)
     feats, cats = [], []
     for i, item in enumerate(manifest.items):
         coco = coco_for_item(manifest, item)
@@ -38,9 +40,7 @@ def pooled_features(store_path: str, manifest: Manifest) -> tuple[np.ndarray, np
         )
         if not len(soft):
             continue
-        tok = np.asarray(
-            g["tokens"][offsets[i] : offsets[i + 1]], dtype=np.float32
-        )  # [gh·gw, L, D]
+        tok = np.asarray(tokens[offsets[i] : offsets[i + 1]], dtype=np.float32)  # [gh·gw, L, D]
         feats.append(np.einsum("am,mld->ald", soft.reshape(len(soft), -1).astype(np.float32), tok))
         cats.append(c)
     if not feats:
@@ -49,7 +49,7 @@ def pooled_features(store_path: str, manifest: Manifest) -> tuple[np.ndarray, np
 
 
 def segment_clustering_table(
-    store_path: str,
+    store: Store | str,
     manifest: Manifest,
     *,
     k: int | None = None,
@@ -60,8 +60,8 @@ def segment_clustering_table(
     """Per layer purity / NMI / ARI of k-means on pooled object (COCO) or part
     (PartImageNet) features; ``k`` defaults to the number of categories present (the
     original used 80 for both datasets: set ``k: 80`` to reproduce)."""
-    x, y = pooled_features(store_path, manifest)
-    meta = store_meta(open_store(store_path))
+    s = Store.open(store)
+    x, y = pooled_features(s, manifest)
     k = k or int(len(np.unique(y)))
     k = min(k, len(y))
     rows = []
@@ -75,12 +75,7 @@ def segment_clustering_table(
     t = pd.DataFrame(rows)
     level = "part" if manifest.kind == "partimagenet" else "object"
     for col, val in {
-        "model": meta["model"],
-        "dataset": meta["dataset"],
         "level": level,
-        "view": meta["view"],
-        "family": meta["spec"]["family"],
-        "depth": meta["depth"],
         "k": k,
         "seed": seed,
         "noise": noise,

@@ -1,4 +1,4 @@
-"""Feature analyses on finished stores (PROTOCOLS §3): tidy tables, no forward pass."""
+"""Feature analyses on finished stores (docs/protocols.md §3): tidy tables, no forward pass."""
 
 from __future__ import annotations
 
@@ -7,21 +7,26 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from vitlib.store import open_store, store_meta
+from vitlib import keys
+from vitlib.store import Store
 
 #: "norm": the paper's grids over norm1/norm2 of every block (2L rows, §3.2);
 #: "block": block outputs (L rows).
 GRID_POINTS = {"norm": ("norm1", "norm2"), "block": ("block",)}
 
 
-def _grams(g, point: str, kind: str) -> np.ndarray:  # noqa: ANN001
-    name = f"gram/{point}_{kind}"
-    if name not in g:
-        raise KeyError(f"store has no {name}: extract with extract.gram_points including {point!r}")
-    return np.asarray(g[name][...], dtype=np.float64)  # [C, L, n, n]
+def _grams(g: Store, point: str, kind: str) -> np.ndarray:
+    name = keys.gram(point, kind)
+    if not g.has(name):
+        raise KeyError(
+            f"{g.path} has no {name}: extract with extract.gram_points including {point!r}"
+        )
+    return np.asarray(g.gram(point, kind)[...], dtype=np.float64)  # [C, L, n, n]
 
 
-def _interleaved(g, points: Sequence[str], kind: str) -> tuple[np.ndarray, list[tuple[str, int]]]:  # noqa: ANN001
+def _interleaved(
+    g: Store, points: Sequence[str], kind: str
+) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """Stack Grams of several points per block in module order: [C, L·len(points), n, n]."""
     gs = [_grams(g, p, kind) for p in points]
     C, L = gs[0].shape[:2]
@@ -30,14 +35,14 @@ def _interleaved(g, points: Sequence[str], kind: str) -> tuple[np.ndarray, list[
     return out, labels
 
 
-def _same_partition(gx, gy, px: str, py: str) -> None:  # noqa: ANN001
-    mx, my = store_meta(gx), store_meta(gy)
+def _same_partition(gx: Store, gy: Store) -> None:
+    mx, my = gx.meta, gy.meta
     if (
         mx["manifest_digest"] != my["manifest_digest"]
         or mx["cka_batch_size"] != my["cka_batch_size"]
     ):
         raise ValueError(
-            f"{px} and {py} were extracted from different manifests or CKA"
+            f"{gx.path} and {gy.path} were extracted from different manifests or CKA"
             " partitions; CKA needs the same images in the same minibatches"
         )
 
@@ -49,25 +54,33 @@ def _cka(*a, **k):  # noqa: ANN002, ANN003, ANN202 - torch only where CKA is com
 
 
 def cka_pair_table(
-    store_x: str, store_y: str, *, points: str = "norm", kind: str = "all", minmax: bool = False
+    store_x: Store | str,
+    store_y: Store | str,
+    *,
+    points: str = "norm",
+    kind: str = "all",
+    minmax: bool = False,
 ) -> pd.DataFrame:
     """Layer × layer CKA between two models (or one model with itself, §3.2)."""
-    gx, gy = open_store(store_x), open_store(store_y)
-    _same_partition(gx, gy, store_x, store_y)
+    gx, gy = Store.open(store_x), Store.open(store_y)
+    _same_partition(gx, gy)
     kx, lx = _interleaved(gx, GRID_POINTS[points], kind)
     ky, ly = _interleaved(gy, GRID_POINTS[points], kind)
     grid = _cka(kx, ky, minmax=minmax)
     i, j = np.meshgrid(np.arange(len(lx)), np.arange(len(ly)), indexing="ij")
     return pd.DataFrame(
         {
-            "model_x": store_meta(gx)["model"],
-            "model_y": store_meta(gy)["model"],
+            "model_x": gx.model,
+            "model_y": gy.model,
+            "family_x": gx.family,
+            "family_y": gy.family,
             "row": i.ravel(),
             "col": j.ravel(),
             "point_x": [lx[a][0] for a in i.ravel()],
             "layer_x": [lx[a][1] for a in i.ravel()],
             "point_y": [ly[b][0] for b in j.ravel()],
             "layer_y": [ly[b][1] for b in j.ravel()],
+            "metric": "cka",
             "value": grid.ravel(),
             "points": points,
             "kind": kind,
@@ -76,26 +89,29 @@ def cka_pair_table(
     )
 
 
-def last_layer_cka_table(stores: Sequence[str], *, minmax: bool = False) -> pd.DataFrame:
+def last_layer_cka_table(stores: Sequence[Store | str], *, minmax: bool = False) -> pd.DataFrame:
     """CKA between the last block outputs of every model pair, for all / CLS / spatial tokens
     (paper Figures 6, 19)."""
-    gs = [open_store(s) for s in stores]
-    for s, g in zip(stores[1:], gs[1:]):
-        _same_partition(gs[0], g, stores[0], s)
+    gs = [Store.open(s) for s in stores]
+    for g in gs[1:]:
+        _same_partition(gs[0], g)
     rows = []
     for kind in ("all", "cls", "spatial"):
         last = [_grams(g, "block", kind)[:, -1:] for g in gs]
-        for a, ga in enumerate(gs):
-            for b, gb in enumerate(gs):
+        for a in range(len(gs)):
+            for b in range(len(gs)):
                 if b < a:
                     continue
                 v = float(_cka(last[a], last[b], minmax=minmax)[0, 0])
                 for x, y in {(a, b), (b, a)}:
                     rows.append(
                         {
-                            "model_x": store_meta(gs[x])["model"],
-                            "model_y": store_meta(gs[y])["model"],
+                            "model_x": gs[x].model,
+                            "model_y": gs[y].model,
+                            "family_x": gs[x].family,
+                            "family_y": gs[y].family,
                             "kind": kind,
+                            "metric": "cka",
                             "value": v,
                             "minmax": minmax,
                         }
@@ -103,11 +119,10 @@ def last_layer_cka_table(stores: Sequence[str], *, minmax: bool = False) -> pd.D
     return pd.DataFrame(rows)
 
 
-def residual_table(store: str, *, minmax: bool = False) -> pd.DataFrame:
+def residual_table(store: Store | str, *, minmax: bool = False) -> pd.DataFrame:
     """Residual connections (§3.4): CKA skip (rows) vs branch (columns) per sub-block, and
     mean norm ratios ‖skip‖ / ‖branch‖ per block for all / CLS / spatial tokens."""
-    g = open_store(store)
-    meta = store_meta(g)
+    g = Store.open(store)
     frames = []
     for sub in ("attn", "mlp"):
         grid = _cka(
@@ -126,9 +141,9 @@ def residual_table(store: str, *, minmax: bool = False) -> pd.DataFrame:
             )
         )
         for kind in ("all", "cls", "spatial"):
-            name = f"resid/{sub}_norm_ratio_{kind}"
-            if name in g:
-                r = np.asarray(g[name][...], dtype=np.float64).mean(0)
+            name = keys.norm_ratio(sub, kind)
+            if g.has(name):
+                r = g.read(name).astype(np.float64).mean(0)
                 frames.append(
                     pd.DataFrame(
                         {
@@ -141,30 +156,30 @@ def residual_table(store: str, *, minmax: bool = False) -> pd.DataFrame:
                     )
                 )
     t = pd.concat(frames, ignore_index=True)
-    t["model"], t["family"], t["depth"], t["minmax"] = (
-        meta["model"],
-        meta["spec"]["family"],
-        meta["depth"],
-        minmax,
-    )
+    t["minmax"] = minmax
     return t
 
 
 def clustering_table(
-    store: str, *, k: int | None = None, seed: int = 0, n_init: int = 10, noise: str = "gaussian"
+    store: Store | str,
+    *,
+    k: int | None = None,
+    seed: int = 0,
+    n_init: int = 10,
+    noise: str = "gaussian",
 ) -> pd.DataFrame:
     """Image-level clustering per layer (§3.5): k-means on CLS and on mean-pooled spatial
     features against the class labels; ``feature='noise'`` rows are the random-chance
     baseline (noise of the same shape, seeded; ``noise='uniform'`` is the faithful variant)."""
     from vitlib.metrics.clustering import cluster_scores, noise_like
 
-    g = open_store(store)
-    meta = store_meta(g)
-    y = np.asarray(g["labels"][...])
+    g = Store.open(store)
+    meta = g.meta
+    y = g.labels
     k = k or int(len(np.unique(y)))
     rows = []
-    for feat, name in (("cls", "feat/block_cls"), ("spatial", "feat/block_spatial_mean")):
-        arr = g[name]
+    for feat, kind in (("cls", "cls"), ("spatial", "spatial_mean")):
+        arr = g.array(keys.feature("block", kind))
         for layer in range(arr.shape[1]):
             x = np.asarray(arr[:, layer], dtype=np.float32)
             for m, v in cluster_scores(x, y, k, seed=seed, n_init=n_init).items():
@@ -173,15 +188,11 @@ def clustering_table(
     for m, v in cluster_scores(x, y, k, seed=seed, n_init=n_init).items():
         rows.append({"feature": "noise", "layer": -1, "metric": m, "value": v})
     t = pd.DataFrame(rows)
-    for col, v in {
-        "model": meta["model"],
-        "dataset": meta["dataset"],
-        "family": meta["spec"]["family"],
-        "depth": meta["depth"],
+    for col, val in {
         "k": k,
         "seed": seed,
         "noise": noise,
         "n_images": len(y),
     }.items():
-        t[col] = v
+        t[col] = val
     return t

@@ -22,6 +22,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,42 @@ def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(B, (H // p) * (W // p), p * p * C)
 
 
+def _embed_dim(net: nn.Module) -> int:
+    """The token width of a timm ViT."""
+    dim = net.embed_dim
+    assert isinstance(dim, int)
+    return dim
+
+
+@dataclass(frozen=True)
+class _VitParts:
+    """The pieces of a timm ViT that the MAE step runs by hand, typed (torch types every
+    module attribute as ``Tensor | Module``)."""
+
+    patch_embed: nn.Module
+    pos_embed: torch.Tensor
+    cls_token: torch.Tensor
+    blocks: nn.Sequential | nn.ModuleList
+    norm: nn.Module
+    num_prefix_tokens: int
+
+    @classmethod
+    def of(cls, net: nn.Module) -> _VitParts:
+        pos_embed, cls_token, blocks = net.pos_embed, net.cls_token, net.blocks
+        num_prefix_tokens = net.num_prefix_tokens
+        assert isinstance(pos_embed, torch.Tensor) and isinstance(cls_token, torch.Tensor)
+        assert isinstance(blocks, (nn.Sequential, nn.ModuleList))
+        assert isinstance(num_prefix_tokens, int)
+        return cls(
+            patch_embed=net.get_submodule("patch_embed"),
+            pos_embed=pos_embed,
+            cls_token=cls_token,
+            blocks=blocks,
+            norm=net.get_submodule("norm"),
+            num_prefix_tokens=num_prefix_tokens,
+        )
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -168,11 +205,12 @@ def train_model(
         params = list(net.parameters())
     elif method == "dino":
         net = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kw)
-        head = DinoHead(net.embed_dim, out_dim=int(options.get("out_dim", 256)))
+        dim = _embed_dim(net)
+        head = DinoHead(dim, out_dim=int(options.get("out_dim", 256)))
         teacher = timm.create_model(
             arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kw
         )
-        t_head = DinoHead(net.embed_dim, out_dim=int(options.get("out_dim", 256)))
+        t_head = DinoHead(dim, out_dim=int(options.get("out_dim", 256)))
         teacher.load_state_dict(net.state_dict())
         t_head.load_state_dict(head.state_dict())
         for p in (*teacher.parameters(), *t_head.parameters()):
@@ -183,7 +221,8 @@ def train_model(
         net = timm.create_model(arch, pretrained=False, num_classes=0, **kw)
         patch = int(kw.get("patch_size", 16))
         n_patches = (size // patch) ** 2
-        decoder = MaeDecoder(net.embed_dim, n_patches, patch)
+        vit = _VitParts.of(net)
+        decoder = MaeDecoder(_embed_dim(net), n_patches, patch)
         params = [*net.parameters(), *decoder.parameters()]
     base_lr = float(lr or DEFAULT_LR[method]) * batch_size / 64
     opt = torch.optim.AdamW(
@@ -246,18 +285,18 @@ def train_model(
                     center = 0.9 * center + 0.1 * torch.cat(t_out).mean(0, keepdim=True)
             else:
                 v = norm(random_resized_crop(x, size, (0.5, 1.0), g))
-                tok = net.patch_embed(v) + net.pos_embed[:, net.num_prefix_tokens :]
+                tok = vit.patch_embed(v) + vit.pos_embed[:, vit.num_prefix_tokens :]
                 B, N, D = tok.shape
                 keep = int(round(N * (1 - float(options.get("mask_ratio", 0.75)))))
                 noise = torch.rand(B, N, generator=g)
                 shuffle = noise.argsort(1)
                 restore = shuffle.argsort(1)
                 vis = torch.gather(tok, 1, shuffle[:, :keep, None].expand(-1, -1, D))
-                cls = (net.cls_token + net.pos_embed[:, :1]).expand(B, -1, -1)
+                cls = (vit.cls_token + vit.pos_embed[:, :1]).expand(B, -1, -1)
                 h = torch.cat([cls, vis], 1)
-                for blk in net.blocks:
+                for blk in vit.blocks:
                     h = blk(h)
-                pred = decoder(net.norm(h), restore)
+                pred = decoder(vit.norm(h), restore)
                 target = patchify(v, patch)
                 target = (target - target.mean(-1, keepdim=True)) / (
                     target.var(-1, keepdim=True) + 1e-6

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -43,7 +43,7 @@ class CapturePoint:
     side: Literal["input", "output"]
 
 
-#: Named capture points (PROTOCOLS §1.5).  ``block``: the residual stream after the block
+#: Named capture points (docs/protocols.md §1.5).  ``block``: the residual stream after the block
 #: (before any final norm).  ``norm1``/``norm2``: the two LayerNorm outputs (the CKA grids
 #: of §3.2).  ``attn_skip``/``attn_branch``/``mlp_skip``/``mlp_branch``: skip path and
 #: branch output (after layer scale) of each sub-block (the residual analysis of §3.4).
@@ -68,6 +68,25 @@ class Consumer(Protocol):
     def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None: ...
 
     def end_batch(self) -> None: ...
+
+
+@runtime_checkable
+class _HasForwardFeatures(Protocol):
+    def forward_features(self, x: torch.Tensor) -> object: ...
+
+
+@runtime_checkable
+class _SwitchableAttention(Protocol):
+    """An attention module with a fused (SDPA) path that can be switched off (timm's)."""
+
+    fused_attn: bool
+
+
+def _forward_features(model: nn.Module, images: torch.Tensor) -> object:
+    """The default ``run``: ``model.forward_features(images)``."""
+    if not isinstance(model, _HasForwardFeatures):
+        raise TypeError(f"{type(model).__name__} has no forward_features: pass run=")
+    return model.forward_features(images)
 
 
 class CollectConsumer:
@@ -154,7 +173,7 @@ class Capture:
         self.points = tuple(points)
         self.attention = attention
         self.dtype: Dtype = dtype
-        self._run = run or (lambda m, x: m.forward_features(x))
+        self._run = run or _forward_features
         if attention:
             for i, blk in enumerate(self.blocks):
                 attn = getattr(blk, "attn", None)
@@ -167,8 +186,8 @@ class Capture:
 
     @contextlib.contextmanager
     def _hooks(self, consumer: Consumer) -> Iterator[None]:
-        handles = []
-        fused_before = []
+        handles: list[torch.utils.hooks.RemovableHandle] = []
+        fused_before: list[tuple[_SwitchableAttention, bool]] = []
         try:
             for i, blk in enumerate(self.blocks):
                 for name in self.points:
@@ -176,36 +195,46 @@ class Capture:
                     mod = _get_submodule(blk, cp.module, name)
                     if cp.side == "output":
 
-                        def hook(_m, _inp, out, i=i, name=name):  # noqa: ANN001
+                        def hook(
+                            _m: nn.Module,
+                            _inp: tuple[Any, ...],
+                            out: torch.Tensor,
+                            i: int = i,
+                            name: str = name,
+                        ) -> None:
                             with _no_autocast(out):
                                 consumer.on_tokens(name, i, out)
 
                         handles.append(mod.register_forward_hook(hook))
                     else:
 
-                        def pre(_m, inp, i=i, name=name):  # noqa: ANN001
+                        def pre(
+                            _m: nn.Module, inp: tuple[Any, ...], i: int = i, name: str = name
+                        ) -> None:
                             with _no_autocast(inp[0]):
                                 consumer.on_tokens(name, i, inp[0])
 
                         handles.append(mod.register_forward_pre_hook(pre))
                 if self.attention:
-                    attn = blk.attn
-                    fused_before.append((attn, getattr(attn, "fused_attn", None)))
-                    if hasattr(attn, "fused_attn"):
+                    attn = blk.get_submodule("attn")
+                    if isinstance(attn, _SwitchableAttention):
+                        fused_before.append((attn, attn.fused_attn))
                         attn.fused_attn = False
 
-                    def ahook(_m, _inp, out, i=i):  # noqa: ANN001
+                    def ahook(
+                        _m: nn.Module, _inp: tuple[Any, ...], out: torch.Tensor, i: int = i
+                    ) -> None:
                         with _no_autocast(out):
                             consumer.on_attention(i, out)
 
-                    handles.append(attn.attn_drop.register_forward_hook(ahook))
+                    attn_drop = attn.get_submodule("attn_drop")
+                    handles.append(attn_drop.register_forward_hook(ahook))
             yield
         finally:
             for h in handles:
                 h.remove()
-            for attn, fused in fused_before:
-                if fused is not None:
-                    attn.fused_attn = fused
+            for switchable, fused in fused_before:
+                switchable.fused_attn = fused
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, consumer: Consumer) -> None:

@@ -1,4 +1,4 @@
-"""Per-family networks and checkpoint converters (PROTOCOLS §1.3).
+"""Per-family networks and checkpoint converters (docs/protocols.md §1.3).
 
 Every family ends up as a module the capture understands: a timm ``VisionTransformer`` /
 ``Beit`` (FS, DINO, MoCo-v3, MAE, BEiT, DINOv2, SigLIP, DeiT-III, random) or
@@ -78,7 +78,7 @@ def convert_mae(obj: Any, model: nn.Module) -> StateDict:
 
 
 def convert_beit(obj: Any, model: nn.Module) -> StateDict:
-    """BEiT pt22k (PROTOCOLS §1.3): ``model``/``module``; the shared relative-position table is
+    """BEiT pt22k (docs/protocols.md §1.3): ``model``/``module``; the shared relative-position table is
     copied into every block; ``relative_position_index`` buffers are rebuilt by the model;
     the MIM head, mask token and final norm (unused with average pooling) are dropped."""
     sd = dict(_unwrap(obj, "model", "module"))
@@ -90,7 +90,9 @@ def convert_beit(obj: Any, model: nn.Module) -> StateDict:
         and not k.startswith(("lm_head.", "mask_token", "norm.", "head."))
     }
     if shared is not None:
-        for i in range(len(model.blocks)):
+        blocks = model.blocks  # timm's Beit: an nn.ModuleList
+        assert isinstance(blocks, (nn.ModuleList, nn.Sequential))
+        for i in range(len(blocks)):
             sd[f"blocks.{i}.attn.relative_position_bias_table"] = shared.clone()
     return sd
 
@@ -117,7 +119,7 @@ CONVERTERS: dict[str, Callable[[Any, nn.Module], StateDict]] = {
 }
 
 #: Model keys a checkpoint may lack (regexes), per format: heads the analyses never use,
-#: BEiT's randomly initialised fc_norm (PROTOCOLS §1.3).
+#: BEiT's randomly initialised fc_norm (docs/protocols.md §1.3).
 ALLOWED_MISSING: dict[str, tuple[str, ...]] = {
     "beit": (r"fc_norm\..*",),
 }

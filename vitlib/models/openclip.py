@@ -10,11 +10,14 @@ the capture hooks, exactly like timm's attention.  :class:`OpenClipViT` exposes 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from open_clip.transformer import VisionTransformer
 
 
 class ProbAttention(nn.Module):
@@ -63,7 +66,7 @@ class OpenClipViT(nn.Module):
     ``patch_size``/``img_size`` are exposed for the spec checks.
     """
 
-    def __init__(self, visual: nn.Module) -> None:
+    def __init__(self, visual: VisionTransformer) -> None:
         super().__init__()
         if not getattr(visual.transformer, "batch_first", False):
             raise ValueError("open_clip transformer must be batch_first (open_clip >= 2.24)")

@@ -1,7 +1,7 @@
 """Model specifications: what a model is, independent of how its weights are loaded.
 
 Every model the workflow can run is a :class:`ModelSpec`.  The built-in ids follow
-``<method>_<size><patch>[_<imsize>]`` (DESIGN.md §2); users add their own specs in the
+``<method>_<size><patch>[_<imsize>]`` (docs/protocols.md §D2); users add their own specs in the
 config (``custom_models``), which :func:`spec_from_config` turns into the same object.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -17,8 +17,10 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HALF = (0.5, 0.5, 0.5)
 
-#: Normalisation per family (PROTOCOLS §1.4).
-FAMILY_NORM: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+_RGB = tuple[float, float, float]
+
+#: Normalisation per family (docs/protocols.md §1.4).
+FAMILY_NORM: dict[str, tuple[_RGB, _RGB]] = {
     "fs": (HALF, HALF),
     "clip": (CLIP_MEAN, CLIP_STD),
     "dino": (IMAGENET_MEAN, IMAGENET_STD),
@@ -101,7 +103,7 @@ _CLIP = "https://openaipublic.azureedge.net/clip/models/{}/{}.pt"
 _DINO = "https://dl.fbaipublicfiles.com/dino/{0}/{0}.pth"
 _MOCO = "https://dl.fbaipublicfiles.com/moco-v3/{0}/{0}.pth.tar"
 _MAE = "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_{}.pth"
-# The BEiT blob now needs a SAS query string (PROTOCOLS §1.3): set weights.path or a signed URL.
+# The BEiT blob now needs a SAS query string (docs/protocols.md §1.3): set weights.path or a signed URL.
 _BEIT = "https://conversationhub.blob.core.windows.net/beit-share-public/beit/{}.pth"
 
 
@@ -112,7 +114,7 @@ def _timm_w(tagged: str) -> dict[str, Any]:
 
 def _builtin() -> dict[str, ModelSpec]:
     specs: list[ModelSpec] = []
-    # The paper's 20 (PROTOCOLS §1.1), in the paper's plot order.
+    # The paper's 20 (docs/protocols.md §1.1), in the paper's plot order.
     # FS: the AugReg in21k→in1k weights the paper used (timm ≥ 0.9 defaults to augreg2 for
     # some names, so the tag is pinned).
     for size, patch in [("s", 32), ("s", 16), ("b", 32), ("b", 16), ("b", 8), ("l", 16)]:
@@ -194,7 +196,7 @@ def _builtin() -> dict[str, ModelSpec]:
                 weights={"url": _BEIT.format(name + "_pt22k"), "sha256": None, "format": "beit"},
             )
         )
-    # Additional configurations (PROTOCOLS §1.2).
+    # Additional configurations (docs/protocols.md §1.2).
     sha = "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"
     specs.append(
         _std(
@@ -219,7 +221,7 @@ def _builtin() -> dict[str, ModelSpec]:
         arch = f"vit_{_SIZE_NAME[size]}_patch{patch}_384"
         specs.append(_std("fs", size, patch, 384, weights=_timm_w(f"{arch}.{tag}")))
     # The random-chance baseline: a randomly initialised B/16 (the original used uniform noise
-    # instead of a network; PROTOCOLS §1.6 — the noise baselines are analysis settings).
+    # instead of a network; docs/protocols.md §1.6 — the noise baselines are analysis settings).
     specs.append(_std("random", "b", 16, init_seed=0))
     # Modern families (through timm), evaluated at 224 like the paper's models.
     for size, name in [("s", "small"), ("b", "base"), ("l", "large")]:
@@ -262,9 +264,6 @@ def _builtin() -> dict[str, ModelSpec]:
 _REGISTRY: dict[str, ModelSpec] = _builtin()
 
 PAPER_MODELS: tuple[str, ...] = tuple(s.id for s in _REGISTRY.values() if s.paper)
-
-#: Families whose upstream checkpoints the loaders understand (``weights.format``).
-WEIGHT_FORMATS = ("timm", "openai_clip", "open_clip", "dino", "moco", "mae", "beit")
 
 
 def list_models() -> list[str]:
@@ -334,13 +333,27 @@ def spec_from_config(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
     )
 
 
-def _dims(family: str, arch: str, kw: Mapping[str, Any]) -> dict[str, int]:
+class _ArchDims(TypedDict):
+    depth: int
+    num_heads: int
+    embed_dim: int
+    patch_size: int
+    img_size: int
+
+
+class _Dims(_ArchDims, total=False):
+    """The :class:`ModelSpec` fields an architecture determines."""
+
+    num_prefix_tokens: int
+
+
+def _dims(family: str, arch: str, kw: Mapping[str, Any]) -> _Dims:
     if family == "clip" and not arch.startswith("vit_"):
         return _clip_dims(arch, kw)
     return _timm_dims(arch, kw)
 
 
-def _clip_dims(name: str, kw: Mapping[str, Any]) -> dict[str, int]:
+def _clip_dims(name: str, kw: Mapping[str, Any]) -> _Dims:
     """Dimensions of open_clip image tower ``name`` with ``vision_cfg`` overrides ``kw``."""
     import open_clip
 
@@ -348,18 +361,19 @@ def _clip_dims(name: str, kw: Mapping[str, Any]) -> dict[str, int]:
     if cfg is None:
         raise ValueError(f"unknown open_clip model {name!r}")
     v = {**cfg["vision_cfg"], **kw}
-    return dict(
-        depth=int(v["layers"]),
-        num_heads=int(v["width"]) // int(v.get("head_width", 64)),
-        embed_dim=int(v["width"]),
-        patch_size=int(v["patch_size"]),
-        img_size=int(v["image_size"]),
-    )
+    return {
+        "depth": int(v["layers"]),
+        "num_heads": int(v["width"]) // int(v.get("head_width", 64)),
+        "embed_dim": int(v["width"]),
+        "patch_size": int(v["patch_size"]),
+        "img_size": int(v["image_size"]),
+    }
 
 
-def _timm_dims(arch: str, kw: Mapping[str, Any]) -> dict[str, int]:
+def _timm_dims(arch: str, kw: Mapping[str, Any]) -> _Dims:
     """Depth, heads, width, patch and image size of a timm ViT architecture + overrides."""
     import timm
+    from torch import nn
 
     try:
         # Build on the meta device: no memory, no init cost, exact constructor semantics.
@@ -369,13 +383,21 @@ def _timm_dims(arch: str, kw: Mapping[str, Any]) -> dict[str, int]:
             m = timm.create_model(arch, pretrained=False, num_classes=0, **kw)
     except Exception as e:  # noqa: BLE001 - report what timm said, with the arch
         raise ValueError(f"cannot build timm architecture {arch!r} with {dict(kw)}: {e}") from e
-    patch = m.patch_embed.patch_size
-    img = m.patch_embed.img_size
-    return dict(
-        depth=len(m.blocks),
-        num_heads=m.blocks[0].attn.num_heads,
-        embed_dim=m.embed_dim,
-        patch_size=int(patch[0]),
-        img_size=int(img[0]),
-        num_prefix_tokens=int(getattr(m, "num_prefix_tokens", 1)),
-    )
+    # torch types module attributes as ``Tensor | Module``; timm ViTs hold these kinds there.
+    patch_embed = m.get_submodule("patch_embed")
+    patch = patch_embed.patch_size
+    img = patch_embed.img_size
+    blocks = m.blocks
+    assert isinstance(blocks, (nn.Sequential, nn.ModuleList))
+    num_heads = blocks[0].get_submodule("attn").num_heads
+    embed_dim = m.embed_dim
+    assert isinstance(patch, tuple) and isinstance(img, tuple)
+    assert isinstance(num_heads, int) and isinstance(embed_dim, int)
+    return {
+        "depth": len(blocks),
+        "num_heads": num_heads,
+        "embed_dim": embed_dim,
+        "patch_size": int(patch[0]),
+        "img_size": int(img[0]),
+        "num_prefix_tokens": int(getattr(m, "num_prefix_tokens", 1)),
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,12 +15,24 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from vitlib.plots.style import model_style, save_figure  # noqa: E402
+from vitlib.tables import wide  # noqa: E402
 
 
 def _prescale(m: np.ndarray) -> np.ndarray:
     lo = m.min(axis=(-2, -1), keepdims=True)
     hi = m.max(axis=(-2, -1), keepdims=True)
     return np.where(hi > lo, (m - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
+
+
+_BAR_IN = 0.9  # inches kept at the right of map grids for their colour bar
+
+
+def _grid_colorbar(fig: plt.Figure, im: Any, label: str) -> None:
+    """A colour bar for a grid of maps in the strip ``_BAR_IN`` wide at the figure's right."""
+    w = fig.get_figwidth()
+    cax = fig.add_axes((1 - (_BAR_IN - 0.1) / w, 0.2, 0.12 / w, 0.6))
+    fig.colorbar(im, cax=cax).set_label(label, fontsize=7)
+    cax.tick_params(labelsize=6)
 
 
 def map_grid_figure(
@@ -34,11 +47,15 @@ def map_grid_figure(
     the paper's [PRE-SCALED] style)."""
     L, H = maps_lhxy.shape[:2]
     m = _prescale(maps_lhxy) if prescale else maps_lhxy
-    fig, axes = plt.subplots(L, H, figsize=(0.9 * H + 0.8, 0.9 * L + 0.6), squeeze=False)
+    lo, hi = (0.0, 1.0) if prescale else (float(m.min()), float(m.max()))
+    w = 0.9 * H + 0.8 + _BAR_IN
+    fig, axes = plt.subplots(L, H, figsize=(w, 0.9 * L + 0.6), squeeze=False)
     for layer in range(L):
         for head in range(H):
             ax = axes[layer, head]
-            ax.imshow(m[layer, head], cmap="viridis", interpolation="nearest")
+            im = ax.imshow(
+                m[layer, head], cmap="viridis", interpolation="nearest", vmin=lo, vmax=hi
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if head == 0:
@@ -46,20 +63,52 @@ def map_grid_figure(
             if layer == 0:
                 ax.set_title(f"h{head}", fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - _BAR_IN / w, 1))
+    _grid_colorbar(fig, im, "attention (min–max per map)" if prescale else "attention")
     save_figure(fig, outputs, dpi)
 
 
+def average_map_figure(
+    maps: dict,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+    kind: str,
+    model: str = "",
+) -> None:
+    """One model's dataset-average maps (``attention_maps`` arrays) of one ``kind``:
+    ``cls`` (CLS query over spatial keys), ``spatial`` (spatial queries without the CLS key)
+    or ``aligned`` (aligned aggregated maps), as a layers × heads grid."""
+    if kind == "aligned":
+        grid = np.asarray(maps["aligned"])
+        title = "Average aligned spatial attention (query at the centre)"
+    else:
+        m = np.asarray(maps["cls" if kind == "cls" else "spatial_pure"])
+        L, H, N = m.shape
+        h = int(round((N - 1) ** 0.5))  # the figures use square grids
+        grid = m[..., N - h * h :].reshape(L, H, h, h)
+        title = "Average CLS attention" if kind == "cls" else "Average spatial attention"
+    map_grid_figure(grid, outputs, title=f"{model}: {title}" if model else title, dpi=dpi)
+
+
 def image_grid_figure(
-    npz: dict, outputs: Sequence[str | Path], *, title: str, dpi: int = 150
+    npz: dict,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+    model: str = "",
 ) -> None:
     """Single-image attention (Figure 13): per image the crop, then layers × heads of its CLS
     and mean-spatial attention."""
+    title = "CLS (left) and mean spatial (right) attention"
+    title = f"{model}: {title}" if model else title
     imgs = npz["image"]
     n, L, H = npz["cls"].shape[:3]
-    fig, axes = plt.subplots(
-        n * L, 2 * H + 1, figsize=(0.7 * (2 * H + 1), 0.7 * n * L + 0.5), squeeze=False
-    )
+    w = 0.7 * (2 * H + 1) + _BAR_IN
+    fig, axes = plt.subplots(n * L, 2 * H + 1, figsize=(w, 0.7 * n * L + 0.5), squeeze=False)
+    fig.subplots_adjust(right=1 - _BAR_IN / w)
     for i in range(n):
         for layer in range(L):
             r = i * L + layer
@@ -70,7 +119,8 @@ def image_grid_figure(
             for k, kind in enumerate(("cls", "spatial")):
                 for head in range(H):
                     ax = axes[r, 1 + k * H + head]
-                    ax.imshow(_prescale(npz[kind][i, layer, head]), cmap="viridis")
+                    m = _prescale(npz[kind][i, layer, head])
+                    im = ax.imshow(m, cmap="viridis", vmin=0, vmax=1)
                     ax.set_xticks([])
                     ax.set_yticks([])
                     if r == 0:
@@ -78,11 +128,18 @@ def image_grid_figure(
                     if head == 0 and k == 0:
                         ax.set_ylabel(f"L{layer + 1}", fontsize=6)
     fig.suptitle(title, fontsize=8)
+    _grid_colorbar(fig, im, "attention (min–max per map)")
     save_figure(fig, outputs, dpi)
 
 
-def offset_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
-    """Average attention offset per head (PROTOCOLS §2.4): (cx, cy) coloured by layer."""
+def offset_figure(
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+) -> None:
+    """Average attention offset per head (docs/protocols.md §2.4): (cx, cy) coloured by layer."""
     models = list(dict.fromkeys(table["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), squeeze=False)
     for ax, model in zip(axes[0], models):
@@ -112,8 +169,15 @@ CLASS_COLORS = {
 }
 
 
-def taxonomy_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
+def taxonomy_figure(
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+) -> None:
     """Head taxonomy: per model, heads of each class per layer (stacked bars)."""
+    table = wide(table)
     models = list(dict.fromkeys(table["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 3.2), squeeze=False)
     for ax, model in zip(axes[0], models):
@@ -132,7 +196,13 @@ def taxonomy_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: 
     save_figure(fig, outputs, dpi)
 
 
-def artifact_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
+def artifact_figure(
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+) -> None:
     """High-norm outlier tokens per layer, and the share of CLS attention they receive."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
     for model, t in table.groupby("model", sort=False):

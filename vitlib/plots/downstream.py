@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -13,13 +14,20 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from vitlib.plots.style import model_style, save_figure  # noqa: E402
+from vitlib.tables import wide  # noqa: E402
 
 
 def knn_figure(
-    table: pd.DataFrame, outputs: Sequence[str | Path], *, k: int = 20, dpi: int = 150
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+    k: int = 20,
 ) -> None:
     """k-NN top-1 and top-5 accuracy per layer (k = 20 as in the paper's plots), with the
     chance level."""
+    table = wide(table)
     kk = k if (table["k"] == k).any() else int(table["k"].iloc[0])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for model, t in table[table.k == kk].groupby("model", sort=False):
@@ -27,8 +35,8 @@ def knn_figure(
         for ax, m in zip(axes, ("top1", "top5")):
             ax.plot(t["layer"] + 1, t[m], label=model, **st)
     for ax, m in zip(axes, ("top1", "top5")):
-        ax.axhline(
-            float(table["chance"].iloc[0]) * (1 if m == "top1" else 5),
+        ax.axhline(  # top-5 chance: 5 / C, certain (100 %) below five classes
+            min(100.0, float(table["chance"].iloc[0]) * (1 if m == "top1" else 5)),
             color="0.5",
             ls="--",
             lw=1,
@@ -42,8 +50,15 @@ def knn_figure(
     save_figure(fig, outputs, dpi)
 
 
-def probe_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
+def probe_figure(
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+) -> None:
     """Linear-probe top-1 per layer: CLS / spatial features, without / with BatchNorm."""
+    table = wide(table)
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), constrained_layout=True, sharey=True)
     panels = [("cls", False), ("cls", True), ("spatial_mean", False), ("spatial_mean", True)]
     for ax, (feat, bn) in zip(axes, panels):
@@ -61,7 +76,7 @@ def probe_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int
 
 
 #: Per task: panels of (row filter column, value, y column, panel title) and a y label.
-_PANELS = {
+_PANELS: dict[str, tuple[list[tuple[str | None, Any, str, str]], str]] = {
     "saliency": (
         [
             ("query", "cls", "iou", "CLS attention saliency"),
@@ -101,12 +116,19 @@ _PANELS = {
 
 
 def task_figure(
-    task: str, table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+    task: str,
 ) -> None:
     """Per-layer curves of one task for every model (paper Figures 5, 8, 9–10, 16, 25–31);
     the clustering panels carry the noise baseline."""
     panels, ylabel = _PANELS[task]
-    t = table
+    t = table if task == "segments" else wide(table)
+    if "category" in t:  # SPair: the mean over categories
+        t = t[t["category"] == "all"]
     if task == "saliency":
         t = t[t.head_selection == "per_image"]
     fig, axes = plt.subplots(

@@ -15,13 +15,32 @@ import pandas as pd  # noqa: E402
 from vitlib.plots.style import model_style, save_figure  # noqa: E402
 
 
+def _layer_ticks(ax: plt.Axes, t: pd.DataFrame) -> None:
+    """Grid ticks at the first capture point of a layer, labelled with the layer (1-based)."""
+    for axis, pos, point, layer in (
+        (ax.yaxis, "row", "point_x", "layer_x"),
+        (ax.xaxis, "col", "point_y", "layer_y"),
+    ):
+        p = t.drop_duplicates(pos).sort_values(pos)
+        p = p[p[point] == p[point].iloc[0]]
+        step = -(-len(p) // 6)  # at most six ticks
+        axis.set_ticks(p[pos].to_numpy()[::step], [str(v + 1) for v in p[layer].to_numpy()[::step]])
+
+
 def cka_grids_figure(
-    table: pd.DataFrame, models: Sequence[str], outputs: Sequence[str | Path], *, dpi: int = 150
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
 ) -> None:
     """Layer × layer CKA of every model pair (Figures 20–22): a models × models panel, the
     upper triangle from the pair tables (y = first model's layers, x = second's)."""
+    models = list(models or dict.fromkeys(table["model_x"]))
     n = len(models)
-    fig, axes = plt.subplots(n, n, figsize=(2.4 * n + 1, 2.2 * n + 0.5), squeeze=False)
+    fig, axes = plt.subplots(
+        n, n, figsize=(2.4 * n + 1, 2.2 * n + 0.5), squeeze=False, constrained_layout=True
+    )
     im = None
     for a, mx in enumerate(models):
         for b, my in enumerate(models):
@@ -33,6 +52,9 @@ def cka_grids_figure(
             grid = t.pivot(index="row", columns="col", values="value").to_numpy()
             im = ax.imshow(grid, origin="lower", cmap="magma", vmin=0, vmax=1)
             ax.set_title(f"{mx} × {my}", fontsize=7)
+            _layer_ticks(ax, t)
+            ax.set_ylabel(f"{mx} layer", fontsize=6)
+            ax.set_xlabel(f"{my} layer", fontsize=6)
             ax.tick_params(labelsize=5)
     if im is not None:
         fig.colorbar(im, ax=axes, shrink=0.6, label="CKA")
@@ -45,9 +67,14 @@ def cka_grids_figure(
 
 
 def last_layer_figure(
-    table: pd.DataFrame, models: Sequence[str], outputs: Sequence[str | Path], *, dpi: int = 150
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
 ) -> None:
     """Last-layer CKA across models for all, CLS and spatial tokens (Figures 6, 19)."""
+    models = list(models or dict.fromkeys(table["model_x"]))
     fig, axes = plt.subplots(1, 3, figsize=(12, 4), constrained_layout=True)
     for ax, kind in zip(axes, ("all", "cls", "spatial")):
         t = table[table.kind == kind].pivot(index="model_x", columns="model_y", values="value")
@@ -56,23 +83,32 @@ def last_layer_figure(
         ax.set_xticks(range(len(models)), models, rotation=90, fontsize=7)
         ax.set_yticks(range(len(models)), models, fontsize=7)
         ax.set_title(f"CKA for {kind} tokens")
-    fig.colorbar(im, ax=axes, shrink=0.8)
+        ax.set_xlabel("model (last layer)")
+        ax.set_ylabel("model (last layer)")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="CKA")
     save_figure(fig, outputs, dpi)
 
 
-def residual_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150) -> None:
+def residual_figure(
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+) -> None:
     """Residual connections (Figure 23): CKA skip vs branch for attention and MLP sub-blocks
     per model, and the skip/branch norm ratio per layer."""
     models = list(dict.fromkeys(table["model"]))
     n = len(models)
-    fig, axes = plt.subplots(3, n, figsize=(3 * n, 8.5), squeeze=False)
+    fig, axes = plt.subplots(3, n, figsize=(3 * n, 8.5), squeeze=False, constrained_layout=True)
+    im = None
     for c, model in enumerate(models):
         t = table[table.model == model]
         for r, sub in enumerate(("attn", "mlp")):
             g = t[(t.sub_block == sub) & (t.metric == "cka")]
             grid = g.pivot(index="layer_x", columns="layer_y", values="value").to_numpy()
             ax = axes[r, c]
-            ax.imshow(grid, origin="lower", cmap="magma", vmin=0, vmax=1)
+            im = ax.imshow(grid, origin="lower", cmap="magma", vmin=0, vmax=1)
             ax.set_title(f"{model}: {sub}", fontsize=8)
             ax.set_ylabel("skip connection", fontsize=7)
             ax.set_xlabel("branch", fontsize=7)
@@ -85,12 +121,17 @@ def residual_figure(table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: 
         ax.set_xlabel("layer", fontsize=7)
         ax.set_ylabel("‖skip‖ / ‖branch‖", fontsize=7)
         ax.legend(fontsize=6)
-    fig.tight_layout()
+    if im is not None:
+        fig.colorbar(im, ax=axes[:2], shrink=0.6, label="CKA")
     save_figure(fig, outputs, dpi)
 
 
 def clustering_figure(
-    table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
 ) -> None:
     """k-means purity / NMI / ARI per layer, CLS and spatial features (Figures 7, 24–25); the
     dashed grey line is the noise baseline."""
@@ -107,6 +148,7 @@ def clustering_figure(
             ax.axhline(float(np.mean(base)), color="0.5", ls="--", lw=1, label="noise")
             ax.set_title(f"{feat.upper() if feat == 'cls' else 'Spatial'} {metric.upper()}")
             ax.set_xlabel("normalised depth")
+            ax.set_ylabel(metric if metric == "purity" else metric.upper())
             ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7)
     save_figure(fig, outputs, dpi)

@@ -1,0 +1,126 @@
+# Every registered analysis (vitlib/registry.py) through four generic table rules (by the
+# analysis' shape) and two figure rules; figures read tables only.
+
+
+rule table:
+    input:
+        stores=table_stores,
+        manifest=results("manifests", "{dataset}.json"),
+    output:
+        results("tables", "{dataset}", "{analysis}", "{model}.{ext}"),
+    log:
+        results("logs", "{analysis}", "{dataset}", "{model}.{ext}.log"),
+    benchmark:
+        results("benchmarks", "{analysis}", "{dataset}", "{model}.{ext}.tsv")
+    wildcard_constraints:
+        ext="csv|npz",
+    conda:
+        "../envs/gpu.yaml"
+    threads: table_threads
+    resources:
+        gpu=table_gpu,
+    params:
+        settings=table_settings,
+        device=config["extract"]["device"],
+    script:
+        "../workflow_scripts/table.py"
+
+
+use rule table as table_pair with:
+    input:
+        stores=pair_stores,
+        manifest=results("manifests", "{dataset}.json"),
+    output:
+        results("tables", "{dataset}", "{analysis}", "{mx}__{my}.csv"),
+    log:
+        results("logs", "{analysis}", "{dataset}", "{mx}__{my}.log"),
+    benchmark:
+        results("benchmarks", "{analysis}", "{dataset}", "{mx}__{my}.tsv")
+
+
+use rule table as table_models with:
+    input:
+        stores=all_model_stores,
+        manifest=results("manifests", "{dataset}.json"),
+    output:
+        results("tables", "{dataset}", "{analysis}.csv"),
+    log:
+        results("logs", "{analysis}", "{dataset}.log"),
+    benchmark:
+        results("benchmarks", "{analysis}", "{dataset}.tsv")
+
+
+rule figure:
+    input:
+        figure_inputs,
+    output:
+        report(
+            expand(
+                results("figures", "{{dataset}}", "{{figure}}.{ext}"), ext=FIG_FORMATS
+            ),
+            caption="../report/figure.rst",
+            category="{dataset}",
+            subcategory="{figure}",
+        ),
+    log:
+        results("logs", "figures", "{dataset}", "{figure}.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
+        models=MODELS,
+        caption=figure_caption,
+    script:
+        "../workflow_scripts/figure.py"
+
+
+use rule figure as figure_model with:
+    input:
+        figure_model_input,
+    output:
+        report(
+            expand(
+                results("figures", "{{dataset}}", "{{figure}}", "{{model}}.{ext}"),
+                ext=FIG_FORMATS,
+            ),
+            caption="../report/figure.rst",
+            category="{dataset}",
+            subcategory="{figure}",
+        ),
+    log:
+        results("logs", "figures", "{dataset}", "{figure}", "{model}.log"),
+
+
+rule probe_table6:
+    input:
+        probe_tables,
+    output:
+        results("tables", "{dataset}", "probe_table6.csv"),
+    log:
+        results("logs", "probe_table6", "{dataset}.log"),
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow_scripts/probe_table6.py"
+
+
+rule best_layers:
+    input:
+        summary_tables(),
+    output:
+        table=results("tables", "summary", "best_layers.csv"),
+        figure=report(
+            expand(
+                results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS
+            ),
+            caption="../report/best_layers.rst",
+            category="summary",
+        ),
+    log:
+        results("logs", "figures", "summary", "best_layers.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
+    script:
+        "../workflow_scripts/downstream_summary.py"

@@ -1,0 +1,55 @@
+"""Names of the arrays in an extraction store: one constant per key, shared by the writers
+(:mod:`vitlib.reducers`, :mod:`vitlib.extract`) and the reader (:class:`vitlib.store.Store`).
+
+Per image (``[n, ...]``): features ``feat/<point>_<kind>``, token norms, residual norm ratios,
+attention rows, distance and entropy. Per CKA minibatch (``[C, ...]``): ``gram/<point>_<kind>``.
+Per dataset: ``sums/...``.  Token views: ``tokens``, ``offsets``, ``grid``, ``cls``.
+"""
+
+from __future__ import annotations
+
+LABELS = "labels"
+# token views (ragged)
+TOKENS = "tokens"
+OFFSETS = "offsets"
+GRID = "grid"
+TOKEN_CLS = "cls"
+# per image
+TOKEN_NORM = "feat/block_token_norm"
+ATTN_CLS_ROW = "attn/cls_row"
+ATTN_SPATIAL_MEAN_ROW = "attn/spatial_mean_row"
+ATTN_DISTANCE = "attn/distance"
+ATTN_ENTROPY = "attn/entropy"
+# per dataset
+SUM_N_IMAGES = "sums/n_images"
+SUM_ALIGNED = "sums/attn_aligned"
+SUM_NULL_ROWS = "sums/null_rows"
+
+#: Token summaries of a capture point: the CLS token and the mean spatial token.
+FEATURE_KINDS = ("cls", "spatial_mean")
+#: Token sets of a Gram matrix.
+GRAM_KINDS = ("cls", "spatial", "all")
+#: Query sets of the dataset-average attention maps.
+MAP_MODES = ("all", "spatial", "spatial_pure", "cls")
+#: Query sets of the per-image attention entropy (last axis of ``attn/entropy``).
+ENTROPY_QUERIES = ("cls", "spatial")
+
+
+def feature(point: str, kind: str) -> str:
+    """``feat/<point>_<kind>``: ``[n, L, D]`` (kind: ``cls`` or ``spatial_mean``)."""
+    return f"feat/{point}_{kind}"
+
+
+def gram(point: str, kind: str) -> str:
+    """``gram/<point>_<kind>``: ``[C, L, b, b]`` (kind: ``cls``, ``spatial`` or ``all``)."""
+    return f"gram/{point}_{kind}"
+
+
+def norm_ratio(sub: str, kind: str) -> str:
+    """``resid/<sub>_norm_ratio_<kind>``: ``[n, L]`` ‖skip‖ / ‖branch‖ of sub-block ``sub``."""
+    return f"resid/{sub}_norm_ratio_{kind}"
+
+
+def map_sum(mode: str) -> str:
+    """``sums/attn_map_<mode>``: ``[L, H, N]`` summed per-image average attention maps."""
+    return f"sums/attn_map_{mode}"

@@ -1,0 +1,724 @@
+"""The registry of analyses: every analysis of vitlib is declared here, once.
+
+An :class:`Analysis` says which config section drives it (``analyses.<section>``: its
+datasets and settings), what it reads from a store (its capture :attr:`~Analysis.needs`,
+which decide what an extraction computes), the function that makes its table, the settings
+that function takes, its figures (plot function, caption, paper figure) and the metrics the
+best-layer summary takes from it.  The workflow (``rules/common.smk``) derives its targets,
+wildcard constraints, store views and report captions from :data:`ANALYSES`; nothing else
+lists analyses.
+
+Functions are named as ``"module:function"`` strings and imported only when called, so
+reading the registry (as the Snakefile does) imports neither torch nor matplotlib.
+
+Adding an analysis: a library function ``f(store, **settings) -> DataFrame`` (plus its
+test), a plot function ``p(table, outputs, *, dpi, models)`` and one entry below; see
+``CONTRIBUTING.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+#: How an analysis' tables relate to stores:
+#: ``model``: one table per (dataset, model) from that model's store;
+#: ``pair``: one table per (dataset, model pair) from both stores;
+#: ``models``: one table per dataset from every model's store;
+#: ``train_test``: one table per (test dataset, model) from a train and a test store.
+Shape = Literal["model", "pair", "models", "train_test"]
+
+#: What a store can hold, by capture need (see :mod:`vitlib.reducers`).
+NEEDS = (
+    "features",  # per-image CLS / mean spatial block outputs
+    "token_norms",  # per-image norm of every spatial block-output token
+    "attention",  # attention rows, distance and the dataset sums of the maps
+    "attention_entropy",  # per-image attention entropy per head (CLS, spatial queries)
+    "grams",  # per-minibatch Gram matrices at the configured capture points
+    "residual",  # skip/branch Grams and norm ratios
+    "tokens",  # every spatial token of every block (token views)
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of an analysis: ``figures/<dataset>/<name>.<ext>`` (or, per model,
+    ``figures/<dataset>/<name>/<model>.<ext>``)."""
+
+    name: str
+    plot: str  # "module:function" called as f(data, outputs, *, dpi, models, **options)
+    caption: str  # what the figure shows (report caption, reStructuredText)
+    paper: str = ""  # the paper figure(s) it mirrors
+    per_model: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def function(self) -> Callable[..., None]:
+        return _load(self.plot)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A per-layer score the best-layer summary (paper Tables 1 and 5) takes: rows of
+    ``metric`` where the columns of ``where`` have those values."""
+
+    metric: str
+    label: str
+    where: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    name: str
+    section: str  # config block analyses.<section>
+    shape: Shape
+    table: str  # "module:function"
+    needs: frozenset[str]
+    description: str
+    #: keyword of the table function → key in the config section
+    settings: Mapping[str, str] = field(default_factory=dict)
+    view: str | None = None  # the store view it reads; None: the section's ``view``
+    dataset_kinds: tuple[str, ...] = ()  # dataset kinds it can read; () any image dataset
+    manifest: bool = False  # the table function takes the manifest after the store(s)
+    metrics: tuple[str, ...] = ()  # wide metric columns melted by vitlib.tables.tidy
+    output: Literal["csv", "npz"] = "csv"
+    figures: tuple[Figure, ...] = ()
+    summary: tuple[Headline, ...] = ()
+    enabled_by: str | None = None  # a setting of the section that switches it off when 0
+    heavy: bool = False  # runs with analysis_threads
+    gpu: bool = False  # uses the extraction device (a GPU job on GPU runs)
+    paper: str = ""
+
+    def function(self) -> Callable[..., Any]:
+        return _load(self.table)
+
+    def kwargs(self, section: Mapping[str, Any]) -> dict[str, Any]:
+        """The table function's keyword arguments from the config section."""
+        return {kw: section[key] for kw, key in self.settings.items()}
+
+    def enabled(self, section: Mapping[str, Any]) -> bool:
+        return self.enabled_by is None or bool(section.get(self.enabled_by))
+
+    def store_view(self, section: Mapping[str, Any]) -> str:
+        return self.view or str(section["view"])
+
+
+def _load(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    return fn
+
+
+def _f(name: str, plot: str, caption: str, paper: str = "", **kw: Any) -> Figure:
+    return Figure(name, plot, " ".join(caption.split()), paper, **kw)
+
+
+_A = "vitlib.attention.analyses"
+_PA = "vitlib.plots.attention_maps"
+_PD = "vitlib.plots.downstream"
+_PF = "vitlib.plots.features"
+_ATTN_MAPS = (
+    "One row per layer and one column per head, each cell min–max scaled (the paper's"
+    " 'pre-scaled' style)."
+)
+_CURVES = "vitlib.plots.downstream:task_figure"
+
+ANALYSES_LIST: tuple[Analysis, ...] = (
+    Analysis(
+        "attention_distance",
+        section="attention_distance",
+        shape="model",
+        table="vitlib.attention.tables:attention_distance_table",
+        needs=frozenset({"attention"}),
+        description="Mean attention distance per layer and head.",
+        settings={"units": "units"},
+        view="center",
+        paper="Fig. 4, 15",
+        figures=(
+            _f(
+                "attention_distance",
+                "vitlib.plots.attention:attention_distance_figure",
+                """Average attention distance per layer (mirrors the paper's Figure 4; the right
+                panel against normalised depth mirrors Figure 15). For every head, the expected
+                distance between a spatial query token and the spatial tokens it attends to (CLS
+                removed, rows renormalised), averaged over the query tokens and all images; dots
+                are single heads, lines the mean over heads.""",
+                "Fig. 4, 15",
+            ),
+        ),
+    ),
+    Analysis(
+        "attention_maps",
+        section="attention",
+        shape="model",
+        table=f"{_A}:average_maps",
+        needs=frozenset({"attention"}),
+        description="Dataset-average attention maps and aligned aggregated maps (arrays).",
+        settings={
+            "aaam_normaliser": "aaam_normaliser",
+            "faithful_batch_size": "faithful_batch_size",
+        },
+        view="center",
+        output="npz",
+        paper="Fig. 2, 3, 14, 17, 18",
+        figures=(
+            _f(
+                "attention_maps_cls",
+                f"{_PA}:average_map_figure",
+                f"Average attention of the CLS query over the spatial tokens, over every image of"
+                f" the dataset (paper Figures 2 and 17). {_ATTN_MAPS}",
+                "Fig. 2, 17",
+                per_model=True,
+                options={"kind": "cls"},
+            ),
+            _f(
+                "attention_maps_spatial",
+                f"{_PA}:average_map_figure",
+                f"Average attention of the spatial queries, renormalised without the CLS key (the"
+                f" original code's 'Avg Spatial Attention', docs/protocols.md §2.2). {_ATTN_MAPS}",
+                "§2.2",
+                per_model=True,
+                options={"kind": "spatial"},
+            ),
+            _f(
+                "attention_maps_aligned",
+                f"{_PA}:average_map_figure",
+                f"Aligned aggregated attention maps: every spatial query's map shifted so the query"
+                f" sits at the centre, then averaged (paper Figures 3, 14 and 18). {_ATTN_MAPS}",
+                "Fig. 3, 14, 18",
+                per_model=True,
+                options={"kind": "aligned"},
+            ),
+        ),
+    ),
+    Analysis(
+        "head_metrics",
+        section="attention",
+        shape="model",
+        table=f"{_A}:head_metrics_table",
+        needs=frozenset({"attention"}),
+        description="Per-head distance, offset, spatial→CLS attention, null rows.",
+        settings={"aaam_normaliser": "aaam_normaliser", "spatial_cls_key": "spatial_cls_key"},
+        view="center",
+        figures=(
+            _f(
+                "attention_offset",
+                f"{_PA}:offset_figure",
+                """Average attention offset per head (docs/protocols.md §2.4): the centre of mass of
+                each head's aligned map, coloured by layer. Heads far from the origin attend
+                consistently to one side — the paper's "offset local attention heads".""",
+                "Fig. 3, 14",
+            ),
+        ),
+    ),
+    Analysis(
+        "head_taxonomy",
+        section="attention",
+        shape="model",
+        table=f"{_A}:head_taxonomy_table",
+        needs=frozenset({"attention"}),
+        description="Automatic head taxonomy from the aligned maps.",
+        settings={"taxonomy": "taxonomy"},
+        view="center",
+        metrics=("offset_rows", "offset_cols"),
+        figures=(
+            _f(
+                "head_taxonomy",
+                f"{_PA}:taxonomy_figure",
+                """Automatic head taxonomy (beyond the paper, which showed these by eye): each
+                head's aligned map classified as strict-local, offset-local (with direction and
+                offset), axial (horizontal or vertical), soft-local or global; counts per layer.
+                Thresholds are in the config.""",
+            ),
+        ),
+    ),
+    Analysis(
+        "artifact_tokens",
+        section="attention",
+        shape="model",
+        table=f"{_A}:artifact_tokens_table",
+        needs=frozenset({"attention", "token_norms"}),
+        description="High-norm outlier tokens and the CLS attention they draw.",
+        settings={"norm_factor": "artifact_norm_factor"},
+        view="center",
+        figures=(
+            _f(
+                "artifact_tokens",
+                f"{_PA}:artifact_figure",
+                """High-norm "artifact" tokens per layer: the fraction of spatial tokens whose
+                output norm is an outlier, and the share of the next block's CLS attention they
+                draw — the sparse repeating patterns of explicitly supervised ViTs, to compare
+                with models that have registers.""",
+            ),
+        ),
+    ),
+    Analysis(
+        "attention_entropy",
+        section="attention",
+        shape="model",
+        table="vitlib.attention.entropy:attention_entropy_table",
+        needs=frozenset({"attention_entropy"}),
+        description="Attention entropy per layer and head, CLS and spatial queries.",
+        view="center",
+        figures=(
+            _f(
+                "attention_entropy",
+                "vitlib.plots.attention:attention_entropy_figure",
+                """Attention entropy per layer (beyond the paper): the Shannon entropy (nats) of
+                each head's attention row over all keys, for the CLS query and averaged over
+                the spatial queries, mean over images; dots are heads, lines the mean over
+                heads, the dashed line the entropy of uniform attention. Low entropy: a head
+                that attends to few tokens (local or sparse); high: a head that spreads its
+                attention (global).""",
+            ),
+        ),
+    ),
+    Analysis(
+        "attention_images",
+        section="attention",
+        shape="model",
+        table=f"{_A}:attention_images",
+        needs=frozenset({"attention"}),
+        description="Attention of chosen single images (arrays).",
+        settings={"images": "images"},
+        enabled_by="images",
+        view="center",
+        manifest=True,
+        output="npz",
+        figures=(
+            _f(
+                "attention_images",
+                f"{_PA}:image_grid_figure",
+                """Attention of single images (paper Figures 11–13): the centre crop, then for every
+                layer and head the CLS query's attention (left block) and the mean spatial
+                query's attention (right block).""",
+                "Fig. 11–13",
+                per_model=True,
+            ),
+        ),
+    ),
+    Analysis(
+        "cka",
+        section="features",
+        shape="pair",
+        table="vitlib.metrics.tables:cka_pair_table",
+        needs=frozenset({"grams"}),
+        description="Layer × layer CKA between two models (or one with itself).",
+        settings={"points": "cka_points", "kind": "cka_kind", "minmax": "cka_minmax"},
+        view="center",
+        figures=(
+            _f(
+                "cka_grids",
+                f"{_PF}:cka_grids_figure",
+                """CKA similarity between every pair of layers of every pair of models (paper
+                Figures 20–22; the diagonal panels are the within-model grids). Computed from the
+                Gram matrices stored at extraction (unbiased minibatch CKA, paper eq. 1–2): no
+                second forward pass.""",
+                "Fig. 20–22",
+            ),
+        ),
+    ),
+    Analysis(
+        "cka_last_layer",
+        section="features",
+        shape="models",
+        table="vitlib.metrics.tables:last_layer_cka_table",
+        needs=frozenset({"grams"}),
+        description="CKA between the last layers of every model pair.",
+        settings={"minmax": "cka_minmax"},
+        view="center",
+        figures=(
+            _f(
+                "cka_last_layer",
+                f"{_PF}:last_layer_figure",
+                """CKA between the last-layer representations of every pair of models, for all
+                tokens, the CLS token and the spatial tokens (paper Figures 6 and 19).""",
+                "Fig. 6, 19",
+            ),
+        ),
+    ),
+    Analysis(
+        "residual",
+        section="features",
+        shape="model",
+        table="vitlib.metrics.tables:residual_table",
+        needs=frozenset({"residual"}),
+        description="Skip vs branch CKA and norm ratios per sub-block.",
+        settings={"minmax": "cka_minmax"},
+        view="center",
+        figures=(
+            _f(
+                "residual",
+                f"{_PF}:residual_figure",
+                """Residual connections (paper Figure 23): CKA between the skip path (rows) and the
+                branch output (columns) of the attention and MLP sub-blocks, and the norm ratio
+                ‖skip‖ / ‖branch‖ per layer for the CLS and spatial tokens.""",
+                "Fig. 23",
+            ),
+        ),
+    ),
+    Analysis(
+        "clustering",
+        section="features",
+        shape="model",
+        table="vitlib.metrics.tables:clustering_table",
+        needs=frozenset({"features"}),
+        description="Image-level k-means purity / NMI / ARI per layer.",
+        settings={
+            "k": "clustering_k",
+            "seed": "clustering_seed",
+            "n_init": "clustering_n_init",
+            "noise": "noise",
+        },
+        view="center",
+        heavy=True,
+        figures=(
+            _f(
+                "clustering",
+                f"{_PF}:clustering_figure",
+                """Image-level clustering per layer (paper Figures 7, 24 and 25): seeded k-means
+                (FAISS, k = the number of classes) on CLS and mean-pooled spatial features,
+                scored by purity, NMI and ARI; the dashed line is the same clustering of noise
+                features.""",
+                "Fig. 7, 24, 25",
+            ),
+        ),
+    ),
+    Analysis(
+        "saliency",
+        section="saliency",
+        shape="model",
+        table="vitlib.attention.saliency:saliency_table",
+        needs=frozenset({"attention"}),
+        description="Attention-saliency IoU against object or part masks.",
+        settings={"mass": "mass"},
+        view="center",
+        dataset_kinds=("coco", "partimagenet"),
+        manifest=True,
+        metrics=("iou",),
+        heavy=True,
+        figures=(
+            _f(
+                "saliency",
+                _CURVES,
+                """Attention-saliency IoU per layer (mirrors paper Figures 5 and 16): the
+                60 %-mass region of the CLS query's (left) and the mean spatial query's (right)
+                attention over the spatial tokens, compared with the union of the annotated
+                object (COCO-format) or part (PartImageNet-format) masks at token resolution.
+                For each image and layer the best head is taken, then the mean over images (the
+                paper's "best head" mode). Computed from the stored attention rows of the centre
+                view, no second forward pass.""",
+                "Fig. 5, 16",
+                options={"task": "saliency"},
+            ),
+        ),
+    ),
+    Analysis(
+        "segments",
+        section="segments",
+        shape="model",
+        table="vitlib.metrics.segfeat:segment_clustering_table",
+        needs=frozenset({"tokens"}),
+        description="Object / part feature clustering per layer.",
+        settings={"k": "k", "seed": "seed", "n_init": "n_init", "noise": "noise"},
+        dataset_kinds=("coco", "partimagenet"),
+        manifest=True,
+        heavy=True,
+        figures=(
+            _f(
+                "segments",
+                _CURVES,
+                """Object-level (COCO-format) or part-level (PartImageNet-format) feature
+                clustering per layer (mirrors paper Figures 8 and 25-27): each annotation's mask,
+                resized to the image's token grid, pools the block output of every layer;
+                k-means (FAISS, seeded) on the pooled features is scored against the annotation
+                categories by purity, NMI and ARI. Dashed: the same clustering of noise of the
+                same shape (random-chance baseline).""",
+                "Fig. 8, 25–27",
+                options={"task": "segments"},
+            ),
+        ),
+    ),
+    Analysis(
+        "retrieval",
+        section="retrieval",
+        shape="model",
+        table="vitlib.downstream.tables:retrieval_table",
+        needs=frozenset({"features"}),
+        description="Revisited Oxford/Paris mAP (Medium, Hard) per layer.",
+        view="retrieval",
+        dataset_kinds=("revisited",),
+        manifest=True,
+        metrics=("map",),
+        heavy=True,
+        summary=(
+            Headline("map", "mAP Medium", {"protocol": "medium"}),
+            Headline("map", "mAP Hard", {"protocol": "hard"}),
+        ),
+        figures=(
+            _f(
+                "retrieval",
+                _CURVES,
+                """Image retrieval on revisited Oxford/Paris-format data per layer (mirrors paper
+                Figures 9-10 and 28-31): L2-normalised CLS tokens of each block, database ranked
+                by cosine similarity (FAISS), mean average precision under the revisited
+                protocol's Medium (easy + hard positives) and Hard (hard positives, easy
+                ignored) setups.""",
+                "Fig. 9, 10, 28–31",
+                options={"task": "retrieval"},
+            ),
+        ),
+    ),
+    Analysis(
+        "davis",
+        section="davis",
+        shape="model",
+        table="vitlib.downstream.tables:davis_table",
+        needs=frozenset({"tokens"}),
+        description="DAVIS-2017 label propagation J&F per layer.",
+        settings={
+            "n_last": "n_last",
+            "radius": "radius",
+            "topk": "topk",
+            "temperature": "temperature",
+        },
+        dataset_kinds=("davis",),
+        manifest=True,
+        metrics=("J", "F", "JF"),
+        heavy=True,
+        summary=(Headline("JF", "J&F"),),
+        figures=(
+            _f(
+                "davis",
+                _CURVES,
+                """DAVIS-2017-format video object segmentation by label propagation per layer
+                (mirrors paper Figures 9-10 and 28-31): the first frame's mask is propagated
+                through each block's token features (7 previous frames, neighbourhood radius 12,
+                top-5, temperature 0.1); J (region IoU), F (boundary F-measure) and their mean
+                J&F over objects, first and last frames excluded.""",
+                "Fig. 9, 10, 28–31",
+                options={"task": "davis"},
+            ),
+        ),
+    ),
+    Analysis(
+        "spair",
+        section="spair",
+        shape="model",
+        table="vitlib.downstream.tables:spair_table",
+        needs=frozenset({"tokens"}),
+        description="SPair-71k keypoint transfer PCK per layer.",
+        settings={"alphas": "alphas", "reference": "reference"},
+        view="spair",
+        dataset_kinds=("spair",),
+        manifest=True,
+        metrics=("pck",),
+        heavy=True,
+        summary=(Headline("pck", "PCK@0.1", {"alpha": 0.1, "category": "all"}),),
+        figures=(
+            _f(
+                "spair",
+                _CURVES,
+                """SPair-71k-format keypoint transfer per layer (mirrors paper Figures 9-10 and
+                28-31): every source keypoint's upsampled, L2-normalised token feature is
+                matched to the most similar target pixel; PCK at 0.1, 0.05 and 0.01 of the
+                target bounding box's longer side, averaged over categories.""",
+                "Fig. 9, 10, 28–31",
+                options={"task": "spair"},
+            ),
+        ),
+    ),
+    Analysis(
+        "knn",
+        section="knn",
+        shape="train_test",
+        table="vitlib.downstream.tables:knn_table",
+        needs=frozenset({"features"}),
+        description="Weighted k-NN accuracy per layer (DINO protocol).",
+        settings={"ks": "ks", "temperature": "temperature", "feature": "feature"},
+        metrics=("top1", "top5", "chance"),
+        heavy=True,
+        summary=(Headline("top1", "k-NN top-1 (k=20)", {"k": 20}),),
+        figures=(
+            _f(
+                "knn",
+                f"{_PD}:knn_figure",
+                """Weighted k-NN classification accuracy at every layer (DINO protocol: cosine
+                similarity of the block's CLS token, k = 20, temperature 0.07), top-1 and top-5,
+                as in the paper's Figures 9 and 28. Every layer comes from the one stored
+                extraction of each model.""",
+                "Fig. 9, 28",
+            ),
+        ),
+    ),
+    Analysis(
+        "probe",
+        section="probe",
+        shape="train_test",
+        table="vitlib.downstream.tables:probe_table",
+        needs=frozenset({"features"}),
+        description="Linear probes per layer on stored features (Table 6).",
+        settings={
+            "epochs": "epochs",
+            "lr": "lr",
+            "batch_size": "batch_size",
+            "weight_decay": "weight_decay",
+            "seed": "seed",
+        },
+        metrics=("top1", "top5", "chance"),
+        heavy=True,
+        gpu=True,
+        paper="Table 6",
+        figures=(
+            _f(
+                "probe",
+                f"{_PD}:probe_figure",
+                """Linear-probe top-1 accuracy at every layer (the paper's Table 6 extended to all
+                layers): a linear classifier trained on stored CLS or mean-pooled spatial
+                features, with and without the MAE protocol's non-affine BatchNorm; the dashed
+                line is chance.""",
+                "Table 6",
+            ),
+        ),
+    ),
+)
+
+ANALYSES: Mapping[str, Analysis] = MappingProxyType({a.name: a for a in ANALYSES_LIST})
+
+
+def get(name: str) -> Analysis:
+    try:
+        return ANALYSES[name]
+    except KeyError:
+        raise KeyError(f"unknown analysis {name!r}; registered: {', '.join(ANALYSES)}") from None
+
+
+def in_section(section: str) -> list[Analysis]:
+    return [a for a in ANALYSES_LIST if a.section == section]
+
+
+def sections() -> list[str]:
+    return list(dict.fromkeys(a.section for a in ANALYSES_LIST))
+
+
+def figures() -> dict[str, tuple[Analysis, Figure]]:
+    """Every figure by name, with its analysis."""
+    return {f.name: (a, f) for a in ANALYSES_LIST for f in a.figures}
+
+
+def section_datasets(section: Mapping[str, Any]) -> list[str]:
+    """The datasets a section's analyses produce tables for (``pairs``: the test sets)."""
+    if "pairs" in section:
+        return [p["test"] for p in section["pairs"]]
+    return list(section.get("datasets", []))
+
+
+def needs_for(config: Mapping[str, Any], dataset: str, view: str) -> list[str]:
+    """The capture needs of every configured analysis that reads (dataset, view)."""
+    out: set[str] = set()
+    for a in ANALYSES_LIST:
+        sec = config["analyses"].get(a.section, {})
+        read = set(section_datasets(sec))
+        if a.shape == "train_test":
+            read |= {p["train"] for p in sec.get("pairs", [])}
+        if dataset in read and a.enabled(sec) and a.store_view(sec) == view:
+            out |= a.needs
+    return sorted(out)
+
+
+def run_table(
+    name: str,
+    stores: Sequence[Any],
+    *,
+    settings: Mapping[str, Any],
+    manifest: Any = None,
+    **runtime: Any,
+) -> Any:
+    """Compute analysis ``name`` and return its long table (or, for ``npz`` analyses, its
+    arrays).  ``stores``: one store (``model``), two (``pair``; ``train_test``: train, test)
+    or all models' (``models``); ``settings``: the config section; ``runtime``: extra
+    keyword arguments (e.g. ``device``)."""
+    from vitlib.store import Store
+    from vitlib.tables import tidy
+
+    a = get(name)
+    kw = {**a.kwargs(settings), **runtime}
+    opened = [Store.open(s) for s in stores]
+    args: list[Any]
+    if a.shape == "models":
+        args = [opened]
+    else:
+        args = list(opened)
+    if a.manifest:
+        args.append(manifest)
+    out = a.function()(*args, **kw)
+    if a.output == "npz":
+        return out
+    ident = opened[-1].identity() if a.shape in ("model", "train_test") else {}
+    if a.shape in ("pair", "models"):
+        ident = {"dataset": opened[0].dataset, "view": opened[0].view}
+    return tidy(out, analysis=name, metrics=a.metrics, settings=a.kwargs(settings), identity=ident)
+
+
+def write_table(
+    name: str,
+    markers: Sequence[str],
+    out: str,
+    *,
+    settings: Mapping[str, Any],
+    manifest: str | None = None,
+    device: str = "cpu",
+) -> None:
+    """Compute analysis ``name`` from the stores behind completion ``markers`` and write its
+    table (CSV) or arrays (NPZ) to ``out`` (what the workflow's table rules run)."""
+    import numpy as np
+
+    from vitlib.data.manifest import Manifest
+    from vitlib.store import store_from_marker
+
+    a = get(name)
+    runtime: dict[str, Any] = {}
+    if a.gpu:
+        from vitlib.extract import resolve_device
+
+        runtime["device"] = str(resolve_device(device))
+    res = run_table(
+        name,
+        [store_from_marker(m) for m in markers],
+        settings=settings,
+        manifest=Manifest.load(manifest) if a.manifest and manifest else None,
+        **runtime,
+    )
+    if a.output == "npz":
+        np.savez(out, **res)
+    else:
+        res.to_csv(out, index=False)
+
+
+def draw_figure(
+    name: str,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    *,
+    dpi: int,
+    models: Sequence[str],
+    model: str | None = None,
+) -> None:
+    """Draw figure ``name`` from its analysis' tables (or, per model, its arrays)."""
+    import numpy as np
+
+    from vitlib.tables import read_tables
+
+    a, f = figures()[name]
+    data: Any
+    if a.output == "npz":
+        with np.load(inputs[0], allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    else:
+        data = read_tables(inputs)
+    kw = dict(f.options)
+    if f.per_model:
+        kw["model"] = model or ""
+    f.function()(data, outputs, dpi=dpi, models=list(models), **kw)

@@ -7,7 +7,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The demo (config.yaml) only when no --configfile is given: a preset is complete on its own
+# (its values plus the schema's defaults, which are the paper's), never merged with the demo.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

@@ -224,8 +224,13 @@ def summary_tables():
     return out
 
 
+def effective_config(wildcards):
+    """The whole configuration after defaults: a change of any value rewrites the record."""
+    return config
+
+
 def all_targets():
-    targets = figure_targets()
+    targets = [results("config.effective.yaml"), *figure_targets()]
     if summary_tables():
         targets.append(results("tables", "summary", "best_layers.csv"))
         targets += expand(

@@ -33,3 +33,16 @@ rule manifest:
         listing=dataset_listing,
     script:
         "../workflow_scripts/manifest.py"
+
+
+rule effective_config:
+    output:
+        results("config.effective.yaml"),
+    log:
+        results("logs", "config.effective.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        config=effective_config,
+    script:
+        "../workflow_scripts/effective_config.py"

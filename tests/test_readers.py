@@ -324,3 +324,26 @@ def test_every_reader_reads_the_tiny_world(tiny_world):
     assert len(m.extra["pairs"]) > 0 and all(
         len(p["src_kps"]) == len(p["trg_kps"]) > 0 for p in m.extra["pairs"]
     )
+
+
+def test_listing_fingerprint_sees_added_removed_and_replaced_files(tmp_path):
+    import os
+    import time
+
+    from vitlib.data.manifest import listing_fingerprint
+
+    (tmp_path / "a").mkdir()
+    for n in ("x.png", "y.png"):
+        (tmp_path / "a" / n).write_bytes(b"1")
+    f0 = listing_fingerprint(tmp_path)
+    assert listing_fingerprint(tmp_path) == f0  # stable
+    (tmp_path / "a" / "z.png").write_bytes(b"1")
+    f1 = listing_fingerprint(tmp_path)
+    assert f1 != f0  # added
+    (tmp_path / "a" / "z.png").unlink()
+    time.sleep(0.01)
+    new = tmp_path / "new.png"
+    new.write_bytes(b"22")
+    os.replace(new, tmp_path / "a" / "x.png")  # replaced by a new file moved into place
+    assert listing_fingerprint(tmp_path) not in (f0, f1)
+    assert listing_fingerprint(tmp_path / "missing") == "missing"

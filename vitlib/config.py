@@ -139,3 +139,19 @@ def _exists(path: str, base_dir: str | Path) -> bool:
 def model_spec(config: Mapping[str, Any], model_id: str):  # noqa: ANN201
     """The :class:`~vitlib.models.registry.ModelSpec` of ``model_id`` under ``config``."""
     return get_spec(model_id, config.get("custom_models", {}))
+
+
+def write_effective_config(config: Mapping[str, Any], path: str | Path) -> None:
+    """Write the configuration a run used (after defaults) with the vitlib version, so that
+    every result folder says what produced it."""
+    import datetime
+
+    import vitlib
+
+    header = (
+        f"# The effective configuration of this run (schema defaults filled in).\n"
+        f"# vitlib {vitlib.__version__}, written {datetime.datetime.now().isoformat(timespec='seconds')}\n"
+    )
+    body = yaml.safe_dump({"vitlib_version": vitlib.__version__, **dict(config)}, sort_keys=False)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(header + body)

@@ -561,6 +561,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         needs=frozenset({"features"}),
         description="Linear probes per layer on stored features (Table 6).",
         settings={
+            "layers": "layers",
             "epochs": "epochs",
             "lr": "lr",
             "batch_size": "batch_size",

@@ -6,11 +6,17 @@ import pandas as pd
 
 
 def table6(probe: pd.DataFrame) -> pd.DataFrame:
-    """Last-layer linear-probe top-1 in the layout of the paper's Table 6: one row per model,
-    columns CLS / spatial with and without BatchNorm (from the long probe table)."""
+    """Linear-probe top-1 in the layout of the paper's Table 6: one row per model, columns
+    CLS / spatial with and without BatchNorm, at the paper's block (the last; block 8 for
+    BEiT) — from the long probe table."""
     if "metric" in probe:
         probe = probe[probe["metric"] == "top1"].rename(columns={"value": "top1"})
-    last = probe[probe.layer == probe.depth - 1].copy()
+    from vitlib.downstream.tables import probe_layers
+
+    paper = probe.apply(
+        lambda r: probe_layers("paper", int(r["depth"]), str(r["family"]))[0], axis=1
+    )
+    last = probe[probe.layer == paper].copy()
     last["column"] = last["feature"].map({"cls": "CLS", "spatial_mean": "Spatial"}) + last[
         "batchnorm"
     ].map({True: " +BN", False: ""})

@@ -70,6 +70,25 @@ def knn_table(
     return t
 
 
+def probe_layers(layers: str | Sequence[int], depth: int, family: str) -> list[int]:
+    """0-based blocks a probe is trained on: ``"paper"`` — the last block, block 8 for BEiT
+    (the paper's Table 6, Appendix E.4) —, ``"all"``, or a list of 1-based blocks.
+
+    >>> probe_layers("paper", 12, "fs"), probe_layers("paper", 12, "beit")
+    ([11], [7])
+    """
+    if layers == "all":
+        return list(range(depth))
+    if layers == "paper":
+        return [min(8, depth) - 1] if family == "beit" else [depth - 1]
+    if isinstance(layers, str):
+        raise ValueError(f"probe layers must be 'paper', 'all' or 1-based blocks, got {layers!r}")
+    bad = [b for b in layers if not 1 <= b <= depth]
+    if bad:
+        raise ValueError(f"probe layers {bad} outside blocks 1..{depth}")
+    return [b - 1 for b in layers]
+
+
 def probe_table(
     train_store: Store | str,
     test_store: Store | str,
@@ -79,6 +98,7 @@ def probe_table(
     batch_size: int = 256,
     weight_decay: float = 0.0,
     seed: int = 0,
+    layers: str | Sequence[int] = "paper",
     features: Sequence[str] = ("cls", "spatial_mean"),
     batchnorm: Sequence[bool] = (False, True),
     device: str = "cpu",
@@ -94,10 +114,11 @@ def probe_table(
     yte = gte.labels
     C = int(max(ytr.max(), yte.max()) + 1)
     rows = []
+    probed = probe_layers(layers, gtr.depth, gtr.family)
     for feat in features:
         name = keys.feature("block", feat)
         step = gtr.array(name).chunks[0]
-        for layer in range(mtr["depth"]):
+        for layer in probed:
 
             def chunks(
                 layer: int = layer, name: str = name, step: int = int(step)

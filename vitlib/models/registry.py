@@ -7,8 +7,10 @@ config (``custom_models``), which :func:`spec_from_config` turns into the same o
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypedDict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -348,9 +350,42 @@ class _Dims(_ArchDims, total=False):
 
 
 def _dims(family: str, arch: str, kw: Mapping[str, Any]) -> _Dims:
-    if family == "clip" and not arch.startswith("vit_"):
-        return _clip_dims(arch, kw)
-    return _timm_dims(arch, kw)
+    """The architecture's dimensions, cached on disk: building the network (even on the meta
+    device) imports torch and timm, seconds that every workflow parse would otherwise pay."""
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    clip = family == "clip" and not arch.startswith("vit_")
+    lib = "open_clip_torch" if clip else "timm"
+    try:
+        lib_version = version(lib)
+    except PackageNotFoundError:  # pragma: no cover - both are dependencies
+        lib_version = "?"
+    key = json.dumps([lib, lib_version, arch, dict(kw)], sort_keys=True, default=str)
+    cache = _dims_cache_path()
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        dims: _Dims = known[key]
+        return dims
+    dims = _clip_dims(arch, kw) if clip else _timm_dims(arch, kw)
+    try:  # best effort: a read-only cache only costs time
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**known, key: dims}, sort_keys=True))
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return dims
+
+
+def _dims_cache_path() -> Path:
+    root = os.environ.get("VITLIB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vitlib"
+    )
+    return Path(root) / "arch_dims.json"
 
 
 def _clip_dims(name: str, kw: Mapping[str, Any]) -> _Dims:

@@ -27,8 +27,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 log = logging.getLogger(__name__)
 
 #: Types that upstream checkpoint pickles contain besides tensors and containers.
@@ -121,6 +119,8 @@ def read_checkpoint(path: str | os.PathLike, *, model_id: str = "?") -> Any:
         from safetensors.torch import load_file
 
         return load_file(str(p))
+    import torch  # only where a checkpoint is read: the workflow's parse stays torch-free
+
     if _is_torchscript(p):
         return dict(torch.jit.load(str(p), map_location="cpu").state_dict())
     try:

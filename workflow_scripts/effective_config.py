@@ -1,0 +1,5 @@
+from vitlib.config import write_effective_config
+from vitlib.logs import log_to
+
+log_to(snakemake.log[0])
+write_effective_config(snakemake.params.config, snakemake.output[0])

@@ -261,3 +261,31 @@ def test_external_imagefolder_file_list_change_reruns_manifest(tmp_path, tiny_wo
     shutil.copy(data / "disc" / "0000.png", data / "disc" / "0000b.png")
     jobs = planned_jobs(tmp_path / "wd")
     assert jobs["manifest"] == 1 and jobs["extract"] == 2
+
+
+def test_plan_equals_the_stores_on_disk(done_run, monkeypatch):
+    """The plan's bytes and chunk files per array are those the extraction wrote."""
+    from vitlib import registry
+    from vitlib.plan import load_config, plan, plan_store
+
+    monkeypatch.chdir(done_run)
+    cfg = load_config(["config.yaml"], base_dir=done_run)
+    plans, totals = plan(cfg)
+    assert totals["stores"] == len(plans) == 4  # 2 models × (toy, toy_val) centre view
+    for p in plans:
+        store = done_run / "results" / "features" / p.model / p.dataset / f"{p.view}.zarr"
+        assert p.images == {"toy": 24, "toy_val": 8}[p.dataset]
+        for name, planned in p.arrays.items():
+            chunks = [f for f in (store / name / "c").rglob("*") if f.is_file()]
+            on_disk = sum(f.stat().st_size for f in chunks)
+            if name.startswith("sums/"):  # small, written once, compressed
+                assert on_disk <= planned, (p.dataset, name)  # all-zero: no chunk
+            else:
+                assert on_disk == planned, (p.dataset, name)
+        assert sorted(p.needs) == registry.needs_for(cfg, p.dataset, p.view)
+    # the k-NN/probe query set needs features only: no attention arrays in its store
+    val = plan_store(
+        cfg, "tiny_a", "toy_val", "center", registry.needs_for(cfg, "toy_val", "center")
+    )
+    assert not any(k.startswith("attn/") for k in val.arrays)
+    assert not (done_run / "results/features/tiny_a/toy_val/center.zarr/attn").exists()

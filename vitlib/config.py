@@ -57,8 +57,13 @@ def _best(errors: Iterator[ValidationError]) -> ValidationError | None:
     return best_match(errors)
 
 
-def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> dict[str, Any]:
+def validate_config(
+    config: dict[str, Any], *, base_dir: str | Path = ".", require_data: bool = True
+) -> dict[str, Any]:
     """Validate ``config`` in place (filling defaults) and return it.
+
+    ``require_data=False`` skips the checks that dataset roots and checkpoint files exist
+    (for planning a run before the data is on disk).
 
     Raises :class:`ConfigError` for the first problem found: schema violations (a negative
     count, a wrong type, an unknown key), an unknown model id, a dataset ``root`` that does
@@ -95,13 +100,19 @@ def validate_config(config: dict[str, Any], *, base_dir: str | Path = ".") -> di
         except (KeyError, ValueError) as e:
             raise ConfigError(f"config key 'custom_models.{mid}': {e}") from None
         path = (mcfg.get("weights") or {}).get("path")
-        if path and mid in config["models"] and "train" not in mcfg and not _exists(path, base_dir):
+        if (
+            require_data
+            and path
+            and mid in config["models"]
+            and "train" not in mcfg
+            and not _exists(path, base_dir)
+        ):
             raise ConfigError(
                 f"config key 'custom_models.{mid}.weights.path': file {path!r} does not exist"
             )
     for name, ds in config["datasets"].items():
         root = ds.get("root")
-        if root is not None and not _exists(root, base_dir):
+        if require_data and root is not None and not _exists(root, base_dir):
             raise ConfigError(f"config key 'datasets.{name}.root': path {root!r} does not exist")
     for aname, acfg in config.get("analyses", {}).items():
         for j, pair in enumerate(acfg.get("pairs", [])):

@@ -219,6 +219,7 @@ def run_extraction(
         residual_norms=residual_norms,
         attention="attention" in need,
         entropy="attention_entropy" in need,
+        token_norms="token_norms" in need,
         cka_batch_size=manifest.cka_batch_size,
         feature_dtype=feature_dtype,
     )

@@ -81,6 +81,7 @@ class StreamingReducer:
         residual_norms: bool = False,
         attention: bool = True,
         entropy: bool = False,
+        token_norms: bool = True,
         cka_batch_size: int = 0,
         feature_dtype: str = "float16",
     ) -> None:
@@ -94,6 +95,7 @@ class StreamingReducer:
         self.residual_norms = residual_norms
         self.attention = attention
         self.entropy = entropy
+        self.token_norms = token_norms and "block" in token_points
         self.cka_b = cka_batch_size
         self.feature_dtype = feature_dtype
         self.per_image: dict[str, torch.Tensor] = {}
@@ -110,7 +112,7 @@ class StreamingReducer:
                 ArraySpec(keys.feature(p, "cls"), (L, D), fd),
                 ArraySpec(keys.feature(p, "spatial_mean"), (L, D), fd),
             ]
-        if "block" in self.points:  # artifact tokens (high-norm outliers) need every norm
+        if self.token_norms:  # artifact tokens (high-norm outliers) need every norm
             specs.append(ArraySpec(keys.TOKEN_NORM, (L, S), fd))
         if self.residual_norms:
             specs += [
@@ -178,7 +180,7 @@ class StreamingReducer:
             # A model without a class token (SigLIP) is represented by its mean spatial token.
             self._img[keys.feature(point, "cls")][layer] = x[:, 0] if self.P else spatial.mean(1)
             self._img[keys.feature(point, "spatial_mean")][layer] = spatial.mean(1)
-            if point == "block":
+            if point == "block" and self.token_norms:
                 self._img[keys.TOKEN_NORM][layer] = spatial.norm(dim=-1)
         self._grams(point, layer, x)
         # Residual branches, derived exactly: the stream after a sub-block minus its skip.

@@ -85,9 +85,14 @@ def model_style(model_id: str, family: str) -> dict[str, Any]:
 
 
 def save_figure(fig: Any, outputs: Sequence[str | Path], dpi: int) -> None:
-    """Write ``fig`` to every output path (format from the suffix), then close it."""
+    """Write ``fig`` to every output path (format from the suffix), then close it.  Axes
+    whose x label is a layer (1-based block index) get integer ticks only."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    for ax in fig.axes:
+        if ax.get_xlabel() == "layer":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for out in outputs:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=dpi)

@@ -17,7 +17,7 @@ from torch import nn
 
 from vitlib.models.families import CONVERTERS, CheckpointMismatch, load_converted
 from vitlib.models.registry import ModelSpec
-from vitlib.models.weights import WeightsError, apply_key_map, read_checkpoint
+from vitlib.models.weights import WeightsError, apply_key_map, read_checkpoint, verify_sha256
 
 #: Checkpoint layout assumed for a family when ``weights.format`` is not given.
 DEFAULT_FORMAT = {
@@ -72,6 +72,9 @@ def build_model(
     if path:
         fmt = weights_format(spec)
         try:
+            if w.get("sha256") and w.get("path") and Path(path) == Path(w["path"]):
+                # a local file with the user's sha256 (downloads are verified when fetched)
+                verify_sha256(path, w["sha256"], model_id=spec.id, source="weights.path")
             obj = read_checkpoint(path, model_id=spec.id)
             if isinstance(obj, dict) and w.get("key_map"):
                 obj = apply_key_map(_unwrap_top(obj), w["key_map"])

@@ -37,7 +37,9 @@ def convert_timm(obj: Any, model: nn.Module) -> StateDict:
     from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
     if isinstance(model, VisionTransformer):
-        sd = checkpoint_filter_fn(sd, model)
+        # adapt_layer_scale: DeiT-III release files name layer scale ``gamma_1``/``gamma_2``
+        # (timm's own loader for them passes it too); no other layout has such keys.
+        sd = checkpoint_filter_fn(sd, model, adapt_layer_scale=True)
     return {k: v for k, v in sd.items() if not k.startswith("head.")}
 
 
@@ -80,8 +82,14 @@ def convert_mae(obj: Any, model: nn.Module) -> StateDict:
 def convert_beit(obj: Any, model: nn.Module) -> StateDict:
     """BEiT pt22k (docs/protocols.md §1.3): ``model``/``module``; the shared relative-position table is
     copied into every block; ``relative_position_index`` buffers are rebuilt by the model;
-    the MIM head, mask token and final norm (unused with average pooling) are dropped."""
+    the MIM head, mask token and final norm (unused with average pooling) are dropped.
+
+    A checkpoint in the Hugging Face transformers layout (``beit.*`` keys, the
+    ``microsoft/beit-*`` hub repositories) is renamed first (:func:`hf_beit_to_unilm`), so
+    both layouts load under either format name (``beit``, ``hf_beit``)."""
     sd = dict(_unwrap(obj, "model", "module"))
+    if is_hf_beit(sd):
+        sd = hf_beit_to_unilm(sd)
     shared = sd.pop("rel_pos_bias.relative_position_bias_table", None)
     sd = {
         k: v
@@ -95,6 +103,101 @@ def convert_beit(obj: Any, model: nn.Module) -> StateDict:
         for i in range(len(blocks)):
             sd[f"blocks.{i}.attn.relative_position_bias_table"] = shared.clone()
     return sd
+
+
+# transformers' BEiT names (``BeitForMaskedImageModeling`` / ``BeitModel`` /
+# ``BeitForImageClassification``) → the unilm release names that timm's ``Beit`` uses; the
+# inverse of ``create_rename_keys`` + ``read_in_q_k_v`` in transformers'
+# ``models/beit/convert_beit_unilm_to_pytorch.py`` (v4.x), which made the hub files.
+_HF_BEIT_TOP = {
+    "beit.embeddings.cls_token": "cls_token",
+    "beit.embeddings.mask_token": "mask_token",
+    "beit.embeddings.position_embeddings": "pos_embed",
+    "beit.embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "beit.embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "beit.encoder.relative_position_bias.relative_position_bias_table": (
+        "rel_pos_bias.relative_position_bias_table"
+    ),
+    "beit.layernorm.weight": "norm.weight",  # BeitModel's final norm (no mean pooling)
+    "beit.layernorm.bias": "norm.bias",
+    "layernorm.weight": "norm.weight",  # BeitForMaskedImageModeling's norm before lm_head
+    "layernorm.bias": "norm.bias",
+    "beit.pooler.layernorm.weight": "fc_norm.weight",
+    "beit.pooler.layernorm.bias": "fc_norm.bias",
+    "lm_head.weight": "lm_head.weight",
+    "lm_head.bias": "lm_head.bias",
+    "classifier.weight": "head.weight",
+    "classifier.bias": "head.bias",
+}
+_HF_BEIT_LAYER = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+    "lambda_1": "gamma_1",  # transformers calls layer scale lambda (gamma is renamed on load)
+    "lambda_2": "gamma_2",
+    "attention.attention.query.bias": "attn.q_bias",
+    "attention.attention.value.bias": "attn.v_bias",
+    "attention.attention.relative_position_bias.relative_position_bias_table": (
+        "attn.relative_position_bias_table"
+    ),
+}
+_HF_LAYER_KEY = re.compile(r"beit\.encoder\.layer\.(\d+)\.(.+)")
+_QKV = ("query", "key", "value")
+
+
+def is_hf_beit(sd: Mapping[str, Any]) -> bool:
+    """Whether ``sd`` is in the Hugging Face transformers BEiT layout."""
+    return any(k.startswith("beit.") for k in sd)
+
+
+def hf_beit_to_unilm(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """Rename a transformers BEiT state dict to the unilm/timm names.
+
+    Per layer, the separate ``query``/``key``/``value`` weights are stacked into
+    ``attn.qkv.weight`` (the key projection has no bias; timm keeps ``q_bias``/``v_bias``),
+    ``lambda_1``/``lambda_2`` become ``gamma_1``/``gamma_2``; ``relative_position_index``
+    buffers are dropped (models rebuild them).  Keys it does not know keep their name, so a
+    strict load reports them."""
+    out: StateDict = {}
+    qkv: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in sd.items():
+        if "relative_position_index" in k:
+            continue
+        if k in _HF_BEIT_TOP:
+            out[_HF_BEIT_TOP[k]] = v
+            continue
+        m = _HF_LAYER_KEY.fullmatch(k)
+        if m is None:
+            out[k] = v
+            continue
+        i, rest = int(m.group(1)), m.group(2)
+        proj = rest.removeprefix("attention.attention.").removesuffix(".weight")
+        if rest.startswith("attention.attention.") and rest.endswith(".weight") and proj in _QKV:
+            qkv.setdefault(i, {})[proj] = v
+            continue
+        base, dot, leaf = rest.rpartition(".")
+        if rest in _HF_BEIT_LAYER:
+            out[f"blocks.{i}.{_HF_BEIT_LAYER[rest]}"] = v
+        elif dot and base in _HF_BEIT_LAYER:
+            out[f"blocks.{i}.{_HF_BEIT_LAYER[base]}.{leaf}"] = v
+        else:
+            out[k] = v
+    for i, parts in qkv.items():
+        if set(parts) != set(_QKV):
+            raise CheckpointMismatch(
+                f"layer {i}: query/key/value weights incomplete (have {sorted(parts)})"
+            )
+        out[f"blocks.{i}.attn.qkv.weight"] = torch.cat([parts[p] for p in _QKV], dim=0)
+    return out
+
+
+def convert_hf_beit(obj: Any, model: nn.Module) -> StateDict:
+    """BEiT from a Hugging Face transformers checkpoint (``microsoft/beit-*`` hub repos,
+    e.g. ``microsoft/beit-base-patch16-224-pt22k``: the unilm pt22k files converted by
+    transformers) into timm's ``Beit``; a unilm-layout file is accepted as well."""
+    return convert_beit(obj, model)
 
 
 def convert_clip(obj: Any, model: nn.Module) -> StateDict:
@@ -114,6 +217,7 @@ CONVERTERS: dict[str, Callable[[Any, nn.Module], StateDict]] = {
     "moco": convert_moco,
     "mae": convert_mae,
     "beit": convert_beit,
+    "hf_beit": convert_hf_beit,
     "openai_clip": convert_clip,
     "open_clip": convert_clip,
 }
@@ -122,6 +226,7 @@ CONVERTERS: dict[str, Callable[[Any, nn.Module], StateDict]] = {
 #: BEiT's randomly initialised fc_norm (docs/protocols.md §1.3).
 ALLOWED_MISSING: dict[str, tuple[str, ...]] = {
     "beit": (r"fc_norm\..*",),
+    "hf_beit": (r"fc_norm\..*",),
 }
 _ALWAYS_ALLOWED = (r"head\..*",)
 

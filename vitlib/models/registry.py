@@ -100,36 +100,95 @@ def _std(family: str, size: str, patch: int, img: int = 224, **kw: Any) -> Model
     )
 
 
-_HF = "https://huggingface.co/timm/{}/resolve/main/model.safetensors"
-_CLIP = "https://openaipublic.azureedge.net/clip/models/{}/{}.pt"
+# Weight sources (docs/protocols.md §1.3).  Each built-in model names the hub file that timm
+# or open_clip itself loads for the network the paper used (timm pretrained tag
+# ``timm_name``, open_clip ``(arch, pretrained)`` pair ``open_clip``; ``hf_hub_id`` /
+# ``hf_hub_filename`` / ``hf_revision`` as in those libraries' pretrained configs) as its
+# ``url``, downloaded through ``huggingface_hub`` (and its cache), then ``fallbacks``: the
+# upstream release file, where its layout loads through the same converter.  Models with no
+# hub copy of *their* file keep the release URL: DINO S/8 (the paper's 300-epoch file; timm's
+# ``vit_small_patch8_224.dino`` is the other, ``dino_deitsmall8_pretrain``) and MoCo-v3 (no
+# timm tag).  tests/test_weights_sources.py checks every tag, pair and URL here against the
+# installed timm / open_clip, and the architectures against the tagged models.
+#
+# sha256: pinned here only where the source publishes it with the link — OpenAI's CLIP URLs
+# carry the file's sha256 (the fallbacks of clip_*).  The hub publishes each file's sha256 as
+# its LFS etag; it cannot be read offline, so hub files are checked against that etag when
+# downloaded (vitlib.models.weights) and pinned on first download, as are the DINO, MoCo-v3,
+# MAE and BEiT release files, which publish no hash.  A ``weights.sha256`` given in the
+# config (custom_models) is always honoured.
+# timm's cfgs leave hf_hub_filename unset: its loader then tries model.safetensors first.
+_TIMM_FILE = "model.safetensors"
+_OPEN_CLIP_FILE = "open_clip_model.safetensors"  # open_clip's first choice ...
+_OPEN_CLIP_BIN = "open_clip_pytorch_model.bin"  # ... and its default (HF_WEIGHTS_NAME)
+_CLIP = "https://openaipublic.azureedge.net/clip/models/{}/{}.pt"  # reported dead upstream
 _DINO = "https://dl.fbaipublicfiles.com/dino/{0}/{0}.pth"
 _MOCO = "https://dl.fbaipublicfiles.com/moco-v3/{0}/{0}.pth.tar"
 _MAE = "https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_{}.pth"
-# The BEiT blob now needs a SAS query string (docs/protocols.md §1.3): set weights.path or a signed URL.
+_DINOV2 = "https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{0}14/dinov2_vit{0}14{1}_pretrain.pth"
+_JX = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/{}.pth"
+_DEIT3 = "https://dl.fbaipublicfiles.com/deit/{}.pth"
+# The BEiT release blob needs a SAS query string (docs/protocols.md §1.3): a fallback only.
 _BEIT = "https://conversationhub.blob.core.windows.net/beit-share-public/beit/{}.pth"
+# transformers' conversion of the unilm pt22k files (BeitForMaskedImageModeling layout).
+_BEIT_HF = "microsoft/beit-{}-patch16-224-pt22k"
+_BEIT_HF_FILE = "pytorch_model.bin"
 
 
-def _timm_w(tagged: str) -> dict[str, Any]:
-    """Weights published by timm on the Hugging Face hub (timm layout, safetensors)."""
-    return {"url": _HF.format(tagged), "format": "timm", "sha256": None, "timm_name": tagged}
+def _hub(repo: str, filename: str, revision: str = "main") -> dict[str, Any]:
+    return {
+        "url": f"https://huggingface.co/{repo}/resolve/{revision}/{filename}",
+        "hf_hub_id": repo,
+        "hf_hub_filename": filename,
+        "hf_revision": revision,
+    }
+
+
+def _timm_w(
+    tagged: str, fmt: str = "timm", official: str | None = None, sha256: str | None = None
+) -> dict[str, Any]:
+    """Weights timm publishes on the hub for pretrained tag ``tagged`` (timm layout,
+    safetensors); ``official``: the release file the tag was converted from (its cfg ``url``),
+    the fallback."""
+    w = {**_hub(f"timm/{tagged}", _TIMM_FILE), "format": fmt, "sha256": None, "timm_name": tagged}
+    if official:
+        w["fallbacks"] = ({"url": official, "sha256": sha256},)
+    return w
+
+
+def _open_clip_w(arch: str, tag: str, repo: str, official: str, sha256: str) -> dict[str, Any]:
+    """open_clip pair ``(arch, tag)``: its hub file (open_clip layout), the ``.bin`` beside it,
+    then the release file (OpenAI's TorchScript archive, whose URL carries its sha256)."""
+    return {
+        **_hub(repo, _OPEN_CLIP_FILE),
+        "format": "open_clip",
+        "sha256": None,
+        "open_clip": (arch, tag),
+        "fallbacks": (
+            {"url": _hub(repo, _OPEN_CLIP_BIN)["url"], "sha256": None},
+            {"url": official, "sha256": sha256},
+        ),
+    }
 
 
 def _builtin() -> dict[str, ModelSpec]:
     specs: list[ModelSpec] = []
     # The paper's 20 (docs/protocols.md §1.1), in the paper's plot order.
     # FS: the AugReg in21k→in1k weights the paper used (timm ≥ 0.9 defaults to augreg2 for
-    # some names, so the tag is pinned).
+    # some names, so the tag is pinned).  Their release files are JAX .npz archives that
+    # vitlib does not read: no fallback.
     for size, patch in [("s", 32), ("s", 16), ("b", 32), ("b", 16), ("b", 8), ("l", 16)]:
         arch = f"vit_{_SIZE_NAME[size]}_patch{patch}_224"
         specs.append(
             _std("fs", size, patch, paper=True, weights=_timm_w(f"{arch}.augreg_in21k_ft_in1k"))
         )
-    # CLIP: OpenAI's files; their URLs carry the sha256.
+    # CLIP: OpenAI's weights through open_clip's hub copies; OpenAI's URLs carry the sha256.
     for size, patch, name, sha in [
         ("b", 32, "ViT-B-32", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af"),
         ("b", 16, "ViT-B-16", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f"),
         ("l", 14, "ViT-L-14", "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836"),
     ]:
+        repo = f"timm/vit_{_SIZE_NAME[size]}_patch{patch}_clip_224.openai"
         specs.append(
             _std(
                 "clip",
@@ -137,24 +196,22 @@ def _builtin() -> dict[str, ModelSpec]:
                 patch,
                 arch=name,
                 paper=True,
-                weights={"url": _CLIP.format(sha, name), "sha256": sha, "format": "openai_clip"},
+                weights=_open_clip_w(name, "openai", repo, _CLIP.format(sha, name), sha),
             )
         )
-    for size, patch, fname in [
-        ("s", 16, "dino_deitsmall16_pretrain"),
-        ("s", 8, "dino_deitsmall8_300ep_pretrain"),  # the 300-epoch file
-        ("b", 16, "dino_vitbase16_pretrain"),
-        ("b", 8, "dino_vitbase8_pretrain"),
+    for size, patch, fname, tag in [
+        ("s", 16, "dino_deitsmall16_pretrain", "vit_small_patch16_224.dino"),
+        ("s", 8, "dino_deitsmall8_300ep_pretrain", None),  # the 300-epoch file: not on the hub
+        ("b", 16, "dino_vitbase16_pretrain", "vit_base_patch16_224.dino"),
+        ("b", 8, "dino_vitbase8_pretrain", "vit_base_patch8_224.dino"),
     ]:
-        specs.append(
-            _std(
-                "dino",
-                size,
-                patch,
-                paper=True,
-                weights={"url": _DINO.format(fname), "sha256": None, "format": "dino"},
-            )
+        official = _DINO.format(fname)
+        w = (
+            _timm_w(tag, "dino", official)
+            if tag
+            else {"url": official, "sha256": None, "format": "dino"}
         )
+        specs.append(_std("dino", size, patch, paper=True, weights=w))
     # MoCo-v3 S has 12 heads (unlike timm/DINO S); fixed sin-cos position embedding.
     specs.append(
         _std(
@@ -177,14 +234,9 @@ def _builtin() -> dict[str, ModelSpec]:
         )
     )
     for size, patch, name in [("b", 16, "base"), ("l", 16, "large"), ("h", 14, "huge")]:
+        tag = f"vit_{name}_patch{patch}_224.mae"
         specs.append(
-            _std(
-                "mae",
-                size,
-                patch,
-                paper=True,
-                weights={"url": _MAE.format(name), "sha256": None, "format": "mae"},
-            )
+            _std("mae", size, patch, paper=True, weights=_timm_w(tag, "mae", _MAE.format(name)))
         )
     for size in ("b", "l"):
         name = f"beit_{_SIZE_NAME[size]}_patch16_224"
@@ -195,7 +247,12 @@ def _builtin() -> dict[str, ModelSpec]:
                 16,
                 arch=name,
                 paper=True,
-                weights={"url": _BEIT.format(name + "_pt22k"), "sha256": None, "format": "beit"},
+                weights={
+                    **_hub(_BEIT_HF.format(_SIZE_NAME[size]), _BEIT_HF_FILE),
+                    "format": "hf_beit",
+                    "sha256": None,
+                    "fallbacks": ({"url": _BEIT.format(name + "_pt22k"), "sha256": None},),
+                },
             )
         )
     # Additional configurations (docs/protocols.md §1.2).
@@ -207,25 +264,32 @@ def _builtin() -> dict[str, ModelSpec]:
             14,
             336,
             arch="ViT-L-14-336",
-            weights={
-                "url": _CLIP.format(sha, "ViT-L-14-336px"),
-                "sha256": sha,
-                "format": "openai_clip",
-            },
+            weights=_open_clip_w(
+                "ViT-L-14-336",
+                "openai",
+                "timm/vit_large_patch14_clip_336.openai",
+                _CLIP.format(sha, "ViT-L-14-336px"),
+                sha,
+            ),
         )
     )
-    for size, patch, tag in [
-        ("b", 16, "augreg_in21k_ft_in1k"),
-        ("b", 32, "augreg_in21k_ft_in1k"),
-        ("l", 16, "augreg_in21k_ft_in1k"),
-        ("l", 32, "orig_in21k_ft_in1k"),
+    for size, patch, tag, release in [
+        ("b", 16, "augreg_in21k_ft_in1k", None),  # .npz release files: hub only
+        ("b", 32, "augreg_in21k_ft_in1k", None),
+        ("l", 16, "augreg_in21k_ft_in1k", None),
+        ("l", 32, "orig_in21k_ft_in1k", _JX.format("jx_vit_large_p32_384-9b920ba8")),
     ]:
         arch = f"vit_{_SIZE_NAME[size]}_patch{patch}_384"
-        specs.append(_std("fs", size, patch, 384, weights=_timm_w(f"{arch}.{tag}")))
+        specs.append(
+            _std("fs", size, patch, 384, weights=_timm_w(f"{arch}.{tag}", "timm", release))
+        )
     # The random-chance baseline: a randomly initialised B/16 (the original used uniform noise
     # instead of a network; docs/protocols.md §1.6 — the noise baselines are analysis settings).
     specs.append(_std("random", "b", 16, init_seed=0))
     # Modern families (through timm), evaluated at 224 like the paper's models.
+    _DINOV2 = (
+        "https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{0}14/dinov2_vit{0}14{1}_pretrain.pth"
+    )
     for size, name in [("s", "small"), ("b", "base"), ("l", "large")]:
         for reg in (False, True):
             arch = f"vit_{name}_patch14{'_reg4' if reg else ''}_dinov2"
@@ -238,7 +302,9 @@ def _builtin() -> dict[str, ModelSpec]:
                     arch=arch,
                     arch_kwargs={"img_size": 224},
                     num_prefix_tokens=5 if reg else 1,
-                    weights=_timm_w(f"{arch}.lvd142m"),
+                    weights=_timm_w(
+                        f"{arch}.lvd142m", "timm", _DINOV2.format(size, "_reg4" if reg else "")
+                    ),
                 )
             )
     specs.append(
@@ -248,7 +314,7 @@ def _builtin() -> dict[str, ModelSpec]:
             16,
             arch="vit_base_patch16_siglip_224",
             num_prefix_tokens=0,
-            weights=_timm_w("vit_base_patch16_siglip_224.webli"),
+            weights=_timm_w("vit_base_patch16_siglip_224.webli"),  # hub only (no cfg url)
         )
     )
     specs.append(
@@ -257,7 +323,11 @@ def _builtin() -> dict[str, ModelSpec]:
             "b",
             16,
             arch="deit3_base_patch16_224",
-            weights=_timm_w("deit3_base_patch16_224.fb_in22k_ft_in1k"),
+            weights=_timm_w(
+                "deit3_base_patch16_224.fb_in22k_ft_in1k",
+                "timm",
+                _DEIT3.format("deit_3_base_224_21k"),
+            ),
         )
     )
     return {s.id: s for s in specs}
@@ -299,10 +369,12 @@ def spec_from_config(model_id: str, cfg: Mapping[str, Any]) -> ModelSpec:
         base = get_spec(cfg.pop("base"))
         fields = {k: v for k, v in cfg.items() if k in ModelSpec.__dataclass_fields__}
         if "weights" in fields and base.weights:
-            fields["weights"] = {
-                **{k: v for k, v in base.weights.items() if k in ("format",)},
-                **fields["weights"],
-            }
+            user = dict(fields["weights"])
+            if "path" in user or "url" in user:  # another file: only its layout carries over
+                kept = {k: v for k, v in base.weights.items() if k in ("format",)}
+            else:  # the base's file(s), with the user's sha256 / format / key_map
+                kept = dict(base.weights)
+            fields["weights"] = {**kept, **user}
         if "arch_kwargs" in cfg or "arch" in cfg:
             kw = {**dict(base.arch_kwargs), **dict(cfg.get("arch_kwargs", {}))}
             fields["arch_kwargs"] = kw

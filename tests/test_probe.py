@@ -62,6 +62,7 @@ def test_table6_and_best_layer_layouts():
             "model": m,
             "layer": l,
             "depth": 2,
+            "family": "fs",
             "feature": f,
             "batchnorm": bn,
             "top1": 10 * l + (5 if f == "cls" else 0) + (1 if bn else 0),
@@ -74,6 +75,24 @@ def test_table6_and_best_layer_layouts():
     t6 = table6(pd.DataFrame(rows))
     assert list(t6.index) == ["a", "b"]
     assert t6.loc["a", "CLS +BN"] == 16 and t6.loc["b", "Spatial"] == 10
+    # BEiT: the paper's Table 6 takes block 8 (Appendix E.4), not the last block
+    beit = pd.DataFrame(
+        [
+            {
+                "model": "c",
+                "layer": l,
+                "depth": 12,
+                "family": "beit",
+                "feature": f,
+                "batchnorm": bn,
+                "top1": float(l),
+            }
+            for l in range(12)
+            for f in ("cls", "spatial_mean")
+            for bn in (False, True)
+        ]
+    )
+    assert (table6(beit).loc["c"] == 7.0).all()
     knn = pd.DataFrame(
         {"model": ["a", "a", "a"], "layer": [0, 1, 2], "depth": 3, "top1": [5.0, 9.0, 7.0]}
     )

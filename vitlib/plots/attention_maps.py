@@ -140,7 +140,7 @@ def offset_figure(
     models: Sequence[str] | None = None,
 ) -> None:
     """Average attention offset per head (docs/protocols.md §2.4): (cx, cy) coloured by layer."""
-    models = list(dict.fromkeys(table["model"]))
+    models = [m for m in (models or dict.fromkeys(table["model"])) if m in set(table["model"])]
     fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), squeeze=False)
     for ax, model in zip(axes[0], models):
         t = (
@@ -178,7 +178,7 @@ def taxonomy_figure(
 ) -> None:
     """Head taxonomy: per model, heads of each class per layer (stacked bars)."""
     table = wide(table)
-    models = list(dict.fromkeys(table["model"]))
+    models = [m for m in (models or dict.fromkeys(table["model"])) if m in set(table["model"])]
     fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 3.2), squeeze=False)
     for ax, model in zip(axes[0], models):
         t = table[table.model == model]

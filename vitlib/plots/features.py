@@ -98,7 +98,7 @@ def residual_figure(
 ) -> None:
     """Residual connections (Figure 23): CKA skip vs branch for attention and MLP sub-blocks
     per model, and the skip/branch norm ratio per layer."""
-    models = list(dict.fromkeys(table["model"]))
+    models = [m for m in (models or dict.fromkeys(table["model"])) if m in set(table["model"])]
     n = len(models)
     fig, axes = plt.subplots(3, n, figsize=(3 * n, 8.5), squeeze=False, constrained_layout=True)
     im = None
@@ -110,8 +110,12 @@ def residual_figure(
             ax = axes[r, c]
             im = ax.imshow(grid, origin="lower", cmap="magma", vmin=0, vmax=1)
             ax.set_title(f"{model}: {sub}", fontsize=8)
-            ax.set_ylabel("skip connection", fontsize=7)
-            ax.set_xlabel("branch", fontsize=7)
+            ax.set_ylabel("skip connection (block)", fontsize=7)
+            ax.set_xlabel("branch (block)", fontsize=7)
+            # 1-based block indices, as on every layer axis; at most ~12 labels
+            ticks = np.arange(0, grid.shape[0], max(1, grid.shape[0] // 12))
+            ax.set_xticks(ticks, [str(i + 1) for i in ticks], fontsize=6)
+            ax.set_yticks(ticks, [str(i + 1) for i in ticks], fontsize=6)
         ax = axes[2, c]
         for sub, ls in (("attn", "-"), ("mlp", "--")):
             for kind, col in (("cls", "tab:red"), ("spatial", "tab:blue")):

@@ -1,5 +1,6 @@
-# Every registered analysis (vitlib/registry.py) through four generic table rules (by the
-# analysis' shape) and two figure rules; figures read tables only.
+# Every registered analysis (vitlib/registry.py) through generic table rules (per model on
+# CPU or GPU, per model pair, all models: by the analysis' shape and device) and two figure
+# rules; figures read tables only.
 
 
 rule table:
@@ -14,16 +15,27 @@ rule table:
         results("benchmarks", "{analysis}", "{dataset}", "{model}.{ext}.tsv")
     wildcard_constraints:
         ext="csv|npz",
+        analysis=_alternatives(CPU_ANALYSES),
     conda:
-        "../envs/gpu.yaml"
+        "../envs/cpu.yaml"
     threads: table_threads
-    resources:
-        gpu=table_gpu,
     params:
         settings=table_settings,
         device=config["extract"]["device"],
     script:
         "../workflow_scripts/table.py"
+
+
+# Analyses on the extraction device (linear probes): one GPU each on CUDA runs (profiles
+# set gres / partition for this rule).
+use rule table as table_gpu with:
+    wildcard_constraints:
+        ext="csv|npz",
+        analysis=_alternatives(GPU_ANALYSES),
+    conda:
+        "../envs/gpu.yaml"
+    resources:
+        gpu=gpu_units(),
 
 
 use rule table as table_pair with:

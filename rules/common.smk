@@ -23,6 +23,9 @@ MODELS = config["models"]
 DATASETS = config["datasets"]
 FIG_FORMATS = config["figures"]["formats"]
 FIGURES = registry.figures()
+#: Analyses that run on the extraction device (their own table rule, with a GPU each).
+GPU_ANALYSES = [a.name for a in registry.ANALYSES_LIST if a.gpu]
+CPU_ANALYSES = [a.name for a in registry.ANALYSES_LIST if not a.gpu]
 
 
 def _alternatives(names):
@@ -169,9 +172,9 @@ def table_threads(wildcards):
     return config["analysis_threads"] if registry.get(wildcards.analysis).heavy else 1
 
 
-def table_gpu(wildcards):
-    a = registry.get(wildcards.analysis)
-    return int(a.gpu and config["extract"]["device"].startswith("cuda"))
+def gpu_units():
+    """One unit of the ``gpu`` resource for a GPU job when the device is CUDA."""
+    return int(config["extract"]["device"].startswith("cuda"))
 
 
 def figure_inputs(wildcards):

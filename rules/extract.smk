@@ -35,7 +35,7 @@ rule extract:
         "../envs/gpu.yaml"
     threads: config["extract"]["threads"]
     resources:
-        gpu=1 if config["extract"]["device"].startswith("cuda") else 0,
+        gpu=gpu_units(),
     params:
         spec=extract_spec,
         needs=extract_needs,

@@ -347,3 +347,45 @@ def test_listing_fingerprint_sees_added_removed_and_replaced_files(tmp_path):
     os.replace(new, tmp_path / "a" / "x.png")  # replaced by a new file moved into place
     assert listing_fingerprint(tmp_path) not in (f0, f1)
     assert listing_fingerprint(tmp_path / "missing") == "missing"
+
+
+def test_revisited_ground_truth_pickle_cannot_run_code(tmp_path):
+    """A gnd_*.pkl whose unpickling would call os.system is refused, with no side effect;
+    NumPy index arrays (the official files' layout) still load."""
+    import os
+    import pickle
+
+    import numpy as np
+
+    from vitlib.data.readers import DataError, read_revisited
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    base = tmp_path / "rx"
+    (base / "jpg").mkdir(parents=True)
+    (base / "gnd_rx.pkl").write_bytes(pickle.dumps({"imlist": Payload()}))
+    with pytest.raises(DataError, match="refuses to load global .*system"):
+        read_revisited(tmp_path, dataset="rx", name="rx")
+    assert not (tmp_path / "pwned").exists()
+
+    from PIL import Image
+
+    for n in ("a", "b", "q"):
+        Image.new("RGB", (8, 8)).save(base / "jpg" / f"{n}.jpg")
+    gnd = {
+        "imlist": ["a", "b"],
+        "qimlist": ["q"],
+        "gnd": [
+            {
+                "easy": np.array([0]),
+                "hard": np.array([1]),
+                "junk": np.array([], int),
+                "bbx": np.array([0.0, 0.0, 4.0, 4.0]),
+            }
+        ],
+    }
+    (base / "gnd_rx.pkl").write_bytes(pickle.dumps(gnd, protocol=2))
+    m = read_revisited(tmp_path, dataset="rx", name="rx")
+    assert m.extra["gnd"][0]["easy"] == [0] and m.extra["gnd"][0]["hard"] == [1]

@@ -245,6 +245,41 @@ def read_partimagenet(
 
 
 # ---------------------------------------------------------------------------------- Revisited
+#: The only globals a ground-truth pickle may name: NumPy's array reconstruction (the
+#: official ``gnd_*.pkl`` hold index arrays).  Containers, numbers and strings need none.
+_PICKLE_GLOBALS = frozenset(
+    {
+        (mod, name)
+        for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    }
+    | {("numpy", "ndarray"), ("numpy", "dtype")}
+    # protocol-2 pickles (the official files) store array bytes as latin-1 text re-encoded
+    # by codecs.encode: a pure function of its arguments
+    | {("_codecs", "encode")}
+    # plain data types that protocols <= 2 name as globals (builtins, or __builtin__ in py2)
+    | {
+        (mod, name)
+        for mod in ("builtins", "__builtin__")
+        for name in ("bytes", "bytearray", "set", "frozenset", "complex")
+    }
+)
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refuses to load global {module}.{name}")
+
+
+def safe_pickle_load(f: Any) -> Any:
+    """Unpickle data only: builtins containers, numbers, strings and NumPy arrays; any other
+    global (a function, a class, ``os.system``) raises ``UnpicklingError`` before it is
+    called, so no file handed in runs code."""
+    return _RestrictedUnpickler(f).load()
+
+
 def read_revisited(
     root: str | os.PathLike, *, dataset: str, name: str, cka_batch_size: int = 0
 ) -> Manifest:
@@ -256,7 +291,7 @@ def read_revisited(
     pkl = base / f"gnd_{name}.pkl"
     try:
         with open(pkl, "rb") as f:
-            cfg = pickle.load(f)
+            cfg = safe_pickle_load(f)
     except FileNotFoundError:
         raise DataError(f"retrieval ground truth {pkl} does not exist") from None
     except (pickle.UnpicklingError, EOFError, ValueError) as e:

@@ -84,3 +84,12 @@ def test_errors_name_key_and_value(cfg, mutate, key, value):
 def test_builtin_ids_are_accepted(cfg):
     cfg["models"] = ["fs_b16", "dino_s8", "mae_h14"]
     validate_config(cfg, base_dir=REPO)
+
+
+def test_a_count_given_as_a_float_is_rejected_naming_the_key():
+    from vitlib.config import ConfigError, validate_config
+
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["extract"]["batch_size"] = 8.0
+    with pytest.raises(ConfigError, match=r"extract\.batch_size.*8\.0"):
+        validate_config(cfg, base_dir=REPO)

@@ -208,3 +208,29 @@ def test_center_view_equals_torchvision(size):
         ]
     )(im)
     torch.testing.assert_close(make_transform("squash", 32, mean, std)(im), ref, atol=0, rtol=0)
+
+
+def test_sixteen_bit_and_exif_orientation_are_read_as_a_viewer_shows_them(tmp_path):
+    from PIL import Image
+
+    from vitlib.data.views import load_rgb, oriented_size
+
+    ramp = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")  # a 16-bit greyscale PNG
+    rgb = np.asarray(load_rgb(tmp_path / "g16.png"))
+    assert rgb.dtype == np.uint8 and rgb.shape == (64, 64, 3)
+    expected = np.round(ramp.astype(float) * 255 / 65535)
+    np.testing.assert_allclose(rgb[..., 0], expected, atol=1)  # scaled, not saturated
+    assert (rgb == 255).mean() < 0.01
+
+    im = Image.new("RGB", (40, 20), (255, 0, 0))
+    im.paste((0, 0, 255), (0, 0, 10, 20))  # blue left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    im.save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    shown = load_rgb(tmp_path / "rot.jpg")
+    assert shown.size == (20, 40)  # (width, height) after the orientation
+    with Image.open(tmp_path / "rot.jpg") as raw:
+        assert oriented_size(raw) == (40, 20)  # (height, width), from the header
+    top = np.asarray(shown)[:5].mean((0, 1))
+    assert top[2] > 200 and top[0] < 60  # the blue edge is now on top

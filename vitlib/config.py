@@ -43,7 +43,15 @@ def _with_defaults(cls):  # noqa: ANN001, ANN202
     return validators.extend(cls, {"properties": set_defaults})
 
 
-_Validator = _with_defaults(Draft202012Validator)
+def _strict_integers(cls):  # noqa: ANN001, ANN202
+    """JSON Schema counts 8.0 as an integer; a count given as a float is a typo here."""
+    checker = cls.TYPE_CHECKER.redefine(
+        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
+    )
+    return validators.extend(cls, type_checker=checker)
+
+
+_Validator = _with_defaults(_strict_integers(Draft202012Validator))
 
 
 def _key(path: Any) -> str:

@@ -64,7 +64,7 @@ class ArraySpec:
     dtype: Any
 
 
-FORMAT = 2
+FORMAT = 3  # 3: needs-driven arrays, EXIF-oriented and 16-bit-scaled input images
 #: Rows (tokens) per chunk of the ragged token arrays of token views.
 TOKEN_CHUNK = 4096
 

@@ -563,7 +563,13 @@ def check_images(
                     im.load()
                 else:
                     im.verify()
-        except (FileNotFoundError, UnidentifiedImageError, OSError, SyntaxError) as e:
+        except (
+            FileNotFoundError,
+            UnidentifiedImageError,
+            OSError,
+            SyntaxError,
+            Image.DecompressionBombError,  # larger than PIL's MAX_IMAGE_PIXELS guard
+        ) as e:
             reason = f"{type(e).__name__}: {e}"
             if not skip_bad:
                 raise DataError(

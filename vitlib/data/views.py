@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vitlib.data.manifest import DataError, Manifest
 
@@ -45,12 +45,32 @@ VIEWS = REDUCED_VIEWS + TOKEN_VIEWS
 BICUBIC = Image.Resampling.BICUBIC
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB as a viewer shows it: EXIF orientation applied
+    (``ImageOps.exif_transpose``), 16/32-bit integer images scaled to 0–255 (not clipped:
+    ``convert("RGB")`` alone saturates a 16-bit PNG), palettes and alpha resolved."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode != "I" or a.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(np.round(a * (255.0 / top)), 0, 255).astype(np.uint8))
+    return im.convert("RGB")
+
+
+def oriented_size(im: Image.Image) -> tuple[int, int]:
+    """(height, width) after the EXIF orientation, from the header only."""
+    orientation = im.getexif().get(0x0112, 1)
+    h, w = im.height, im.width
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image as RGB; a missing, unreadable or truncated file is a DataError naming it."""
+    """Open an image as RGB (:func:`to_rgb`); a missing, unreadable, truncated or
+    decompression-bomb file is a DataError naming it."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+            return to_rgb(im)
+    except (FileNotFoundError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
 
 
@@ -285,8 +305,13 @@ def image_sizes(manifest: Manifest) -> np.ndarray:
         p = manifest.abspath(it)
         try:
             with Image.open(p) as im:
-                out[i] = im.height, im.width
-        except (FileNotFoundError, UnidentifiedImageError, OSError) as e:
+                out[i] = oriented_size(im)
+        except (
+            FileNotFoundError,
+            UnidentifiedImageError,
+            OSError,
+            Image.DecompressionBombError,
+        ) as e:
             raise DataError(f"cannot read image {p}: {e}") from None
     return out
 

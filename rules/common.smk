@@ -1,6 +1,7 @@
 # Config validation, wildcard constraints and input functions: all the Python of the
 # workflow. Targets, views and captions come from the registry of analyses
 # (vitlib/registry.py); nothing here lists analyses by name.
+import os
 import re
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from vitlib.data.views import VIEWS
 from vitlib.models.weights import cached_weights_path
 
 try:
-    validate_config(config, base_dir=workflow.basedir)
+    # relative paths are checked where jobs read them: the working directory
+    validate_config(config, base_dir=os.getcwd())
 except ConfigError as e:
     raise WorkflowError(f"invalid configuration: {e}") from None
 

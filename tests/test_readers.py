@@ -389,3 +389,13 @@ def test_revisited_ground_truth_pickle_cannot_run_code(tmp_path):
     (base / "gnd_rx.pkl").write_bytes(pickle.dumps(gnd, protocol=2))
     m = read_revisited(tmp_path, dataset="rx", name="rx")
     assert m.extra["gnd"][0]["easy"] == [0] and m.extra["gnd"][0]["hard"] == [1]
+
+
+def test_listing_fingerprint_survives_dangling_links(tmp_path):
+    from vitlib.data.manifest import listing_fingerprint
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"1")
+    (tmp_path / "a" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (tmp_path / "stray.png").symlink_to(tmp_path / "nowhere.png")
+    assert len(listing_fingerprint(tmp_path)) == 16  # no FileNotFoundError at DAG build

@@ -185,5 +185,6 @@ def listing_fingerprint(root: str | os.PathLike) -> str:
             h.update(f"{d.name}/:{d.stat().st_mtime_ns}\n".encode())
             h.update("\n".join(sorted(e.name for e in os.scandir(d.path))).encode())
         else:
-            h.update(f"{d.name}:{d.stat().st_size}:{d.stat().st_mtime_ns}\n".encode())
+            st = d.stat(follow_symlinks=False)  # a dangling link is listed, not followed
+            h.update(f"{d.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]

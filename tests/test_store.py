@@ -164,3 +164,45 @@ def test_batch_size_rounds_to_whole_cka_minibatches(tmp_path, tiny_spec, tiny_ma
     )
     g = open_store(tmp_path / "r.zarr")
     assert g.attrs["vitlib"]["batch_size"] == 8 and s["batches"] == 4
+
+
+def test_a_finished_store_is_never_resumed_a_rerun_recomputes(
+    tmp_path, tiny_spec, tiny_manifest, reference
+):
+    """The stale-store trap: rerunning a finished extraction (a checkpoint replaced under the
+    same path, a forced rerun) must run every batch again, not 'resume' at the end."""
+    import torch
+
+    from vitlib.models.build import build_network
+    from vitlib.store import progress_path
+
+    out = tmp_path / "s.zarr"
+    w0 = tmp_path / "w.pth"
+    torch.save(build_network(tiny_spec).state_dict(), w0)
+    run_extraction(
+        tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, weights_path=str(w0)
+    )
+    assert not progress_path(out).exists()  # removed on completion
+    before = arrays(out)
+    # new weights under the same file name
+    net = build_network(tiny_spec)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(1.5)
+    torch.save(net.state_dict(), w0)
+    s = run_extraction(
+        tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, weights_path=str(w0)
+    )
+    assert s["resumed_from_batch"] == 0
+    fresh = tmp_path / "fresh.zarr"
+    run_extraction(
+        tiny_spec,
+        tiny_manifest,
+        "center",
+        fresh,
+        batch_size=8,
+        progress=False,
+        weights_path=str(w0),
+    )
+    assert_same_arrays(arrays(out), arrays(fresh))
+    assert any(not np.array_equal(before[k], arrays(out)[k]) for k in before)

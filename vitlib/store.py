@@ -270,7 +270,7 @@ class StoreWriter:
         _atomic_write_bytes(progress_path(self.path), buf.getvalue())
 
     def finalize(self, sums: Mapping[str, np.ndarray], summary: Mapping[str, Any]) -> None:
-        """Write the dataset sums, then the completion marker (last)."""
+        """Write the dataset sums, then the completion marker (last); drop the resume state."""
         nb, _ = self.load_progress()
         if nb < self.n_batches:
             raise RuntimeError(f"{self.path}: only {nb} of {self.n_batches} batches committed")
@@ -282,6 +282,9 @@ class StoreWriter:
                 {**summary, "fingerprint": self.meta["fingerprint"]}, indent=1, default=str
             ).encode(),
         )
+        # A finished store is never resumed: a rerun of its extraction (its inputs changed
+        # under the same names, or it was forced) starts again from batch 0.
+        progress_path(self.path).unlink(missing_ok=True)
 
 
 def store_from_marker(marker: str | os.PathLike) -> Path:

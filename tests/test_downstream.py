@@ -148,3 +148,22 @@ def test_knn_table_from_stores(tmp_path, tiny_spec, tiny_manifest):
     y = np.asarray(g["labels"][:])
     pred = knn_predict(x, y, x, k=20)
     assert t[(t.k == 20) & (t.layer == 2)]["top1"].item() == pytest.approx((pred == y).mean() * 100)
+
+
+def test_degenerate_settings_are_errors_or_flagged():
+    """A CKA minibatch larger than the dataset is an error naming the key (it would make every
+    CKA value NaN)."""
+    import pytest
+
+    from vitlib.data.manifest import DataError, Item, Manifest
+
+    items = [Item(id=str(i), path=f"{i}.png", label=0) for i in range(5)]
+    with pytest.raises(DataError, match=r"datasets\.small\.cka_batch_size.*8.*5 items"):
+        Manifest(
+            dataset="small",
+            kind="imagefolder",
+            root=".",
+            classes=["a"],
+            items=items,
+            cka_batch_size=8,
+        )

@@ -49,6 +49,15 @@ class Manifest:
     cka_batch_size: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        n = len(self.items)
+        if self.cka_batch_size and 0 < n < self.cka_batch_size:
+            raise DataError(
+                f"config key 'datasets.{self.dataset}.cka_batch_size': value"
+                f" {self.cka_batch_size} is larger than the dataset's {n} items, so no CKA"
+                " minibatch would be complete (every CKA value would be NaN); lower it or set 0"
+            )
+
     def __len__(self) -> int:
         return len(self.items)
 

@@ -544,7 +544,15 @@ def knn_bank_table(
         acc = knn_from_neighbours(b.sims[layer], b.labels[layer], yte, ks_eff, temperature, C)
         for k in ks:
             a = acc[min(k, n_train)]
-            rows.append({"layer": layer, "k": k, "top1": a["top1"], "top5": a["top5"]})
+            rows.append(
+                {
+                    "layer": layer,
+                    "k": k,
+                    "k_effective": min(k, n_train),  # as knn_table: flagged when clamped
+                    "top1": a["top1"],
+                    "top5": a["top5"],
+                }
+            )
     t = pd.DataFrame(rows)
     for col, v in {
         "train": b.meta.get("train"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,8 @@ import pandas as pd
 from vitlib import keys
 from vitlib.downstream.knn import knn_accuracy, knn_topk_streaming
 from vitlib.store import Store
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from vitlib.data.manifest import Manifest
@@ -38,6 +41,15 @@ def knn_table(
         )
     name = keys.feature("block", feature)
     ytr = gtr.labels
+    if max(ks) > len(ytr):
+        log.warning(
+            "k-NN: analyses.knn.ks %s exceed the %d training images of %s: those rows use"
+            " k_effective = %d",
+            [k for k in ks if k > len(ytr)],
+            len(ytr),
+            gtr.dataset,
+            len(ytr),
+        )
     yte = gte.labels
     C = int(max(ytr.max(), yte.max()) + 1)
     kmax = min(max(ks), len(ytr))
@@ -55,7 +67,15 @@ def knn_table(
         acc = knn_accuracy(sims, ytr[idx], yte, ks_eff, C, temperature)
         for k in ks:
             a = acc[min(k, len(ytr))]
-            rows.append({"layer": layer, "k": k, "top1": a["top1"], "top5": a["top5"]})
+            rows.append(
+                {
+                    "layer": layer,
+                    "k": k,
+                    "k_effective": min(k, len(ytr)),  # flagged: fewer neighbours than asked
+                    "top1": a["top1"],
+                    "top5": a["top5"],
+                }
+            )
     t = pd.DataFrame(rows)
     for col, v in {
         "train": mtr["dataset"],

@@ -85,6 +85,27 @@ def _committed_batches(
             bar.close()
 
 
+def view_loader(
+    spec: ModelSpec,
+    manifest: Manifest,
+    view: str,
+    start_batch: int,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+) -> DataLoader[Any]:
+    """The images of a reduced view from batch ``start_batch`` on, in manifest order."""
+    ds = ManifestDataset(manifest, make_transform(view, spec.img_size, spec.mean, spec.std))
+    sub: Subset[Any] = Subset(ds, range(start_batch * batch_size, len(ds)))  # type: ignore[arg-type]
+    return DataLoader(
+        sub,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
 def _store_meta(
     spec: ModelSpec,
     manifest: Manifest,
@@ -245,15 +266,7 @@ def run_extraction(
             attention=reducer.attention or reducer.entropy,
             dtype=dtype,  # type: ignore[arg-type]
         )
-        ds = ManifestDataset(manifest, make_transform(view, spec.img_size, spec.mean, spec.std))
-        sub: Subset[Any] = Subset(ds, range(start * bs, len(ds)))  # type: ignore[arg-type]
-        loader = DataLoader(
-            sub,
-            batch_size=bs,
-            shuffle=False,
-            num_workers=num_workers,
-            pin_memory=dev.type == "cuda",
-        )
+        loader = view_loader(spec, manifest, view, start, bs, num_workers, dev)
         for b, (images, _idx) in _committed_batches(
             loader, start, writer.n_batches, f"extract {spec.id}", progress, on_batch
         ):

@@ -404,10 +404,8 @@ def stream_knn_bank(
     runs after batch ``i`` (and its checkpoint); tests use it to interrupt.  The similarities
     are float32 matrix products: leave TF32 off (PyTorch's default) for FAISS-equal values.
     """
-    from torch.utils.data import DataLoader, Subset
-
-    from vitlib.data.views import TOKEN_VIEWS, ManifestDataset, make_transform
-    from vitlib.extract import _committed_batches, resolve_device
+    from vitlib.data.views import TOKEN_VIEWS
+    from vitlib.extract import _committed_batches, resolve_device, view_loader
     from vitlib.models.build import build_model
     from vitlib.models.capture import Capture
 
@@ -462,17 +460,7 @@ def stream_knn_bank(
     if start < n_batches:
         model = build_model(spec, weights_path, device=dev)
         cap = Capture(model, points=("block",), attention=False, dtype=dtype)  # type: ignore[arg-type]
-        ds = ManifestDataset(
-            train_manifest, make_transform(view, spec.img_size, spec.mean, spec.std)
-        )
-        sub: Subset[Any] = Subset(ds, range(start * batch_size, n_train))  # type: ignore[arg-type]
-        loader = DataLoader(
-            sub,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=num_workers,
-            pin_memory=dev.type == "cuda",
-        )
+        loader = view_loader(spec, train_manifest, view, start, batch_size, num_workers, dev)
         every = max(1, int(checkpoint_every))
         for b, (images, _idx) in _committed_batches(
             loader, start, n_batches, f"k-NN bank {spec.id}", progress, on_batch

@@ -45,5 +45,6 @@ rule extract:
         gram_points=config["extract"]["gram_points"],
         residual_norms=config["extract"]["residual_norms"],
         tile_factor=config["extract"]["tile_factor"],
+        shard_mb=config["extract"]["shard_mb"],
     script:
         "../workflow_scripts/extract.py"

@@ -52,7 +52,11 @@ def test_layout_and_values(tmp_path, tiny_spec, tiny_manifest, reference):
     meta = g.attrs["vitlib"]
     assert meta["n_items"] == 32 and meta["batch_size"] == 8 and meta["n_chunks"] == 8
     assert g["feat/block_cls"].shape == (32, 3, 32)
-    assert g["feat/block_cls"].chunks == (8, 1, 32)  # a batch writes whole chunks
+    assert g["feat/block_cls"].chunks == (8, 1, 32)  # one layer of a batch per chunk
+    # one shard (file) holds whole batches × every layer: here the whole tiny store
+    assert meta["shard_batches"] == 4  # capped at the store's batches
+    assert g["feat/block_cls"].shards == (32, 3, 32)
+    assert sorted(os.listdir(tmp_path / "ref.zarr" / "feat" / "block_cls" / "c")) == ["0"]
     assert g["attn/cls_row"].shape == (32, 3, 2, 16)
     assert g["attn/distance"].shape == (32, 3, 2)
     assert g["gram/block_all"].shape == (8, 3, 4, 4)
@@ -77,12 +81,21 @@ def test_resume_after_exception_equals_uninterrupted(
 
     with pytest.raises(Killed):
         run_extraction(
-            tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, on_batch=boom
+            tiny_spec,
+            tiny_manifest,
+            "center",
+            out,
+            batch_size=8,
+            progress=False,
+            shard_mb=0,
+            on_batch=boom,
         )
     assert not is_complete(out)
     with pytest.raises(IncompleteStoreError, match="not a complete vitlib store"):
         open_store(out)
-    s = run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False)
+    s = run_extraction(
+        tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, shard_mb=0
+    )
     assert s["resumed_from_batch"] == kill_after + 1
     assert_same_arrays(arrays(out), reference)
 
@@ -103,9 +116,13 @@ def test_kill_between_rows_and_commit_redoes_the_batch(
 
     monkeypatch.setattr(StoreWriter, "write_batch", write_then_die)
     with pytest.raises(Killed):
-        run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False)
+        run_extraction(
+            tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, shard_mb=0
+        )
     monkeypatch.setattr(StoreWriter, "write_batch", real)
-    s = run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False)
+    s = run_extraction(
+        tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, shard_mb=0
+    )
     assert s["resumed_from_batch"] == 2
     assert_same_arrays(arrays(out), reference)
 
@@ -122,7 +139,7 @@ def test_sigkill_at_a_random_moment_then_resume(tmp_path, tiny_spec, tiny_manife
         from conftest import TINY_ARCH
         spec = spec_from_config("tiny", TINY_ARCH)
         from vitlib.extract import run_extraction
-        run_extraction(spec, Manifest.load({str(man)!r}), "center", {str(out)!r}, batch_size=8,
+        run_extraction(spec, Manifest.load({str(man)!r}), "center", {str(out)!r}, batch_size=8, shard_mb=0,
                        progress=False, on_batch=lambda b: time.sleep(0.4))
     """)
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
@@ -136,7 +153,9 @@ def test_sigkill_at_a_random_moment_then_resume(tmp_path, tiny_spec, tiny_manife
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not is_complete(out)
-    s = run_extraction(tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False)
+    s = run_extraction(
+        tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, shard_mb=0
+    )
     assert 1 <= s["resumed_from_batch"] < 4
     assert_same_arrays(arrays(out), reference)
 
@@ -149,7 +168,14 @@ def test_changed_settings_discard_a_partial_store(tmp_path, tiny_spec, tiny_mani
 
     with pytest.raises(Killed):
         run_extraction(
-            tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, on_batch=boom
+            tiny_spec,
+            tiny_manifest,
+            "center",
+            out,
+            batch_size=8,
+            progress=False,
+            shard_mb=0,
+            on_batch=boom,
         )
     s = run_extraction(
         tiny_spec, tiny_manifest, "center", out, batch_size=8, dtype="bf16", progress=False
@@ -180,7 +206,14 @@ def test_a_finished_store_is_never_resumed_a_rerun_recomputes(
     w0 = tmp_path / "w.pth"
     torch.save(build_network(tiny_spec).state_dict(), w0)
     run_extraction(
-        tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, weights_path=str(w0)
+        tiny_spec,
+        tiny_manifest,
+        "center",
+        out,
+        batch_size=8,
+        progress=False,
+        shard_mb=0,
+        weights_path=str(w0),
     )
     assert not progress_path(out).exists()  # removed on completion
     before = arrays(out)
@@ -191,7 +224,14 @@ def test_a_finished_store_is_never_resumed_a_rerun_recomputes(
             p.mul_(1.5)
     torch.save(net.state_dict(), w0)
     s = run_extraction(
-        tiny_spec, tiny_manifest, "center", out, batch_size=8, progress=False, weights_path=str(w0)
+        tiny_spec,
+        tiny_manifest,
+        "center",
+        out,
+        batch_size=8,
+        progress=False,
+        shard_mb=0,
+        weights_path=str(w0),
     )
     assert s["resumed_from_batch"] == 0
     fresh = tmp_path / "fresh.zarr"
@@ -206,3 +246,34 @@ def test_a_finished_store_is_never_resumed_a_rerun_recomputes(
     )
     assert_same_arrays(arrays(out), arrays(fresh))
     assert any(not np.array_equal(before[k], arrays(out)[k]) for k in before)
+
+
+def test_sharded_commits_resume_at_the_last_whole_shard(
+    tmp_path, tiny_spec, tiny_manifest, reference
+):
+    """Two batches per shard: killed after batch 2 (mid-shard), the run resumes at batch 2
+    (the last commit), rewrites it, and ends equal to the reference; one file per shard."""
+    kw = dict(batch_size=8, progress=False)
+    ref = open_store(tmp_path / "ref.zarr")
+    # bytes of one batch of every per-image / per-minibatch array (the store has 4 batches)
+    per_batch = sum(
+        a.nbytes // 4
+        for grp in ("feat", "attn", "gram", "resid")
+        if grp in ref
+        for _, a in ref[grp].arrays()
+    )
+    out = tmp_path / "sharded.zarr"
+
+    def boom(b):
+        if b == 2:
+            raise Killed
+
+    mb = 2.5 * per_batch / 2**20
+    with pytest.raises(Killed):
+        run_extraction(tiny_spec, tiny_manifest, "center", out, on_batch=boom, shard_mb=mb, **kw)
+    assert zarr.open_group(str(out), mode="r").attrs["vitlib"]["shard_batches"] == 2
+    assert sorted(os.listdir(out / "feat" / "block_cls" / "c")) == ["0"]  # shard 0 only
+    s = run_extraction(tiny_spec, tiny_manifest, "center", out, shard_mb=mb, **kw)
+    assert s["resumed_from_batch"] == 2
+    assert_same_arrays(arrays(out), reference)
+    assert sorted(os.listdir(out / "feat" / "block_cls" / "c")) == ["0", "1"]

@@ -282,6 +282,12 @@ def test_plan_equals_the_stores_on_disk(done_run, monkeypatch):
                 assert on_disk <= planned, (p.dataset, name)  # all-zero: no chunk
             else:
                 assert on_disk == planned, (p.dataset, name)
+        # one file per shard (sums: one each, none when all zero)
+        files = [f for f in store.rglob("*") if f.is_file() and "/c/" in str(f)]
+        n_sums = sum(name.startswith("sums/") for name in p.arrays)
+        sums = [f for f in files if "/sums/" in str(f)]
+        assert len(files) - len(sums) == p.files - n_sums, (p.dataset, sorted(map(str, files)))
+        assert len(sums) <= n_sums
         assert sorted(p.needs) == registry.needs_for(cfg, p.dataset, p.view)
     # the k-NN/probe query set needs features only: no attention arrays in its store
     val = plan_store(

@@ -182,6 +182,7 @@ def run_extraction(
     on_batch: Callable[[int], None] | None = None,
     tile_factor: int = 2,
     needs: Sequence[str] | None = None,
+    shard_mb: float = 256,
 ) -> dict[str, Any]:
     """Extract ``manifest`` through ``spec`` into the store ``out``; returns a summary.
 
@@ -189,7 +190,10 @@ def run_extraction(
     default: everything a reduced view can hold); the store holds that and no more, and a
     change of needs starts the store afresh.
 
-    ``on_batch(i)`` is called after batch ``i`` is committed (used by tests to interrupt).
+    ``shard_mb``: buffered rows per commit that size the store's shards (MiB;
+    :func:`vitlib.store.shard_batches`; 0: one batch per shard and commit).
+    ``on_batch(i)`` is called after batch ``i`` is handed to the writer (used by tests to
+    interrupt).
     Token views (:data:`~vitlib.data.views.TOKEN_VIEWS`) go to :func:`run_token_extraction`.
     """
     if view in TOKEN_VIEWS:
@@ -207,6 +211,7 @@ def run_extraction(
             progress=progress,
             on_batch=on_batch,
             tile_factor=tile_factor,
+            shard_mb=shard_mb,
         )
     t0 = time.perf_counter()
     dev = resolve_device(device)
@@ -251,6 +256,7 @@ def run_extraction(
         chunk_specs=reducer.chunk_specs(),
         sum_specs=reducer.sum_specs(),
         labels=np.asarray(manifest.labels),
+        shard_bytes=shard_mb * 2**20,
     )
     start, sums = writer.load_progress()
     if sums is not None:
@@ -309,6 +315,7 @@ def run_token_extraction(
     weights_path: str | None = None,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    shard_mb: float = 256,
 ) -> dict[str, Any]:
     """Extract the spatial tokens of every block of a token view into a ragged store.
 
@@ -348,6 +355,7 @@ def run_token_extraction(
         token_specs=[ArraySpec(keys.TOKENS, (L, D), fdt)],
         offsets=offsets,
         extra_arrays={keys.GRID: grid},
+        shard_bytes=shard_mb * 2**20,
     )
     start, _ = writer.load_progress()
     if start:

@@ -160,37 +160,54 @@ def forward_gflops(spec: Any) -> float:
     return (spec.depth * per_block + embed) / 1e9
 
 
-def _array_cost(shape: Sequence[int], chunks: Sequence[int], itemsize: int) -> tuple[int, int]:
-    """Bytes on disk (uncompressed chunks, edge chunks stored whole) and chunk files."""
-    grid = [math.ceil(s / c) for s, c in zip(shape, chunks)]
-    files = int(np.prod(grid, dtype=np.int64))
-    return files * int(np.prod(chunks, dtype=np.int64)) * itemsize, files
+def _array_cost(
+    shape: Sequence[int], chunks: Sequence[int], itemsize: int, shards: Sequence[int] | None = None
+) -> tuple[int, int]:
+    """Bytes on disk (uncompressed inner chunks, edge chunks stored whole, plus each shard's
+    index: 16 bytes per inner chunk and a 4-byte checksum) and files (one per shard, or per
+    chunk when unsharded)."""
+    n_chunks = int(np.prod([math.ceil(s / c) for s, c in zip(shape, chunks)], dtype=np.int64))
+    files = int(
+        np.prod([math.ceil(s / c) for s, c in zip(shape, shards or chunks)], dtype=np.int64)
+    )
+    data = n_chunks * int(np.prod(chunks, dtype=np.int64)) * itemsize
+    if shards is None:
+        return data, files
+    per_shard = int(np.prod([math.ceil(s / c) for s, c in zip(shards, chunks)], dtype=np.int64))
+    return data + files * (16 * per_shard + 4), files
 
 
 def plan_store(
     config: Mapping[str, Any], model: str, dataset: str, view: str, needs: list[str]
 ) -> StorePlan:
+    from vitlib import keys
     from vitlib.config import model_spec
     from vitlib.data.views import TOKEN_VIEWS
     from vitlib.extract import effective_batch_size
     from vitlib.reducers import StreamingReducer
-    from vitlib.store import TOKEN_CHUNK
+    from vitlib.store import TOKEN_CHUNK, ArraySpec, shard_batches
 
     spec = model_spec(config, model)
     ex = config["extract"]
     ds = config["datasets"][dataset]
     n, source = dataset_images(config, dataset)
     fd = np.dtype(ex["feature_dtype"]).itemsize
+    shard_bytes = float(ex["shard_mb"]) * 2**20
     arrays: dict[str, int] = {}
     files = 0
     tokens, forwards = _tokens_and_forwards(spec, view, ds["kind"], ex["tile_factor"])
     if view in TOKEN_VIEWS:
         total = n * tokens
         L, D = spec.depth, spec.embed_dim
-        b, f = _array_cost((total, L, D), (TOKEN_CHUNK, 1, D), fd)
-        arrays["tokens"], files = b, f
-        if view != "dense":
-            b, f = _array_cost((n, L, D), (ex["batch_size"], 1, D), fd)
+        tok = ArraySpec(keys.TOKENS, (L, D), ex["feature_dtype"])
+        cls = [ArraySpec(keys.TOKEN_CLS, (L, D), ex["feature_dtype"])] if view != "dense" else []
+        bs = ex["batch_size"]
+        k = shard_batches(bs, cls, (), 0, shard_bytes, [tok], tokens)
+        k = min(k, max(math.ceil(n / bs), 1))
+        b, f = _array_cost((total, L, D), (TOKEN_CHUNK, 1, D), fd, (TOKEN_CHUNK, L, D))
+        arrays["tokens"], files = b, f + 3  # + offsets, grid, labels
+        if cls:
+            b, f = _array_cost((n, L, D), (bs, 1, D), fd, (bs * k, L, D))
             arrays["cls"], files = b, files + f
     else:
         cka_b = int(ds.get("cka_batch_size", 0)) if "grams" in needs or "residual" in needs else 0
@@ -210,13 +227,17 @@ def plan_store(
         )
         bs = effective_batch_size(ex["batch_size"], cka_b)
         n_chunks = n // cka_b if cka_b else 0
+        k = shard_batches(bs, red.image_specs(), red.chunk_specs(), cka_b, shard_bytes)
+        k = min(k, max(math.ceil(n / bs), 1))
+        files = 1  # labels
         for s in red.image_specs():
             item = np.dtype(s.dtype).itemsize
-            b, f = _array_cost((n, *s.shape), (bs, *((1,) + s.shape[1:] if s.shape else ())), item)
+            chunk = (bs, *((1,) + s.shape[1:] if s.shape else ()))
+            b, f = _array_cost((n, *s.shape), chunk, item, (bs * k, *s.shape))
             arrays[s.name], files = b, files + f
         for s in red.chunk_specs():
             per = max(bs // cka_b, 1)
-            b, f = _array_cost((n_chunks, *s.shape), (per, 1, *s.shape[1:]), 4)
+            b, f = _array_cost((n_chunks, *s.shape), (per, 1, *s.shape[1:]), 4, (per * k, *s.shape))
             arrays[s.name], files = b, files + f
         for s in red.sum_specs():  # one chunk each, written at the end
             arrays[s.name] = int(np.prod(s.shape, dtype=np.int64)) * np.dtype(s.dtype).itemsize

@@ -29,11 +29,15 @@ Layout (Zarr v3 group; every array is written by one process, batch by batch)::
     {view}.complete.json     beside the store, written last: a summary of the run; without
                              it the store is partial (it is the workflow's output file)
 
-Per-image arrays are chunked ``(batch_size, 1, ...)`` so a batch writes whole chunks (a
-redone batch overwrites, never merges) and one layer reads without the others.  A run that
-is killed resumes from ``_progress.npz``: per-image rows past it are rewritten identically,
-sums are restored from the same file, so the finished arrays equal those of an uninterrupted
-run.  :func:`open_store` refuses a store without its ``complete.json``.  (The two files sit
+Per-image arrays are chunked ``(batch_size, 1, ...)`` so one layer reads without the others,
+inside Zarr v3 *shards* of ``shard_batches`` batches × every layer (one file each; ragged
+token arrays: ``TOKEN_CHUNK`` rows × every layer): a paper-scale run writes hundreds of
+thousands of files, not tens of millions.  The writer buffers a shard's batches and writes
+them at once (no read-modify-write of a shard per batch), then commits: a run that is killed
+resumes from ``progress.npz`` at the last committed shard, rows past it are rewritten
+identically, sums are restored from the same file, so the finished arrays equal those of an
+uninterrupted run.  :func:`shard_batches` sizes shards (about :data:`SHARD_BYTES` of buffered
+rows per commit); the plan (:mod:`vitlib.plan`) counts files with the same function.  :func:`open_store` refuses a store without its ``complete.json``.  (The two files sit
 beside the store, not inside, so Zarr tools see a clean hierarchy.)
 """
 
@@ -64,9 +68,46 @@ class ArraySpec:
     dtype: Any
 
 
-FORMAT = 3  # 3: needs-driven arrays, EXIF-oriented and 16-bit-scaled input images
-#: Rows (tokens) per chunk of the ragged token arrays of token views.
+FORMAT = 4  # 4: sharded arrays; 3: needs-driven arrays, EXIF-oriented 16-bit-scaled input
+#: Rows (tokens) per chunk of the ragged token arrays of token views (one shard: every layer).
 TOKEN_CHUNK = 4096
+#: Buffered bytes per commit that size a store's shards (:func:`shard_batches`).
+SHARD_BYTES = 256 << 20
+
+
+def shard_batches(
+    batch_size: int,
+    image_specs: Iterable[ArraySpec],
+    chunk_specs: Iterable[ArraySpec] = (),
+    cka_batch_size: int = 0,
+    shard_bytes: float = SHARD_BYTES,
+    token_specs: Iterable[ArraySpec] = (),
+    tokens_per_item: float = 0.0,
+) -> int:
+    """Batches per shard (and per commit): as many as fit ``shard_bytes`` of the per-image,
+    per-minibatch and (ragged, ``tokens_per_item`` on average) per-token rows of one batch,
+    at least 1 (``shard_bytes=0``: one batch).
+
+    >>> shard_batches(64, [ArraySpec("f", (12, 768), "float16")], shard_bytes=256 << 20)
+    227
+    """
+    per_batch = sum(
+        batch_size * int(np.prod(s.shape, dtype=np.int64)) * np.dtype(s.dtype).itemsize
+        for s in image_specs
+    )
+    if cka_batch_size:
+        per_batch += sum(
+            (batch_size // cka_batch_size)
+            * int(np.prod(s.shape, dtype=np.int64))
+            * np.dtype(s.dtype).itemsize
+            for s in chunk_specs
+        )
+    per_batch += sum(
+        int(batch_size * tokens_per_item * np.prod(s.shape, dtype=np.int64))
+        * np.dtype(s.dtype).itemsize
+        for s in token_specs
+    )
+    return max(1, int(shard_bytes // max(per_batch, 1)))
 
 
 def progress_path(store: str | os.PathLike) -> Path:
@@ -109,7 +150,8 @@ class StoreWriter:
 
     ``meta`` must contain ``n_items`` and ``batch_size`` and everything that defines the
     content; its fingerprint decides whether an existing partial store is resumed (same
-    fingerprint) or discarded (anything else).
+    fingerprint) or discarded (anything else).  ``shard_bytes``: see :func:`shard_batches`
+    (the resulting ``shard_batches`` is part of the fingerprint).
     """
 
     def __init__(
@@ -124,10 +166,25 @@ class StoreWriter:
         token_specs: Iterable[ArraySpec] = (),
         offsets: np.ndarray | None = None,
         extra_arrays: Mapping[str, np.ndarray] | None = None,
+        shard_bytes: float = SHARD_BYTES,
     ) -> None:
         self.path = Path(path)
         self.meta = dict(meta)
         self.meta["format"] = FORMAT
+        image_specs, chunk_specs = list(image_specs), list(chunk_specs)
+        token_specs = list(token_specs)
+        n_items = max(int(self.meta["n_items"]), 1)
+        self.k = shard_batches(
+            int(self.meta["batch_size"]),
+            image_specs,
+            chunk_specs,
+            int(self.meta.get("cka_batch_size", 0)),
+            shard_bytes,
+            token_specs,
+            0.0 if offsets is None else float(offsets[-1]) / n_items,
+        )
+        self.k = min(self.k, max(-(-int(self.meta["n_items"]) // int(self.meta["batch_size"])), 1))
+        self.meta["shard_batches"] = self.k
         self.meta["fingerprint"] = fingerprint(
             {k: v for k, v in self.meta.items() if k != "fingerprint"}
         )
@@ -150,6 +207,8 @@ class StoreWriter:
         self.n_chunks = self.n // self.cka_b if self.cka_b else 0
         self.meta.update(n_batches=self.n_batches, n_chunks=self.n_chunks)
         self.resumed_from = 0
+        #: buffered batches of the current shard: (batch, {"image"|"chunk"|"token": arrays})
+        self._pending: list[tuple[int, dict[str, dict[str, np.ndarray]]]] = []
         self._open(labels)
 
     # ------------------------------------------------------------------ set-up
@@ -182,30 +241,35 @@ class StoreWriter:
             g.create_array(keys.OFFSETS, data=self.offsets)
             total = int(self.offsets[-1])
             for s in self.token_specs:
+                rows = max(1, min(total, TOKEN_CHUNK))
                 g.create_array(
                     s.name,
                     shape=(total, *s.shape),
                     dtype=s.dtype,
-                    chunks=(max(1, min(total, TOKEN_CHUNK)), 1, *s.shape[1:]),
+                    chunks=(rows, 1, *s.shape[1:]),
+                    shards=(rows, *s.shape),
                     fill_value=0,
                     compressors=None,
                 )
         for s in self.image_specs:
+            rows = min(self.bs, max(self.n, 1))
             g.create_array(
                 s.name,
                 shape=(self.n, *s.shape),
                 dtype=s.dtype,
-                chunks=(self.bs, *((1,) + s.shape[1:] if s.shape else ())),
+                chunks=(rows, *((1,) + s.shape[1:] if s.shape else ())),
+                shards=(rows * self.k, *s.shape),
                 fill_value=0,
                 compressors=None,
             )
         for s in self.chunk_specs:
-            per_batch = self.bs // self.cka_b
+            per_batch = max(self.bs // self.cka_b, 1)
             g.create_array(
                 s.name,
                 shape=(self.n_chunks, *s.shape),
                 dtype=s.dtype,
-                chunks=(max(per_batch, 1), *((1,) + s.shape[1:])),
+                chunks=(per_batch, *((1,) + s.shape[1:])),
+                shards=(per_batch * self.k, *s.shape),
                 fill_value=0,
                 compressors=None,
             )
@@ -238,35 +302,60 @@ class StoreWriter:
         sums: Mapping[str, np.ndarray],
         per_token: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Write batch ``batch``'s rows, then commit the running sums and progress atomically."""
+        """Take batch ``batch``'s rows; at the end of a shard (or of the store) write the
+        buffered batches, then commit the running sums and progress atomically."""
         lo = batch * self.bs
         hi = min(lo + self.bs, self.n)
+        if self._pending and self._pending[-1][0] != batch - 1:
+            raise RuntimeError(f"{self.path}: batch {batch} after batch {self._pending[-1][0]}")
         if per_token:
             assert self.offsets is not None
-            t_lo, t_hi = int(self.offsets[lo]), int(self.offsets[hi])
+            n_tok = int(self.offsets[hi]) - int(self.offsets[lo])
             for name, arr in per_token.items():
-                if arr.shape[0] != t_hi - t_lo:
+                if arr.shape[0] != n_tok:
                     raise ValueError(
-                        f"{name}: batch {batch} has {arr.shape[0]} tokens, expected {t_hi - t_lo}"
+                        f"{name}: batch {batch} has {arr.shape[0]} tokens, expected {n_tok}"
                     )
-                self._array(name)[t_lo:t_hi] = arr
         for name, arr in per_image.items():
             if arr.shape[0] != hi - lo:
                 raise ValueError(
                     f"{name}: batch {batch} has {arr.shape[0]} rows, expected {hi - lo}"
                 )
+        rows = {"image": per_image, "chunk": per_chunk, "token": per_token or {}}
+        self._pending.append(
+            (batch, {kind: {k: np.array(v) for k, v in a.items()} for kind, a in rows.items()})
+        )
+        if (batch + 1) % self.k == 0 or batch + 1 == self.n_batches:
+            self._flush(sums)
+
+    def _flush(self, sums: Mapping[str, np.ndarray]) -> None:
+        first, last = self._pending[0][0], self._pending[-1][0]
+        lo, hi = first * self.bs, min((last + 1) * self.bs, self.n)
+
+        def joined(kind: str) -> dict[str, np.ndarray]:
+            names = self._pending[0][1][kind]
+            return {k: np.concatenate([p[1][kind][k] for p in self._pending]) for k in names}
+
+        per_token = joined("token")
+        if per_token:
+            assert self.offsets is not None
+            t_lo, t_hi = int(self.offsets[lo]), int(self.offsets[hi])
+            for name, arr in per_token.items():
+                self._array(name)[t_lo:t_hi] = arr
+        for name, arr in joined("image").items():
             self._array(name)[lo:hi] = arr
         if self.cka_b:
             c_lo = lo // self.cka_b
-            for name, arr in per_chunk.items():
+            for name, arr in joined("chunk").items():
                 c_hi = min(c_lo + arr.shape[0], self.n_chunks)
                 if c_hi > c_lo:
                     self._array(name)[c_lo:c_hi] = arr[: c_hi - c_lo]
+        self._pending.clear()
         import io
 
         buf = io.BytesIO()
         arrays: dict[str, Any] = {k.replace("/", "__"): np.asarray(v) for k, v in sums.items()}
-        np.savez(buf, __next_batch__=np.int64(batch + 1), **arrays)
+        np.savez(buf, __next_batch__=np.int64(last + 1), **arrays)
         _atomic_write_bytes(progress_path(self.path), buf.getvalue())
 
     def finalize(self, sums: Mapping[str, np.ndarray], summary: Mapping[str, Any]) -> None:

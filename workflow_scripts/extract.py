@@ -25,6 +25,7 @@ with gpu_job(cfg["device"], cfg.get("gpus"), snakemake.config["results"]) as gpu
         gram_points=tuple(snakemake.params.gram_points),
         residual_norms=snakemake.params.residual_norms,
         tile_factor=snakemake.params.tile_factor,
+        shard_mb=snakemake.params.shard_mb,
         needs=snakemake.params.needs,
         device=cfg["device"],
         num_workers=cfg["num_workers"],

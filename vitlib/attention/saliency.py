@@ -4,9 +4,16 @@ For every image with at least one usable annotation the ground truth is the unio
 soft token masks (objects for COCO, parts for PartImageNet; centre-cropped like the view);
 the prediction of each (layer, head) is the 60 %-mass set of the CLS query's or the mean
 spatial query's attention over the spatial keys (stored at extraction, no forward pass).
+
+Empty mask sets are flagged, never averaged: an image none of whose annotations survives
+at token resolution takes no part (a warning names how many and which, and the table's
+``n_images_no_mask`` column counts them); a dataset where no image keeps a mask is a
+:class:`~vitlib.data.manifest.DataError` naming the dataset and the store.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pandas as pd
@@ -14,8 +21,10 @@ import pandas as pd
 from vitlib import keys
 from vitlib.attention.core import mass_threshold_mask
 from vitlib.data.annotations import annotation_masks, coco_for_item, token_masks
-from vitlib.data.manifest import Manifest
+from vitlib.data.manifest import DataError, Manifest
 from vitlib.store import Store
+
+log = logging.getLogger(__name__)
 
 QUERIES = {"cls": keys.ATTN_CLS_ROW, "spatial": keys.ATTN_SPATIAL_MEAN_ROW}
 
@@ -30,7 +39,11 @@ def iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def saliency_iou(
     store: Store | str, manifest: Manifest, *, mass: float = 0.6
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-image IoU ``{query: [n_used, L, H]}`` and the manifest indices used."""
+    """Per-image IoU ``{query: [n_used, L, H]}`` and the manifest indices used.
+
+    Images without any mask at token resolution are left out with a warning naming them;
+    if none has one, :class:`DataError` names the dataset and the store.
+    """
     g = Store.open(store)
     meta = g.meta
     if meta["manifest_digest"] != manifest.digest():
@@ -41,6 +54,7 @@ def saliency_iou(
     gh, gw = meta["grid_hw"]
     out: dict[str, list[np.ndarray]] = {q: [] for q in QUERIES}
     used = []
+    no_mask: list[str] = []
     rows = {q: g.array(name) for q, name in QUERIES.items()}
     step = int(rows["cls"].chunks[0])  # whole chunks: each is read once
     block: dict[str, np.ndarray] = {}
@@ -55,20 +69,39 @@ def saliency_iou(
             annotation_masks(coco, int(item.meta["image_id"])), (gh, gw), crop=True
         )
         if not len(soft):
+            no_mask.append(item.id)
             continue
         gt = soft.sum(0).reshape(-1) > 0
         for q in QUERIES:
             out[q].append(iou(mass_threshold_mask(block[q][i % step], mass), gt))
         used.append(i)
     if not used:
-        raise ValueError(f"{manifest.dataset!r}: no image has a usable annotation mask")
+        raise DataError(
+            f"dataset {manifest.dataset!r}: none of its {len(manifest)} images has an"
+            f" annotation mask that survives at the {gh}x{gw} token grid of {g.path}"
+            " (empty mask set): saliency IoU is undefined"
+        )
+    if no_mask:
+        log.warning(
+            "dataset %r: %d of %d images have no annotation mask at the %dx%d token grid"
+            " and take no part in saliency IoU (first: %s)",
+            manifest.dataset,
+            len(no_mask),
+            len(manifest),
+            gh,
+            gw,
+            ", ".join(no_mask[:5]),
+        )
     return {q: np.stack(v) for q, v in out.items()}, np.asarray(used)
 
 
 def saliency_table(store: Store | str, manifest: Manifest, *, mass: float = 0.6) -> pd.DataFrame:
     """Tidy IoU table: per (query, layer, head) the mean over images; per (query, layer) the
     best head chosen per image (``head_selection = "per_image"``: max over heads, then the
-    mean — the paper's plots) and per layer (``"per_layer"``: max over heads of the mean)."""
+    mean — the paper's plots) and per layer (``"per_layer"``: max over heads of the mean).
+
+    ``n_images`` counts the images scored, ``n_images_no_mask`` those left out because no
+    annotation mask of theirs survives at token resolution (flagged, see the module)."""
     s = Store.open(store)
     per_image, used = saliency_iou(s, manifest, mass=mass)
     rows = []
@@ -107,6 +140,7 @@ def saliency_table(store: Store | str, manifest: Manifest, *, mass: float = 0.6)
     for col, val in {
         "mass": mass,
         "n_images": len(used),
+        "n_images_no_mask": len(manifest) - len(used),
     }.items():
         t[col] = val
     return t

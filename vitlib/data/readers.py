@@ -98,6 +98,37 @@ def read_imagenet50(
 
 
 # ---------------------------------------------------------------------------------- COCO
+def _check_rle_sizes(images: Sequence[Any], anns: Sequence[Any], where: str) -> None:
+    """An RLE segmentation carries its own ``size`` ``[height, width]``; pycocotools
+    rasterises it at that size, so it must be its image entry's ``height``/``width``
+    (polygons are drawn at the image entry's size and need no check).  A mismatch is a
+    :class:`DataError` naming the annotation file, the annotation, the image and both sizes:
+    the annotation file itself is inconsistent, so ``skip_bad_images`` does not apply."""
+    sizes = {}
+    for im in images:
+        if isinstance(im, Mapping) and "id" in im and im.get("height") and im.get("width"):
+            sizes[int(im["id"])] = (int(im["height"]), int(im["width"]))
+    for a in anns:
+        seg = a.get("segmentation") if isinstance(a, Mapping) else None
+        if not isinstance(seg, Mapping) or "size" not in seg:
+            continue
+        iid = int(a.get("image_id", -1))
+        want = sizes.get(iid)
+        try:
+            got = (int(seg["size"][0]), int(seg["size"][1]))
+        except (TypeError, ValueError, IndexError):
+            raise DataError(
+                f"{where}: annotation {a.get('id')} of image {iid}: RLE 'size' {seg['size']!r}"
+                " is not [height, width]"
+            ) from None
+        if want is not None and got != want:
+            raise DataError(
+                f"{where}: annotation {a.get('id')} of image {iid} is an RLE mask of"
+                f" {got[1]}x{got[0]} (width x height) but the image entry says"
+                f" {want[1]}x{want[0]}"
+            )
+
+
 def read_coco(
     root: str | os.PathLike,
     *,
@@ -128,6 +159,7 @@ def read_coco(
         area = float(a.get("area", 0.0))
         if iid not in largest or area > largest[iid][0]:
             largest[iid] = (area, cid)
+    _check_rle_sizes(images, anns, where)
     items: list[Item] = []
     for im in sorted(images, key=lambda im: int(_require(im, "id", f"{where}: images"))):
         iid = int(im["id"])
@@ -189,6 +221,7 @@ def read_partimagenet(
         for cid, c in cats.items():
             part_names[cid] = f"{c.get('supercategory', '')} {c.get('name', cid)}".strip()
         first_cat: dict[int, int] = {}
+        _check_rle_sizes(_require(d, "images", where), _require(d, "annotations", where), where)
         for a in _require(d, "annotations", where):
             first_cat.setdefault(int(a["image_id"]), int(a["category_id"]))
         for im in _require(d, "images", where):
@@ -593,6 +626,179 @@ def check_images(
     return manifest, bad
 
 
+def _header_size(path: Path, dataset: str) -> tuple[int, int]:
+    """``(width, height)`` of an image as a view sees it (EXIF orientation applied, as
+    :func:`vitlib.data.views.oriented_size`), from its header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    from vitlib.data.views import oriented_size
+
+    try:
+        with Image.open(path) as im:
+            h, w = oriented_size(im)
+    except (FileNotFoundError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise DataError(
+            f"dataset {dataset!r}: cannot read image {path}: {type(e).__name__}: {e}"
+        ) from None
+    return w, h
+
+
+def _mask_size(path: Path, dataset: str) -> tuple[int, int]:
+    """``(width, height)`` of an annotation image as its reader sees it (no EXIF rotation:
+    :func:`vitlib.data.annotations.davis_mask` reads the raw pixels), from its header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return int(im.width), int(im.height)
+    except (FileNotFoundError, UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise DataError(
+            f"dataset {dataset!r}: cannot read annotation {path}: {type(e).__name__}: {e}"
+        ) from None
+
+
+def _wh(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+def _shape_problems(manifest: Manifest) -> list[tuple[int, str, str]]:
+    """``(item index, image path, message)`` for every annotation whose size is not its
+    image's (see :func:`check_annotation_shapes`)."""
+    root = Path(manifest.root)
+    ds = manifest.dataset
+    out: list[tuple[int, str, str]] = []
+    if manifest.kind in ("coco", "partimagenet"):
+        files = manifest.extra.get("annotations") or {}
+        entries: dict[str, dict[int, tuple[int, int]]] = {}
+        if manifest.kind == "partimagenet":  # the reader does not keep sizes in the items
+            for split, rel in files.items():
+                d = load_json(root / rel, "PartImageNet annotation file")
+                entries[split] = {
+                    int(im["id"]): (int(im.get("width") or 0), int(im.get("height") or 0))
+                    for im in _require(d, "images", str(root / rel))
+                }
+        for i, it in enumerate(manifest.items):
+            split = it.meta.get("split") or next(iter(files), "")
+            ann_file = root / str(files.get(split, "?"))
+            iid = int(it.meta.get("image_id", -1))
+            if manifest.kind == "coco":
+                want = (int(it.meta.get("width") or 0), int(it.meta.get("height") or 0))
+            else:
+                want = entries.get(split, {}).get(iid, (0, 0))
+            if not all(want):
+                continue  # no size recorded: pycocotools will name the annotation
+            img = manifest.abspath(it)
+            got = _header_size(img, ds)
+            if got != want:
+                out.append(
+                    (
+                        i,
+                        str(img),
+                        f"dataset {ds!r}: annotation file {ann_file} gives image {iid} the size"
+                        f" {_wh(want)} (width x height), but the image {img} is {_wh(got)}:"
+                        " its masks would not line up with the pixels",
+                    )
+                )
+    elif manifest.kind == "davis":
+        for i, it in enumerate(manifest.items):
+            seq = str(it.meta.get("seq"))
+            rel = it.meta.get("annotation")
+            if not rel:
+                continue
+            ann = root / str(rel)
+            img = manifest.abspath(it)
+            want, got = _mask_size(ann, ds), _header_size(img, ds)
+            if want != got:
+                out.append(
+                    (
+                        i,
+                        str(img),
+                        f"dataset {ds!r}: DAVIS annotation {ann} is {_wh(want)} (width x"
+                        f" height), but its frame {img} is {_wh(got)}",
+                    )
+                )
+            elif it.meta.get("frame") == 0:
+                from vitlib.data.annotations import davis_mask
+
+                if not davis_mask(ann).any():
+                    out.append(
+                        (
+                            i,
+                            str(img),
+                            f"dataset {ds!r}: DAVIS sequence {seq!r}: first-frame annotation"
+                            f" {ann} marks no object (every pixel is 0): there is nothing to"
+                            " propagate and J&F would be empty",
+                        )
+                    )
+    elif manifest.kind == "spair":
+        pdir = root / "PairAnnotation" / str(manifest.extra.get("split", ""))
+        sizes: dict[int, tuple[int, int]] = {}
+        for p in manifest.extra.get("pairs", []):
+            for role in ("src", "trg"):
+                i = int(p[role])
+                if i not in sizes:
+                    sizes[i] = _header_size(manifest.abspath(manifest.items[i]), ds)
+                want = (int(p[f"{role}_imsize"][0]), int(p[f"{role}_imsize"][1]))
+                if want != sizes[i]:
+                    img = manifest.abspath(manifest.items[i])
+                    out.append(
+                        (
+                            i,
+                            str(img),
+                            f"dataset {ds!r}: SPair pair file {pdir / p['file']} gives"
+                            f" {role}_imsize {_wh(want)} (width x height), but the image"
+                            f" {img} is {_wh(sizes[i])}: its keypoints would be misplaced",
+                        )
+                    )
+    return out
+
+
+def check_annotation_shapes(
+    manifest: Manifest, *, skip_bad: bool = False
+) -> tuple[Manifest, list[tuple[str, str]]]:
+    """Check every annotation that has an image-shaped extent against its image, from file
+    headers only (no decoding), before any extraction.
+
+    * ``coco`` / ``partimagenet``: the annotation file's ``width``/``height`` of each image
+      (the size pycocotools rasterises polygons at; RLE sizes are checked against it when
+      the file is read) against the image file;
+    * ``davis``: every annotation PNG against its frame; a first-frame annotation without
+      any object (all 0) is an error too (nothing to propagate);
+    * ``spair``: each pair's ``src_imsize``/``trg_imsize`` against the images.
+
+    Image sizes are taken after the EXIF orientation (what the views feed the model,
+    :func:`vitlib.data.views.oriented_size`); annotation PNGs as stored.  A mismatch is a
+    :class:`DataError` naming the annotation file, the image file and both sizes — or, with
+    ``skip_bad`` and a kind whose items stand alone (:data:`SKIPPABLE`), the item is dropped
+    with a warning and listed in the returned ``[(path, reason)]``, and CKA minibatches are
+    re-assigned.
+    """
+    problems = _shape_problems(manifest)
+    if not problems:
+        return manifest, []
+    if not skip_bad:
+        i, _, msg = problems[0]
+        more = f" ({len(problems) - 1} more annotations differ)" if len(problems) > 1 else ""
+        hint = (
+            " (set skip_bad_images: true to skip such images)" if manifest.kind in SKIPPABLE else ""
+        )
+        raise DataError(msg + more + hint)
+    if manifest.kind not in SKIPPABLE:
+        raise DataError(
+            f"{problems[0][2]}; skip_bad_images is not possible for kind {manifest.kind!r}"
+            " (its pairs/queries/videos would break)"
+        )
+    drop = {i for i, _, _ in problems}
+    bad = [(img, msg) for _, img, msg in problems]
+    for _, _, msg in problems:
+        log.warning("skipped: %s", msg)
+    keep = [it for i, it in enumerate(manifest.items) if i not in drop]
+    if not keep:
+        raise DataError(f"dataset {manifest.dataset!r}: no image left with matching annotations")
+    manifest.items = with_cka_batches(keep, manifest.cka_batch_size)
+    return manifest, bad
+
+
 #: Where each kind sits in a generated synthetic world: (generator part, root below the
 #: world folder).  ``{split}`` is the ``generate.split`` setting.
 WORLD_LAYOUT = {
@@ -628,9 +834,10 @@ def generated_root(world: str | os.PathLike, kind: str, generate: Mapping[str, A
 def build_manifest(
     dataset: str, cfg: Mapping[str, Any], root: str | os.PathLike
 ) -> tuple[Manifest, list[tuple[str, str]]]:
-    """Read dataset ``dataset`` (a ``datasets.<name>`` config entry) under ``root`` and check
-    its images (``check_images``/``skip_bad_images``); returns the manifest and the skipped
-    ``[(path, reason)]``."""
+    """Read dataset ``dataset`` (a ``datasets.<name>`` config entry) under ``root``, check
+    its images (``check_images``/``skip_bad_images``) and, whatever ``check_images`` says,
+    every annotation's size against its image (:func:`check_annotation_shapes`, headers
+    only); returns the manifest and the skipped ``[(path, reason)]``."""
     kind = cfg["kind"]
     opts = {
         **(WORLD_DEFAULTS.get(kind, {}) if "generate" in cfg else {}),
@@ -640,9 +847,9 @@ def build_manifest(
         kind, root, dataset=dataset, options=opts, cka_batch_size=int(cfg.get("cka_batch_size", 0))
     )
     mode = cfg.get("check_images", "decode")
+    skip = bool(cfg.get("skip_bad_images", False))
     bad: list[tuple[str, str]] = []
     if mode != "none":
-        m, bad = check_images(
-            m, skip_bad=bool(cfg.get("skip_bad_images", False)), decode=mode == "decode"
-        )
-    return m, bad
+        m, bad = check_images(m, skip_bad=skip, decode=mode == "decode")
+    m, bad_shapes = check_annotation_shapes(m, skip_bad=skip)
+    return m, bad + bad_shapes

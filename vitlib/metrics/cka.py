@@ -13,12 +13,14 @@ symmetric) and ``1ᵀ K L 1 = (K1)·(L1)``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 ArrayLike = np.ndarray | torch.Tensor
+log = logging.getLogger(__name__)
 
 
 def _t(x: ArrayLike) -> torch.Tensor:
@@ -84,7 +86,9 @@ def cka_grid_from_grams(
 
     Returns
     -------
-    ``[Lx, Ly]`` float64 CKA values.
+    ``[Lx, Ly]`` float64 CKA values.  A layer whose summed self-HSIC is not positive (a
+    constant representation: every Gram entry equal) has no defined CKA: its row/column is
+    NaN and a warning names the layers, so the gap is flagged in the log, never silent.
 
     References
     ----------
@@ -117,8 +121,20 @@ def cka_grid_from_grams(
     if minmax:
         gx, gy = minmax_rescale(gx), minmax_rescale(gy)
     num = hsic_grid(gx, gy)
-    den = torch.sqrt(hsic_self(gx)[:, None] * hsic_self(gy)[None, :])
-    return (num / den).numpy()
+    sx, sy = hsic_self(gx), hsic_self(gy)
+    bad_x = torch.nonzero(~(sx > 0)).flatten().tolist()
+    bad_y = torch.nonzero(~(sy > 0)).flatten().tolist()
+    if bad_x or bad_y:
+        log.warning(
+            "CKA undefined (NaN) for layers %s of x and %s of y: their self-HSIC is not"
+            " positive (constant or degenerate features over the minibatches)",
+            bad_x,
+            bad_y,
+        )
+    den = torch.sqrt(torch.clamp(sx, min=0)[:, None] * torch.clamp(sy, min=0)[None, :])
+    out = num / den
+    out[~(den > 0)] = float("nan")
+    return out.numpy()
 
 
 def gram(x: ArrayLike) -> torch.Tensor:

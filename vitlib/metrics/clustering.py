@@ -1,9 +1,19 @@
-"""Clustering scores: seeded FAISS k-means, purity, NMI and ARI (docs/protocols.md §3.5–3.6)."""
+"""Clustering scores: seeded FAISS k-means, purity, NMI and ARI (docs/protocols.md §3.5–3.6).
+
+Degenerate inputs stop with a :class:`~vitlib.data.manifest.DataError` instead of writing
+numbers that look like results: fewer than two classes (NMI and ARI are then 1 or 0 by
+construction and purity is 1, whatever the features), ``k`` outside ``2..n`` (one cluster,
+or more clusters than points) and non-finite features (k-means on NaN).  A figure drawn
+from such a table would be blank or meaningless, so no row is written; the message names
+the input (``what``), the value and the fix.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from vitlib.data.manifest import DataError
 
 
 def purity(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -57,7 +67,7 @@ def kmeans_labels(
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     if not 1 <= k <= len(x):
-        raise ValueError(f"k must be in 1..{len(x)} (the number of points), got {k}")
+        raise DataError(f"k-means: k must be in 1..{len(x)} (the number of points), got {k}")
     best, best_obj = None, np.inf
     for r in range(n_init):
         init, _ = kmeans_plusplus(x, k, random_state=seed + r)
@@ -79,11 +89,57 @@ def kmeans_labels(
     return labels[:, 0]
 
 
+def check_clusterable(x: np.ndarray, y: np.ndarray, k: int, *, what: str = "clustering") -> None:
+    """Raise :class:`DataError` unless ``x [n, d]``/``y [n]`` can be scored with ``k``
+    clusters: at least two classes in ``y``, ``2 <= k <= n``, finite features.
+
+    ``what`` names the input in the message (e.g. ``"dataset 'coco', layer 3"``).
+    """
+    y = np.asarray(y)
+    x = np.asarray(x)
+    n = len(y)
+    if x.ndim != 2 or len(x) != n:
+        raise DataError(
+            f"{what}: features {tuple(x.shape)} and labels {tuple(y.shape)} do not match"
+        )
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise DataError(
+            f"{what}: clustering scores need at least two classes, got {len(classes)}"
+            f" ({classes.tolist()[:3]}) among {n} samples: NMI, ARI and purity would be"
+            " constant whatever the features; use a dataset (or subset) with two or more"
+            " classes, or leave this analysis out"
+        )
+    if not 2 <= k <= n:
+        raise DataError(
+            f"{what}: k-means needs 2 <= k <= {n} (the number of samples), got k = {k}"
+            + (" (more clusters than samples)" if k > n else " (a single cluster)")
+        )
+    bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+    if bad:
+        raise DataError(
+            f"{what}: the features hold {bad} non-finite values (NaN or inf); k-means on them"
+            " would be meaningless"
+        )
+
+
 def cluster_scores(
-    x: np.ndarray, y: np.ndarray, k: int, *, seed: int = 0, n_init: int = 10
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int,
+    *,
+    seed: int = 0,
+    n_init: int = 10,
+    what: str = "clustering",
 ) -> dict[str, float]:
     """k-means ``x`` into ``k`` clusters and score against ``y``: NMI, ARI (scikit-learn) and
-    purity."""
+    purity.
+
+    Degenerate inputs (:func:`check_clusterable`: fewer than two classes, ``k`` outside
+    ``2..n``, non-finite features) raise :class:`DataError` naming ``what`` and the value —
+    never a row of constant or NaN scores.
+    """
+    check_clusterable(x, y, k, what=what)
     pred = kmeans_labels(x, k, seed=seed, n_init=n_init)
     return {
         "nmi": float(normalized_mutual_info_score(y, pred)),

@@ -75,7 +75,7 @@ def build_model(
             if w.get("sha256") and w.get("path") and Path(path) == Path(w["path"]):
                 # a local file with the user's sha256 (downloads are verified when fetched)
                 verify_sha256(path, w["sha256"], model_id=spec.id, source="weights.path")
-            obj = read_checkpoint(path, model_id=spec.id)
+            obj = read_checkpoint(path, model_id=spec.id, fmt=fmt)
             if isinstance(obj, dict) and w.get("key_map"):
                 obj = apply_key_map(_unwrap_top(obj), w["key_map"])
             sd = CONVERTERS[fmt](obj, model)

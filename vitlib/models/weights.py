@@ -20,13 +20,20 @@
   ``weights.sha256`` set after the first download is still honoured.  A mismatch raises
   :class:`WeightsError` naming the model, the URL and both hashes; a machine that cannot
   download gets the model, the URLs and where to place the file.
-* :func:`read_checkpoint` reads safetensors files with safetensors, TorchScript archives
-  (OpenAI CLIP) with ``torch.jit.load`` — which restores tensors and TorchScript code, not
-  arbitrary Python objects — and everything else with ``torch.load(weights_only=True)``;
-  the only extra type allowed is ``argparse.Namespace``, which the upstream MAE/BEiT/MoCo
-  training scripts store next to the weights.  The kind is read from the file's first
-  bytes, not its name (a fallback source may be a ``.bin`` saved under a primary's
-  ``.safetensors`` name).
+* :func:`read_checkpoint` reads safetensors files with safetensors, everything else but
+  TorchScript with ``torch.load(weights_only=True)``; the only extra type allowed is
+  ``argparse.Namespace``, which the upstream MAE/BEiT/MoCo training scripts store next to
+  the weights.  The kind is read from the file's first bytes, not its name (a fallback
+  source may be a ``.bin`` saved under a primary's ``.safetensors`` name).
+* No file runs code.  ``torch.jit.load`` is never called: a TorchScript archive (a zip
+  holding ``code/`` or ``constants.pkl``; OpenAI's CLIP ``.pt`` files) is accepted only
+  for the CLIP formats ``openai_clip`` and ``open_clip`` (whose registry specs fall back to
+  OpenAI's release file), and even then only its tensors are read
+  (:func:`read_torchscript_tensors`): ``<archive>/data.pkl`` is unpickled by an unpickler
+  that knows the tensor-rebuild functions and nothing else — every TorchScript class
+  becomes an inert record of its attributes, so neither its ``forward`` nor a
+  ``__setstate__`` ever runs — and each storage is read from its ``<archive>/data/<key>``
+  record.  Any other format given a TorchScript archive is a :class:`WeightsError`.
 """
 
 from __future__ import annotations
@@ -34,14 +41,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import io
 import logging
 import os
+import pickle
 import re
 import shutil
 import struct
 import urllib.error
 import urllib.request
 import zipfile
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,8 +293,13 @@ def fetch_weights(
     raise WeightsError(f"model {model_id}: {'; '.join(errors)}{hint}")
 
 
-def read_checkpoint(path: str | os.PathLike, *, model_id: str = "?") -> Any:
-    """Read a checkpoint file safely (see module docstring)."""
+def read_checkpoint(path: str | os.PathLike, *, model_id: str = "?", fmt: str | None = None) -> Any:
+    """Read a checkpoint file safely (see module docstring); no file runs code.
+
+    ``fmt`` is the spec's ``weights.format``: a TorchScript archive is read (its tensors
+    only) when it is one of :data:`TORCHSCRIPT_FORMATS` or not given, and refused with a
+    :class:`WeightsError` naming the file for any other format.
+    """
     p = Path(path)
     if not p.exists():
         raise WeightsError(f"model {model_id}: checkpoint {p} does not exist")
@@ -295,7 +310,14 @@ def read_checkpoint(path: str | os.PathLike, *, model_id: str = "?") -> Any:
     import torch  # only where a checkpoint is read: the workflow's parse stays torch-free
 
     if _is_torchscript(p):
-        return dict(torch.jit.load(str(p), map_location="cpu").state_dict())
+        if fmt is not None and fmt not in TORCHSCRIPT_FORMATS:
+            raise WeightsError(
+                f"model {model_id}: checkpoint {p} is a TorchScript archive (it holds code);"
+                f" vitlib reads TorchScript only for weights.format"
+                f" {' or '.join(TORCHSCRIPT_FORMATS)}, not {fmt!r}: give a state-dict file"
+                " (torch.save or .safetensors) or set weights.format: openai_clip"
+            )
+        return read_torchscript_tensors(p, model_id=model_id)
     try:
         # an open file: torch.load would dispatch a path on its suffix (.safetensors)
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)), open(p, "rb") as f:
@@ -319,6 +341,197 @@ def _is_torchscript(p: Path) -> bool:
         return False
     with zipfile.ZipFile(p) as z:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+#: ``weights.format`` values whose checkpoints may be TorchScript archives: OpenAI's CLIP
+#: release files — also the last fallback of the registry's ``open_clip``-format CLIP specs,
+#: cached under the primary's name.
+TORCHSCRIPT_FORMATS: tuple[str, ...] = ("openai_clip", "open_clip")
+
+#: Storage classes a TorchScript ``data.pkl`` names (``torch.<Name>Storage``) → dtype name.
+_STORAGE_DTYPES: dict[str, str] = {
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+}
+
+
+@dataclass(frozen=True)
+class _StorageType:
+    """What ``torch.<Name>Storage`` resolves to inside a TorchScript pickle: a dtype name."""
+
+    dtype: str
+
+
+class _ScriptRecord:
+    """An instance of a TorchScript class (``__torch__.*``) as plain data: its pickled
+    state is kept, none of its code (``forward``, ``__setstate__``) exists or runs."""
+
+    _qualname = "__torch__"
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _identity(value: Any, *_: Any) -> Any:
+    return value
+
+
+def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, *_: Any, **__: Any) -> Any:
+    """``torch._utils._rebuild_tensor_v2`` on a storage read from the archive: a strided
+    view (out-of-range sizes or offsets are refused by ``as_strided``)."""
+    return storage.as_strided(tuple(size), tuple(stride), int(offset))
+
+
+class _TorchScriptUnpickler(pickle.Unpickler):
+    """Unpickles a TorchScript ``data.pkl``: tensors and plain containers only."""
+
+    _ALLOWED: dict[tuple[str, str], Any] = {
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _identity,
+        ("collections", "OrderedDict"): OrderedDict,
+        **{
+            ("torch.jit._pickle", name): _identity
+            for name in (
+                "build_intlist",
+                "build_doublelist",
+                "build_boollist",
+                "build_tensorlist",
+                "restore_type_tag",
+            )
+        },
+    }
+
+    def __init__(self, data: bytes, storage: Any):
+        super().__init__(io.BytesIO(data))
+        self._storage = storage
+        self._classes: dict[str, type] = {}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return self._ALLOWED[(module, name)]
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        if module == "__torch__" or module.startswith("__torch__."):
+            qual = f"{module}.{name}"  # a TorchScript class: an inert record, no code
+            if qual not in self._classes:
+                self._classes[qual] = type(name, (_ScriptRecord,), {"_qualname": qual})
+            return self._classes[qual]
+        raise pickle.UnpicklingError(f"refuses to load global {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+        kind = pid[1]
+        if not isinstance(kind, _StorageType):
+            raise pickle.UnpicklingError(f"unsupported storage type {kind!r}")
+        numel = int(pid[4]) if len(pid) >= 5 else None
+        return self._storage(str(pid[2]), kind.dtype, numel)
+
+
+def _tensor_leaves(obj: Any, prefix: str, out: dict[str, Any], where: str) -> None:
+    """Parameters and buffers of a module tree of :class:`_ScriptRecord` (dotted names, as
+    ``state_dict``): every tensor attribute, submodules recursed into."""
+    import torch
+
+    if isinstance(obj, _ScriptRecord):
+        state = getattr(obj, "state", None)
+        if not isinstance(state, dict):
+            raise WeightsError(
+                f"{where}: object {prefix.rstrip('.') or '<root>'} ({obj._qualname}) restores"
+                " itself through TorchScript code (__getstate__/__setstate__); vitlib reads"
+                " only modules' tensors and runs no code: export a state dict instead"
+            )
+        obj = state
+    if not isinstance(obj, dict):
+        return
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            out[f"{prefix}{k}"] = v
+        elif isinstance(v, _ScriptRecord):  # a submodule
+            _tensor_leaves(v, f"{prefix}{k}.", out, where)
+
+
+def read_torchscript_tensors(path: str | os.PathLike, *, model_id: str = "?") -> dict[str, Any]:
+    """The parameters and buffers of a TorchScript archive (``torch.jit.save``; OpenAI's
+    CLIP ``.pt`` files) as a flat state dict, **without** ``torch.jit.load``.
+
+    The archive is a zip ``<name>/{data.pkl, data/<key>, code/…, constants.pkl, …}``.
+    ``data.pkl`` pickles the module tree, each tensor as ``_rebuild_tensor_v2`` of a
+    persistent ``('storage', torch.<Dtype>Storage, key, location, numel)`` whose bytes are
+    the record ``data/<key>``.  It is unpickled by :class:`_TorchScriptUnpickler`: the
+    tensor-rebuild functions and ``OrderedDict`` are the only globals it resolves, every
+    ``__torch__.*`` class becomes an inert :class:`_ScriptRecord`, anything else is refused.
+    ``code/`` and ``constants.pkl`` are never read.  Keys are the dotted attribute paths of
+    every tensor attribute of every module (``visual.conv1.weight``), as ``state_dict``.
+    An object whose state is restored by its own TorchScript ``__setstate__`` is refused
+    (that is code).  Any problem is a :class:`WeightsError` naming the file.
+    """
+    import torch
+
+    p = Path(path)
+    where = f"model {model_id}: TorchScript archive {p}"
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+            tops = sorted(
+                {n.split("/", 1)[0] for n in names if re.fullmatch(r"[^/]+/data\.pkl", n)}
+            )
+            if len(tops) != 1:
+                raise WeightsError(f"{where}: expected one '<name>/data.pkl' record, found {tops}")
+            top = tops[0]
+            order = f"{top}/byteorder"
+            if order in names and z.read(order).strip() not in (b"little", b""):
+                raise WeightsError(
+                    f"{where}: byte order {z.read(order).strip().decode(errors='replace')!r}"
+                    " is not supported (only little-endian)"
+                )
+            cache: dict[str, torch.Tensor] = {}
+
+            def storage(key: str, dtype_name: str, numel: int | None) -> torch.Tensor:
+                dtype = getattr(torch, dtype_name)
+                if key not in cache:
+                    rec = f"{top}/data/{key}"
+                    if rec not in names:
+                        raise WeightsError(f"{where}: tensor record {rec} is missing")
+                    raw = bytearray(z.read(rec))
+                    item = torch.empty((), dtype=dtype).element_size()
+                    if len(raw) % item or (numel is not None and len(raw) != numel * item):
+                        raise WeightsError(
+                            f"{where}: tensor record {rec} has {len(raw)} bytes, not the"
+                            f" {numel if numel is not None else 'whole'} × {item} of its"
+                            f" {dtype_name} storage (truncated or corrupt)"
+                        )
+                    cache[key] = (
+                        torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+                    )
+                t = cache[key]
+                if t.dtype != dtype:
+                    raise WeightsError(f"{where}: storage {key} is read as two dtypes")
+                return t
+
+            root = _TorchScriptUnpickler(z.read(f"{top}/data.pkl"), storage).load()
+    except WeightsError:
+        raise
+    except (zipfile.BadZipFile, pickle.UnpicklingError, EOFError, RuntimeError) as e:
+        raise WeightsError(f"{where}: cannot read its tensors safely: {e}") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        raise WeightsError(f"{where}: malformed data.pkl: {type(e).__name__}: {e}") from None
+    out: dict[str, Any] = {}
+    _tensor_leaves(root, "", out, where)
+    if not out:
+        raise WeightsError(f"{where}: holds no tensors")
+    return out
 
 
 def apply_key_map(sd: Mapping[str, Any], key_map: Mapping[str, str] | None) -> dict[str, Any]:

@@ -38,6 +38,34 @@ use rule table as table_gpu with:
         gpu=gpu_units(),
 
 
+# The k-NN memory bank (ImageNet train: 1.28 M images) streams through the model against the
+# stored queries; only the top-k neighbours are kept (resumes from its checkpoint).
+rule knn_bank:
+    input:
+        query=knn_bank_query,
+        train_manifest=knn_bank_train_manifest,
+        weights=weights_input,
+    output:
+        results("knn_banks", "{dataset}", "{model}.npz"),
+    log:
+        results("logs", "knn_bank", "{dataset}", "{model}.log"),
+    benchmark:
+        results("benchmarks", "knn_bank", "{dataset}", "{model}.tsv")
+    conda:
+        "../envs/gpu.yaml"
+    threads: config["extract"]["threads"]
+    resources:
+        gpu=gpu_units(),
+    params:
+        spec=extract_spec,
+        k_max=max(config["analyses"]["knn"]["ks"]),
+        feature=config["analyses"]["knn"]["feature"],
+        batch_size=config["extract"]["batch_size"],
+        dtype=config["extract"]["dtype"],
+    script:
+        "../workflow_scripts/knn_bank.py"
+
+
 use rule table as table_pair with:
     input:
         stores=pair_stores,

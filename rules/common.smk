@@ -1,6 +1,7 @@
 # Config validation, wildcard constraints and input functions: all the Python of the
 # workflow. Targets, views and captions come from the registry of analyses
 # (vitlib/registry.py); nothing here lists analyses by name.
+import json
 import os
 import re
 from pathlib import Path
@@ -104,8 +105,19 @@ def store_view(analysis):
 
 
 def extract_needs(wildcards):
-    """What the analyses reading this (dataset, view) need from its store."""
-    return registry.needs_for(config, wildcards.dataset, wildcards.view)
+    """What the analyses reading this (dataset, view) need from its store; a finished store
+    that holds more (an analysis was removed) keeps its needs, so it is not re-extracted.
+    """
+    wanted = registry.needs_for(config, wildcards.dataset, wildcards.view)
+    marker = Path(store_marker(wildcards.model, wildcards.dataset, wildcards.view))
+    try:
+        held = json.loads(marker.read_text())["needs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return wanted
+    spec = model_spec(config, wildcards.model)
+    if held != wanted and registry.covers(held, wanted, spec.depth, spec.family):
+        return held
+    return wanted
 
 
 def train_of(analysis, test):
@@ -148,10 +160,25 @@ def table_stores(wildcards):
     a = registry.get(wildcards.analysis)
     view = store_view(wildcards.analysis)
     stores = [store_marker(wildcards.model, wildcards.dataset, view)]
-    if a.shape == "train_test":
+    if a.shape == "train_test" and a.train == "knn_bank":
+        stores.insert(0, knn_bank_path(wildcards.model, wildcards.dataset))
+    elif a.shape == "train_test":
         train = train_of(wildcards.analysis, wildcards.dataset)
         stores.insert(0, store_marker(wildcards.model, train, view))
     return stores
+
+
+def knn_bank_path(model, test):
+    """The kept neighbours of the k-NN memory bank (train set streamed, never stored)."""
+    return results("knn_banks", test, f"{model}.npz")
+
+
+def knn_bank_query(wildcards):
+    return store_marker(wildcards.model, wildcards.dataset, store_view("knn"))
+
+
+def knn_bank_train_manifest(wildcards):
+    return manifest_path(train_of("knn", wildcards.dataset))
 
 
 def pair_stores(wildcards):

@@ -66,14 +66,45 @@ def test_needs_follow_the_configured_analyses():
     cfg = {
         "analyses": {
             "attention": {"datasets": ["a"], "view": "center", "images": 0},
-            "knn": {"pairs": [{"train": "tr", "test": "a"}], "view": "center"},
-            "davis": {"datasets": ["d"], "view": "dense"},
+            "knn": {"pairs": [{"train": "tr", "test": "a"}], "view": "center", "feature": "cls"},
+            "probe": {"pairs": [{"train": "tr", "test": "a"}], "view": "center", "layers": "paper"},
+            "davis": {
+                "datasets": ["d"],
+                "view": "dense",
+                **dict(n_last=7, radius=12, topk=5, temperature=0.1),
+            },
         }
     }
     assert "attention_entropy" in registry.needs_for(cfg, "a", "center")
-    assert registry.needs_for(cfg, "tr", "center") == ["features"]  # the k-NN bank
-    assert registry.needs_for(cfg, "d", "dense") == ["tokens"]
+    # queries: CLS of every block (k-NN) + both kinds at the probed blocks
+    assert {"features:cls", "features@paper"} <= set(registry.needs_for(cfg, "a", "center"))
+    # the k-NN bank streams the training images: only the probe reads a train store
+    assert registry.needs_for(cfg, "tr", "center") == ["features@paper"]
+    cfg["analyses"]["probe"]["layers"] = [2, 12]
+    assert registry.needs_for(cfg, "tr", "center") == ["features@2,12"]
+    # propagated in the pass: the settings are part of the extraction's identity
+    assert registry.needs_for(cfg, "d", "dense") == [
+        "davis_propagation@n_last=7,radius=12,topk=5,temperature=0.1"
+    ]
     assert registry.needs_for(cfg, "d", "center") == []
+
+
+def test_feature_layout_and_covers():
+    lay = registry.feature_layout(["features:cls", "features@paper"], 12, "beit")
+    assert lay == {"cls": list(range(12)), "spatial_mean": [7]}
+    assert registry.feature_layout(["features@paper"], 24, "mae") == {
+        "cls": [23],
+        "spatial_mean": [23],
+    }
+    assert registry.feature_layout(["attention"], 12, "fs") == {}
+    held = ["attention", "features:cls", "features@paper"]
+    assert registry.covers(held, ["features:cls@3"], 12, "fs")
+    assert registry.covers(held, ["attention", "features@12"], 12, "fs")
+    assert not registry.covers(held, ["features@3"], 12, "fs")  # spatial_mean of block 3
+    assert not registry.covers(held, ["grams"], 12, "fs")
+    assert registry.covers(["features"], ["features:spatial_mean@1,2"], 12, "fs")
+    with pytest.raises(ValueError, match="outside 1..12"):
+        registry.feature_layout(["features@13"], 12, "fs")
 
 
 def test_tidy_melts_stamps_and_wide_inverts():

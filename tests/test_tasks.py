@@ -340,3 +340,95 @@ def test_spair_table_with_more_images_than_its_cache(tmp_path, spec):
     # layers × alphas × (the mean "all" + the one category)
     assert len(t) == 2 * 3 * 2 and t["pck"].between(0, 100).all() and (t["n_pairs"] == 4).all()
     assert set(t["category"]) == {"all", "cat"}
+
+
+def test_segments_pooled_in_the_pass_equal_pooling_the_stored_tokens(tmp_path, spec, coco):
+    """need segment_pool: the pass pools every annotation (no tokens stored) exactly as
+    pooled_features pools a token store; the clustering tables are equal."""
+    from vitlib.metrics.segfeat import (
+        pool,
+        pooled_features,
+        segment_clustering_table,
+        segment_masks,
+    )
+    from vitlib.store import Store
+
+    m = read_coco(coco, dataset="c")
+    kw = dict(batch_size=4, progress=False)
+    run_extraction(spec, m, "dense", tmp_path / "t.zarr", needs=["tokens"], **kw)
+    run_extraction(spec, m, "dense", tmp_path / "s.zarr", needs=["segment_pool"], **kw)
+    tok, seg = Store(tmp_path / "t.zarr"), Store(tmp_path / "s.zarr")
+    assert not seg.has("tokens") and seg.read("seg/offsets")[-1] == len(seg.read("seg/category"))
+    x, y = pooled_features(seg, m)
+    x_ref, y_ref = pooled_features(tok, m)
+    np.testing.assert_array_equal(x, x_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    # and by hand for one image: its masks at its grid pool its stored tokens
+    masks = segment_masks(m, tok.read("grid"), crop=False)
+    off, s_off = tok.read("offsets"), seg.read("seg/offsets")
+    i = 1
+    manual = pool(masks[i][0], np.asarray(tok.array("tokens")[off[i] : off[i + 1]]))
+    np.testing.assert_array_equal(seg.read("seg/pooled")[s_off[i] : s_off[i + 1]], manual)
+    a = segment_clustering_table(seg, m, n_init=2)
+    b = segment_clustering_table(tok, m, n_init=2)
+    pd.testing.assert_frame_equal(a, b)
+    # the store is a fraction of the token store
+    size = lambda p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())  # noqa: E731
+    assert size(tmp_path / "s.zarr") < size(tmp_path / "t.zarr") / 3
+
+
+def _moving_davis(root, seqs=(("a", 5, 2), ("b", 4, 3))):
+    (root / "ImageSets" / "2017").mkdir(parents=True)
+    (root / "ImageSets" / "2017" / "val.txt").write_text("".join(f"{s}\n" for s, _, _ in seqs))
+    rng = np.random.default_rng(3)
+    for name, frames, objects in seqs:
+        bg = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+        for f in range(frames):
+            img, mask = np.roll(bg, 3 * f, axis=1), np.zeros((64, 96), np.uint8)
+            for o in range(1, objects):
+                x0 = 8 + 30 * (o - 1) + 2 * f
+                mask[10 + 8 * o : 30 + 8 * o, x0 : x0 + 20] = o
+                img[10 + 8 * o : 30 + 8 * o, x0 : x0 + 20] = 40 * o
+            p = root / "JPEGImages" / "480p" / name / f"{f:05d}.jpg"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(p)
+            a = root / "Annotations" / "480p" / name / f"{f:05d}.png"
+            a.parent.mkdir(parents=True, exist_ok=True)
+            im = Image.fromarray(mask, "P")
+            im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)  # DAVIS-like palette
+            im.save(a)
+
+
+def test_davis_propagated_in_the_pass_equals_propagating_the_stored_tokens(tmp_path, spec):
+    """need davis_propagation: one sequence per batch, labels propagated at every block in
+    the pass; the J&F table equals the one from a full token store, also after a kill."""
+    from vitlib.downstream.tables import davis_table
+    from vitlib.store import Store
+
+    _moving_davis(tmp_path / "davis")
+    m = read_davis(tmp_path / "davis", dataset="d")
+    settings = dict(n_last=2, radius=3, topk=3, temperature=0.2)
+    need = "davis_propagation@" + ",".join(f"{k}={v}" for k, v in settings.items())
+    kw = dict(batch_size=2, progress=False)
+    run_extraction(spec, m, "dense", tmp_path / "t.zarr", needs=["tokens"], **kw)
+
+    class Killed(Exception):
+        pass
+
+    def boom(b):
+        raise Killed
+
+    with pytest.raises(Killed):  # killed after the first sequence
+        run_extraction(
+            spec, m, "dense", tmp_path / "p.zarr", needs=[need], on_batch=boom, shard_mb=0, **kw
+        )
+    s = run_extraction(spec, m, "dense", tmp_path / "p.zarr", needs=[need], shard_mb=0, **kw)
+    assert s["resumed_from_batch"] == 1 and s["batches"] == 2  # one batch per sequence
+    p = Store(tmp_path / "p.zarr")
+    assert not p.has("tokens") and p.array("davis/soft").shape[2] == 3
+    a = davis_table(p, m, **settings)
+    b = davis_table(Store(tmp_path / "t.zarr"), m, **settings)
+    pd.testing.assert_frame_equal(a, b)
+    assert a["JF"].between(0, 100).all() and a["n_objects"].iloc[0] == 3
+    with pytest.raises(ValueError, match="re-extract"):
+        davis_table(p, m, **{**settings, "topk": 5})

@@ -263,6 +263,28 @@ def test_external_imagefolder_file_list_change_reruns_manifest(tmp_path, tiny_wo
     assert jobs["manifest"] == 1 and jobs["extract"] == 2
 
 
+def test_removing_an_analysis_never_reextracts_adding_one_reextracts_its_stores(done_run):
+    cfg = yaml.safe_load((done_run / "config.yaml").read_text())
+    original = copy.deepcopy(cfg)
+    try:
+        # fewer needs on every store (no attention on toy, no probe on toy/toy_val)
+        del cfg["analyses"]["attention"], cfg["analyses"]["probe"]
+        write_config(done_run, cfg)
+        assert "extract" not in planned_jobs(done_run)
+        # the probe on every block needs the mean spatial token of every block of the
+        # queries (toy_val held it at the probed block only): those two stores, nothing else
+        cfg = copy.deepcopy(original)
+        cfg["analyses"]["probe"]["layers"] = "all"
+        write_config(done_run, cfg)
+        out = planned_outputs(done_run)
+        assert {o for o in out if o.startswith("features/")} == {
+            "features/tiny_a/toy_val/center.complete.json",
+            "features/tiny_b/toy_val/center.complete.json",
+        }
+    finally:
+        write_config(done_run, original)
+
+
 def test_plan_equals_the_stores_on_disk(done_run, monkeypatch):
     """The plan's bytes and chunk files per array are those the extraction wrote."""
     from vitlib import registry
@@ -271,7 +293,13 @@ def test_plan_equals_the_stores_on_disk(done_run, monkeypatch):
     monkeypatch.chdir(done_run)
     cfg = load_config(["config.yaml"], base_dir=done_run)
     plans, totals = plan(cfg)
+    banks = [p for p in plans if p.view == "knn_bank"]
+    plans = [p for p in plans if p.view != "knn_bank"]
     assert totals["stores"] == len(plans) == 4  # 2 models × (toy, toy_val) centre view
+    assert totals["knn_banks"] == len(banks) == 2  # toy streamed against toy_val, per model
+    for b in banks:  # kept neighbours only: the planned arrays plus the .npz's small overhead
+        on_disk = (done_run / "results" / "knn_banks" / "toy_val" / f"{b.model}.npz").stat().st_size
+        assert b.bytes <= on_disk <= b.bytes + 8192, (b.model, on_disk, b.bytes)
     for p in plans:
         store = done_run / "results" / "features" / p.model / p.dataset / f"{p.view}.zarr"
         assert p.images == {"toy": 24, "toy_val": 8}[p.dataset]

@@ -36,7 +36,7 @@ from vitlib.models.build import build_model
 from vitlib.models.capture import Capture
 from vitlib.models.registry import ModelSpec
 from vitlib.reducers import StreamingReducer, TokenReducer
-from vitlib.registry import NEEDS
+from vitlib.registry import NEEDS, feature_layout, parse_need
 from vitlib.store import ArraySpec, StoreWriter
 
 #: What a reduced (non-token) view holds when no needs are given.
@@ -212,12 +212,17 @@ def run_extraction(
             on_batch=on_batch,
             tile_factor=tile_factor,
             shard_mb=shard_mb,
+            needs=needs,
         )
     t0 = time.perf_counter()
     dev = resolve_device(device)
     bs = effective_batch_size(batch_size, manifest.cka_batch_size)
     grid = (spec.grid, spec.grid)
     need = set(REDUCED_NEEDS if needs is None else needs)
+    unknown = sorted(n for n in need if parse_need(n)[0] not in NEEDS)
+    if unknown:
+        raise ValueError(f"unknown capture needs {unknown}; known: {', '.join(NEEDS)}")
+    layout = feature_layout(sorted(need), spec.depth, spec.family)
     if not need & {"grams", "residual"}:
         gram_points = ()
     residual_norms = residual_norms and "residual" in need
@@ -231,6 +236,7 @@ def run_extraction(
         weights_path=weights_path,
         cka_batch_size=manifest.cka_batch_size,
         needs=sorted(need),
+        feature_layers=layout,
         gram_points=list(gram_points),
         residual_norms=residual_norms,
     )
@@ -248,6 +254,7 @@ def run_extraction(
         token_norms="token_norms" in need,
         cka_batch_size=manifest.cka_batch_size,
         feature_dtype=feature_dtype,
+        feature_layers=layout,
     )
     writer = StoreWriter(
         out,
@@ -280,7 +287,7 @@ def run_extraction(
             reducer.accumulate()
             img, chk = reducer.batch_arrays()
             writer.write_batch(b, img, chk, reducer.sums)
-    summary = _summary(spec, manifest, view, writer, start, dev, dtype, t0)
+    summary = _summary(spec, manifest, view, writer, start, dev, dtype, t0, needs=sorted(need))
     writer.finalize(reducer.sums, summary)
     return summary
 
@@ -297,6 +304,76 @@ def _token_layout(
         for h, w in sizes
     ]
     return geoms, np.array([g.grid for g in geoms], dtype=np.int32).reshape(-1, 2)
+
+
+def _davis_plan(manifest: Manifest, grid: np.ndarray) -> tuple[list[int], dict[int, torch.Tensor]]:
+    """Batch bounds at sequence starts (frames contiguous) and each sequence's frame-0
+    one-hot ``[C, gh·gw]`` by its first item."""
+    from vitlib.data.annotations import davis_mask
+    from vitlib.downstream.davis import first_frame_onehot
+
+    bounds, firsts, seen = [], {}, set()
+    prev = None
+    for i, it in enumerate(manifest.items):
+        seq = it.meta.get("seq")
+        if seq != prev:
+            if seq in seen:
+                raise ValueError(f"DAVIS sequence {seq!r}: frames are not contiguous")
+            seen.add(seq)
+            bounds.append(i)
+            a = it.meta.get("annotation")
+            if not a:
+                raise ValueError(f"DAVIS {seq}: frame {it.id} has no annotation")
+            gh, gw = (int(v) for v in grid[i])
+            firsts[i] = first_frame_onehot(davis_mask(f"{manifest.root}/{a}"), (gh, gw)).reshape(
+                -1, gh * gw
+            )
+            prev = seq
+    return bounds + [len(manifest)], firsts
+
+
+def _image_grids(
+    images: Any,
+    idx: Sequence[int],
+    geoms: list[Any] | None,
+    cap: Capture,
+    consumer: TokenReducer,
+    tile_batch: int,
+    patch: int,
+    dev: torch.device,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+    """``(item, [gh·gw, L, D] tokens row-major, [L, D] CLS or None)`` of every image of a
+    batch, in order; dense views run whole images' tiles in forwards of ≲ ``tile_batch``
+    tiles, so memory stays bounded whatever the batch."""
+    if geoms is None:
+        cap(images.to(dev), consumer)
+        tokens, cls = consumer.stacked()
+        for j, i in enumerate(idx):
+            yield int(i), tokens[j].permute(1, 0, 2), cls[j]
+        return
+    k = 0
+    while k < len(images):
+        group = [k]
+        while (
+            group[-1] + 1 < len(images)
+            and sum(len(images[g]) for g in group) + len(images[group[-1] + 1]) <= tile_batch
+        ):
+            group.append(group[-1] + 1)
+        tiles = torch.cat([images[g] for g in group])
+        parts = []
+        for lo in range(0, len(tiles), tile_batch):
+            cap(tiles[lo : lo + tile_batch].to(dev), consumer)
+            parts.append(consumer.stacked()[0])
+        t = geoms[int(idx[group[0]])].window // patch
+        L, D = parts[0].shape[1], parts[0].shape[-1]
+        tt = torch.cat(parts).reshape(len(tiles), L, t, t, D)
+        n = 0
+        for g in group:
+            i = int(idx[g])
+            grid = assemble_tiles(tt[n : n + len(images[g])], geoms[i])
+            n += len(images[g])
+            yield i, grid.permute(1, 2, 0, 3).reshape(-1, L, D), None
+        k = group[-1] + 1
 
 
 def run_token_extraction(
@@ -316,20 +393,63 @@ def run_token_extraction(
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
     shard_mb: float = 256,
+    needs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Extract the spatial tokens of every block of a token view into a ragged store.
+    """Extract a token view: every spatial token of every block (need ``tokens``) and/or
+    what is computed from them inside the pass, so the tokens need not be stored:
 
-    ``dense``: each image is tiled (docs/protocols.md §4, window = the model's image size, short
-    side ``tile_factor`` windows); the tiles of ``batch_size`` images run together in
-    forwards of ``tile_batch`` tiles (default ``batch_size``) and are re-assembled into
-    one grid per image.  Other token views run ``batch_size`` images per forward.
+    ``segment_pool``
+        each annotation's soft token mask pools every block (exactly
+        :func:`vitlib.metrics.segfeat.pooled_features` on the stored tokens):
+        ``seg/pooled [A, L, D]``, ``seg/category [A]``, ragged by ``seg/offsets``;
+    ``davis_propagation@n_last=…,radius=…,topk=…,temperature=…``
+        DAVIS label propagation at every block (exactly :func:`propagate_labels` on the
+        stored tokens), one sequence per batch: ``davis/soft [T, L, C_max]`` soft masks at
+        token resolution, ragged like the tokens; the settings are part of the store.
+
+    ``dense``: each image is tiled (docs/protocols.md §4, window = the model's image size,
+    short side ``tile_factor`` windows); tiles run in forwards of ``tile_batch`` tiles
+    (default ``batch_size``) and are re-assembled into one grid per image.  Other token
+    views run ``batch_size`` images per forward.
     """
+    from vitlib.downstream.davis import Propagator, neighbourhood_mask
+    from vitlib.metrics.segfeat import pool, segment_masks
+
     t0 = time.perf_counter()
     dev = resolve_device(device)
+    need = {parse_need(n)[0]: parse_need(n)[2] for n in (needs or ["tokens"])}
+    unknown = sorted(set(need) - set(TOKEN_NEEDS))
+    if unknown:
+        raise ValueError(f"token views hold {', '.join(TOKEN_NEEDS)}, not {unknown}")
     geoms, grid = _token_layout(spec, manifest, view, tile_factor)
     counts = grid[:, 0].astype(np.int64) * grid[:, 1]
     offsets = np.concatenate([[0], np.cumsum(counts)])
     fdt = np.dtype(feature_dtype)
+    L, D = spec.depth, spec.embed_dim
+    extra: dict[str, Any] = {}
+    token_specs, all_offsets = [], {keys.OFFSETS: offsets}
+    if "tokens" in need:
+        token_specs.append(ArraySpec(keys.TOKENS, (L, D), fdt))
+    masks: list[tuple[np.ndarray, np.ndarray]] = []
+    if "segment_pool" in need:
+        masks = segment_masks(manifest, grid, crop=view == "patches")
+        all_offsets[keys.SEG_OFFSETS] = np.concatenate(
+            [[0], np.cumsum([len(c) for _, c in masks])]
+        ).astype(np.int64)
+        token_specs += [
+            ArraySpec(keys.SEG_POOLED, (L, D), "float32", keys.SEG_OFFSETS),
+            ArraySpec(keys.SEG_CATEGORY, (), "int64", keys.SEG_OFFSETS),
+        ]
+    bounds: list[int] | None = None
+    firsts: dict[int, torch.Tensor] = {}
+    davis: dict[str, Any] | None = None
+    c_max = 0
+    if "davis_propagation" in need:
+        davis = davis_settings(need["davis_propagation"])
+        bounds, firsts = _davis_plan(manifest, grid)
+        c_max = max(int(f.shape[0]) for f in firsts.values())
+        token_specs.append(ArraySpec(keys.DAVIS_SOFT, (L, c_max), "float32"))
+        extra["davis"] = davis
     meta = _store_meta(
         spec,
         manifest,
@@ -342,9 +462,11 @@ def run_token_extraction(
         cka_batch_size=0,
         tile_factor=tile_factor,
         n_tokens=int(offsets[-1]),
+        needs=sorted(needs or ["tokens"]),
+        **extra,
     )
-    L, D = spec.depth, spec.embed_dim
-    image_specs = [] if view == "dense" else [ArraySpec(keys.TOKEN_CLS, (L, D), fdt)]
+    keep_cls = view != "dense" and "tokens" in need
+    image_specs = [ArraySpec(keys.TOKEN_CLS, (L, D), fdt)] if keep_cls else []
     writer = StoreWriter(
         out,
         meta,
@@ -352,10 +474,11 @@ def run_token_extraction(
         chunk_specs=[],
         sum_specs=[],
         labels=np.asarray(manifest.labels),
-        token_specs=[ArraySpec(keys.TOKENS, (L, D), fdt)],
-        offsets=offsets,
+        token_specs=token_specs,
+        offsets=all_offsets,
         extra_arrays={keys.GRID: grid},
         shard_bytes=shard_mb * 2**20,
+        bounds=bounds,
     )
     start, _ = writer.load_progress()
     if start:
@@ -370,40 +493,90 @@ def run_token_extraction(
         else:
             ds = ManifestDataset(manifest, make_transform(view, spec.img_size, spec.mean, spec.std))
             collate = None
+        b_ = writer.bounds
         loader = DataLoader(
-            Subset(ds, range(start * batch_size, len(ds))),
-            batch_size=batch_size,
-            shuffle=False,
+            ds,
+            batch_sampler=[list(range(b_[b], b_[b + 1])) for b in range(start, writer.n_batches)],
             num_workers=num_workers,
             collate_fn=collate,
         )
         tb = tile_batch or batch_size
+        props: list[Any] = []
         for b, (images, idx) in _committed_batches(
             loader, start, writer.n_batches, f"extract {spec.id} {view}", progress, on_batch
         ):
-            if geoms is None:
-                cap(images.to(dev), consumer)
-                tokens, cls = consumer.stacked()
-                per_image = {keys.TOKEN_CLS: cls.numpy()}
-                flat = tokens.permute(0, 2, 1, 3).reshape(-1, L, D)
-            else:
-                tiles = torch.cat(images)
-                parts = []
-                for lo in range(0, len(tiles), tb):
-                    cap(tiles[lo : lo + tb].to(dev), consumer)
-                    parts.append(consumer.stacked()[0])
-                t = geoms[0].window // spec.patch_size
-                tt = torch.cat(parts).reshape(len(tiles), L, t, t, D)
-                grids, k = [], 0
-                for i, im_tiles in zip(idx, images):
-                    g = assemble_tiles(tt[k : k + len(im_tiles)], geoms[i])
-                    k += len(im_tiles)
-                    grids.append(g.permute(1, 2, 0, 3).reshape(-1, L, D))
-                per_image = {}
-                flat = torch.cat(grids)
-            writer.write_batch(b, per_image, {}, {}, per_token={keys.TOKENS: flat.numpy()})
+            rows: dict[str, list[np.ndarray]] = {s.name: [] for s in token_specs}
+            cls_rows = []
+            for i, g, cls in _image_grids(
+                images, idx, geoms, cap, consumer, tb, spec.patch_size, dev
+            ):
+                if keep_cls and cls is not None:
+                    cls_rows.append(cls.numpy())
+                if "tokens" in need:
+                    rows[keys.TOKENS].append(g.numpy())
+                if masks:
+                    rows[keys.SEG_POOLED].append(pool(masks[i][0], g.numpy()))
+                    rows[keys.SEG_CATEGORY].append(masks[i][1])
+                if davis is not None:
+                    gh, gw = (int(v) for v in grid[i])
+                    soft = np.zeros((gh * gw, L, c_max), np.float32)
+                    if i in firsts:  # a sequence starts: one propagator per block
+                        first = firsts[i]
+                        nb = neighbourhood_mask(gh, gw, davis["radius"]).to(dev)
+                        props = [
+                            Propagator(
+                                g[:, layer].to(dev),
+                                first.to(dev),
+                                gh,
+                                gw,
+                                mask=nb,
+                                **{k: v for k, v in davis.items() if k != "radius"},
+                            )
+                            for layer in range(L)
+                        ]
+                        soft[:, :, : first.shape[0]] = first.T.numpy()[:, None, :]
+                    else:
+                        for layer, prop in enumerate(props):
+                            s_ = prop.step(g[:, layer].to(dev))
+                            soft[:, layer, : s_.shape[0]] = s_.T.cpu().numpy()
+                    rows[keys.DAVIS_SOFT].append(soft)
+            per_token = {
+                k: np.concatenate(v) if v else np.zeros((0, *spec_.shape), spec_.dtype)
+                for (k, v), spec_ in zip(rows.items(), token_specs)
+            }
+            per_image = {keys.TOKEN_CLS: np.stack(cls_rows)} if keep_cls else {}
+            writer.write_batch(b, per_image, {}, {}, per_token=per_token)
     summary = _summary(
-        spec, manifest, view, writer, start, dev, dtype, t0, n_tokens=int(offsets[-1])
+        spec,
+        manifest,
+        view,
+        writer,
+        start,
+        dev,
+        dtype,
+        t0,
+        n_tokens=int(offsets[-1]),
+        needs=sorted(needs or ["tokens"]),
     )
     writer.finalize({}, summary)
     return summary
+
+
+#: What a token view can hold (:func:`run_token_extraction`).
+TOKEN_NEEDS = ("tokens", "segment_pool", "davis_propagation")
+#: Settings of the ``davis_propagation`` need, in its qualifier's order.
+DAVIS_SETTINGS = ("n_last", "radius", "topk", "temperature")
+
+
+def davis_settings(qualifier: str | None) -> dict[str, Any]:
+    """``"n_last=7,radius=12,topk=5,temperature=0.1"`` → the propagation settings.
+
+    >>> davis_settings("n_last=7,radius=12,topk=5,temperature=0.1")["temperature"]
+    0.1
+    """
+    if not qualifier:
+        raise ValueError("need davis_propagation must name its settings (davis_propagation@…)")
+    kv = dict(part.split("=", 1) for part in qualifier.split(","))
+    if sorted(kv) != sorted(DAVIS_SETTINGS):
+        raise ValueError(f"davis_propagation settings {sorted(kv)}, expected {DAVIS_SETTINGS}")
+    return {k: (float(kv[k]) if k == "temperature" else int(kv[k])) for k in DAVIS_SETTINGS}

@@ -14,6 +14,12 @@ TOKENS = "tokens"
 OFFSETS = "offsets"
 GRID = "grid"
 TOKEN_CLS = "cls"
+# segments pooled during the extraction (ragged per image by SEG_OFFSETS)
+SEG_POOLED = "seg/pooled"  # [A, L, D] float32
+SEG_CATEGORY = "seg/category"  # [A] int64
+SEG_OFFSETS = "seg/offsets"  # [n + 1]
+# DAVIS label propagation during the extraction (ragged per frame by OFFSETS, token rows)
+DAVIS_SOFT = "davis/soft"  # [T, L, C_max] float32 soft masks at token resolution
 # per image
 TOKEN_NORM = "feat/block_token_norm"
 ATTN_CLS_ROW = "attn/cls_row"

@@ -47,6 +47,11 @@ TYPICAL_HW: dict[str, tuple[int, int]] = {
     "partimagenet": (375, 500),
     "davis": (480, 854),
 }
+#: Annotations kept per image for part / object clustering (COCO val2017: 36 781 instance
+#: annotations on 5 000 images; PartImageNet: about 4 parts per image), for planning.
+SEGMENTS_PER_IMAGE: dict[str, float] = {"coco": 7.4, "partimagenet": 4.0}
+#: Objects of the most crowded DAVIS-2017 val sequence (planning bound of the soft masks).
+DAVIS_MAX_OBJECTS = 5
 #: The reference GPU: dense bf16 / TF32-fp32 peak (TFLOP/s) and an assumed utilisation.
 REFERENCE_GPU = "NVIDIA H100 SXM"
 REFERENCE_PEAK_TFLOPS = {"bf16": 989.0, "fp32": 67.0}
@@ -199,13 +204,31 @@ def plan_store(
     if view in TOKEN_VIEWS:
         total = n * tokens
         L, D = spec.depth, spec.embed_dim
+        bases = {registry.parse_need(x)[0] for x in needs}
         tok = ArraySpec(keys.TOKENS, (L, D), ex["feature_dtype"])
-        cls = [ArraySpec(keys.TOKEN_CLS, (L, D), ex["feature_dtype"])] if view != "dense" else []
+        keep = "tokens" in bases
+        cls = (
+            [ArraySpec(keys.TOKEN_CLS, (L, D), ex["feature_dtype"])]
+            if view != "dense" and keep
+            else []
+        )
         bs = ex["batch_size"]
-        k = shard_batches(bs, cls, (), 0, shard_bytes, [tok], tokens)
+        k = shard_batches(bs, cls, (), 0, shard_bytes, [tok] if keep else [], tokens)
         k = min(k, max(math.ceil(n / bs), 1))
-        b, f = _array_cost((total, L, D), (TOKEN_CHUNK, 1, D), fd, (TOKEN_CHUNK, L, D))
-        arrays["tokens"], files = b, f + 3  # + offsets, grid, labels
+        files = 3  # offsets, grid, labels
+        if keep:
+            b, f = _array_cost((total, L, D), (TOKEN_CHUNK, 1, D), fd, (TOKEN_CHUNK, L, D))
+            arrays["tokens"], files = b, files + f
+        if "segment_pool" in bases:  # [A, L, D] float32 + categories, A from published counts
+            a = math.ceil(n * SEGMENTS_PER_IMAGE.get(ds["kind"], 8.0))
+            rows = min(a, TOKEN_CHUNK)
+            b, f = _array_cost((a, L, D), (rows, 1, D), 4, (rows, L, D))
+            arrays[keys.SEG_POOLED], files = b, files + f + 2
+            arrays[keys.SEG_CATEGORY] = 8 * a
+        if "davis_propagation" in bases:  # [T, L, C_max] float32 soft masks
+            c = DAVIS_MAX_OBJECTS + 1
+            b, f = _array_cost((total, L, c), (TOKEN_CHUNK, 1, c), 4, (TOKEN_CHUNK, L, c))
+            arrays[keys.DAVIS_SOFT], files = b, files + f
         if cls:
             b, f = _array_cost((n, L, D), (bs, 1, D), fd, (bs * k, L, D))
             arrays["cls"], files = b, files + f
@@ -224,6 +247,7 @@ def plan_store(
             token_norms="token_norms" in needs,
             cka_batch_size=cka_b,
             feature_dtype=ex["feature_dtype"],
+            feature_layers=registry.feature_layout(needs, spec.depth, spec.family),
         )
         bs = effective_batch_size(ex["batch_size"], cka_b)
         n_chunks = n // cka_b if cka_b else 0
@@ -256,7 +280,7 @@ def stores(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     for a in registry.ANALYSES_LIST:
         sec = config["analyses"].get(a.section, {})
         datasets = registry.section_datasets(sec)
-        if a.shape == "train_test":
+        if a.shape == "train_test" and a.train == "store":
             datasets = datasets + [p["train"] for p in sec.get("pairs", [])]
         for ds in datasets:
             if a.enabled(sec):
@@ -265,17 +289,51 @@ def stores(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return list(out)
 
 
+def plan_bank(config: Mapping[str, Any], model: str, train: str, test: str) -> StorePlan:
+    """A k-NN memory bank job: the train images stream through the model, the kept
+    neighbours (:meth:`~vitlib.downstream.knn_bank.KnnBank.save`) are its only output."""
+    from vitlib.config import model_spec
+    from vitlib.downstream.knn_bank import bank_file_bytes
+
+    spec = model_spec(config, model)
+    n_train, source = dataset_images(config, train)
+    n_test, _ = dataset_images(config, test)
+    k = min(max(config["analyses"]["knn"]["ks"]), max(n_train, 1))
+    size = bank_file_bytes(spec.depth, n_test, k, n_train, 1000)
+    gflops = n_train * forward_gflops(spec)
+    ex = config["extract"]
+    peak = REFERENCE_PEAK_TFLOPS["bf16" if ex["dtype"] in ("bf16", "fp16") else "fp32"]
+    hours = gflops / (peak * 1e3 * REFERENCE_UTILISATION) / 3600
+    return StorePlan(
+        model, train, "knn_bank", ["bank"], n_train, source, gflops, hours, size, 1, {"bank": size}
+    )
+
+
+def banks(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Every (model, train, test) k-NN memory bank the configured analyses stream."""
+    out = []
+    for a in registry.ANALYSES_LIST:
+        sec = config["analyses"].get(a.section, {})
+        if a.train == "knn_bank" and a.enabled(sec):
+            out += [
+                (m, p["train"], p["test"]) for p in sec.get("pairs", []) for m in config["models"]
+            ]
+    return out
+
+
 def plan(config: Mapping[str, Any]) -> tuple[list[StorePlan], dict[str, Any]]:
     plans = [
         plan_store(config, m, d, v, registry.needs_for(config, d, v)) for m, d, v in stores(config)
     ]
+    plans += [plan_bank(config, m, tr, te) for m, tr, te in banks(config)]
     n_tables = sum(
         len(config["models"]) ** (2 if a.shape == "pair" else 1)
         for a in registry.ANALYSES_LIST
         for _ in registry.section_datasets(config["analyses"].get(a.section, {}))
     )
     totals = {
-        "stores": len(plans),
+        "stores": sum(p.view != "knn_bank" for p in plans),
+        "knn_banks": sum(p.view == "knn_bank" for p in plans),
         "images_through_models": sum(p.images for p in plans),
         "GFLOPs": round(sum(p.gflops for p in plans)),
         "GPU_hours": round(sum(p.gpu_hours for p in plans), 2),

@@ -84,6 +84,7 @@ class StreamingReducer:
         token_norms: bool = True,
         cka_batch_size: int = 0,
         feature_dtype: str = "float16",
+        feature_layers: dict[str, list[int]] | None = None,
     ) -> None:
         self.L, self.H, self.D = depth, num_heads, embed_dim
         self.grid_hw = (int(grid_hw[0]), int(grid_hw[1]))
@@ -98,6 +99,15 @@ class StreamingReducer:
         self.token_norms = token_norms and "block" in token_points
         self.cka_b = cka_batch_size
         self.feature_dtype = feature_dtype
+        #: feature kind → 0-based blocks kept (default: both kinds, every block)
+        self.feature_layers = (
+            {k: list(range(depth)) for k in keys.FEATURE_KINDS}
+            if feature_layers is None
+            else {k: [int(b) for b in v] for k, v in feature_layers.items()}
+        )
+        self._feature_pos = {
+            k: {b: i for i, b in enumerate(v)} for k, v in self.feature_layers.items()
+        }
         self.per_image: dict[str, torch.Tensor] = {}
         self.per_chunk: dict[str, torch.Tensor] = {}
         self.sums = {s.name: np.zeros(s.shape, dtype=s.dtype) for s in self.sum_specs()}
@@ -109,8 +119,8 @@ class StreamingReducer:
         specs = []
         for p in self.points:
             specs += [
-                ArraySpec(keys.feature(p, "cls"), (L, D), fd),
-                ArraySpec(keys.feature(p, "spatial_mean"), (L, D), fd),
+                ArraySpec(keys.feature(p, kind), (len(blocks), D), fd)
+                for kind, blocks in self.feature_layers.items()
             ]
         if self.token_norms:  # artifact tokens (high-norm outliers) need every norm
             specs.append(ArraySpec(keys.TOKEN_NORM, (L, S), fd))
@@ -167,7 +177,7 @@ class StreamingReducer:
             s.name: [None] * self.L for s in self.sum_specs() if s.shape
         }
         self._img: dict[str, list[torch.Tensor | None]] = {
-            s.name: [None] * self.L for s in self.image_specs()
+            s.name: [None] * s.shape[0] for s in self.image_specs()
         }
         self._chk: dict[str, list[torch.Tensor | None]] = {
             s.name: [None] * self.L for s in self.chunk_specs()
@@ -178,8 +188,14 @@ class StreamingReducer:
         if point in self.points:
             spatial = x[:, self.P :]
             # A model without a class token (SigLIP) is represented by its mean spatial token.
-            self._img[keys.feature(point, "cls")][layer] = x[:, 0] if self.P else spatial.mean(1)
-            self._img[keys.feature(point, "spatial_mean")][layer] = spatial.mean(1)
+            pos = self._feature_pos
+            if layer in pos.get("cls", {}):
+                cls = x[:, 0] if self.P else spatial.mean(1)
+                self._img[keys.feature(point, "cls")][pos["cls"][layer]] = cls
+            if layer in pos.get("spatial_mean", {}):
+                self._img[keys.feature(point, "spatial_mean")][pos["spatial_mean"][layer]] = (
+                    spatial.mean(1)
+                )
             if point == "block" and self.token_norms:
                 self._img[keys.TOKEN_NORM][layer] = spatial.norm(dim=-1)
         self._grams(point, layer, x)

@@ -40,6 +40,8 @@ NEEDS = (
     "grams",  # per-minibatch Gram matrices at the configured capture points
     "residual",  # skip/branch Grams and norm ratios
     "tokens",  # every spatial token of every block (token views)
+    "segment_pool",  # annotation-mask-pooled block outputs, pooled in the pass (token views)
+    "davis_propagation",  # DAVIS soft masks propagated in the pass (token views; @settings)
 )
 
 
@@ -87,6 +89,15 @@ class Analysis:
     figures: tuple[Figure, ...] = ()
     summary: tuple[Headline, ...] = ()
     enabled_by: str | None = None  # a setting of the section that switches it off when 0
+    #: the setting naming the one feature kind it reads (``features:<kind>``); None: both
+    feature_setting: str | None = None
+    #: the setting naming the blocks it reads (``features@<layers>``); None: every block
+    layers_setting: str | None = None
+    #: where a ``train_test`` analysis' training side comes from: a store of the train
+    #: dataset, or a k-NN bank streamed through the model (:mod:`vitlib.downstream.knn_bank`)
+    train: Literal["store", "knn_bank"] = "store"
+    #: settings computed inside the extraction (its needs carry them: ``need@k=v,...``)
+    need_settings: tuple[str, ...] = ()
     heavy: bool = False  # runs with analysis_threads
     gpu: bool = False  # uses the extraction device (a GPU job on GPU runs)
     paper: str = ""
@@ -420,7 +431,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         section="segments",
         shape="model",
         table="vitlib.metrics.segfeat:segment_clustering_table",
-        needs=frozenset({"tokens"}),
+        needs=frozenset({"segment_pool"}),
         description="Object / part feature clustering per layer.",
         settings={"k": "k", "seed": "seed", "n_init": "n_init", "noise": "noise"},
         dataset_kinds=("coco", "partimagenet"),
@@ -476,7 +487,8 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         section="davis",
         shape="model",
         table="vitlib.downstream.tables:davis_table",
-        needs=frozenset({"tokens"}),
+        needs=frozenset({"davis_propagation"}),
+        need_settings=("n_last", "radius", "topk", "temperature"),
         description="DAVIS-2017 label propagation J&F per layer.",
         settings={
             "n_last": "n_last",
@@ -534,10 +546,12 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         "knn",
         section="knn",
         shape="train_test",
-        table="vitlib.downstream.tables:knn_table",
+        table="vitlib.downstream.knn_bank:knn_bank_table",
         needs=frozenset({"features"}),
         description="Weighted k-NN accuracy per layer (DINO protocol).",
-        settings={"ks": "ks", "temperature": "temperature", "feature": "feature"},
+        settings={"ks": "ks", "temperature": "temperature"},
+        feature_setting="feature",
+        train="knn_bank",
         metrics=("top1", "top5", "chance"),
         heavy=True,
         summary=(Headline("top1", "k-NN top-1 (k=20)", {"k": 20}),),
@@ -559,6 +573,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         shape="train_test",
         table="vitlib.downstream.tables:probe_table",
         needs=frozenset({"features"}),
+        layers_setting="layers",
         description="Linear probes per layer on stored features (Table 6).",
         settings={
             "layers": "layers",
@@ -616,16 +631,107 @@ def section_datasets(section: Mapping[str, Any]) -> list[str]:
     return list(section.get("datasets", []))
 
 
+def layer_spec(layers: str | Sequence[int]) -> str:
+    """A blocks setting as a need qualifier: ``"paper"``, ``"all"`` or 1-based ``"1,4,12"``."""
+    return layers if isinstance(layers, str) else ",".join(str(int(b)) for b in layers)
+
+
+def resolve_layers(layers: str | Sequence[int], depth: int, family: str) -> list[int]:
+    """0-based blocks of a blocks setting: ``"paper"`` — the last block, block 8 for BEiT
+    (the paper's Table 6, Appendix E.4) —, ``"all"``, or 1-based blocks (list or ``"1,4"``).
+
+    >>> resolve_layers("paper", 12, "fs"), resolve_layers("paper", 12, "beit")
+    ([11], [7])
+    >>> resolve_layers("2,12", 12, "fs")
+    [1, 11]
+    """
+    if layers == "all":
+        return list(range(depth))
+    if layers == "paper":
+        return [min(8, depth) - 1] if family == "beit" else [depth - 1]
+    if isinstance(layers, str):
+        try:
+            layers = [int(b) for b in layers.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"blocks must be 'paper', 'all' or 1-based blocks, got {layers!r}"
+            ) from None
+    bad = [b for b in layers if not 1 <= b <= depth]
+    if bad:
+        raise ValueError(f"blocks {bad} outside 1..{depth}")
+    return sorted({int(b) - 1 for b in layers})
+
+
+def parse_need(need: str) -> tuple[str, str | None, str | None]:
+    """``"features:cls@paper"`` → ``("features", "cls", "paper")`` (kind / blocks: None = all).
+
+    >>> parse_need("features"), parse_need("features@1,12")
+    (('features', None, None), ('features', None, '1,12'))
+    """
+    base, _, layers = need.partition("@")
+    base, _, kind = base.partition(":")
+    return base, kind or None, layers or None
+
+
+def feature_layout(needs: Sequence[str], depth: int, family: str) -> dict[str, list[int]]:
+    """The per-image features a store holds for ``needs``: feature kind → 0-based blocks
+    (the union over every ``features[:kind][@blocks]`` need; no features need: ``{}``).
+
+    >>> feature_layout(["attention", "features:cls", "features@paper"], 12, "beit")
+    {'cls': [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], 'spatial_mean': [7]}
+    """
+    from vitlib.keys import FEATURE_KINDS
+
+    out: dict[str, set[int]] = {}
+    for need in needs:
+        base, kind, layers = parse_need(need)
+        if base != "features":
+            continue
+        blocks = resolve_layers(layers or "all", depth, family)
+        for k in (kind,) if kind else FEATURE_KINDS:
+            if k not in FEATURE_KINDS:
+                raise ValueError(f"need {need!r}: unknown feature kind {k!r}")
+            out.setdefault(k, set()).update(blocks)
+    return {k: sorted(out[k]) for k in FEATURE_KINDS if k in out}
+
+
+def covers(held: Sequence[str], wanted: Sequence[str], depth: int, family: str) -> bool:
+    """Whether a store extracted for ``held`` holds everything ``wanted`` reads."""
+    plain = {n for n in held if parse_need(n)[0] != "features"}
+    if not {n for n in wanted if parse_need(n)[0] != "features"} <= plain:
+        return False
+    have, want = feature_layout(held, depth, family), feature_layout(wanted, depth, family)
+    return all(set(blocks) <= set(have.get(k, ())) for k, blocks in want.items())
+
+
+def _qualified(a: Analysis, sec: Mapping[str, Any]) -> set[str]:
+    """``a.needs`` with its features need narrowed to the kind and blocks it reads."""
+    out = set()
+    for need in a.needs:
+        if need == "features":
+            if a.feature_setting:
+                need += f":{sec[a.feature_setting]}"
+            if a.layers_setting:
+                need += f"@{layer_spec(sec[a.layers_setting])}"
+        elif a.need_settings:
+            need += "@" + ",".join(f"{k}={sec[k]}" for k in a.need_settings)
+        out.add(need)
+    return out
+
+
 def needs_for(config: Mapping[str, Any], dataset: str, view: str) -> list[str]:
-    """The capture needs of every configured analysis that reads (dataset, view)."""
+    """The capture needs of every configured analysis that reads (dataset, view), features
+    narrowed to the kinds and blocks they read (``features[:kind][@blocks]``)."""
     out: set[str] = set()
     for a in ANALYSES_LIST:
         sec = config["analyses"].get(a.section, {})
         read = set(section_datasets(sec))
-        if a.shape == "train_test":
+        if a.shape == "train_test" and a.train == "store":
             read |= {p["train"] for p in sec.get("pairs", [])}
         if dataset in read and a.enabled(sec) and a.store_view(sec) == view:
-            out |= a.needs
+            out |= _qualified(a, sec)
+    if "features" in out:  # every kind, every block
+        out = {n for n in out if parse_need(n)[0] != "features"} | {"features"}
     return sorted(out)
 
 
@@ -646,7 +752,9 @@ def run_table(
 
     a = get(name)
     kw = {**a.kwargs(settings), **runtime}
-    opened = [Store.open(s) for s in stores]
+    opened: list[Any] = [Store.open(s) for s in stores[1 if a.train == "knn_bank" else 0 :]]
+    if a.train == "knn_bank":  # the bank file of the k-NN memory bank, then the test store
+        opened.insert(0, stores[0])
     args: list[Any]
     if a.shape == "models":
         args = [opened]
@@ -672,8 +780,9 @@ def write_table(
     manifest: str | None = None,
     device: str = "cpu",
 ) -> None:
-    """Compute analysis ``name`` from the stores behind completion ``markers`` and write its
-    table (CSV) or arrays (NPZ) to ``out`` (what the workflow's table rules run)."""
+    """Compute analysis ``name`` from the stores behind completion ``markers`` (and, first,
+    a k-NN bank file for ``train="knn_bank"`` analyses) and write its table (CSV) or arrays
+    (NPZ) to ``out`` (what the workflow's table rules run)."""
     import numpy as np
 
     from vitlib.data.manifest import Manifest
@@ -687,7 +796,7 @@ def write_table(
         runtime["device"] = str(resolve_device(device))
     res = run_table(
         name,
-        [store_from_marker(m) for m in markers],
+        [store_from_marker(m) if str(m).endswith(".complete.json") else m for m in markers],
         settings=settings,
         manifest=Manifest.load(manifest) if a.manifest and manifest else None,
         **runtime,

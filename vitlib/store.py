@@ -24,6 +24,9 @@ Layout (Zarr v3 group; every array is written by one process, batch by batch)::
       offsets [n + 1]        image i's tokens are rows offsets[i]:offsets[i+1], row-major
       tokens [T, L, D]       block outputs of every spatial token, chunked (4096, 1, D)
       cls [n, L, D]          the CLS token (not for ``dense``, whose tiles each have one)
+      seg/pooled [A, L, D], seg/category [A], seg/offsets [n + 1]
+                             annotation-pooled features (need ``segment_pool``)
+      davis/soft [T, L, C]   DAVIS soft masks per token (need ``davis_propagation``)
     {view}.progress.npz      beside the store: resume state, i.e. the next batch and the
                              running sums (replaced atomically after each batch)
     {view}.complete.json     beside the store, written last: a summary of the run; without
@@ -48,7 +51,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,8 @@ class ArraySpec:
     name: str
     shape: tuple[int, ...]
     dtype: Any
+    #: ragged arrays: the offsets array (``[n + 1]``) whose rows index this one per item
+    offsets: str = keys.OFFSETS
 
 
 FORMAT = 4  # 4: sharded arrays; 3: needs-driven arrays, EXIF-oriented 16-bit-scaled input
@@ -164,42 +169,67 @@ class StoreWriter:
         sum_specs: Iterable[ArraySpec],
         labels: np.ndarray,
         token_specs: Iterable[ArraySpec] = (),
-        offsets: np.ndarray | None = None,
+        offsets: np.ndarray | Mapping[str, np.ndarray] | None = None,
         extra_arrays: Mapping[str, np.ndarray] | None = None,
         shard_bytes: float = SHARD_BYTES,
+        bounds: Sequence[int] | None = None,
     ) -> None:
         self.path = Path(path)
         self.meta = dict(meta)
         self.meta["format"] = FORMAT
+        self.n = int(self.meta["n_items"])
+        self.bs = int(self.meta["batch_size"])
+        #: batch b holds items bounds[b]:bounds[b + 1] (default: batch_size items each)
+        self.bounds = np.asarray(
+            list(range(0, self.n, self.bs)) + [self.n] if bounds is None else bounds,
+            dtype=np.int64,
+        )
+        if self.bounds[0] != 0 or self.bounds[-1] != self.n or np.any(np.diff(self.bounds) <= 0):
+            raise ValueError(f"batch bounds must rise from 0 to n_items={self.n}")
+        self.n_batches = len(self.bounds) - 1
+        if bounds is not None:
+            self.meta["bounds"] = [int(b) for b in self.bounds]
+        # ragged arrays, each indexed per item by its offsets array
+        if offsets is None or isinstance(offsets, Mapping):
+            self.offsets_by_key = {
+                k: np.asarray(v, dtype=np.int64) for k, v in (offsets or {}).items()
+            }
+        else:
+            self.offsets_by_key = {keys.OFFSETS: np.asarray(offsets, dtype=np.int64)}
         image_specs, chunk_specs = list(image_specs), list(chunk_specs)
         token_specs = list(token_specs)
-        n_items = max(int(self.meta["n_items"]), 1)
+        for t in token_specs:
+            off = self.offsets_by_key.get(t.offsets)
+            if off is None or len(off) != self.n + 1:
+                raise ValueError(
+                    f"ragged array {t.name} needs offsets {t.offsets!r} of n_items + 1"
+                )
+        mean_rows = max(
+            (float(v[-1]) / max(self.n, 1) for v in self.offsets_by_key.values()), default=0.0
+        )
         self.k = shard_batches(
-            int(self.meta["batch_size"]),
+            int(np.diff(self.bounds).max()) if self.n_batches else self.bs,
             image_specs,
             chunk_specs,
             int(self.meta.get("cka_batch_size", 0)),
             shard_bytes,
             token_specs,
-            0.0 if offsets is None else float(offsets[-1]) / n_items,
+            mean_rows,
         )
-        self.k = min(self.k, max(-(-int(self.meta["n_items"]) // int(self.meta["batch_size"])), 1))
+        self.k = min(self.k, max(self.n_batches, 1))
         self.meta["shard_batches"] = self.k
         self.meta["fingerprint"] = fingerprint(
             {k: v for k, v in self.meta.items() if k != "fingerprint"}
         )
-        self.n = int(self.meta["n_items"])
-        self.bs = int(self.meta["batch_size"])
-        self.n_batches = -(-self.n // self.bs)
         self.cka_b = int(self.meta.get("cka_batch_size", 0))
         self.image_specs = list(image_specs)
         self.chunk_specs = list(chunk_specs)
         self.sum_specs = list(sum_specs)
         self.token_specs = list(token_specs)
-        self.offsets = None if offsets is None else np.asarray(offsets, dtype=np.int64)
-        if self.token_specs and (self.offsets is None or len(self.offsets) != self.n + 1):
-            raise ValueError("token arrays need offsets of length n_items + 1")
+        self._ragged = {t.name: self.offsets_by_key[t.offsets] for t in self.token_specs}
         self.extra_arrays = dict(extra_arrays or {})
+        if self.cka_b and bounds is not None:
+            raise ValueError("per-minibatch arrays need batches of batch_size items")
         if self.cka_b and self.bs % self.cka_b:
             raise ValueError(
                 f"batch_size {self.bs} must be a multiple of cka_batch_size {self.cka_b}"
@@ -236,21 +266,20 @@ class StoreWriter:
         g.create_array(keys.LABELS, data=np.asarray(labels, dtype=np.int64))
         for name, arr in self.extra_arrays.items():
             g.create_array(name, data=np.asarray(arr))
-        if self.token_specs:
-            assert self.offsets is not None
-            g.create_array(keys.OFFSETS, data=self.offsets)
-            total = int(self.offsets[-1])
-            for s in self.token_specs:
-                rows = max(1, min(total, TOKEN_CHUNK))
-                g.create_array(
-                    s.name,
-                    shape=(total, *s.shape),
-                    dtype=s.dtype,
-                    chunks=(rows, 1, *s.shape[1:]),
-                    shards=(rows, *s.shape),
-                    fill_value=0,
-                    compressors=None,
-                )
+        for key, off in self.offsets_by_key.items():
+            g.create_array(key, data=off)
+        for s in self.token_specs:
+            total = int(self._ragged[s.name][-1])
+            rows = max(1, min(total, TOKEN_CHUNK))
+            g.create_array(
+                s.name,
+                shape=(total, *s.shape),
+                dtype=s.dtype,
+                chunks=(rows, *((1,) + s.shape[1:] if s.shape else ())),
+                shards=(rows, *s.shape),
+                fill_value=0,
+                compressors=None,
+            )
         for s in self.image_specs:
             rows = min(self.bs, max(self.n, 1))
             g.create_array(
@@ -304,14 +333,12 @@ class StoreWriter:
     ) -> None:
         """Take batch ``batch``'s rows; at the end of a shard (or of the store) write the
         buffered batches, then commit the running sums and progress atomically."""
-        lo = batch * self.bs
-        hi = min(lo + self.bs, self.n)
+        lo, hi = int(self.bounds[batch]), int(self.bounds[batch + 1])
         if self._pending and self._pending[-1][0] != batch - 1:
             raise RuntimeError(f"{self.path}: batch {batch} after batch {self._pending[-1][0]}")
         if per_token:
-            assert self.offsets is not None
-            n_tok = int(self.offsets[hi]) - int(self.offsets[lo])
             for name, arr in per_token.items():
+                n_tok = int(self._ragged[name][hi]) - int(self._ragged[name][lo])
                 if arr.shape[0] != n_tok:
                     raise ValueError(
                         f"{name}: batch {batch} has {arr.shape[0]} tokens, expected {n_tok}"
@@ -330,18 +357,15 @@ class StoreWriter:
 
     def _flush(self, sums: Mapping[str, np.ndarray]) -> None:
         first, last = self._pending[0][0], self._pending[-1][0]
-        lo, hi = first * self.bs, min((last + 1) * self.bs, self.n)
+        lo, hi = int(self.bounds[first]), int(self.bounds[last + 1])
 
         def joined(kind: str) -> dict[str, np.ndarray]:
             names = self._pending[0][1][kind]
             return {k: np.concatenate([p[1][kind][k] for p in self._pending]) for k in names}
 
-        per_token = joined("token")
-        if per_token:
-            assert self.offsets is not None
-            t_lo, t_hi = int(self.offsets[lo]), int(self.offsets[hi])
-            for name, arr in per_token.items():
-                self._array(name)[t_lo:t_hi] = arr
+        for name, arr in joined("token").items():
+            t_lo, t_hi = int(self._ragged[name][lo]), int(self._ragged[name][hi])
+            self._array(name)[t_lo:t_hi] = arr
         for name, arr in joined("image").items():
             self._array(name)[lo:hi] = arr
         if self.cka_b:
@@ -503,6 +527,28 @@ class Store:
     def labels(self) -> np.ndarray:
         return self.read(keys.LABELS)
 
+    def layers_of(self, key: str) -> list[int]:
+        """The 0-based blocks along axis 1 of ``key``: a feature array may hold only the
+        blocks its analyses read (``feature_layers`` in the store's attributes)."""
+        for kind, blocks in (self.meta.get("feature_layers") or {}).items():
+            if key == keys.feature("block", kind):
+                return [int(b) for b in blocks]
+        return list(range(self.depth))
+
+    def _position(self, key: str, layer: int) -> int:
+        blocks = self.layers_of(key)
+        try:
+            return blocks.index(layer)
+        except ValueError:
+            raise KeyError(
+                f"{self.path}: {key!r} holds blocks {[b + 1 for b in blocks]} (1-based), not"
+                f" block {layer + 1}: its analyses did not ask for it (e.g. probe.layers)"
+            ) from None
+
+    def layer(self, key: str, layer: int) -> np.ndarray:
+        """``key`` at 0-based block ``layer`` for every item: ``[n, ...]``."""
+        return np.asarray(self.array(key)[:, self._position(key, layer)])
+
     def chunks(self, key: str, rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(first_row, rows)`` of ``key`` in row chunks (default: its chunk size)."""
         arr = self.array(key)
@@ -511,11 +557,12 @@ class Store:
             yield lo, np.asarray(arr[lo : lo + step])
 
     def layer_chunks(self, key: str, layer: int, rows: int | None = None) -> Iterator[np.ndarray]:
-        """``key[:, layer]`` in row chunks (default: the store's batch size)."""
+        """``key`` at 0-based block ``layer`` in row chunks (default: the store's batch size)."""
         arr = self.array(key)
+        pos = self._position(key, layer)
         step = rows or int(arr.chunks[0])
         for lo in range(0, arr.shape[0], step):
-            yield np.asarray(arr[lo : lo + step, layer])
+            yield np.asarray(arr[lo : lo + step, pos])
 
     def gram(self, point: str, kind: str) -> zarr.Array:
         """Per-minibatch Grams ``[C, L, b, b]`` of capture point ``point``."""

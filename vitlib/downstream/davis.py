@@ -144,6 +144,55 @@ def neighbourhood_mask(h: int, w: int, radius: int) -> torch.Tensor:
     ).float()
 
 
+class Propagator:
+    """DAVIS label propagation one frame at a time (DINO's protocol): the first frame's
+    mask, then each frame's soft mask from frame 0 and the last ``n_last`` frames, among the
+    ``topk`` most similar source tokens within ``radius`` rows/columns, weights
+    ``exp(cos/temperature)``.  Keeps only the context it needs (first frame + ``n_last``).
+
+    ``first_feats``: ``[h·w, D]``; ``first_mask``: ``[C, h·w]``.
+    """
+
+    def __init__(
+        self,
+        first_feats: torch.Tensor,
+        first_mask: torch.Tensor,
+        h: int,
+        w: int,
+        *,
+        n_last: int = 7,
+        radius: int = 12,
+        topk: int = 5,
+        temperature: float = 0.1,
+        mask: torch.Tensor | None = None,
+    ) -> None:
+        self.hw = h * w
+        self.n_last, self.topk, self.temperature = n_last, topk, temperature
+        f0 = F.normalize(first_feats.float(), dim=-1)
+        # symmetric [hw, hw]
+        self.mask = (mask if mask is not None else neighbourhood_mask(h, w, radius)).to(f0.device)
+        self.first = (f0, first_mask.float())
+        self.ctx: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def step(self, feats: torch.Tensor) -> torch.Tensor:
+        """The soft mask ``[C, h·w]`` of the next frame from its features ``[h·w, D]``."""
+        f = F.normalize(feats.float(), dim=-1)
+        src = [self.first] + (self.ctx[-self.n_last :] if self.n_last else [])
+        n, hw = len(src), self.hw
+        # targets × sources (contiguous along the sources, where top-k and the sums run)
+        aff = torch.exp(f @ torch.cat([s[0] for s in src]).T / self.temperature)
+        aff = (aff.reshape(hw, n, hw) * self.mask[:, None, :]).reshape(hw, n * hw)
+        k = min(self.topk, aff.shape[1])
+        kth = aff.topk(k, dim=1).values[:, -1:]  # k-th largest per target
+        aff = torch.where(aff >= kth, aff, torch.zeros_like(aff))
+        aff = aff / aff.sum(1, keepdim=True).clamp_min(1e-30)
+        seg = torch.cat([s[1] for s in src], dim=1) @ aff.T  # [C, hw]
+        self.ctx.append((f, seg))
+        if len(self.ctx) > self.n_last:
+            self.ctx.pop(0)
+        return seg
+
+
 def propagate_labels(
     feats: torch.Tensor,
     first_mask: torch.Tensor,
@@ -153,7 +202,7 @@ def propagate_labels(
     topk: int = 5,
     temperature: float = 0.1,
 ) -> torch.Tensor:
-    """Soft masks of every frame by label propagation.
+    """Soft masks of every frame by label propagation (:class:`Propagator`).
 
     Parameters
     ----------
@@ -165,24 +214,31 @@ def propagate_labels(
     ``[T, C, h, w]`` soft masks (frame 0 is ``first_mask``).
     """
     T, h, w, D = feats.shape
-    f = F.normalize(feats.reshape(T, h * w, D).float(), dim=-1)
-    mask = neighbourhood_mask(h, w, radius).to(f.device)  # symmetric [hw, hw]
-    segs = [first_mask.reshape(first_mask.shape[0], h * w).float()]
-    ctx_idx: list[int] = []
-    for t in range(1, T):
-        idx = [0] + ctx_idx[-n_last:] if n_last else [0]
-        n = len(idx)
-        # targets × sources (contiguous along the sources, where top-k and the sums run)
-        aff = torch.exp(f[t] @ f[idx].reshape(n * h * w, D).T / temperature)
-        aff = (aff.reshape(h * w, n, h * w) * mask[:, None, :]).reshape(h * w, n * h * w)
-        k = min(topk, aff.shape[1])
-        kth = aff.topk(k, dim=1).values[:, -1:]  # k-th largest per target
-        aff = torch.where(aff >= kth, aff, torch.zeros_like(aff))
-        aff = aff / aff.sum(1, keepdim=True).clamp_min(1e-30)
-        seg_src = torch.cat([segs[i] for i in idx], dim=1)  # [C, n·hw]
-        segs.append(seg_src @ aff.T)
-        ctx_idx.append(t)
+    C = first_mask.shape[0]
+    prop = Propagator(
+        feats[0].reshape(h * w, D),
+        first_mask.reshape(C, h * w),
+        h,
+        w,
+        n_last=n_last,
+        radius=radius,
+        topk=topk,
+        temperature=temperature,
+    )
+    segs = [first_mask.reshape(C, h * w).float()]
+    segs += [prop.step(feats[t].reshape(h * w, D)) for t in range(1, T)]
     return torch.stack(segs).reshape(T, -1, h, w)
+
+
+def first_frame_onehot(annotation: np.ndarray, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """``[C, gh, gw]`` one-hot of a frame-0 annotation (object ids) nearest-resized to the
+    token grid, ``C`` = largest id + 1 (the original's first-frame handling)."""
+    from PIL import Image
+
+    gh, gw = grid_hw
+    first = np.asarray(Image.fromarray(annotation).resize((gw, gh), Image.Resampling.NEAREST))
+    C = int(first.max()) + 1
+    return torch.from_numpy(np.eye(C, dtype=np.float32)[first]).permute(2, 0, 1)
 
 
 def soft_to_labels(soft: torch.Tensor, patch: int, out_hw: tuple[int, int]) -> np.ndarray:

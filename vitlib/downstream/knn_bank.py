@@ -305,12 +305,13 @@ class KnnBank:
         return int(self.indices.shape[-1])
 
     def save(self, path: str | os.PathLike) -> None:
-        """One ``.npz`` (written atomically)."""
+        """One ``.npz`` (written atomically): int32 indices, float32 similarities, labels
+        in the smallest integer type that holds them (10 bytes per neighbour for ImageNet)."""
         _atomic_savez(
             path,
-            indices=self.indices,
-            sims=self.sims,
-            labels=self.labels,
+            indices=self.indices.astype(np.int32 if self.n_train < 2**31 else np.int64),
+            sims=self.sims.astype(np.float32),
+            labels=self.labels.astype(np.min_scalar_type(-max(int(self.train_classes), 1))),
             n_train=np.int64(self.n_train),
             train_classes=np.int64(self.train_classes),
             meta=np.array(json.dumps(self.meta, default=str)),
@@ -320,9 +321,9 @@ class KnnBank:
     def load(cls, path: str | os.PathLike) -> KnnBank:
         with np.load(path) as z:
             return cls(
-                indices=z["indices"],
+                indices=z["indices"].astype(np.int64),
                 sims=z["sims"],
-                labels=z["labels"],
+                labels=z["labels"].astype(np.int64),
                 n_train=int(z["n_train"]),
                 train_classes=int(z["train_classes"]),
                 meta=json.loads(str(z["meta"])),
@@ -332,9 +333,9 @@ class KnnBank:
 def query_features(store: Store, feature: str = "cls") -> torch.Tensor:
     """``[L, Q, D]`` float32 L2-normalised query features of a store, normalised exactly as
     :func:`~vitlib.downstream.knn.knn_topk_streaming` normalises them."""
-    arr = store.array(keys.feature("block", feature))
+    name = keys.feature("block", feature)
     return torch.from_numpy(
-        np.stack([_normalise(np.asarray(arr[:, layer])) for layer in range(store.depth)])
+        np.stack([_normalise(store.layer(name, layer)) for layer in range(store.depth)])
     )
 
 
@@ -558,3 +559,10 @@ def knn_bank_table(
 def bank_bytes(layers: int, queries: int, k: int) -> int:
     """Bytes of the kept state: one int64 key per (layer, query, neighbour)."""
     return 8 * layers * queries * k
+
+
+def bank_file_bytes(layers: int, queries: int, k: int, n_train: int, n_classes: int) -> int:
+    """Bytes of a saved bank (:meth:`KnnBank.save`): indices, similarities and labels."""
+    idx = 4 if n_train < 2**31 else 8
+    lab = np.min_scalar_type(-max(n_classes, 1)).itemsize
+    return layers * queries * k * (idx + 4 + lab)

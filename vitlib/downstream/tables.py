@@ -60,7 +60,7 @@ def knn_table(
     step = max(gtr.array(name).chunks[0], (64 << 20) // (4 * gtr.array(name).shape[-1]))
     step -= step % gtr.array(name).chunks[0]
     for layer in range(mtr["depth"]):
-        q = np.asarray(gte.array(name)[:, layer], dtype=np.float32)
+        q = gte.layer(name, layer).astype(np.float32)
         sims, idx = knn_topk_streaming(
             (c.astype(np.float32) for c in gtr.layer_chunks(name, layer, step)), q, kmax
         )
@@ -91,22 +91,14 @@ def knn_table(
 
 
 def probe_layers(layers: str | Sequence[int], depth: int, family: str) -> list[int]:
-    """0-based blocks a probe is trained on: ``"paper"`` — the last block, block 8 for BEiT
-    (the paper's Table 6, Appendix E.4) —, ``"all"``, or a list of 1-based blocks.
+    """0-based blocks a probe is trained on (:func:`vitlib.registry.resolve_layers`).
 
     >>> probe_layers("paper", 12, "fs"), probe_layers("paper", 12, "beit")
     ([11], [7])
     """
-    if layers == "all":
-        return list(range(depth))
-    if layers == "paper":
-        return [min(8, depth) - 1] if family == "beit" else [depth - 1]
-    if isinstance(layers, str):
-        raise ValueError(f"probe layers must be 'paper', 'all' or 1-based blocks, got {layers!r}")
-    bad = [b for b in layers if not 1 <= b <= depth]
-    if bad:
-        raise ValueError(f"probe layers {bad} outside blocks 1..{depth}")
-    return [b - 1 for b in layers]
+    from vitlib.registry import resolve_layers
+
+    return resolve_layers(layers, depth, family)
 
 
 def probe_table(
@@ -146,7 +138,7 @@ def probe_table(
                 for i, x in enumerate(gtr.layer_chunks(name, layer)):
                     yield x, ytr[i * step : i * step + len(x)]
 
-            xte = np.asarray(gte.array(name)[:, layer], dtype=np.float32)
+            xte = gte.layer(name, layer).astype(np.float32)
             for bn in batchnorm:
                 t0 = time.perf_counter()
                 probe = train_probe(
@@ -216,7 +208,7 @@ def retrieval_table(
     gnd = manifest.extra["gnd"]
     rows = []
     for layer in range(meta["depth"]):
-        x = np.asarray(g.array(keys.feature("block", "cls"))[:, layer], dtype=np.float32)
+        x = g.layer(keys.feature("block", "cls"), layer).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
         index = faiss.IndexFlatIP(x.shape[1])
         index.add(np.ascontiguousarray(x[:n_db]))
@@ -249,16 +241,27 @@ def davis_table(
     propagated with :func:`propagate_labels`, predictions are upsampled to the frame size
     and scored with J and F per object (first and last frame excluded)."""
     import torch
-    from PIL import Image
 
     from vitlib.data.annotations import davis_mask
-    from vitlib.downstream.davis import evaluate_sequence, propagate_labels, soft_to_labels
+    from vitlib.downstream.davis import (
+        evaluate_sequence,
+        first_frame_onehot,
+        propagate_labels,
+        soft_to_labels,
+    )
 
     g = Store.open(store)
     meta = g.meta
     _check_manifest(meta, manifest, store)
     if not g.is_token_view:
         raise ValueError(f"{store}: DAVIS needs a token view ('dense' or 'squash')")
+    settings = {"n_last": n_last, "radius": radius, "topk": topk, "temperature": temperature}
+    in_pass = g.has(keys.DAVIS_SOFT)
+    if in_pass and meta.get("davis") != settings:
+        raise ValueError(
+            f"{store} propagated DAVIS labels with {meta.get('davis')}, not {settings}:"
+            " re-extract it (the workflow does when analyses.davis changes)"
+        )
     offsets = g.read(keys.OFFSETS)
     grids = g.read(keys.GRID)
     patch = int(meta["spec"]["patch_size"])
@@ -276,18 +279,21 @@ def davis_table(
                 raise ValueError(f"DAVIS {seq}: frame {manifest.items[i].id} has no annotation")
             gts.append(davis_mask(f"{root}/{a}"))
         gt = np.stack(gts)
-        first = np.asarray(Image.fromarray(gt[0]).resize((gw, gh), Image.Resampling.NEAREST))
-        C = int(first.max()) + 1
-        onehot = torch.from_numpy(np.eye(C, dtype=np.float32)[first]).permute(2, 0, 1)
+        onehot = first_frame_onehot(gt[0], (gh, gw))
+        C = onehot.shape[0]
         lo, hi = offsets[idx[0]], offsets[idx[-1] + 1]  # frames contiguous
         for layer in layers if layers is not None else range(meta["depth"]):
-            tok = np.asarray(
-                g.array(keys.TOKENS)[lo:hi, layer], dtype=np.float32
-            )  # one layer's chunks
-            feats = torch.from_numpy(tok.reshape(len(idx), gh, gw, -1))
-            soft = propagate_labels(
-                feats, onehot, n_last=n_last, radius=radius, topk=topk, temperature=temperature
-            )
+            if in_pass:  # propagated during the extraction: [T·gh·gw, C_max] at this layer
+                sm = np.asarray(g.array(keys.DAVIS_SOFT)[lo:hi, layer, :C])
+                soft = torch.from_numpy(sm.reshape(len(idx), gh, gw, C)).permute(0, 3, 1, 2)
+            else:
+                tok = np.asarray(
+                    g.array(keys.TOKENS)[lo:hi, layer], dtype=np.float32
+                )  # one layer's chunks
+                feats = torch.from_numpy(tok.reshape(len(idx), gh, gw, -1))
+                soft = propagate_labels(
+                    feats, onehot, n_last=n_last, radius=radius, topk=topk, temperature=temperature
+                )
             pred = soft_to_labels(soft, patch, gt.shape[1:])
             pred[0] = gt[0]  # frame 0's annotation is copied, as the original
             for obj, s in evaluate_sequence(pred, gt).items():

@@ -18,10 +18,37 @@ from vitlib.metrics.clustering import cluster_scores, noise_like
 from vitlib.store import Store
 
 
+def segment_masks(
+    manifest: Manifest, grids: np.ndarray, *, crop: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image: soft token masks ``[A, gh·gw]`` (float32) of its usable annotations at
+    its token grid (``grids[i]``) and their categories ``[A]`` (``A`` may be 0)."""
+    out = []
+    for i, item in enumerate(manifest.items):
+        coco = coco_for_item(manifest, item)
+        gh, gw = (int(v) for v in grids[i])
+        soft, c = token_masks(
+            annotation_masks(coco, int(item.meta["image_id"])), (gh, gw), crop=crop
+        )
+        out.append((soft.reshape(len(soft), -1).astype(np.float32), np.asarray(c, np.int64)))
+    return out
+
+
+def pool(soft: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """``[A, L, D]``: ``Σ_m soft[a, m] · tokens[m, l, :]`` in float32 (tokens ``[m, L, D]``)."""
+    return np.einsum("am,mld->ald", soft, tokens.astype(np.float32))
+
+
 def pooled_features(store: Store | str, manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
-    """``[A, L, D]`` mask-pooled features of every usable annotation and their categories."""
+    """``[A, L, D]`` mask-pooled features of every usable annotation and their categories:
+    pooled during the extraction (need ``segment_pool``) or from a token store."""
     g = Store.open(store)
     meta = g.meta
+    if g.has(keys.SEG_POOLED):
+        x, y = g.read(keys.SEG_POOLED), g.read(keys.SEG_CATEGORY)
+        if not len(y):
+            raise ValueError(f"{manifest.dataset!r}: no annotation survives at token resolution")
+        return x, y
     if not g.is_token_view:
         raise ValueError(
             f"{g.path} is not a token store (view {meta['view']!r}); object"
@@ -31,17 +58,12 @@ def pooled_features(store: Store | str, manifest: Manifest) -> tuple[np.ndarray,
     offsets = g.read(keys.OFFSETS)
     grids = g.read(keys.GRID)
     tokens = g.array(keys.TOKENS)
-    feats, cats = [], []
-    for i, item in enumerate(manifest.items):
-        coco = coco_for_item(manifest, item)
-        gh, gw = (int(v) for v in grids[i])
-        soft, c = token_masks(
-            annotation_masks(coco, int(item.meta["image_id"])), (gh, gw), crop=crop
-        )
+    feats: list[np.ndarray] = []
+    cats: list[np.ndarray] = []
+    for i, (soft, c) in enumerate(segment_masks(manifest, grids, crop=crop)):
         if not len(soft):
             continue
-        tok = np.asarray(tokens[offsets[i] : offsets[i + 1]], dtype=np.float32)  # [gh·gw, L, D]
-        feats.append(np.einsum("am,mld->ald", soft.reshape(len(soft), -1).astype(np.float32), tok))
+        feats.append(pool(soft, np.asarray(tokens[offsets[i] : offsets[i + 1]])))
         cats.append(c)
     if not feats:
         raise ValueError(f"{manifest.dataset!r}: no annotation survives at token resolution")

@@ -179,9 +179,9 @@ def clustering_table(
     k = k or int(len(np.unique(y)))
     rows = []
     for feat, kind in (("cls", "cls"), ("spatial", "spatial_mean")):
-        arr = g.array(keys.feature("block", kind))
-        for layer in range(arr.shape[1]):
-            x = np.asarray(arr[:, layer], dtype=np.float32)
+        name = keys.feature("block", kind)
+        for layer in g.layers_of(name):
+            x = g.layer(name, layer).astype(np.float32)
             for m, v in cluster_scores(x, y, k, seed=seed, n_init=n_init).items():
                 rows.append({"feature": feat, "layer": layer, "metric": m, "value": v})
     x = noise_like((len(y), meta["embed_dim"]), noise, seed)

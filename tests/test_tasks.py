@@ -432,3 +432,48 @@ def test_davis_propagated_in_the_pass_equals_propagating_the_stored_tokens(tmp_p
     assert a["JF"].between(0, 100).all() and a["n_objects"].iloc[0] == 3
     with pytest.raises(ValueError, match="re-extract"):
         davis_table(p, m, **{**settings, "topk": 5})
+
+
+def _spair_world(root, cats=("cat", "dog"), n_img=4, n_pairs=5):
+    rng = np.random.default_rng(7)
+    for cat in cats:
+        for i in range(n_img):
+            _noise_image(root / "JPEGImages" / cat / f"im{i}.jpg", (40 + 4 * i, 30), i)
+        (root / "ImageAnnotation" / cat).mkdir(parents=True)
+        pdir = root / "PairAnnotation" / "test"
+        pdir.mkdir(parents=True, exist_ok=True)
+        for k in range(n_pairs):
+            s, t = k % n_img, (k + 1) % n_img
+            d = {
+                "category": cat,
+                "mirror": 0,
+                "src_imname": f"im{s}.jpg",
+                "trg_imname": f"im{t}.jpg",
+                "src_bndbox": [0, 0, 30, 20],
+                "trg_bndbox": [2, 1, 36, 25],
+                "src_imsize": [40 + 4 * s, 30, 3],
+                "trg_imsize": [40 + 4 * t, 30, 3],
+                "kps_ids": [0, 1, 2],
+                "src_kps": rng.integers(0, 30, (3, 2)).tolist(),
+                "trg_kps": rng.integers(0, 30, (3, 2)).tolist(),
+            }
+            (pdir / f"{k:06d}-im{s}-im{t}:{cat}.json").write_text(json.dumps(d))
+
+
+def test_spair_transferred_in_the_pass_equals_transfer_from_stored_tokens(tmp_path, spec):
+    """need spair_transfer: one category per batch, keypoints transferred at every block in
+    the pass (no tokens stored); the PCK table equals the one from the token store."""
+    from vitlib.downstream.tables import spair_table
+    from vitlib.store import Store
+
+    _spair_world(tmp_path / "spair")
+    m = read_spair(tmp_path / "spair", dataset="s", pairs_per_category=4)
+    kw = dict(batch_size=3, progress=False)
+    run_extraction(spec, m, "spair", tmp_path / "t.zarr", needs=["tokens"], **kw)
+    s = run_extraction(spec, m, "spair", tmp_path / "p.zarr", needs=["spair_transfer"], **kw)
+    assert s["batches"] == 2  # one per category
+    p = Store(tmp_path / "p.zarr")
+    assert not p.has("tokens") and p.array("spair/pred").shape == (8 * 3, 2, 2)
+    a, b = spair_table(p, m), spair_table(Store(tmp_path / "t.zarr"), m)
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a["category"]) == {"all", "cat", "dog"} and a["pck"].between(0, 100).all()

@@ -332,6 +332,59 @@ def _davis_plan(manifest: Manifest, grid: np.ndarray) -> tuple[list[int], dict[i
     return bounds + [len(manifest)], firsts
 
 
+def _spair_plan(manifest: Manifest) -> tuple[list[int], dict[int, list[int]]]:
+    """Batch bounds at category starts (a category's images are contiguous) and, per
+    source item, its pairs with keypoints (index order)."""
+    bounds, seen, prev = [], set(), None
+    for i, it in enumerate(manifest.items):
+        cat = it.meta.get("category")
+        if cat != prev:
+            if cat in seen:
+                raise ValueError(f"SPair category {cat!r}: images are not contiguous")
+            seen.add(cat)
+            bounds.append(i)
+            prev = cat
+    by_src: dict[int, list[int]] = {}
+    for j, p in enumerate(manifest.extra["pairs"]):
+        if len(p["src_kps"]):
+            by_src.setdefault(int(p["src"]), []).append(j)
+    return bounds + [len(manifest)], by_src
+
+
+def _spair_batch(
+    manifest: Manifest,
+    by_src: dict[int, list[int]],
+    grids: dict[int, torch.Tensor],
+    grid_hw: np.ndarray,
+    size: int,
+    depth: int,
+    dev: torch.device,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Keypoint transfer of every pair whose source is in this batch (a category), at every
+    block, exactly as :func:`vitlib.downstream.tables.spair_table` on stored tokens: rows
+    ``[K, L, 2]`` predicted target pixels and ``[K]`` pair indices, by source item."""
+    from vitlib.downstream.tables import spair_dense_map, spair_transfer, spair_view_kps
+
+    grid_of = {i: (int(grid_hw[i][0]), int(grid_hw[i][1])) for i in grids}
+    preds, pairs = [], []
+    for i in grids:
+        for j in by_src.get(i, []):
+            p = manifest.extra["pairs"][j]
+            t = int(p["trg"])
+            if t not in grids:
+                raise ValueError(f"SPair pair {j}: target item {t} is not in its category's batch")
+            src = spair_view_kps(p["src_kps"], p["src_imsize"], size)
+            out = np.zeros((len(src), depth, 2), np.float32)
+            for layer in range(depth):
+                maps = [
+                    spair_dense_map(grids[k][:, layer].to(dev), grid_of[k], size) for k in (i, t)
+                ]
+                out[:, layer] = spair_transfer(maps[0], maps[1], src, size)
+            preds.append(out)
+            pairs.append(np.full(len(src), j, np.int64))
+    return preds, pairs
+
+
 def _image_grids(
     images: Any,
     idx: Sequence[int],
@@ -346,10 +399,11 @@ def _image_grids(
     batch, in order; dense views run whole images' tiles in forwards of ≲ ``tile_batch``
     tiles, so memory stays bounded whatever the batch."""
     if geoms is None:
-        cap(images.to(dev), consumer)
-        tokens, cls = consumer.stacked()
-        for j, i in enumerate(idx):
-            yield int(i), tokens[j].permute(1, 0, 2), cls[j]
+        for lo in range(0, len(images), tile_batch):
+            cap(images[lo : lo + tile_batch].to(dev), consumer)
+            tokens, cls = consumer.stacked()
+            for j, i in enumerate(idx[lo : lo + tile_batch]):
+                yield int(i), tokens[j].permute(1, 0, 2), cls[j]
         return
     k = 0
     while k < len(images):
@@ -465,6 +519,26 @@ def run_token_extraction(
         needs=sorted(needs or ["tokens"]),
         **extra,
     )
+    spair: dict[int, list[int]] = {}  # source item → its pairs (index order)
+    if "spair_transfer" in need:
+        if view != "spair":
+            raise ValueError(f"need spair_transfer needs the 'spair' view, not {view!r}")
+        bounds, spair = _spair_plan(manifest)
+        all_offsets[keys.SPAIR_OFFSETS] = np.concatenate(
+            [
+                [0],
+                np.cumsum(
+                    [
+                        sum(len(manifest.extra["pairs"][j]["src_kps"]) for j in spair.get(i, []))
+                        for i in range(len(manifest))
+                    ]
+                ),
+            ]
+        ).astype(np.int64)
+        token_specs += [
+            ArraySpec(keys.SPAIR_PRED, (L, 2), "float32", keys.SPAIR_OFFSETS),
+            ArraySpec(keys.SPAIR_PAIR, (), "int64", keys.SPAIR_OFFSETS),
+        ]
     keep_cls = view != "dense" and "tokens" in need
     image_specs = [ArraySpec(keys.TOKEN_CLS, (L, D), fdt)] if keep_cls else []
     writer = StoreWriter(
@@ -507,9 +581,12 @@ def run_token_extraction(
         ):
             rows: dict[str, list[np.ndarray]] = {s.name: [] for s in token_specs}
             cls_rows = []
+            batch_grids_: list[tuple[int, torch.Tensor]] = []
             for i, g, cls in _image_grids(
                 images, idx, geoms, cap, consumer, tb, spec.patch_size, dev
             ):
+                if spair:
+                    batch_grids_.append((i, g))
                 if keep_cls and cls is not None:
                     cls_rows.append(cls.numpy())
                 if "tokens" in need:
@@ -540,6 +617,12 @@ def run_token_extraction(
                             s_ = prop.step(g[:, layer].to(dev))
                             soft[:, layer, : s_.shape[0]] = s_.T.cpu().numpy()
                     rows[keys.DAVIS_SOFT].append(soft)
+            if spair:
+                batch_grids = dict(batch_grids_)
+                pred_rows, pair_rows = _spair_batch(
+                    manifest, spair, batch_grids, grid, spec.img_size, L, dev
+                )
+                rows[keys.SPAIR_PRED], rows[keys.SPAIR_PAIR] = pred_rows, pair_rows
             per_token = {
                 k: np.concatenate(v) if v else np.zeros((0, *spec_.shape), spec_.dtype)
                 for (k, v), spec_ in zip(rows.items(), token_specs)
@@ -563,7 +646,7 @@ def run_token_extraction(
 
 
 #: What a token view can hold (:func:`run_token_extraction`).
-TOKEN_NEEDS = ("tokens", "segment_pool", "davis_propagation")
+TOKEN_NEEDS = ("tokens", "segment_pool", "davis_propagation", "spair_transfer")
 #: Settings of the ``davis_propagation`` need, in its qualifier's order.
 DAVIS_SETTINGS = ("n_last", "radius", "topk", "temperature")
 

@@ -20,6 +20,10 @@ SEG_CATEGORY = "seg/category"  # [A] int64
 SEG_OFFSETS = "seg/offsets"  # [n + 1]
 # DAVIS label propagation during the extraction (ragged per frame by OFFSETS, token rows)
 DAVIS_SOFT = "davis/soft"  # [T, L, C_max] float32 soft masks at token resolution
+# SPair keypoint transfer during the extraction (ragged per source image by SPAIR_OFFSETS)
+SPAIR_PRED = "spair/pred"  # [K, L, 2] float32 predicted target (x, y) in view pixels
+SPAIR_PAIR = "spair/pair"  # [K] int64 the pair of each row (manifest.extra["pairs"] index)
+SPAIR_OFFSETS = "spair/offsets"  # [n + 1]
 # per image
 TOKEN_NORM = "feat/block_token_norm"
 ATTN_CLS_ROW = "attn/cls_row"

@@ -50,6 +50,8 @@ TYPICAL_HW: dict[str, tuple[int, int]] = {
 #: Annotations kept per image for part / object clustering (COCO val2017: 36 781 instance
 #: annotations on 5 000 images; PartImageNet: about 4 parts per image), for planning.
 SEGMENTS_PER_IMAGE: dict[str, float] = {"coco": 7.4, "partimagenet": 4.0}
+#: Keypoints per SPair-71k pair (visible in both images; planning value).
+SPAIR_KPS_PER_PAIR = 10
 #: Objects of the most crowded DAVIS-2017 val sequence (planning bound of the soft masks).
 DAVIS_MAX_OBJECTS = 5
 #: The reference GPU: dense bf16 / TF32-fp32 peak (TFLOP/s) and an assumed utilisation.
@@ -225,6 +227,12 @@ def plan_store(
             b, f = _array_cost((a, L, D), (rows, 1, D), 4, (rows, L, D))
             arrays[keys.SEG_POOLED], files = b, files + f + 2
             arrays[keys.SEG_CATEGORY] = 8 * a
+        if "spair_transfer" in bases:  # [K, L, 2] float32 predictions + pair index
+            kps = math.ceil(n / 2 * SPAIR_KPS_PER_PAIR)
+            rows = max(1, min(kps, TOKEN_CHUNK))
+            b, f = _array_cost((kps, L, 2), (rows, 1, 2), 4, (rows, L, 2))
+            arrays[keys.SPAIR_PRED], files = b, files + f + 2
+            arrays[keys.SPAIR_PAIR] = 8 * kps
         if "davis_propagation" in bases:  # [T, L, C_max] float32 soft masks
             c = DAVIS_MAX_OBJECTS + 1
             b, f = _array_cost((total, L, c), (TOKEN_CHUNK, 1, c), 4, (TOKEN_CHUNK, L, c))

@@ -42,6 +42,7 @@ NEEDS = (
     "tokens",  # every spatial token of every block (token views)
     "segment_pool",  # annotation-mask-pooled block outputs, pooled in the pass (token views)
     "davis_propagation",  # DAVIS soft masks propagated in the pass (token views; @settings)
+    "spair_transfer",  # SPair keypoints transferred in the pass (spair view)
 )
 
 
@@ -520,7 +521,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         section="spair",
         shape="model",
         table="vitlib.downstream.tables:spair_table",
-        needs=frozenset({"tokens"}),
+        needs=frozenset({"spair_transfer"}),
         description="SPair-71k keypoint transfer PCK per layer.",
         settings={"alphas": "alphas", "reference": "reference"},
         view="spair",

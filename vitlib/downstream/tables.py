@@ -16,6 +16,8 @@ from vitlib.store import Store
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    import torch
+
     from vitlib.data.manifest import Manifest
 
 
@@ -315,6 +317,35 @@ def davis_table(
     )
 
 
+def spair_dense_map(tokens: torch.Tensor, grid_hw: tuple[int, int], size: int) -> torch.Tensor:
+    """``[D, S·S]`` descriptors of every pixel of the ``spair`` view: token features
+    ``[gh·gw, D]`` L2-normalised, bilinearly upsampled to S×S, L2-normalised again."""
+    import torch.nn.functional as F
+
+    gh, gw = grid_hw
+    x = F.normalize(tokens.float().reshape(gh, gw, -1), dim=-1).permute(2, 0, 1)[None]
+    up = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)[0]
+    return F.normalize(up, dim=0).reshape(up.shape[0], -1)
+
+
+def spair_view_kps(kps: Sequence[Sequence[float]], imsize: Sequence[int], size: int) -> np.ndarray:
+    """Keypoints ``[K, 2]`` (x, y) of an image in the ``spair`` view's pixel coordinates."""
+    from vitlib.data.views import pad_geometry
+
+    geo = pad_geometry(int(imsize[0]), int(imsize[1]), size)
+    return np.asarray(kps, float).reshape(-1, 2) * geo.scale + np.array([geo.off_x, geo.off_y])
+
+
+def spair_transfer(src_map: torch.Tensor, trg_map: torch.Tensor, src_kps: np.ndarray, size: int):  # noqa: ANN201
+    """Predicted target pixels ``[K, 2]`` (x, y, float) of source keypoints in view pixels:
+    the most similar target pixel (cosine) of each source keypoint's descriptor."""
+    xs = np.clip(src_kps[:, 0].astype(int), 0, size - 1)
+    ys = np.clip(np.round(src_kps[:, 1]).astype(int), 0, size - 1)
+    desc = src_map[:, ys * size + xs]  # [D, K]
+    best = (desc.T @ trg_map).argmax(1).cpu().numpy()
+    return np.stack([best % size, best // size], 1).astype(float)
+
+
 def spair_table(
     store: Store | str,
     manifest: Manifest,
@@ -328,7 +359,6 @@ def spair_table(
     category against the target box's longer side (``reference="bbox"``) or the image
     size (``"image"``), averaged over categories."""
     import torch
-    import torch.nn.functional as F
 
     from vitlib.data.views import pad_geometry
     from vitlib.downstream.keypoints import pck
@@ -341,41 +371,43 @@ def spair_table(
     S = int(meta["spec"]["img_size"])
     offsets = g.read(keys.OFFSETS)
     grids = g.read(keys.GRID)
+    in_pass: dict[int, np.ndarray] = {}
+    if g.has(keys.SPAIR_PRED):  # transferred during the extraction: [K, L, 2] per pair
+        pair_of, pred_all = g.read(keys.SPAIR_PAIR), g.array(keys.SPAIR_PRED)
+        order = np.argsort(pair_of, kind="stable")
+        bounds = np.searchsorted(pair_of[order], np.arange(len(manifest.extra["pairs"]) + 1))
+        all_pred = np.asarray(pred_all[...])
+        in_pass = {
+            j: all_pred[order[bounds[j] : bounds[j + 1]]]
+            for j in range(len(manifest.extra["pairs"]))
+        }
 
     def dense(i: int, layer: int) -> torch.Tensor:
+        x = np.asarray(g.array(keys.TOKENS)[offsets[i] : offsets[i + 1], layer], dtype=np.float32)
         gh, gw = (int(v) for v in grids[i])
-        x = torch.from_numpy(
-            np.asarray(g.array(keys.TOKENS)[offsets[i] : offsets[i + 1], layer], dtype=np.float32)
-        ).reshape(gh, gw, -1)
-        x = F.normalize(x, dim=-1).permute(2, 0, 1)[None]
-        up = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False)[0]
-        return F.normalize(up, dim=0).reshape(up.shape[0], -1)  # [D, S·S]
-
-    def to_view(kps: np.ndarray, wh: Sequence[int]) -> tuple[np.ndarray, float]:
-        geo = pad_geometry(int(wh[0]), int(wh[1]), S)
-        return kps * geo.scale + np.array([geo.off_x, geo.off_y]), geo.scale
+        return spair_dense_map(torch.from_numpy(x), (gh, gw), S)
 
     rows = []
     for layer in range(meta["depth"]):
         cache: dict[int, torch.Tensor] = {}
         errs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-        for p in manifest.extra["pairs"]:
-            src, _ = to_view(np.asarray(p["src_kps"], float), p["src_imsize"])
-            trg, scale = to_view(np.asarray(p["trg_kps"], float), p["trg_imsize"])
+        for j, p in enumerate(manifest.extra["pairs"]):
+            src = spair_view_kps(p["src_kps"], p["src_imsize"], S)
+            trg = spair_view_kps(p["trg_kps"], p["trg_imsize"], S)
+            scale = pad_geometry(int(p["trg_imsize"][0]), int(p["trg_imsize"][1]), S).scale
             if not len(src):
                 continue
-            maps = []
-            for i in (p["src"], p["trg"]):
-                if i not in cache:
-                    if len(cache) >= 4:  # [D, S·S] per image: keep only a few (memory)
-                        cache.pop(next(iter(cache)))
-                    cache[i] = dense(i, layer)
-                maps.append(cache[i])
-            xs = np.clip(src[:, 0].astype(int), 0, S - 1)
-            ys = np.clip(np.round(src[:, 1]).astype(int), 0, S - 1)
-            desc = maps[0][:, ys * S + xs]  # [D, K]
-            best = (desc.T @ maps[1]).argmax(1).numpy()
-            pred = np.stack([best % S, best // S], 1).astype(float)
+            if in_pass:
+                pred = in_pass[j][:, layer].astype(float)
+            else:
+                maps = []
+                for i in (p["src"], p["trg"]):
+                    if i not in cache:
+                        if len(cache) >= 4:  # [D, S·S] per image: keep only a few (memory)
+                            cache.pop(next(iter(cache)))
+                        cache[i] = dense(i, layer)
+                    maps.append(cache[i])
+                pred = spair_transfer(maps[0], maps[1], src, S)
             x1, y1, x2, y2 = p["trg_bndbox"]
             ref = max(x2 - x1, y2 - y1) * scale if reference == "bbox" else float(S)
             errs.setdefault(p["category"], []).append((pred, trg, np.full(len(trg), ref)))

@@ -175,7 +175,9 @@ def main() -> int:
     Path(a.out).write_text(json.dumps(out, indent=1))
 
     # 3. k-NN: streamed bank vs a train store of every block
-    root = generate(work / "world", size="demo", seed=0, parts=["imagenet"], per_class=a.train // 10)
+    root = generate(
+        work / "world", size="demo", seed=0, parts=["imagenet"], per_class=a.train // 10
+    )
     train = read_imagefolder(root / "imagenet" / "train", dataset="tr", cka_batch_size=0)
     root_q = generate(
         work / "worldq", size="demo", seed=1, parts=["imagenet"], per_class=a.queries // 10

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,9 @@ import torch
 from vitlib.data.manifest import read_imagefolder
 from vitlib.data.synthetic import generate
 from vitlib.models import build_model, spec_from_config
+
+# checkpoint digests (vitlib.models.weights.sha256_cached) of a test run stay out of ~/.cache
+os.environ.setdefault("VITLIB_CACHE_DIR", tempfile.mkdtemp(prefix="vitlib-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(min(2, os.cpu_count() or 1))

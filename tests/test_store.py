@@ -277,3 +277,82 @@ def test_sharded_commits_resume_at_the_last_whole_shard(
     assert s["resumed_from_batch"] == 2
     assert_same_arrays(arrays(out), reference)
     assert sorted(os.listdir(out / "feat" / "block_cls" / "c")) == ["0", "1"]
+
+
+def test_a_partial_store_is_not_resumed_with_another_checkpoint_under_the_same_name(
+    tmp_path, tiny_spec, tiny_manifest
+):
+    """Killed half-way, the checkpoint replaced under the same path (a retrained mini-zoo
+    model, a copied file): the store's identity holds the checkpoint's sha256, so the rerun
+    starts from batch 0 and equals a fresh extraction with the new weights."""
+    import torch
+
+    from vitlib.models.build import build_network
+
+    w = tmp_path / "w.pth"
+    torch.save(build_network(tiny_spec).state_dict(), w)
+    out = tmp_path / "s.zarr"
+    kw = dict(batch_size=8, progress=False, shard_mb=0, weights_path=str(w))
+
+    def boom(b):
+        if b == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_extraction(tiny_spec, tiny_manifest, "center", out, on_batch=boom, **kw)
+    net = build_network(tiny_spec)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(0.5)
+    torch.save(net.state_dict(), w)
+    s = run_extraction(tiny_spec, tiny_manifest, "center", out, **kw)
+    assert s["resumed_from_batch"] == 0
+    run_extraction(tiny_spec, tiny_manifest, "center", tmp_path / "fresh.zarr", **kw)
+    assert_same_arrays(arrays(out), arrays(tmp_path / "fresh.zarr"))
+    meta = open_store(out).attrs["vitlib"]
+    from vitlib.models.weights import sha256_file
+
+    assert meta["weights_sha256"] == sha256_file(w)
+
+
+def test_a_partial_store_is_not_resumed_after_an_image_was_replaced(tmp_path, tiny_spec):
+    """An image rewritten in place under its name: the manifest built again records every
+    file's size and mtime (its digest changes), so the store starts from batch 0."""
+    import shutil
+
+    from vitlib.data.readers import build_manifest
+    from vitlib.data.synthetic import generate
+
+    world = generate(tmp_path / "w", size="tiny", seed=0, parts=["imagenet"], per_class=3)
+    root = world / "imagenet" / "train"
+    cfg = {"kind": "imagefolder", "cka_batch_size": 4}
+    m0, _ = build_manifest("t", cfg, root)
+    out = tmp_path / "s.zarr"
+    kw = dict(batch_size=4, progress=False, shard_mb=0)
+
+    def boom(b):
+        if b == 0:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_extraction(tiny_spec, m0, "center", out, on_batch=boom, **kw)
+    victim = root / m0.items[-1].path
+    shutil.copyfile(root / m0.items[0].path, victim)  # same name, other content
+    m1, _ = build_manifest("t", cfg, root)
+    assert m1.digest() != m0.digest()
+    s = run_extraction(tiny_spec, m1, "center", out, **kw)
+    assert s["resumed_from_batch"] == 0
+    run_extraction(tiny_spec, m1, "center", tmp_path / "fresh.zarr", **kw)
+    assert_same_arrays(arrays(out), arrays(tmp_path / "fresh.zarr"))
+
+
+def test_listing_fingerprint_sees_a_file_rewritten_in_place(tmp_path):
+    from vitlib.data.manifest import listing_fingerprint
+
+    d = tmp_path / "cls"
+    d.mkdir()
+    (d / "a.png").write_bytes(b"1234")
+    before = listing_fingerprint(tmp_path)
+    time.sleep(0.01)
+    (d / "a.png").write_bytes(b"12345")  # same name, same folder mtime
+    assert listing_fingerprint(tmp_path) != before

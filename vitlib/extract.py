@@ -106,6 +106,12 @@ def view_loader(
     )
 
 
+def _weights_digest(path: str | os.PathLike | None) -> str:
+    from vitlib.models.weights import sha256_cached
+
+    return sha256_cached(path) if path and os.path.isfile(path) else ""
+
+
 def _store_meta(
     spec: ModelSpec,
     manifest: Manifest,
@@ -135,6 +141,8 @@ def _store_meta(
         "grid_hw": [spec.grid, spec.grid],
         "num_prefix_tokens": spec.num_prefix_tokens,
         "weights": str(weights_path or (spec.weights or {}).get("path") or ""),
+        # content, not name: a checkpoint replaced under the same path is another store
+        "weights_sha256": _weights_digest(weights_path or (spec.weights or {}).get("path")),
         **extra,
     }
 

@@ -173,6 +173,21 @@ def with_cka_batches(items: Sequence[Item], cka_batch_size: int) -> list[Item]:
     return [replace(it, cka_batch=c) for it, c in zip(items, parts)]
 
 
+def files_identity(manifest: Manifest) -> str:
+    """Hash of every item file's (path, size, mtime): recorded in the manifest when it is
+    built (``extra["files_identity"]``), so a file replaced under the same name changes the
+    manifest's :meth:`~Manifest.digest` and with it every store's identity."""
+    h = hashlib.sha256()
+    for it in manifest.items:
+        st = os.stat(manifest.abspath(it))
+        h.update(f"{it.path}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+#: Folders with at most this many entries are fingerprinted file by file (size, mtime).
+LISTING_STAT_LIMIT = 20_000
+
+
 def listing_fingerprint(root: str | os.PathLike) -> str:
     """Cheap fingerprint of an image folder's file list (two levels).
 
@@ -181,18 +196,29 @@ def listing_fingerprint(root: str | os.PathLike) -> str:
     on it, and nothing else does.  It reads directory entries and each directory's mtime, not
     every file's metadata: on ImageNet's 1.28 M files that is one ``readdir`` per class
     instead of 1.28 M ``stat`` calls.  A file rewritten in place under the same name leaves
-    its directory's mtime alone; such an edit is caught by the per-file identity the manifest
-    records when it is built, not by this fingerprint.
+    its directory's mtime alone: in folders of up to :data:`LISTING_STAT_LIMIT` entries
+    every file's size and mtime are read too, so such an edit reruns the manifest; in
+    larger ones (ImageNet train) it is caught when the manifest is rebuilt, which records
+    every file's identity (:func:`files_identity`) — rebuild it with
+    ``--forcerun manifest`` after editing files in place.
     """
     rootp = Path(root)
     if not rootp.is_dir():
         return "missing"
     h = hashlib.sha256()
     h.update(f".:{rootp.stat().st_mtime_ns}\n".encode())
+    subdirs = [d for d in os.scandir(rootp) if d.is_dir()]
+    listings = {d.name: sorted(os.scandir(d.path), key=lambda e: e.name) for d in subdirs}
+    small = sum(len(v) for v in listings.values()) <= LISTING_STAT_LIMIT
     for d in sorted(os.scandir(rootp), key=lambda e: e.name):
         if d.is_dir():
             h.update(f"{d.name}/:{d.stat().st_mtime_ns}\n".encode())
-            h.update("\n".join(sorted(e.name for e in os.scandir(d.path))).encode())
+            for e in listings[d.name]:
+                if small:
+                    st = e.stat(follow_symlinks=False)
+                    h.update(f"{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+                else:
+                    h.update(f"{e.name}\n".encode())
         else:
             st = d.stat(follow_symlinks=False)  # a dangling link is listed, not followed
             h.update(f"{d.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())

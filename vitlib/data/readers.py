@@ -43,6 +43,7 @@ from vitlib.data.manifest import (
     DataError,
     Item,
     Manifest,
+    files_identity,
     read_imagefolder,
     with_cka_batches,
 )
@@ -852,4 +853,5 @@ def build_manifest(
     if mode != "none":
         m, bad = check_images(m, skip_bad=skip, decode=mode == "decode")
     m, bad_shapes = check_annotation_shapes(m, skip_bad=skip)
+    m.extra["files_identity"] = files_identity(m)  # a file replaced: another digest
     return m, bad + bad_shapes

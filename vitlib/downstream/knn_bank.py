@@ -406,7 +406,7 @@ def stream_knn_bank(
     are float32 matrix products: leave TF32 off (PyTorch's default) for FAISS-equal values.
     """
     from vitlib.data.views import TOKEN_VIEWS
-    from vitlib.extract import _committed_batches, resolve_device, view_loader
+    from vitlib.extract import _committed_batches, _weights_digest, resolve_device, view_loader
     from vitlib.models.build import build_model
     from vitlib.models.capture import Capture
 
@@ -440,6 +440,7 @@ def stream_knn_bank(
         "batch_size": int(batch_size),
         "dtype": dtype,
         "weights": str(weights_path or (spec.weights or {}).get("path") or ""),
+        "weights_sha256": _weights_digest(weights_path or (spec.weights or {}).get("path")),
     }
     fp = fingerprint(meta)
     meta["fingerprint"] = fp

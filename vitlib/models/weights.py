@@ -42,6 +42,7 @@ import argparse
 import hashlib
 import importlib.util
 import io
+import json
 import logging
 import os
 import pickle
@@ -102,6 +103,41 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def digest_cache_dir() -> Path:
+    """Where :func:`sha256_cached` keeps digests: ``$VITLIB_CACHE_DIR`` or
+    ``~/.cache/vitlib`` (``$XDG_CACHE_HOME`` honoured), subfolder ``sha256``."""
+    base = os.environ.get("VITLIB_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "vitlib"
+    )
+    return Path(base) / "sha256"
+
+
+def sha256_cached(path: str | os.PathLike) -> str:
+    """sha256 of a file, computed once per (path, size, mtime) and cached
+    (:func:`digest_cache_dir`): a checkpoint replaced under the same name gets its new
+    digest, an unchanged one costs a ``stat``."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = hashlib.sha256(str(p).encode()).hexdigest()[:32]
+    cache = digest_cache_dir() / f"{key}.json"
+    ident = {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        saved = json.loads(cache.read_text())
+        if {k: saved.get(k) for k in ident} == ident and saved.get("sha256"):
+            return str(saved["sha256"])
+    except (OSError, ValueError):
+        pass
+    digest = sha256_file(p)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + f".{os.getpid()}")
+        tmp.write_text(json.dumps({**ident, "sha256": digest}))
+        os.replace(tmp, cache)
+    except OSError:  # a read-only home: no cache, still correct
+        pass
+    return digest
+
+
 def weights_filename(model_id: str, url: str) -> str:
     """Cache file name: the URL's last component (hub files, whose names repeat across
     repositories — ``model.safetensors`` — get the model id first)."""
@@ -134,8 +170,9 @@ def registry_fallbacks(url: str) -> list[Source]:
 
 
 def verify_sha256(path: str | os.PathLike, expected: str, *, model_id: str, source: str) -> None:
-    """Raise :class:`WeightsError` unless ``path`` has sha256 ``expected``."""
-    actual = sha256_file(path)
+    """Raise :class:`WeightsError` unless ``path`` has sha256 ``expected`` (the digest is
+    cached by path, size and mtime: checked at every use for the price of a ``stat``)."""
+    actual = sha256_cached(path)
     if actual != expected:
         raise WeightsError(
             f"model {model_id}: checkpoint {path} from {source} is corrupt or not the expected"

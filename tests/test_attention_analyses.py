@@ -10,10 +10,12 @@ from vitlib.attention.analyses import (
     attention_offset,
     average_maps,
     classify_head,
+    effective_taxonomy,
     head_metrics_table,
     head_taxonomy_table,
 )
 from vitlib.extract import run_extraction
+from vitlib.store import Store
 
 K = 14
 
@@ -151,7 +153,14 @@ def test_taxonomy_table_and_artifacts(store):
         "soft-local",
         "global",
     }
-    assert (tax["strict_mass"] == 0.7).all()
+    assert (tax["strict_mass"] == 0.7).all() and (tax["reference_grid"] == 14).all()
+    # the radii and thresholds applied on the store's own grid are recorded
+    h, w = Store.open(store).grid_hw
+    eff = effective_taxonomy((h, w)).columns()
+    assert (tax["grid_h"] == h).all() and (tax["grid_w"] == w).all()
+    for k, v in eff.items():
+        assert (tax[k] == v).all(), k
+    assert set(eff) >= {"eff_strict_mass", "eff_soft_radius_rows", "eff_axial_h_mass"}
     art = artifact_tokens_table(store, norm_factor=1.0)
     frac = art[art.metric == "outlier_fraction"]["value"]
     assert frac.between(0.2, 0.8).all()  # factor 1: tokens above the median, about half

@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -132,14 +134,42 @@ def head_metrics_table(
 # ---------------------------------------------------------------------------- taxonomy
 @dataclass(frozen=True)
 class TaxonomySettings:
-    """Thresholds of the head taxonomy (all masses are fractions of a normalised aligned map;
-    distances in tokens)."""
+    """Thresholds of the head taxonomy, stated for a ``reference_grid`` × ``reference_grid``
+    token grid (all masses are fractions of a normalised aligned map; radii in tokens).
+
+    On another grid the radii and masses are rescaled by :func:`effective_taxonomy` (the rule
+    is documented there); ``reference_grid=None`` applies them unchanged on every grid.
+    """
 
     strict_mass: float = 0.7  # mass within Chebyshev radius 1 of the query → strict-local
     local_mass: float = 0.5  # mass within radius 1 of an off-centre peak → offset-local
     axial_mass: float = 0.6  # mass on the query's row (or column) → axial
     soft_radius: int = 3  # Chebyshev radius of the soft-local window
     soft_mass: float = 0.6  # mass within soft_radius of the query → soft-local
+    reference_grid: int | None = 14  # grid side the values above are stated for (the paper's)
+
+
+@dataclass(frozen=True)
+class EffectiveTaxonomy:
+    """The radii and mass thresholds :func:`classify_head` applies on one ``grid_h × grid_w``
+    token grid (the settings rescaled by :func:`effective_taxonomy`)."""
+
+    grid_h: int
+    grid_w: int
+    local_radius_rows: int  # strict-local and offset-local window, rows
+    local_radius_cols: int  # … and columns
+    soft_radius_rows: int
+    soft_radius_cols: int
+    strict_mass: float
+    local_mass: float
+    axial_h_mass: float  # on the query's row
+    axial_v_mass: float  # on the query's column
+    soft_mass: float
+
+    def columns(self) -> dict[str, int | float]:
+        """The table columns that record what was applied: ``grid_h``, ``grid_w`` and
+        ``eff_<name>`` for every radius and threshold."""
+        return {k if k.startswith("grid_") else f"eff_{k}": v for k, v in asdict(self).items()}
 
 
 TAXONOMY_CLASSES = (
@@ -163,6 +193,100 @@ _DIRECTIONS = {
 }
 
 
+def uniform_aligned(h: int, w: int) -> np.ndarray:
+    """The normalised aligned map ``[2h−1, 2w−1]`` of uniform attention over an ``h × w``
+    grid: entry ``(dr, dc)`` is the number of queries whose key at that offset lies on the
+    grid, ``(h − |dr|)(w − |dc|)`` (the autocorrelation of an all-ones ``h × w`` array),
+    divided by its total ``h²w²``."""
+    rows = h - np.abs(np.arange(-(h - 1), h, dtype=np.float64))
+    cols = w - np.abs(np.arange(-(w - 1), w, dtype=np.float64))
+    return np.outer(rows, cols) / float(h * h * w * w)
+
+
+def _window(a: np.ndarray, r: int, c: int, rad_r: int, rad_c: int) -> float:
+    """Mass of ``a`` within ``rad_r`` rows and ``rad_c`` columns of ``(r, c)`` (clipped)."""
+    return float(a[max(r - rad_r, 0) : r + rad_r + 1, max(c - rad_c, 0) : c + rad_c + 1].sum())
+
+
+def _scaled_radius(radius: int, side: int, reference: int) -> int:
+    """``radius · side / reference`` rounded half up (integer arithmetic), at least 1."""
+    return max(1, (2 * radius * side + reference) // (2 * reference))
+
+
+def _relative(t: float, u: float, u_ref: float) -> float:
+    """The mass that is as far from uniform (``u``) towards 1 as ``t`` is from ``u_ref``:
+    ``u + (1 − u)(t − u_ref)/(1 − u_ref)``; exactly ``t`` when ``u == u_ref``; ``inf`` (the
+    rule never fires) when the window holds all of uniform attention (``u = 1``: a window
+    covering the whole grid separates nothing)."""
+    if u == u_ref:
+        return t
+    if u >= 1.0 - 1e-12:
+        return math.inf
+    return u + (1.0 - u) * (t - u_ref) / (1.0 - u_ref)
+
+
+@lru_cache(maxsize=256)
+def effective_taxonomy(
+    grid_hw: tuple[int, int], settings: TaxonomySettings = TaxonomySettings()
+) -> EffectiveTaxonomy:
+    """The radii and thresholds of the taxonomy on an ``h × w`` token grid.
+
+    The settings are stated for the ``g₀ × g₀`` reference grid (``g₀ = reference_grid``, 14:
+    ViT-B/16 at 224 px, where the paper saw these head types).  On another grid:
+
+    * **Radii** cover the same fraction of the image: a radius ``r`` becomes
+      ``round(r · h / g₀)`` rows and ``round(r · w / g₀)`` columns (half up, at least 1), so
+      the strict/offset window (``r = 1``) and the soft window (``soft_radius``) are
+      rectangles on non-square grids.  The axial band stays the query's own row / column.
+    * **Masses** are defined relative to uniform attention.  With ``u`` the mass uniform
+      attention puts in the same window on this grid (exactly, from :func:`uniform_aligned`)
+      and ``u₀`` its mass in the reference window on the reference grid, a head passes
+      threshold ``t`` when its window mass ``m`` satisfies
+      ``(m − u)/(1 − u) ≥ (t − u₀)/(1 − u₀)``: the same share of the way from uniform to
+      all-in-the-window.  A fixed mass cannot scale — a 3 × 3 window of an 8 × 8 grid holds
+      12 % of uniform attention against 4 % on 14 × 14, a radius-3 window 47 % against 19 %
+      — and a ratio ``m/u`` cannot either (the 14 × 14 strict ratio, 17×, is unreachable on
+      8 × 8); the excess over uniform, normalised by its largest possible value, is 0 for
+      uniform attention and 1 for a head entirely in the window on every grid.
+
+    Offset-local uses the uniform mass of the *centred* local window (the largest any window
+    of that size holds, so the rule is never laxer than centred); axial-horizontal uses the
+    uniform row mass ``1/h``, axial-vertical ``1/w``.  On the reference grid every radius and
+    threshold equals its setting, so classification there is unchanged.  On a grid so small
+    that a window covers it whole (e.g. 2 × 2) uniform attention fills that window and its
+    rule is switched off (threshold ``inf``).  With ``reference_grid=None`` the settings
+    apply as given on every grid.
+    """
+    h, w = int(grid_hw[0]), int(grid_hw[1])
+    s = settings
+    if s.reference_grid is None:
+        return EffectiveTaxonomy(
+            h, w, 1, 1, s.soft_radius, s.soft_radius,
+            s.strict_mass, s.local_mass, s.axial_mass, s.axial_mass, s.soft_mass,
+        )  # fmt: skip
+    g0 = int(s.reference_grid)
+    lr, lc = _scaled_radius(1, h, g0), _scaled_radius(1, w, g0)
+    sr, sc = _scaled_radius(s.soft_radius, h, g0), _scaled_radius(s.soft_radius, w, g0)
+    u, u0 = uniform_aligned(h, w), uniform_aligned(g0, g0)
+    ch, cw, c0 = h - 1, w - 1, g0 - 1  # centres
+    u_loc, u0_loc = _window(u, ch, cw, lr, lc), _window(u0, c0, c0, 1, 1)
+    u_soft = _window(u, ch, cw, sr, sc)
+    u0_soft = _window(u0, c0, c0, s.soft_radius, s.soft_radius)
+    return EffectiveTaxonomy(
+        grid_h=h,
+        grid_w=w,
+        local_radius_rows=lr,
+        local_radius_cols=lc,
+        soft_radius_rows=sr,
+        soft_radius_cols=sc,
+        strict_mass=_relative(s.strict_mass, u_loc, u0_loc),
+        local_mass=_relative(s.local_mass, u_loc, u0_loc),
+        axial_h_mass=_relative(s.axial_mass, float(u[ch, :].sum()), float(u0[c0, :].sum())),
+        axial_v_mass=_relative(s.axial_mass, float(u[:, cw].sum()), float(u0[:, c0].sum())),
+        soft_mass=_relative(s.soft_mass, u_soft, u0_soft),
+    )
+
+
 def classify_head(
     aligned: np.ndarray, settings: TaxonomySettings = TaxonomySettings()
 ) -> dict[str, Any]:
@@ -172,7 +296,9 @@ def classify_head(
     *offset-local* (the peak is off-centre and ≥ ``local_mass`` lies within one token of it;
     direction and offset in tokens from the peak, diagonals included); *axial-horizontal* /
     *axial-vertical* (≥ ``axial_mass`` on the query's own row / column); *soft-local*
-    (≥ ``soft_mass`` within ``soft_radius`` tokens); otherwise *global*.
+    (≥ ``soft_mass`` within ``soft_radius`` tokens); otherwise *global*.  Radii and masses
+    are those of the ``reference_grid``; on the map's own ``h × w`` grid they are rescaled
+    by :func:`effective_taxonomy` (unchanged on the reference grid).
     """
     a = np.asarray(aligned, dtype=np.float64)
     tot = a.sum()
@@ -181,24 +307,23 @@ def classify_head(
     if tot <= 0:
         return {"class": "global", "direction": "", "offset_rows": 0, "offset_cols": 0}
     a = a / tot
-
-    def window(r: int, c: int, rad: int) -> float:
-        return float(a[max(r - rad, 0) : r + rad + 1, max(c - rad, 0) : c + rad + 1].sum())
+    e = effective_taxonomy((cr + 1, cc + 1), settings)
+    lr, lc = e.local_radius_rows, e.local_radius_cols
 
     peak = np.unravel_index(int(np.argmax(a)), a.shape)
     pr, pc = int(peak[0]), int(peak[1])
     dr, dc = pr - cr, pc - cc
     out = {"direction": "", "offset_rows": dr, "offset_cols": dc}
-    if (dr, dc) == (0, 0) and window(cr, cc, 1) >= settings.strict_mass:
+    if (dr, dc) == (0, 0) and _window(a, cr, cc, lr, lc) >= e.strict_mass:
         return {**out, "class": "strict-local"}
-    if (dr, dc) != (0, 0) and window(pr, pc, 1) >= settings.local_mass:
+    if (dr, dc) != (0, 0) and _window(a, pr, pc, lr, lc) >= e.local_mass:
         direction = _DIRECTIONS[(int(np.sign(dr)), int(np.sign(dc)))]
         return {**out, "class": "offset-local", "direction": direction}
-    if a[cr, :].sum() >= settings.axial_mass:
+    if a[cr, :].sum() >= e.axial_h_mass:
         return {**out, "class": "axial-horizontal"}
-    if a[:, cc].sum() >= settings.axial_mass:
+    if a[:, cc].sum() >= e.axial_v_mass:
         return {**out, "class": "axial-vertical"}
-    if window(cr, cc, settings.soft_radius) >= settings.soft_mass:
+    if _window(a, cr, cc, e.soft_radius_rows, e.soft_radius_cols) >= e.soft_mass:
         return {**out, "class": "soft-local"}
     return {**out, "class": "global"}
 
@@ -219,13 +344,15 @@ def classify_heads(
 def head_taxonomy_table(
     store: Store | str, *, taxonomy: Mapping[str, Any] | None = None
 ) -> pd.DataFrame:
-    """The taxonomy of every head of a store's model, with the thresholds as columns."""
+    """The taxonomy of every head of a store's model, with the settings as columns and the
+    radii and thresholds applied on the store's grid (``grid_h``, ``grid_w``, ``eff_*``,
+    :meth:`EffectiveTaxonomy.columns`)."""
     st = Store.open(store)
     s = TaxonomySettings(**(taxonomy or {}))
-    t = classify_heads(average_maps(st)["aligned"], s)
-    for k, v in {
-        **asdict(s),
-    }.items():
+    aligned = average_maps(st)["aligned"]
+    t = classify_heads(aligned, s)
+    grid = ((aligned.shape[-2] + 1) // 2, (aligned.shape[-1] + 1) // 2)
+    for k, v in {**asdict(s), **effective_taxonomy(grid, s).columns()}.items():
         t[k] = v
     return t
 

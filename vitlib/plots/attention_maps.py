@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from vitlib.plots.style import model_style, save_figure  # noqa: E402
 from vitlib.tables import wide  # noqa: E402
@@ -176,10 +178,15 @@ def taxonomy_figure(
     dpi: int = 150,
     models: Sequence[str] | None = None,
 ) -> None:
-    """Head taxonomy: per model, heads of each class per layer (stacked bars)."""
+    """Head taxonomy: per model, heads of each class per layer (stacked bars).
+
+    Each panel has its own legend with the number of the model's heads in every class (zero
+    included, so models compare at a glance), titled by the token grid the thresholds were
+    scaled to when the table records it (``grid_h``, ``grid_w``).
+    """
     table = wide(table)
     models = [m for m in (models or dict.fromkeys(table["model"])) if m in set(table["model"])]
-    fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models), 4.0), squeeze=False)
     for ax, model in zip(axes[0], models):
         t = table[table.model == model]
         counts = pd.crosstab(t["layer"] + 1, t["class"])
@@ -191,7 +198,24 @@ def taxonomy_figure(
         ax.set_title(model, fontsize=8)
         ax.set_xlabel("layer")
         ax.set_ylabel("heads")
-    axes[0, -1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1, 1))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        totals = t["class"].value_counts()
+        handles = [
+            Patch(color=c, label=f"{k}: {int(totals.get(k, 0))}") for k, c in CLASS_COLORS.items()
+        ]
+        heading = f"heads per class (of {len(t)})"
+        if {"grid_h", "grid_w"} <= set(t.columns) and t["grid_h"].notna().any():
+            heading += f", {int(t['grid_h'].iloc[0])}×{int(t['grid_w'].iloc[0])} grid"
+        ax.legend(
+            handles=handles,
+            title=heading,
+            title_fontsize=6,
+            fontsize=6,
+            ncol=2,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.2),
+            frameon=False,
+        )
     fig.tight_layout()
     save_figure(fig, outputs, dpi)
 

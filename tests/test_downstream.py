@@ -212,3 +212,25 @@ def test_boundary_f_equals_the_dilation_formulation_on_random_masks():
             g[:] = False
         th = (0.008, 0.05, 3)[t % 3]
         assert boundary_f(p, g, th) == _boundary_f_by_dilation(p, g, th), t
+
+
+def test_void_pixels_count_in_neither_j_nor_f():
+    """The official evaluator removes void pixels (annotation 255) from both masks."""
+    from vitlib.downstream.davis import evaluate_sequence, region_similarity
+
+    gt = np.zeros((20, 20), bool)
+    gt[5:15, 5:15] = True
+    pred = np.zeros_like(gt)
+    pred[5:15, 5:18] = True  # 30 pixels too many, 20 of them void
+    void = np.zeros_like(gt)
+    void[:, 16:] = True
+    assert region_similarity(pred, gt) == 100 / 130
+    assert region_similarity(pred, gt, void) == 100 / 110
+    # boundaries of the masks with void removed, as the dilation formulation sees them
+    assert boundary_f(pred, gt, void=void) == _boundary_f_by_dilation(pred & ~void, gt & ~void)
+    assert boundary_f(pred, gt, void=void) != boundary_f(pred, gt)
+    lab_gt = np.stack([gt.astype(np.uint8)] * 3)
+    lab_gt[:, void] = 255
+    lab_pred = np.stack([pred.astype(np.uint8)] * 3)
+    r = evaluate_sequence(lab_pred, lab_gt)
+    assert list(r) == [1] and r[1]["J"] == 100 / 110

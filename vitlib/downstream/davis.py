@@ -22,8 +22,9 @@ from scipy import ndimage
 
 
 # ------------------------------------------------------------------------------ metrics
-def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
-    """J: intersection over union of two binary masks (1.0 when both are empty).
+def region_similarity(pred: np.ndarray, gt: np.ndarray, void: np.ndarray | None = None) -> float:
+    """J: intersection over union of two binary masks (1.0 when both are empty); ``void``
+    pixels (the annotation's 255) count for neither, as in the official evaluator.
 
     References
     ----------
@@ -47,6 +48,9 @@ def region_similarity(pred: np.ndarray, gt: np.ndarray) -> float:
     p, g = np.asarray(pred, bool), np.asarray(gt, bool)
     if p.shape != g.shape:
         raise ValueError(f"mask shapes differ: {p.shape} vs {g.shape}")
+    if void is not None:
+        keep = ~np.asarray(void, bool)
+        p, g = p & keep, g & keep
     union = np.logical_or(p, g).sum()
     return 1.0 if union == 0 else float(np.logical_and(p, g).sum() / union)
 
@@ -67,8 +71,12 @@ def seg2bmap(seg: np.ndarray) -> np.ndarray:
     return b
 
 
-def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> float:
-    """F: boundary F-measure with tolerance ``ceil(bound_th × diagonal)`` pixels.
+def boundary_f(
+    pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008, void: np.ndarray | None = None
+) -> float:
+    """F: boundary F-measure with tolerance ``ceil(bound_th × diagonal)`` pixels; ``void``
+    pixels are removed from both masks before their boundaries are taken (the official
+    evaluator's ``f_measure``).
 
     References
     ----------
@@ -97,6 +105,9 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> flo
     p, g = np.asarray(pred, bool), np.asarray(gt, bool)
     if p.shape != g.shape:
         raise ValueError(f"mask shapes differ: {p.shape} vs {g.shape}")
+    if void is not None:
+        keep = ~np.asarray(void, bool)
+        p, g = p & keep, g & keep
     bound_pix = bound_th if bound_th >= 1 else math.ceil(bound_th * np.linalg.norm(p.shape))
     fb, gb = seg2bmap(p), seg2bmap(g)
     n_f, n_g = int(fb.sum()), int(gb.sum())
@@ -123,16 +134,18 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, bound_th: float = 0.008) -> flo
 def evaluate_sequence(pred: np.ndarray, gt: np.ndarray) -> dict[int, dict[str, float]]:
     """Per object of one sequence: J and F means over frames 1..T−2 (first and last excluded).
 
-    ``pred``, ``gt``: ``[T, H, W]`` integer label maps (0 background, 255 void ignored in gt).
+    ``pred``, ``gt``: ``[T, H, W]`` integer label maps (0 background; 255 in ``gt`` is void:
+    those pixels count in neither J nor F, as in the official davis2017-evaluation).
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction {pred.shape} and annotation {gt.shape} differ")
     objects = [o for o in np.unique(gt) if o not in (0, 255)]
     frames = range(1, gt.shape[0] - 1) if gt.shape[0] > 2 else range(gt.shape[0])
     out = {}
+    void = gt == 255
     for o in objects:
-        js = [region_similarity(pred[t] == o, gt[t] == o) for t in frames]
-        fs = [boundary_f(pred[t] == o, gt[t] == o) for t in frames]
+        js = [region_similarity(pred[t] == o, gt[t] == o, void[t]) for t in frames]
+        fs = [boundary_f(pred[t] == o, gt[t] == o, void=void[t]) for t in frames]
         out[int(o)] = {"J": float(np.mean(js)), "F": float(np.mean(fs))}
     return out
 

@@ -8,6 +8,8 @@ annotations' categories gives purity, NMI and ARI.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -77,6 +79,8 @@ def segment_clustering_table(
     k: int | None = None,
     seed: int = 0,
     n_init: int = 10,
+    max_iter: int = 300,
+    tol: float = 1e-4,
     noise: str = "gaussian",
 ) -> pd.DataFrame:
     """Per layer purity / NMI / ARI of k-means on pooled object (COCO) or part
@@ -87,11 +91,13 @@ def segment_clustering_table(
     k = k or int(len(np.unique(y)))
     k = min(k, len(y))
     rows = []
+    kw: dict[str, Any] = dict(seed=seed, n_init=n_init, max_iter=max_iter, tol=tol)
     for layer in range(x.shape[1]):
-        for m, v in cluster_scores(x[:, layer], y, k, seed=seed, n_init=n_init).items():
+        what = f"dataset {manifest.dataset!r}, block {layer + 1}"
+        for m, v in cluster_scores(x[:, layer], y, k, what=what, **kw).items():
             rows.append({"feature": "pooled", "layer": layer, "metric": m, "value": v})
     for m, v in cluster_scores(
-        noise_like((len(y), x.shape[2]), noise, seed), y, k, seed=seed, n_init=n_init
+        noise_like((len(y), x.shape[2]), noise, seed), y, k, what="noise", **kw
     ).items():
         rows.append({"feature": "noise", "layer": -1, "metric": m, "value": v})
     t = pd.DataFrame(rows)

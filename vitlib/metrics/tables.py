@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -166,6 +167,8 @@ def clustering_table(
     k: int | None = None,
     seed: int = 0,
     n_init: int = 10,
+    max_iter: int = 300,
+    tol: float = 1e-4,
     noise: str = "gaussian",
 ) -> pd.DataFrame:
     """Image-level clustering per layer (§3.5): k-means on CLS and on mean-pooled spatial
@@ -177,15 +180,17 @@ def clustering_table(
     meta = g.meta
     y = g.labels
     k = k or int(len(np.unique(y)))
+    kw: dict[str, Any] = dict(seed=seed, n_init=n_init, max_iter=max_iter, tol=tol)
     rows = []
     for feat, kind in (("cls", "cls"), ("spatial", "spatial_mean")):
         name = keys.feature("block", kind)
         for layer in g.layers_of(name):
             x = g.layer(name, layer).astype(np.float32)
-            for m, v in cluster_scores(x, y, k, seed=seed, n_init=n_init).items():
+            what = f"dataset {g.dataset!r}, {feat} block {layer + 1}"
+            for m, v in cluster_scores(x, y, k, what=what, **kw).items():
                 rows.append({"feature": feat, "layer": layer, "metric": m, "value": v})
     x = noise_like((len(y), meta["embed_dim"]), noise, seed)
-    for m, v in cluster_scores(x, y, k, seed=seed, n_init=n_init).items():
+    for m, v in cluster_scores(x, y, k, what=f"dataset {g.dataset!r}, noise", **kw).items():
         rows.append({"feature": "noise", "layer": -1, "metric": m, "value": v})
     t = pd.DataFrame(rows)
     for col, val in {

@@ -40,7 +40,8 @@ them at once (no read-modify-write of a shard per batch), then commits: a run th
 resumes from ``progress.npz`` at the last committed shard, rows past it are rewritten
 identically, sums are restored from the same file, so the finished arrays equal those of an
 uninterrupted run.  :func:`shard_batches` sizes shards (about :data:`SHARD_BYTES` of buffered
-rows per commit); the plan (:mod:`vitlib.plan`) counts files with the same function.  :func:`open_store` refuses a store without its ``complete.json``.  (The two files sit
+rows per commit); the plan (:mod:`vitlib.plan`) counts files with the same function.
+:func:`open_store` refuses a store without its ``complete.json``.  (The two files sit
 beside the store, not inside, so Zarr tools see a clean hierarchy.)
 """
 

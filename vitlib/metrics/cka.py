@@ -144,7 +144,9 @@ def gram(x: ArrayLike) -> torch.Tensor:
 
 
 def linear_cka(x: ArrayLike, y: ArrayLike, unbiased: bool = True) -> float:
-    """Linear CKA of ``x`` ``[n, d1]`` and ``y`` ``[n, d2]`` (one batch).
+    """Linear CKA of ``x`` ``[n, d1]`` and ``y`` ``[n, d2]`` (one batch): the feature-matrix
+    measure of :func:`vitlib.metrics.similarity.linear_cka` (this module computes CKA from
+    stored per-minibatch Grams).
 
     ``unbiased=True`` uses the unbiased HSIC estimator (needs n ≥ 4); ``False`` the biased
     one, ``HSIC(K, L) = tr(K H L H) / (n−1)²`` with the centring matrix ``H``.
@@ -169,15 +171,12 @@ def linear_cka(x: ArrayLike, y: ArrayLike, unbiased: bool = True) -> float:
     >>> round(linear_cka(x, x[:, :1], unbiased=False), 4)
     0.7071
     """
-    kx, ky = gram(x), gram(y)
-    if kx.shape != ky.shape:
-        raise ValueError(f"x and y need the same number of rows: {kx.shape[0]} vs {ky.shape[0]}")
-    if unbiased:
-        return float(cka_grid_from_grams(kx[None, None], ky[None, None])[0, 0])
-    n = kx.shape[0]
-    h = torch.eye(n, dtype=kx.dtype) - 1.0 / n
-    kc, lc = h @ kx @ h, h @ ky @ h
-    return float((kc * lc).sum() / torch.sqrt((kc * kc).sum() * (lc * lc).sum()))
+    from vitlib.metrics import similarity  # the feature-matrix measures, one implementation
+
+    xs, ys = (np.asarray(_t(v).double().numpy()) for v in (x, y))
+    if len(xs) != len(ys):
+        raise ValueError(f"x and y need the same number of rows: {len(xs)} vs {len(ys)}")
+    return similarity.linear_cka(xs, ys, debiased=unbiased)
 
 
 def minibatch_cka(batches_x: Sequence[ArrayLike], batches_y: Sequence[ArrayLike]) -> float:

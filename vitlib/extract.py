@@ -314,49 +314,56 @@ def _token_layout(
     return geoms, np.array([g.grid for g in geoms], dtype=np.int32).reshape(-1, 2)
 
 
+def group_bounds(manifest: Manifest, key: str, what: str) -> list[int]:
+    """Batch bounds ``[0, …, n]`` at every change of ``item.meta[key]`` (a DAVIS sequence,
+    an SPair category); a group must be contiguous in the manifest.
+
+    >>> from vitlib.data.manifest import Item, Manifest
+    >>> items = [Item(f"{s}{i}", "x", 0, meta={"seq": s}) for s, i in ("a0", "a1", "b0")]
+    >>> m = Manifest("d", "davis", "/", ["c"], items)
+    >>> group_bounds(m, "seq", "sequence")
+    [0, 2, 3]
+    """
+    bounds: list[int] = []
+    seen: set[Any] = set()
+    for i, it in enumerate(manifest.items):
+        g = it.meta.get(key)
+        if not bounds or g != manifest.items[i - 1].meta.get(key):
+            if g in seen:
+                raise ValueError(f"{what} {g!r}: its items are not contiguous in the manifest")
+            seen.add(g)
+            bounds.append(i)
+    return bounds + [len(manifest)]
+
+
 def _davis_plan(manifest: Manifest, grid: np.ndarray) -> tuple[list[int], dict[int, torch.Tensor]]:
     """Batch bounds at sequence starts (frames contiguous) and each sequence's frame-0
     one-hot ``[C, gh·gw]`` by its first item."""
     from vitlib.data.annotations import davis_mask
     from vitlib.downstream.davis import first_frame_onehot
 
-    bounds, firsts, seen = [], {}, set()
-    prev = None
-    for i, it in enumerate(manifest.items):
-        seq = it.meta.get("seq")
-        if seq != prev:
-            if seq in seen:
-                raise ValueError(f"DAVIS sequence {seq!r}: frames are not contiguous")
-            seen.add(seq)
-            bounds.append(i)
-            a = it.meta.get("annotation")
-            if not a:
-                raise ValueError(f"DAVIS {seq}: frame {it.id} has no annotation")
-            gh, gw = (int(v) for v in grid[i])
-            firsts[i] = first_frame_onehot(davis_mask(f"{manifest.root}/{a}"), (gh, gw)).reshape(
-                -1, gh * gw
-            )
-            prev = seq
-    return bounds + [len(manifest)], firsts
+    bounds = group_bounds(manifest, "seq", "DAVIS sequence")
+    firsts = {}
+    for i in bounds[:-1]:
+        it = manifest.items[i]
+        a = it.meta.get("annotation")
+        if not a:
+            raise ValueError(f"DAVIS {it.meta.get('seq')}: frame {it.id} has no annotation")
+        gh, gw = (int(v) for v in grid[i])
+        onehot = first_frame_onehot(davis_mask(f"{manifest.root}/{a}"), (gh, gw))
+        firsts[i] = onehot.reshape(-1, gh * gw)
+    return bounds, firsts
 
 
 def _spair_plan(manifest: Manifest) -> tuple[list[int], dict[int, list[int]]]:
     """Batch bounds at category starts (a category's images are contiguous) and, per
     source item, its pairs with keypoints (index order)."""
-    bounds, seen, prev = [], set(), None
-    for i, it in enumerate(manifest.items):
-        cat = it.meta.get("category")
-        if cat != prev:
-            if cat in seen:
-                raise ValueError(f"SPair category {cat!r}: images are not contiguous")
-            seen.add(cat)
-            bounds.append(i)
-            prev = cat
+    bounds = group_bounds(manifest, "category", "SPair category")
     by_src: dict[int, list[int]] = {}
     for j, p in enumerate(manifest.extra["pairs"]):
         if len(p["src_kps"]):
             by_src.setdefault(int(p["src"]), []).append(j)
-    return bounds + [len(manifest)], by_src
+    return bounds, by_src
 
 
 def _spair_batch(

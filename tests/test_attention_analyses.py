@@ -220,6 +220,13 @@ def test_attention_distance_table_units_and_mean(store, tiny_spec):
     np.testing.assert_allclose(tok["value"], t["value"] * (tiny_spec.grid - 1), rtol=1e-6)
     px = attention_distance_table(store, units="pixels")
     np.testing.assert_allclose(px["value"], tok["value"] * tiny_spec.patch_size, rtol=1e-6)
+    # the uniform-attention reference: mean distance of every spatial pair on the grid, by
+    # brute force over cell coordinates on the unit square
+    g = tiny_spec.grid
+    rc = np.array([(r, c) for r in range(g) for c in range(g)], float) / (g - 1)
+    brute = np.linalg.norm(rc[:, None] - rc[None], axis=-1).mean()
+    np.testing.assert_allclose(t["uniform"], brute, rtol=1e-6)  # float32 template
+    np.testing.assert_allclose(px["uniform"], brute * (g - 1) * tiny_spec.patch_size, rtol=1e-6)
 
 
 def test_attention_images_arrays(store, tiny_world, tiny_spec):

@@ -70,6 +70,17 @@ def distance_template(grid_hw: tuple[int, int], device: str | torch.device = "cp
     return _distance_template(int(grid_hw[0]), int(grid_hw[1]), str(torch.device(device)))
 
 
+def uniform_attention_distance(grid_hw: tuple[int, int]) -> float:
+    """The mean attention distance (unit-square units) of uniform attention over the spatial
+    tokens of an ``h × w`` grid: the mean of :func:`distance_template` — the reference a
+    head's distance is read against (the paper's "global" end).
+
+    >>> round(uniform_attention_distance((2, 2)), 6)  # (8 · 1 + 4 · √2) / 16
+    0.853553
+    """
+    return float(distance_template(grid_hw).double().mean())
+
+
 def mean_attention_distance(
     attn: ArrayT, grid_hw: tuple[int, int], num_prefix_tokens: int = 1
 ) -> ArrayT:

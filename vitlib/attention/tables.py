@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from vitlib import keys
+from vitlib.attention.core import uniform_attention_distance
 from vitlib.store import Store
 
 DISTANCE_UNITS = ("normalised", "tokens", "pixels")
@@ -50,5 +51,7 @@ def attention_distance_table(store: Store | str, *, units: str = "normalised") -
             "std": (std * scale).ravel(),
             "n_images": n,
             "units": units,
+            # uniform attention over the same grid, in the same units (the figure's reference)
+            "uniform": uniform_attention_distance(tuple(meta["grid_hw"])) * scale,
         }
     )

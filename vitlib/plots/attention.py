@@ -43,9 +43,13 @@ def attention_distance_figure(
         ax2.plot(x / L, per_layer.to_numpy(), label=model, **st)
     ax1.set_xlabel("layer")
     ax2.set_xlabel("normalised depth (layer / L)")
+    refs = sorted(table["uniform"].unique()) if "uniform" in table else []
     for ax in (ax1, ax2):
         ax.set_ylabel(f"attention distance ({units})")
         ax.grid(alpha=0.3)
+        for i, u in enumerate(refs):  # uniform attention over each grid present
+            label = "uniform attention" + (f" ({u:.3g})" if len(refs) > 1 else "")
+            ax.axhline(float(u), color="0.5", ls=(0, (4, 2 + 2 * i)), lw=1, label=label)
     ax1.set_title("Average attention distance per layer (dots: heads)")
     ax2.set_title("Against normalised depth")
     ax2.legend(fontsize=8, loc="best")

@@ -43,3 +43,23 @@ def tiny_world(tmp_path_factory) -> Path:
 @pytest.fixture()
 def tiny_manifest(tiny_world):
     return read_imagefolder(tiny_world / "imagenet" / "train", dataset="tiny", cka_batch_size=4)
+
+
+@pytest.fixture(scope="session")
+def spec():
+    """A 2-block toy ViT (32 px, 8 px patches, 4×4 grid) shared by the task and safety tests."""
+    return spec_from_config(
+        "toy",
+        {
+            "arch": "vit_small_patch16_224",
+            "family": "random",
+            "init_seed": 3,
+            "arch_kwargs": {
+                "img_size": 32,
+                "patch_size": 8,
+                "embed_dim": 24,
+                "depth": 2,
+                "num_heads": 2,
+            },
+        },
+    )

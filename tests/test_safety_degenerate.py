@@ -15,7 +15,6 @@ from vitlib.data.manifest import DataError
 from vitlib.data.readers import read_coco
 from vitlib.metrics.cka import cka_grid_from_grams
 from vitlib.metrics.clustering import check_clusterable, cluster_scores, kmeans_labels
-from vitlib.models.registry import spec_from_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -79,25 +78,6 @@ def test_cka_of_a_constant_layer_is_nan_and_warned(caplog):
 
 
 # ---------------------------------------------------------------------------------- saliency
-@pytest.fixture(scope="module")
-def spec():
-    return spec_from_config(
-        "toy",
-        {
-            "arch": "vit_small_patch16_224",
-            "family": "random",
-            "init_seed": 3,
-            "arch_kwargs": {
-                "img_size": 32,
-                "patch_size": 8,
-                "embed_dim": 24,
-                "depth": 2,
-                "num_heads": 2,
-            },
-        },
-    )
-
-
 def _coco(root, boxes):
     """4 noise images 48×36; ``boxes[i]`` = the one annotation box (x, y, w, h) of image i."""
     rng = np.random.default_rng(0)

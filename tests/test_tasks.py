@@ -19,29 +19,9 @@ from vitlib.downstream.summary import headline, summary_table
 from vitlib.extract import run_extraction
 from vitlib.models.build import build_model
 from vitlib.models.capture import Capture
-from vitlib.models.registry import spec_from_config
 from vitlib.tables import tidy
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-def spec():
-    return spec_from_config(
-        "toy",
-        {
-            "arch": "vit_small_patch16_224",
-            "family": "random",
-            "init_seed": 3,
-            "arch_kwargs": {
-                "img_size": 32,
-                "patch_size": 8,
-                "embed_dim": 24,
-                "depth": 2,
-                "num_heads": 2,
-            },
-        },
-    )
 
 
 def _noise_image(path, size, seed):

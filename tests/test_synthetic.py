@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import pickle
 import time
 from pathlib import Path
@@ -308,3 +309,148 @@ def test_world_json(world):
     assert (w["seed"], w["size"]) == (0, "tiny")
     assert list(w["parts"]) == list(S.PARTS)
     assert w["parts"]["coco"]["images"] == 12 and w["parts"]["coco"]["empty_images"] == 1
+
+
+# ------------------------------------------------- nuisances drawn independently of the class
+def _nearest_centroid_accuracy(xtr, ytr, xte, yte) -> float:
+    mu, sd = xtr.mean(0), xtr.std(0) + 1e-9
+    xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+    centroids = np.stack([xtr[ytr == k].mean(0) for k in np.unique(ytr)])
+    pred = ((xte[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
+    return float((pred == yte).mean())
+
+
+def test_colour_does_not_tell_the_class_the_outline_does():
+    """The ImageNet part's own draws (train stream: 40 per class; held out: the val stream,
+    20 per class) of all ten classes: a nearest-centroid classifier on the object's mean
+    colour, the image's mean colour or the object's colour spread (texture contrast) is near
+    chance (0.1; the class-palette world scored 1.0 on the object's mean colour), the same
+    classifier on the object mask's radial profile (the outline) is far above it."""
+    from vitlib.data.synthetic.common import _rng
+
+    def features(stream: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        colour, outline, y = [], [], []
+        for k in range(len(S.CLASSES)):
+            for i in range(n):
+                im, ids = S.imagenet_image(_rng(0, "imagenet", stream, k, i), k, 64)
+                a, m = np.asarray(im, dtype=np.float64), ids == 1
+                colour.append([*a[m].mean(0), *a.reshape(-1, 3).mean(0), *a[m].std(0)])
+                ys, xs = np.nonzero(m)
+                d = np.hypot(xs - xs.mean(), ys - ys.mean())
+                outline.append(np.histogram(d / d.max(), 8, (0, 1))[0] / len(d))
+                y.append(k)
+        return np.array(colour), np.array(outline), np.array(y)
+
+    ctr, otr, ytr = features(0, 40)
+    cte, ote, yte = features(1, 20)
+    chance = 1 / len(S.CLASSES)
+    acc = {
+        name: _nearest_centroid_accuracy(ctr[:, cols], ytr, cte[:, cols], yte)
+        for name, cols in (
+            ("object colour", [0, 1, 2]),
+            ("image colour", [3, 4, 5]),
+            ("object colour spread", [6, 7, 8]),
+            ("all colour", list(range(9))),
+        )
+    }
+    acc["outline"] = _nearest_centroid_accuracy(otr, ytr, ote, yte)
+    print(acc)
+    for name in ("object colour", "image colour", "object colour spread", "all colour"):
+        assert acc[name] <= 2 * chance, (name, acc[name])
+    assert acc["outline"] >= 0.8
+
+
+def test_retrieval_positives_are_the_same_objects_under_new_nuisances(world, tmp_path):
+    """Views of a landmark share its objects' classes and world poses exactly (their pixels
+    map back through each view's camera to the same world centroid), but draw a new
+    backdrop and new object colours and textures; the files written are these views."""
+    from vitlib.data.synthetic.common import _save_jpeg
+
+    w, h = 96, 72
+    obj_dist, bg_dist, centroid_err = [], [], []
+    for L in range(4):
+        base = S.landmark_scene(0, L, w, h)
+        views = [S.landmark_view(0, L, "easy", i, i, w, h) for i in range(3)]
+        views.append(S.landmark_view(0, L, "query", 0, 0, w, h))
+        for _, ids, scene, _ in views:
+            assert [(o.k, o.cx, o.cy, o.r, o.rot) for o in scene.objects] == [
+                (o.k, o.cx, o.cy, o.r, o.rot) for o in base.objects
+            ]
+            assert set(np.unique(ids)) <= set(range(len(base.objects) + 1))
+        for (im1, ids1, s1, c1), (im2, ids2, s2, c2) in zip(views, views[1:]):
+            assert not np.allclose(s1.backdrop.c0, s2.backdrop.c0)
+            a1, a2 = np.asarray(im1, dtype=np.float64), np.asarray(im2, dtype=np.float64)
+            bg_dist.append(np.linalg.norm(a1[ids1 == 0].mean(0) - a2[ids2 == 0].mean(0)))
+            for n, (o1, o2) in enumerate(zip(s1.objects, s2.objects)):
+                assert not np.allclose(o1.colours, o2.colours)
+                m1, m2 = ids1 == n + 1, ids2 == n + 1
+                obj_dist.append(np.linalg.norm(a1[m1].mean(0) - a2[m2].mean(0)))
+                wc = []
+                for m, cam in ((m1, c1), (m2, c2)):
+                    ys, xs = np.nonzero(m)
+                    if xs.min() == 0 or ys.min() == 0 or xs.max() == w - 1 or ys.max() == h - 1:
+                        break  # cut by the image border: its visible centroid moves
+                    wx, wy = cam.inverse((w, h), (w, h), xs + 0.5, ys + 0.5)
+                    wc.append((wx.mean(), wy.mean()))
+                else:
+                    centroid_err.append(math.dist(*wc))
+        # the database files are these views (JPEG written with the same settings)
+        name = S.LANDMARK_NAMES[L]
+        for j in range(3):
+            got = (world / "rsynth" / "jpg" / f"{name}_{100 * L + j:06d}.jpg").read_bytes()
+            p = tmp_path / f"view{L}_{j}.jpg"
+            _save_jpeg(views[j][0], p)
+            assert p.read_bytes() == got
+    print(
+        f"object colour change {np.median(obj_dist):.0f} (min {min(obj_dist):.0f}), background "
+        f"{np.median(bg_dist):.0f}, world centroid error max {max(centroid_err):.2f} px "
+        f"over {len(centroid_err)} objects"
+    )
+    assert np.median(obj_dist) > 60 and np.mean(np.array(obj_dist) > 20) >= 0.9
+    assert np.median(bg_dist) > 30
+    assert len(centroid_err) >= 15 and max(centroid_err) < 1.0
+
+
+def test_davis_distractors_share_colours_but_not_annotations(world):
+    """Every sequence has 2 or 3 distractors of classes no annotated object has, each with
+    the very colours and texture of an annotated object: drawn in the frames (under the
+    objects) but background (0) in the annotation PNGs."""
+    from vitlib.data.synthetic.draw import Camera, render_backdrop
+
+    root = world / "davis"
+    seqs = (root / "ImageSets" / "2017" / "val.txt").read_text().split()
+    seqs += (root / "ImageSets" / "2017" / "train.txt").read_text().split()
+    w, h, frames = 112, 64, 8
+    for s, seq in enumerate(seqs):
+        sc = S.davis_scene(0, s, w, h)
+        assert sc.name == seq and 2 <= len(sc.distractors) <= 3
+        classes = {o.k for o in sc.objects}
+        assert len(set(sc.twin)) == min(len(sc.objects), len(sc.distractors))
+        for d, i in zip(sc.distractors, sc.twin):
+            tw = sc.objects[i]
+            assert d.k not in classes
+            np.testing.assert_array_equal(d.colours, tw.colours)
+            assert (d.tex, d.freq, d.phase, d.amp) == (tw.tex, tw.freq, tw.phase, tw.amp)
+        visible = np.zeros((frames, len(sc.distractors)), int)
+        for t in range(frames):
+            rgb, ids, dids = sc.frame(t, frames, w, h)
+            with Image.open(root / "Annotations" / "480p" / seq / f"{t:05d}.png") as a:
+                ann = np.asarray(a)
+            np.testing.assert_array_equal(ann, ids)
+            assert not (ann[dids > 0]).any()  # distractors are background
+            with Image.open(root / "JPEGImages" / "480p" / seq / f"{t:05d}.jpg") as im:
+                frame = np.asarray(im.convert("RGB"), dtype=np.float64)
+            pan = -sc.pan * t / (frames - 1)
+            bare = render_backdrop(sc.backdrop, w, h, Camera(1.0, 0.0, pan[0], pan[1]))
+            for j in range(len(sc.distractors)):
+                m = dids == j + 1
+                visible[t, j] = m.sum()
+                if m.sum() >= 30:  # in the frame: not the backdrop, its twin's very colours
+                    assert np.abs(frame[m] - bare[m]).mean() > 20
+                    assert np.abs(frame[m].mean(0) - rgb[m].mean(0)).max() < 8  # as drawn
+                    o = sc.objects[sc.twin[j]]
+                    shades = np.concatenate([o.colours, o.colours * (1 - o.amp)])
+                    gap = np.abs(rgb[m][:, None] - shades[None]).max(-1).min(1)
+                    assert gap.max() < 1e-9
+        assert (visible[0] >= 30).all()  # every distractor starts in view
+        assert (visible >= 10).mean() >= 0.8

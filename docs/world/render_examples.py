@@ -3,7 +3,7 @@
     python docs/world/render_examples.py [--size demo] [--seed 0] [--world DIR]
 
 Generates the world (``demo`` size, seed 0) in a temporary folder unless ``--world`` names
-an existing one, then writes ``example_{image,mask,parts,keypoints,davis}.png`` here with
+an existing one, then writes ``example_{image,mask,parts,keypoints,retrieval,davis}.png`` here with
 :func:`vitlib.data.synthetic.render_examples`.
 """
 

@@ -24,16 +24,23 @@ and ``world.json`` (seed, size and what each part holds).
 Every object is a polygon in its own frame (unit radius, head towards +x): discs are
 32-gons, the ring a C-shaped annulus, the crescent an outer arc plus an inner arc.  It has
 three named parts (:data:`PART_NAMES`, bands across the object along its own x axis, each
-drawn in its own colour of the class palette) and nine semantic keypoints
+drawn in its own shade of the object's colour) and nine semantic keypoints
 (:data:`KEYPOINTS`).  The band cuts are inserted into the object polygon as vertices, and each
 part is the object polygon clipped to its band (Sutherland–Hodgman against the two
 half-planes; pieces cut apart by a band are separate polygons), so the part polygons share
 their edges with the object polygon exactly.  Every mask is rasterised by pycocotools from
 the very polygon (or RLE) written to the annotation file: the drawn pixels are what
-``COCO.annToMask`` decodes, and the part masks of an object tile its mask.  A class differs
-from the others by shape, texture (stripes, dots, checks, ... modulating the fill) and
-palette; instances vary in colour, scale, rotation and position, over backgrounds of
-gradients, smooth noise and thin clutter lines.
+``COCO.annToMask`` decodes, and the part masks of an object tile its mask.
+
+Class, instance and part identity are carried by shape and arrangement only: a class is its
+outline; colour (a random hue, saturation and value per object, a random shade of it per
+part), texture (one of ten kinds: stripes, dots, checks, ... with random frequency, phase and
+contrast), scale, rotation, position, background (gradients, smooth noise, stripes) and
+clutter lines are nuisances drawn independently of the class, so colour statistics alone
+classify at chance.  A retrieval landmark is an arrangement of objects (classes and poses)
+and each of its views redraws the background and every object's colours and texture; DAVIS
+sequences move their annotated objects among unannotated distractors of other shapes with
+the very colours and texture of an annotated object.
 
 Deterministic by seed: every image draws from its own ``np.random.default_rng([seed, part,
 ...])`` stream (no global random state), PNGs and JPEGs (quality 90) are written with fixed
@@ -51,7 +58,7 @@ module             what it holds or generates
 ``common``         class/part/keypoint names, size presets, per-image random streams and
                    the fixed-settings PNG/JPEG/JSON writers shared by every part
 ``shapes``         class outlines in the object frame with band cuts, part loops, keypoints
-``draw``           colours and textures, object instances and their COCO polygons,
+``draw``           random colours and textures, object instances and their COCO polygons,
                    painting (pycocotools rasterisation), backgrounds, cameras, placement
 ``imagenet``       the ``imagenet`` part (ImageNet class folders, train and val)
 ``coco``           the ``coco`` part (COCO instances JSON with polygons and crowd RLEs)
@@ -89,7 +96,13 @@ from vitlib.data.synthetic.common import (
     SUPERCATEGORIES,
     wnid,
 )
-from vitlib.data.synthetic.davis import davis_sequence, generate_davis, voc_palette
+from vitlib.data.synthetic.davis import (
+    DavisScene,
+    davis_scene,
+    davis_sequence,
+    generate_davis,
+    voc_palette,
+)
 from vitlib.data.synthetic.draw import (
     Backdrop,
     Camera,
@@ -103,13 +116,24 @@ from vitlib.data.synthetic.draw import (
 )
 from vitlib.data.synthetic.draw import _new_obj as _new_obj  # private, used by the tests
 from vitlib.data.synthetic.examples import render_examples
-from vitlib.data.synthetic.imagenet import generate_imagefolder, generate_imagenet, render_image
+from vitlib.data.synthetic.imagenet import (
+    generate_imagefolder,
+    generate_imagenet,
+    imagenet_image,
+    render_image,
+)
 from vitlib.data.synthetic.partimagenet import (
     generate_partimagenet,
     partimagenet_image,
     partimagenet_split,
 )
-from vitlib.data.synthetic.retrieval import Scene, generate_retrieval, render_view
+from vitlib.data.synthetic.retrieval import (
+    Scene,
+    generate_retrieval,
+    landmark_scene,
+    landmark_view,
+    render_view,
+)
 from vitlib.data.synthetic.shapes import Shape
 from vitlib.data.synthetic.shapes import _shape as _shape  # private, used by the tests
 from vitlib.data.synthetic.spair import generate_spair, spair_image, spair_imname
@@ -130,11 +154,13 @@ __all__ = [
     "SUPERCATEGORIES",
     "Backdrop",
     "Camera",
+    "DavisScene",
     "Obj",
     "Scene",
     "Shape",
     "coco_category_id",
     "coco_image",
+    "davis_scene",
     "davis_sequence",
     "generate",
     "generate_coco",
@@ -144,7 +170,10 @@ __all__ = [
     "generate_partimagenet",
     "generate_retrieval",
     "generate_spair",
+    "imagenet_image",
     "keypoints",
+    "landmark_scene",
+    "landmark_view",
     "main",
     "object_polygon",
     "paint",

@@ -1,10 +1,11 @@
 """Drawing primitives of the synthetic world: colours, textures, objects and backgrounds.
 
 Object instances (:class:`Obj`) in image coordinates, their COCO polygons and their painting
-(every mask rasterised by pycocotools from the very polygon written to the annotations), the
-class palettes and textures, backgrounds (:class:`Backdrop`: gradients, smooth noise, stripes
-and clutter lines) seen through a similarity :class:`Camera`, and object placement in the
-cells of an image.
+(every mask rasterised by pycocotools from the very polygon written to the annotations), their
+colours and textures (nuisances drawn per object, independently of the class: only the
+outline carries it), backgrounds (:class:`Backdrop`: gradients, smooth noise, stripes and
+clutter lines) seen through a similarity :class:`Camera`, and object placement in the cells
+of an image.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,22 +38,25 @@ def _hsv(h: ArrayLike, s: ArrayLike, v: ArrayLike) -> np.ndarray:
     return np.stack([r, g, b], -1) * 255.0
 
 
-def _class_hue(k: int) -> float:
-    return (0.03 + k * 0.1) % 1.0
+def _part_colours(rng: np.random.Generator) -> np.ndarray:
+    """[3, 3] RGB of Head, Body, Tail: a nuisance drawn independently of the class.
+
+    One random hue, saturation and value per object, each part a random shade of it (no
+    part is systematically brighter than another): neither the class nor the part can be
+    read from colour, only from the outline."""
+    h = rng.uniform(0, 1) + rng.uniform(-0.04, 0.04, 3)
+    s = np.clip(rng.uniform(0.35, 0.9) + rng.uniform(-0.08, 0.08, 3), 0, 1)
+    v = np.clip(rng.uniform(0.45, 1.0) + rng.uniform(-0.08, 0.08, 3), 0, 1)
+    return _hsv(h, s, v)
 
 
-def _part_colours(rng: np.random.Generator, k: int, jitter: float = 1.0) -> np.ndarray:
-    """[3, 3] RGB of Head, Body, Tail: the class palette with per-instance jitter."""
-    h = _class_hue(k) + jitter * rng.uniform(-0.025, 0.025)
-    s = np.clip(np.array([0.5, 0.8, 0.85]) + jitter * rng.uniform(-0.1, 0.1), 0, 1)
-    v = np.clip(np.array([1.0, 0.8, 0.52]) + jitter * rng.uniform(-0.1, 0.08), 0, 1)
-    return _hsv(h + np.array([0.07, 0.0, -0.07]), s, v)
+#: How many texture kinds :func:`_pattern` draws (a nuisance: drawn per object).
+N_TEXTURES = 10
 
 
-def _pattern(k: int, u: np.ndarray, v: np.ndarray, f: float, ph: float) -> np.ndarray:
-    """Class ``k``'s texture (0/1) at object-frame coordinates ``u, v``."""
+def _pattern(kind: int, u: np.ndarray, v: np.ndarray, f: float, ph: float) -> np.ndarray:
+    """Texture ``kind`` (0/1) at object-frame coordinates ``u, v``."""
     tau = 2 * np.pi
-    kind = k % 10
     if kind == 0:  # concentric rings
         return np.sin(tau * f * np.hypot(u, v) + ph) > 0
     if kind == 1:  # zigzag
@@ -77,7 +81,8 @@ def _pattern(k: int, u: np.ndarray, v: np.ndarray, f: float, ph: float) -> np.nd
 # ===================================================================================== objects
 @dataclass
 class Obj:
-    """One object instance: class, pose in the image and appearance."""
+    """One object instance: class (the outline), pose in the image and appearance (colours
+    and texture: nuisances drawn independently of the class)."""
 
     k: int
     cx: float
@@ -88,9 +93,17 @@ class Obj:
     freq: float
     phase: float
     amp: float
+    tex: int = 0  # texture kind of :func:`_pattern`
 
     def moved(self, cx: float, cy: float, r: float, rot: float) -> Obj:
-        return Obj(self.k, cx, cy, r, rot, self.colours, self.freq, self.phase, self.amp)
+        return replace(self, cx=cx, cy=cy, r=r, rot=rot)
+
+    def redrawn(self, rng: np.random.Generator) -> Obj:
+        """The same object (class and pose) under a new draw of its appearance."""
+        look = _new_obj(rng, self.k, self.cx, self.cy, self.r, self.rot)
+        return replace(
+            self, colours=look.colours, freq=look.freq, phase=look.phase, amp=look.amp, tex=look.tex
+        )
 
 
 def _new_obj(
@@ -100,7 +113,6 @@ def _new_obj(
     cy: float,
     r: float,
     rot: float,
-    jitter: float = 1.0,
 ) -> Obj:
     return Obj(
         k,
@@ -108,10 +120,11 @@ def _new_obj(
         float(cy),
         float(r),
         float(rot),
-        _part_colours(rng, k, jitter),
-        float(2.2 * rng.uniform(0.85, 1.15)),
+        _part_colours(rng),
+        float(2.2 * rng.uniform(0.7, 1.3)),
         float(rng.uniform(0, 2 * np.pi)),
-        float(rng.uniform(0.3, 0.45)),
+        float(rng.uniform(0.15, 0.35)),
+        int(rng.integers(N_TEXTURES)),
     )
 
 
@@ -180,7 +193,7 @@ def paint(rgb: np.ndarray, ids: np.ndarray, o: Obj, oid: int) -> list[np.ndarray
             continue
         dx, dy = xs + 0.5 - o.cx, ys + 0.5 - o.cy
         u, v = (c * dx + s * dy) / o.r, (-s * dx + c * dy) / o.r
-        t = _pattern(o.k, u, v, o.freq, o.phase)
+        t = _pattern(o.tex, u, v, o.freq, o.phase)
         rgb[ys, xs] = o.colours[p] * (1.0 - o.amp * t[:, None])
         ids[ys, xs] = oid
     return masks

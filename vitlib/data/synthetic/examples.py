@@ -1,10 +1,11 @@
 """The example figures of a generated world (``example_{image,mask,parts,keypoints,
-davis}.png``), rendered from the written files only."""
+retrieval,davis}.png``), rendered from the written files only."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def _vstack(
 
 def render_examples(world_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """Render the example figures of the world at ``world_dir`` (all parts) into ``out_dir``:
-    ``example_{image,mask,parts,keypoints,davis}.png``.  Reads only the written files."""
+    ``example_{image,mask,parts,keypoints,retrieval,davis}.png``.  Reads only the written
+    files."""
     import contextlib
     import io
 
@@ -152,6 +154,30 @@ def render_examples(world_dir: str | os.PathLike, out_dir: str | os.PathLike) ->
         for x, y in ((xa, ya), (xb, yb)):
             d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=col, outline=(255, 255, 255))
     save(canvas, "example_keypoints.png")
+
+    # Retrieval: per landmark of the first queries, the query and some of its easy, hard and
+    # junk database images (same objects, every nuisance redrawn), captioned.
+    with open(wd / "rsynth" / "gnd_rsynth.pkl", "rb") as fh:
+        gnd = pickle.load(fh)
+    rows, landmarks = [], set()
+    for q, g in zip(gnd["qimlist"], gnd["gnd"]):
+        lm = q.rsplit("_q", 1)[0]
+        if lm in landmarks or len(rows) == 3:
+            continue
+        landmarks.add(lm)
+        shown_ = [(q, "query")] + [
+            (n, role)
+            for role, k in (("easy", 3), ("hard", 2), ("junk", 1))
+            for n in sorted(gnd["imlist"][i] for i in g[role])[:k]
+        ]
+        tiles = []
+        for n, role in shown_:
+            im = Image.open(wd / "rsynth" / "jpg" / f"{n}.jpg").convert("RGB")
+            cap = Image.new("RGB", (im.width, 14), (255, 255, 255))
+            ImageDraw.Draw(cap).text((2, 1), f"{lm} {role}", fill=(0, 0, 0))
+            tiles.append(_vstack([im, cap], gap=0))
+        rows.append(_hstack(tiles))
+    save(_vstack(rows), "example_retrieval.png")
 
     # DAVIS: frames of the val sequence with most objects, masks overlaid below.
     def n_objects(seq: str) -> int:

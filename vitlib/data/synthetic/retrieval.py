@@ -1,9 +1,13 @@
 """The ``retrieval`` part: Revisited Oxford/Paris, ``rsynth/gnd_rsynth.pkl`` and
 ``rsynth/jpg/<name>.jpg``.
 
-Each landmark is a scene of a few objects over a background, seen through cameras of every
-difficulty (easy, hard: zoomed out and rotated or a partial crop, junk: tiny or occluded),
-among distractor scenes.
+A landmark is an arrangement of a few objects: their classes (outlines), positions, rotations
+and sizes.  Every view of it (database image or query) is the same object instances under a
+new draw of every nuisance (:func:`landmark_view`: a new background and clutter, each
+object's colours and texture redrawn) seen through a camera of some difficulty (easy, hard:
+zoomed out and rotated or a partial crop, junk: tiny or occluded), so only the shapes and
+their arrangement tell the landmark apart from the distractors, random scenes of the same
+classes.
 """
 
 from __future__ import annotations
@@ -40,8 +44,12 @@ class Scene:
     objects: list[Obj]  # in world (reference image) coordinates
 
 
+def _scene_backdrop(rng: np.random.Generator) -> Backdrop:
+    return _backdrop(rng, clutter=int(rng.integers(2, 6)))
+
+
 def _scene(rng: np.random.Generator, w: int, h: int) -> Scene:
-    b = _backdrop(rng, clutter=int(rng.integers(2, 6)))
+    b = _scene_backdrop(rng)
     cells = _cells(w, h)
     n = int(rng.integers(2, 4))
     objs = []
@@ -118,6 +126,37 @@ def _view_camera(
     )
 
 
+def landmark_scene(seed: int, L: int, w: int, h: int) -> Scene:
+    """Landmark ``L``: its objects' classes and poses (world coordinates) are what every view
+    of it shares; its backdrop and the objects' appearance are redrawn in every view."""
+    return _scene(_rng(seed, "retrieval", 0, L), w, h)
+
+
+def landmark_view(
+    seed: int, L: int, role: str, i: int, j: int, w: int, h: int
+) -> tuple[Image.Image, np.ndarray, Scene, Camera]:
+    """View ``j`` of landmark ``L``: database image number ``i`` of its ``role`` (``easy``,
+    ``hard``, ``junk``; ``j`` counts its database images over the roles in that order), or
+    query ``j`` (``role="query"``).  The landmark's objects (classes and poses) under a new
+    backdrop and a new draw of every object's colours and texture, through a camera of that
+    difficulty (odd junk: tiny, even junk: an easy camera with a large occluder).  Returns the
+    image, the objects' id map (object ``n`` of the landmark is ``n + 1``), the scene drawn
+    (world coordinates) and the camera."""
+    base = landmark_scene(seed, L, w, h)
+    rng = _rng(seed, "retrieval", 2 if role == "query" else 1, L, j)
+    scene = Scene(_scene_backdrop(rng), [o.redrawn(rng) for o in base.objects])
+    occ, gain = 0.0, 0.04
+    if role == "query":
+        cam = _view_camera(rng, "query", w, h, j)
+    elif role == "junk" and i % 2 == 0:
+        cam, occ, gain = _view_camera(rng, "easy", w, h, i), rng.uniform(0.8, 0.9), 0.15
+    else:
+        cam = _view_camera(rng, role, w, h, i, scene)
+        gain = 0.06 if role == "easy" else 0.15
+    im, ids = render_view(scene, cam, w, h, rng, gain_jitter=gain, occlude=occ)
+    return im, ids, scene, cam
+
+
 def generate_retrieval(
     out: str | os.PathLike, *, seed: int = 0, size: str = "tiny"
 ) -> dict[str, Any]:
@@ -131,28 +170,16 @@ def generate_retrieval(
         name = LANDMARK_NAMES[L % len(LANDMARK_NAMES)] + (
             f"{L // len(LANDMARK_NAMES)}" if L >= len(LANDMARK_NAMES) else ""
         )
-        scene = _scene(_rng(seed, "retrieval", 0, L), w, h)
         j = 0
         for role in ("easy", "hard", "junk"):
             for r_i in range(p[role]):
-                rng = _rng(seed, "retrieval", 1, L, j)
-                occ = 0.0
-                if role == "junk" and r_i % 2 == 0:
-                    cam, occ = _view_camera(rng, "easy", w, h, r_i), rng.uniform(0.8, 0.9)
-                else:
-                    cam = _view_camera(rng, role, w, h, r_i, scene)
-                im, _ = render_view(
-                    scene, cam, w, h, rng, gain_jitter=0.06 if role == "easy" else 0.15, occlude=occ
-                )
+                im, _, _, _ = landmark_view(seed, L, role, r_i, j, w, h)
                 nm = f"{name}_{100 * L + j:06d}"
                 _save_jpeg(im, base / "jpg" / f"{nm}.jpg")
                 db.append((nm, L, role))
                 j += 1
         for q in range(p["queries_per_landmark"]):
-            rng = _rng(seed, "retrieval", 2, L, q)
-            im, ids = render_view(
-                scene, _view_camera(rng, "query", w, h, q), w, h, rng, gain_jitter=0.04
-            )
+            im, ids, _, _ = landmark_view(seed, L, "query", q, q, w, h)
             ys, xs = np.nonzero(ids)
             bbx = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
             nm = f"{name}_q{q:02d}"

@@ -164,3 +164,25 @@ rule best_layers:
         dpi=config["figures"]["dpi"],
     script:
         "../workflow_scripts/downstream_summary.py"
+
+
+# The paper's main observations (its Table 3) checked on this run's tables: the first page
+# of the report (report/workflow.rst includes the reStructuredText).
+rule findings:
+    input:
+        findings_tables(),
+    output:
+        table=report(
+            results("tables", "summary", "findings.csv"),
+            caption="../report/findings.rst",
+            category="summary",
+        ),
+        text=results("tables", "summary", "findings.rst"),
+    log:
+        results("logs", "summary", "findings.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        description=run_description(),
+    script:
+        "../workflow_scripts/findings.py"

@@ -190,10 +190,13 @@ def test_analysis_setting_reruns_only_that_analysis(done_run):
     write_config(done_run, cfg)
     try:
         jobs = planned_jobs(done_run)
-        # the two tables, their figure, and the record of the effective configuration
-        assert jobs == {"table": 2, "figure": 1, "effective_config": 1, "all": 1}
+        # the two tables, their figure, the findings that read them, and the record of the
+        # effective configuration
+        assert jobs == {"table": 2, "figure": 1, "findings": 1, "effective_config": 1, "all": 1}
         assert planned_outputs(done_run) == {
             "config.effective.yaml",
+            "tables/summary/findings.csv",
+            "tables/summary/findings.rst",
             "tables/toy/attention_distance/tiny_a.csv",
             "tables/toy/attention_distance/tiny_b.csv",
             "figures/toy/attention_distance.pdf",

@@ -1,0 +1,10 @@
+from vitlib.findings import write_findings
+from vitlib.logs import log_to
+
+log_to(snakemake.log[0])
+write_findings(
+    snakemake.input,
+    snakemake.output.table,
+    snakemake.output.text,
+    description=snakemake.params.description,
+)

@@ -256,6 +256,38 @@ def summary_tables():
     return out
 
 
+def findings_tables():
+    """Every table the findings table reads (the analyses named in vitlib/findings.py)."""
+    from vitlib.findings import ANALYSES as FINDINGS_ANALYSES
+
+    out = []
+    for name in FINDINGS_ANALYSES:
+        for ds in registry.section_datasets(section(name)):
+            if enabled(name, ds):
+                out += tables_of(name, ds)
+    return out
+
+
+def is_minizoo(mcfg):
+    """A model the workflow trains, or one of the mini-zoo's shipped checkpoints."""
+    path = (mcfg.get("weights") or {}).get("path", "")
+    return "train" in mcfg or Path(path).parent.as_posix().endswith(
+        "vitlib/minizoo/weights"
+    )
+
+
+def run_description():
+    """What this run is (models by family, datasets), the first paragraph of the report."""
+    from vitlib.findings import describe_run
+
+    custom = config.get("custom_models", {})
+    return describe_run(
+        {m: model_spec(config, m).family for m in MODELS},
+        DATASETS,
+        trained=[m for m in MODELS if is_minizoo(custom.get(m, {}))],
+    )
+
+
 def effective_config(wildcards):
     """The whole configuration after defaults: a change of any value rewrites the record."""
     return config
@@ -263,6 +295,8 @@ def effective_config(wildcards):
 
 def all_targets():
     targets = [results("config.effective.yaml"), *figure_targets()]
+    if findings_tables():
+        targets.append(results("tables", "summary", "findings.csv"))
     if summary_tables():
         targets.append(results("tables", "summary", "best_layers.csv"))
         targets += expand(

@@ -1,6 +1,8 @@
 # The offline mini-zoo: small ViTs trained on the synthetic world, one per supervision
-# family (explicit, contrastive self-distillation, reconstruction); each checkpoint is then
-# extracted through the zoo's user-checkpoint path like any published model.
+# family (supervised, CLIP-style, DINO-style, MAE-style; vitlib/minizoo/<method>.py); each
+# checkpoint is then extracted through the zoo's user-checkpoint path like any published
+# model.  The demo ships these checkpoints; presets/minizoo.yaml retrains them (on the GPU
+# when extract.device is cuda/auto).
 
 
 rule train_model:
@@ -16,6 +18,8 @@ rule train_model:
     conda:
         "../envs/gpu.yaml"
     threads: config["extract"]["threads"]
+    resources:
+        gpu=gpu_units(),
     params:
         model=model_cfg,
     script:

@@ -20,10 +20,18 @@ def test_default_config_is_valid_and_defaults_are_filled(cfg):
     assert out["extract"]["dtype"] == "fp32"
     assert out["datasets"]["world"]["per_class"] is None
     assert out["analyses"]["attention_distance"]["units"] == "normalised"
-    # the mini-zoo's checkpoints are workflow outputs in their family's layout
-    assert out["custom_models"]["demo_dino"]["weights"] == {
-        "path": "results/zoo/demo_dino.pth",
-        "format": "dino",
+    # the mini-zoo's shipped checkpoints: in the repository, hash-pinned, in their family's
+    # layout; a model with a train section instead gets the workflow's output
+    w = out["custom_models"]["demo_dino"]["weights"]
+    assert w["path"] == "vitlib/minizoo/weights/demo_dino.pth" and w["format"] == "dino"
+    import hashlib
+
+    assert hashlib.sha256((REPO / w["path"]).read_bytes()).hexdigest() == w["sha256"]
+    cfg2 = yaml.safe_load((REPO / "presets" / "minizoo.yaml").read_text())
+    out2 = validate_config(cfg2, base_dir=REPO)
+    assert out2["custom_models"]["demo_clip"]["weights"] == {
+        "path": "results/minizoo/zoo/demo_clip.pth",
+        "format": "open_clip",
     }
     assert out["analyses"]["davis"]["radius"] == 12
 
@@ -39,7 +47,7 @@ def test_analyses_need_datasets_of_their_kind(cfg):
 
 
 def test_training_dataset_must_exist(cfg):
-    cfg["custom_models"]["demo_sup"]["train"]["dataset"] = "nowhere"
+    cfg["custom_models"]["demo_sup"]["train"] = {"method": "supervised", "dataset": "nowhere"}
     with pytest.raises(ConfigError, match=r"custom_models\.demo_sup\.train\.dataset.*'nowhere'"):
         validate_config(cfg, base_dir=REPO)
 
@@ -47,7 +55,7 @@ def test_training_dataset_must_exist(cfg):
 @pytest.mark.parametrize(
     "mutate, key, value",
     [
-        (lambda c: c["models"].append("vit_nope_b16"), "models.4", "vit_nope_b16"),
+        (lambda c: c["models"].append("vit_nope_b16"), "models.5", "vit_nope_b16"),
         (lambda c: c["extract"].update(batch_size=-4), "extract.batch_size", "-4"),
         (
             lambda c: c["datasets"]["world"].update(cka_batch_size=-1),

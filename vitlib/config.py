@@ -99,9 +99,15 @@ def validate_config(
                     f"config key 'custom_models.{mid}.train.dataset': dataset"
                     f" {tr['dataset']!r} is not defined under datasets"
                 )
+            from vitlib.minizoo.train import METHODS, recipe_for  # torch: only when training
+
+            try:
+                recipe_for(tr["method"], recipe_options(tr), f"custom_models.{mid}.train")
+            except ValueError as e:
+                raise ConfigError(f"config key {e}") from None
             mcfg["weights"] = {
                 "path": str(Path(config.get("results", "results"), "zoo", f"{mid}.pth")),
-                "format": TRAINED_FORMAT[tr["method"]],
+                "format": METHODS[tr["method"]].checkpoint_format,
             }
         try:
             spec_from_config(mid, mcfg)
@@ -146,8 +152,13 @@ def validate_config(
     return config
 
 
-#: The checkpoint layout the mini-zoo writes for each training method (its family's).
-TRAINED_FORMAT = {"supervised": "timm", "dino": "dino", "mae": "mae"}
+def recipe_options(train: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe options of a model's ``train`` section: its ``options`` with ``epochs``,
+    ``batch_size``, ``lr`` (unless null: the method's default) and ``seed``."""
+    top = {k: train[k] for k in ("epochs", "batch_size", "lr", "seed") if k in train}
+    if top.get("lr") is None:
+        top.pop("lr", None)
+    return {**dict(train.get("options") or {}), **top}
 
 
 def _exists(path: str, base_dir: str | Path) -> bool:

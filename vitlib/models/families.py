@@ -201,13 +201,24 @@ def convert_hf_beit(obj: Any, model: nn.Module) -> StateDict:
 
 
 def convert_clip(obj: Any, model: nn.Module) -> StateDict:
-    """OpenAI / open_clip CLIP: the ``visual.*`` keys, prefixed for :class:`OpenClipViT`."""
+    """OpenAI / open_clip CLIP: the ``visual.*`` keys, prefixed for :class:`OpenClipViT`.
+
+    An open_clip model whose image tower is a timm network (``timm_model_name`` configs,
+    open_clip's ``TimmModel``: ``visual.trunk.*`` + ``visual.head.*``) loads into the timm
+    module itself: the trunk's keys without the prefix, the projection head dropped (the
+    analyses read the tokens, never the joint embedding)."""
     sd = _unwrap(obj, "state_dict")
     vis = {k: v for k, v in sd.items() if k.startswith("visual.")}
     if not vis:
         raise CheckpointMismatch(
             f"no 'visual.*' keys: not a CLIP checkpoint (first keys: {list(sd)[:5]})"
         )
+    if any(k.startswith("visual.trunk.") for k in vis) and not hasattr(model, "visual"):
+        return {
+            k.removeprefix("visual.trunk."): v
+            for k, v in vis.items()
+            if k.startswith("visual.trunk.")
+        }
     return vis
 
 

@@ -43,14 +43,8 @@ class Clip(Method):
     checkpoint_format = "open_clip"
     needs_captions = True
 
-    def __init__(
-        self,
-        recipe: Recipe,
-        backbone: Callable[..., nn.Module],
-        n_classes: int,
-        device: torch.device | str = "cpu",
-    ):
-        super().__init__(recipe, backbone, n_classes, device)
+    def build(self, backbone: Callable[..., nn.Module], n_classes: int) -> None:
+        recipe = self.recipe
         assert isinstance(recipe, ClipRecipe)
         from open_clip.loss import ClipLoss
         from open_clip.transformer import TextTransformer

@@ -102,10 +102,16 @@ class Method:
         n_classes: int,
         device: torch.device | str = "cpu",
     ):
-        """``backbone(**kwargs)`` builds the timm ViT on ``device``; the method builds its
-        other modules there too."""
+        """``backbone(**kwargs)`` builds the timm ViT on ``device``; :meth:`build` makes the
+        method's networks (there too)."""
+        if not isinstance(recipe, self.recipe_cls):
+            raise TypeError(f"{self.name} needs a {self.recipe_cls.__name__}, got {recipe!r}")
         self.recipe = recipe
         self.device = torch.device(device)
+        self.build(backbone, n_classes)
+
+    def build(self, backbone: Callable[..., nn.Module], n_classes: int) -> None:
+        raise NotImplementedError
 
     def parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError

@@ -81,14 +81,8 @@ class Dino(Method):
     recipe_cls = DinoRecipe
     checkpoint_format = "dino"
 
-    def __init__(
-        self,
-        recipe: Recipe,
-        backbone: Callable[..., nn.Module],
-        n_classes: int,
-        device: torch.device | str = "cpu",
-    ):
-        super().__init__(recipe, backbone, n_classes, device)
+    def build(self, backbone: Callable[..., nn.Module], n_classes: int) -> None:
+        recipe = self.recipe
         assert isinstance(recipe, DinoRecipe)
         self.r = recipe
         self.net = backbone(num_classes=0, dynamic_img_size=True)

@@ -99,14 +99,8 @@ class Mae(Method):
     recipe_cls = MaeRecipe
     checkpoint_format = "mae"
 
-    def __init__(
-        self,
-        recipe: Recipe,
-        backbone: Callable[..., nn.Module],
-        n_classes: int,
-        device: torch.device | str = "cpu",
-    ):
-        super().__init__(recipe, backbone, n_classes, device)
+    def build(self, backbone: Callable[..., nn.Module], n_classes: int) -> None:
+        recipe = self.recipe
         assert isinstance(recipe, MaeRecipe)
         self.r = recipe
         self.net = backbone(num_classes=0)

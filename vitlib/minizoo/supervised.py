@@ -27,14 +27,8 @@ class Supervised(Method):
     recipe_cls = SupervisedRecipe
     checkpoint_format = "timm"
 
-    def __init__(
-        self,
-        recipe: Recipe,
-        backbone: Callable[..., nn.Module],
-        n_classes: int,
-        device: torch.device | str = "cpu",
-    ):
-        super().__init__(recipe, backbone, n_classes, device)
+    def build(self, backbone: Callable[..., nn.Module], n_classes: int) -> None:
+        recipe = self.recipe
         assert isinstance(recipe, SupervisedRecipe)
         self.r = recipe
         self.net = backbone(num_classes=n_classes)

@@ -1,7 +1,7 @@
 """Retraining the demo's supervised mini-zoo model from scratch with the exact recipe of
 presets/minizoo.yaml reaches the k-NN of the checkpoint config.yaml ships (within 3 points
 at the best layer), both measured by the workflow's own k-NN on the demo world.  Marked slow
-(about 15 min on 2 cores); .ci/run runs it with the other slow tests."""
+(about 30 min on this project's 2-core machine); .ci/run runs it with the other slow tests."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def test_retraining_reaches_the_shipped_checkpoints_knn(tmp_path):
     cfg["custom_models"]["shipped_sup"] = shipped
     cfg["models"] = ["demo_sup", "shipped_sup"]
     cfg["results"] = "results"
-    cfg["extract"]["threads"] = 2  # one training job: both cores (the recipe is unchanged)
+    # threads as the shipped checkpoint was trained (1): with 2 threads the float reductions
+    # differ and the run lands elsewhere (measured: best layer 39.5 % vs the shipped 42.5 %)
+    cfg["extract"]["threads"] = 1
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     targets = [f"results/tables/world_val/knn/{m}.csv" for m in cfg["models"]]
     p = subprocess.run(

@@ -94,10 +94,10 @@ rule figure:
     input:
         figure_inputs,
     output:
-        report(
-            expand(
-                results("figures", "{{dataset}}", "{{figure}}.{ext}"), ext=FIG_FORMATS
-            ),
+        figure_files(
+            "figures",
+            "{dataset}",
+            "{figure}",
             caption="../report/figure.rst",
             category="{dataset}",
             subcategory="{figure}",
@@ -108,27 +108,55 @@ rule figure:
         "../envs/cpu.yaml"
     params:
         dpi=config["figures"]["dpi"],
-        models=MODELS,
+        models=MAIN_MODELS,
         caption=figure_caption,
+        layout="main",
     script:
         "../workflow_scripts/figure.py"
+
+
+# The appendix layout of a figure (every model, one panel per family against normalised
+# depth: the paper's appendix figures); the main layout above shows the main models.
+use rule figure as figure_appendix with:
+    output:
+        figure_files(
+            "figures",
+            "{dataset}",
+            "appendix",
+            "{figure}",
+            caption="../report/figure.rst",
+            category="{dataset}",
+            subcategory="{figure} (appendix)",
+        ),
+    log:
+        results("logs", "figures", "{dataset}", "appendix", "{figure}.log"),
+    params:
+        dpi=config["figures"]["dpi"],
+        models=MODELS,
+        caption=figure_caption,
+        layout="appendix",
 
 
 use rule figure as figure_model with:
     input:
         figure_model_input,
     output:
-        report(
-            expand(
-                results("figures", "{{dataset}}", "{{figure}}", "{{model}}.{ext}"),
-                ext=FIG_FORMATS,
-            ),
+        figure_files(
+            "figures",
+            "{dataset}",
+            "{figure}",
+            "{model}",
             caption="../report/figure.rst",
             category="{dataset}",
             subcategory="{figure}",
         ),
     log:
         results("logs", "figures", "{dataset}", "{figure}", "{model}.log"),
+    params:
+        dpi=config["figures"]["dpi"],
+        models=MODELS,
+        caption=figure_caption,
+        layout="main",
 
 
 rule probe_table6:
@@ -149,10 +177,21 @@ rule best_layers:
         summary_tables(),
     output:
         table=results("tables", "summary", "best_layers.csv"),
-        figure=report(
-            expand(
-                results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS
-            ),
+        table1=report(
+            results("tables", "summary", "table1.csv"),
+            caption="../report/table1.rst",
+            category="summary",
+        ),
+        table5=report(
+            results("tables", "summary", "table5.csv"),
+            caption="../report/table5.rst",
+            category="summary",
+        ),
+        text=results("tables", "summary", "paper_tables.rst"),
+        figure=figure_files(
+            "figures",
+            "summary",
+            "best_layers",
             caption="../report/best_layers.rst",
             category="summary",
         ),
@@ -162,6 +201,8 @@ rule best_layers:
         "../envs/cpu.yaml"
     params:
         dpi=config["figures"]["dpi"],
+        models=MODELS,
+        main_models=MAIN_MODELS,
     script:
         "../workflow_scripts/downstream_summary.py"
 
@@ -186,3 +227,24 @@ rule findings:
         description=run_description(),
     script:
         "../workflow_scripts/findings.py"
+
+
+# The report's first page (report/workflow.rst includes it): the findings with what the run
+# is, the paper's Tables 1, 5 and 6, the run card and an index of every figure by section.
+rule report_page:
+    input:
+        parts=report_page_parts(),
+        table6=report_table6(),
+    output:
+        results("report_page.rst"),
+    log:
+        results("logs", "summary", "report_page.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        models=report_models(),
+        datasets=DATASETS,
+        settings=report_settings(),
+        figures=report_figures(),
+    script:
+        "../workflow_scripts/report_page.py"

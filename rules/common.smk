@@ -7,9 +7,10 @@ import re
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.io import report as report_flag
 
 from vitlib import registry
-from vitlib.config import ConfigError, model_spec, validate_config
+from vitlib.config import ConfigError, main_models, model_spec, validate_config
 from vitlib.data.manifest import listing_fingerprint
 from vitlib.data.readers import generated_root
 from vitlib.data.views import VIEWS
@@ -23,6 +24,8 @@ except ConfigError as e:
 
 RESULTS = config["results"]
 MODELS = config["models"]
+#: The models of the main-text layout (Table 1, main figures; vitlib.config.main_models).
+MAIN_MODELS = main_models(config)
 DATASETS = config["datasets"]
 FIG_FORMATS = config["figures"]["formats"]
 FIGURES = registry.figures()
@@ -243,6 +246,11 @@ def figure_targets():
                 out += expand(
                     results("figures", ds, f"{name}.{{ext}}"), ext=FIG_FORMATS
                 )
+            if fig.appendix:
+                out += expand(
+                    results("figures", ds, "appendix", f"{name}.{{ext}}"),
+                    ext=FIG_FORMATS,
+                )
     return out
 
 
@@ -294,7 +302,11 @@ def effective_config(wildcards):
 
 
 def all_targets():
-    targets = [results("config.effective.yaml"), *figure_targets()]
+    targets = [
+        results("config.effective.yaml"),
+        results("report_page.rst"),
+        *figure_targets(),
+    ]
     if findings_tables():
         targets.append(results("tables", "summary", "findings.csv"))
     if summary_tables():
@@ -343,3 +355,97 @@ def train_manifest(wildcards):
 
 def extract_spec(wildcards):
     return spec_params(wildcards.model)
+
+
+def report_models():
+    """One row per model for the report's run card."""
+    rows = []
+    for m in MODELS:
+        s = model_spec(config, m)
+        w = dict(s.weights or {})
+        if s.family == "noise":
+            source = f"uniform noise (seed {s.init_seed or 0})"
+        elif not w and s.init_seed is not None:
+            source = f"random initialisation (seed {s.init_seed})"
+        else:
+            where = w.get("path") or w.get("url") or ""
+            sha = w.get("sha256")
+            source = Path(str(where)).name + (f" (sha256 {sha[:12]}…)" if sha else "")
+        rows.append(
+            {
+                "model": m,
+                "family": s.family,
+                "depth": s.depth,
+                "width": s.embed_dim,
+                "heads": s.num_heads,
+                "patch": s.patch_size,
+                "image": s.img_size,
+                "weights": source,
+            }
+        )
+    return rows
+
+
+def report_settings():
+    """The run's settings for the report's run card: extraction, layouts, every section."""
+    out = {
+        "extract": {k: config["extract"][k] for k in ("dtype", "batch_size", "device")},
+        "figures.main_models": MAIN_MODELS,
+    }
+    for name, sec in config.get("analyses", {}).items():
+        out[f"analyses.{name}"] = {k: v for k, v in sec.items()}
+    return out
+
+
+def report_figures():
+    """Every figure of the run (PNG path relative to the results, paper figure, caption,
+    paper section) for the report's figure index."""
+    out = []
+    for name, (a, fig) in FIGURES.items():
+        for ds in registry.section_datasets(section(a.name)):
+            if not enabled(a.name, ds):
+                continue
+            paths = [
+                f"figures/{ds}/{name}"
+                + (f"{os.sep}<model>.png" if fig.per_model else ".png")
+            ]
+            if fig.appendix:
+                paths.append(f"figures/{ds}/appendix/{name}.png")
+            for p in paths:
+                appendix = "/appendix/" in p
+                out.append(
+                    {
+                        "section": registry.PAPER_SECTIONS.get(a.section, "Other"),
+                        "paper": fig.appendix if appendix else fig.paper,
+                        "path": p,
+                        "caption": fig.caption,
+                    }
+                )
+    return out
+
+
+def report_page_parts():
+    parts = []
+    if findings_tables():
+        parts.append(results("tables", "summary", "findings.rst"))
+    if summary_tables():
+        parts.append(results("tables", "summary", "paper_tables.rst"))
+    return parts
+
+
+def report_table6():
+    return [
+        results("tables", ds, "probe_table6.csv")
+        for ds in registry.section_datasets(section("probe"))
+    ]
+
+
+def figure_files(*parts, **report_kw):
+    """A figure's outputs, one per format (``figures.formats``): the PNG (or the first
+    format) enters the report with ``report_kw``, the others are written beside it."""
+    shown = "png" if "png" in FIG_FORMATS else FIG_FORMATS[0]
+    base = results(*parts)
+    return [
+        report_flag(f"{base}.{e}", **report_kw) if e == shown else f"{base}.{e}"
+        for e in FIG_FORMATS
+    ]

@@ -55,7 +55,7 @@ def test_training_dataset_must_exist(cfg):
 @pytest.mark.parametrize(
     "mutate, key, value",
     [
-        (lambda c: c["models"].append("vit_nope_b16"), "models.5", "vit_nope_b16"),
+        (lambda c: c["models"].append("vit_nope_b16"), "models.6", "vit_nope_b16"),
         (lambda c: c["extract"].update(batch_size=-4), "extract.batch_size", "-4"),
         (
             lambda c: c["datasets"]["world"].update(cka_batch_size=-1),

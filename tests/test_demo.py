@@ -95,6 +95,11 @@ def test_every_figure_and_the_report_exist(demo):
     findings = pd.read_csv(res / "tables/summary/findings.csv")
     assert list(findings["finding"]) == list(range(1, 9)) and findings["evidence"].notna().all()
     assert "This run is the offline demo" in html and "Evidence in this run" in html
+    # the paper's Tables 1 and 5 and the figure index on the first page; appendix layouts
+    t5 = pd.read_csv(res / "tables/summary/table5.csv", index_col=0)
+    assert "layers" in t5.columns and len(pd.read_csv(res / "tables/summary/table1.csv"))
+    assert "Table 5 (appendix)" in html and "Figures by paper section" in html
+    assert (res / "figures/world_val/appendix/knn.png").stat().st_size > 1000
 
 
 def test_mini_zoo_was_trained_and_loaded(demo):

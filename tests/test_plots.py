@@ -28,7 +28,7 @@ from matplotlib.image import AxesImage, imread  # noqa: E402
 from vitlib import registry  # noqa: E402
 from vitlib.models.registry import FAMILIES  # noqa: E402
 from vitlib.plots import style  # noqa: E402
-from vitlib.plots.attention_maps import CLASS_COLORS  # noqa: E402
+from vitlib.plots.attention_maps import CLASS_COLORS, average_map_figure  # noqa: E402
 from vitlib.tables import tidy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -478,6 +478,12 @@ def has_ylabel(ax: Any) -> bool:
     return any(s.get_ylabel().strip() for s in [ax, *shared])
 
 
+def has_xlabel(ax: Any) -> bool:
+    """An x label on ``ax`` or, for a column of panels sharing x, on one of them."""
+    shared = ax.get_shared_x_axes().get_siblings(ax)
+    return any(s.get_xlabel().strip() for s in [ax, *shared])
+
+
 def figure_texts(fig: Any) -> str:
     texts = [ax.get_title() for ax in fig.axes] + [fig.get_suptitle()]
     for ax in fig.axes:
@@ -517,7 +523,7 @@ def test_axes_are_labelled_and_models_named(name, tmp_path, kept):
         assert PER_MODEL_MODEL in fig.get_suptitle()
         return
     for ax in axes:
-        assert ax.get_xlabel().strip(), f"{name}: a panel without x label ({ax.get_title()!r})"
+        assert has_xlabel(ax), f"{name}: a panel without x label ({ax.get_title()!r})"
         assert has_ylabel(ax), f"{name}: a panel without y label ({ax.get_title()!r})"
     if name in CURVE_PANELS:
         missing = set(MODELS) - legend_texts(fig)
@@ -612,15 +618,61 @@ def test_single_image_grid_shows_the_crop_and_every_map(tmp_path, kept):
     assert len(images) - len(rgb) == 2 * depth * 2 * HEADS
 
 
-def test_cka_grids_are_the_upper_triangle_of_model_pairs(tmp_path, kept):
+def test_cka_grids_are_a_models_by_models_matrix_of_pairs(tmp_path, kept):
+    """Row ``i`` has model ``i``'s layers along y, column ``j`` model ``j``'s along x: the
+    upper triangle from the pair tables, the lower their transposed mirror (no empty cells)."""
     fig, _ = draw("cka_grids", tmp_path, kept)
     names = list(MODELS)
     panels = {ax.get_title(): ax for ax in data_axes(fig) if ax.images}
-    pairs = list(itertools.combinations_with_replacement(names, 2))
-    assert sorted(panels) == sorted(f"{x} × {y}" for x, y in pairs)
-    for x, y in pairs:
-        (im,) = panels[f"{x} × {y}"].images
-        assert im.get_array().shape == (2 * MODELS[x][1], 2 * MODELS[y][1])
+    assert sorted(panels) == sorted(f"{y} × {x}" for y in names for x in names)
+    for y, x in itertools.product(names, names):
+        grid = np.asarray(panels[f"{y} × {x}"].images[0].get_array())
+        assert grid.shape == (2 * MODELS[y][1], 2 * MODELS[x][1])
+        np.testing.assert_array_equal(
+            grid, np.asarray(panels[f"{x} × {y}"].images[0].get_array()).T
+        )
+    assert not [ax for ax in fig.axes if not ax.axison], "an empty panel"
+
+
+def test_cka_grid_axes_are_1_based_blocks_named_by_model(tmp_path, kept):
+    fig, _ = draw("cka_grids", tmp_path, kept)
+    fig.canvas.draw()
+    panels = {ax.get_title(): ax for ax in data_axes(fig) if ax.images}
+    names = list(MODELS)
+    last = len(names) - 1
+    for (r, y), (c, x) in itertools.product(enumerate(names), enumerate(names)):
+        ax = panels[f"{y} × {x}"]
+        # tick labels show on the outer panels (rows and columns share their axes)
+        for axis, model, outer in ((ax.yaxis, y, c == 0), (ax.xaxis, x, r == last)):
+            depth = MODELS[model][1]
+            # a major tick per block, at the centre of its two capture points...
+            np.testing.assert_allclose(axis.get_ticklocs(), 2 * np.arange(depth) + 0.5)
+            # ... and a minor tick at every capture point (norm1, norm2)
+            np.testing.assert_allclose(axis.get_ticklocs(minor=True), np.arange(2 * depth))
+            if outer:  # labelled with the 1-based block index
+                labels = [t.get_text() for t in axis.get_ticklabels() if t.get_visible()]
+                assert labels == [str(i + 1) for i in range(depth)], (y, x, labels)
+    # outer panels name the model whose blocks run along the axis
+    col0 = [ax for ax in panels.values() if ax.get_subplotspec().colspan.start == 0]
+    assert {ax.get_ylabel() for ax in col0} == {f"{m}: block" for m in names}
+    bottom = [ax for ax in panels.values() if ax.get_subplotspec().rowspan.start == last]
+    assert {ax.get_xlabel() for ax in bottom} == {f"{m}: block" for m in names}
+    assert "norm1" in fig.get_suptitle() and "n1, n2" in fig.get_suptitle()
+
+
+def test_cka_grids_have_one_colour_bar_and_little_white_space(tmp_path, kept):
+    fig, _ = draw("cka_grids", tmp_path, kept)
+    fig.canvas.draw()
+    (bar,) = colorbars(fig)
+    assert bar.ax.get_ylabel() == "CKA" and tuple(bar.mappable.get_clim()) == (0, 1)
+    maps = [im for ax in data_axes(fig) for im in ax.images]
+    assert {tuple(im.get_clim()) for im in maps} == {(0, 1)}
+    # the panels' bounding box spans most of the figure (no empty triangle, no wide margins)
+    boxes = [ax.get_position() for ax in data_axes(fig)]
+    x0, x1 = min(b.x0 for b in boxes), max(b.x1 for b in boxes)
+    y0, y1 = min(b.y0 for b in boxes), max(b.y1 for b in boxes)
+    assert (x1 - x0) > 0.75 and (y1 - y0) > 0.75, (x0, x1, y0, y1)
+    assert sum(b.width * b.height for b in boxes) > 0.45
 
 
 def test_last_layer_cka_is_models_by_models(tmp_path, kept):
@@ -656,6 +708,22 @@ def test_residual_has_two_grids_and_norm_ratios_per_model(tmp_path, kept):
         }
 
 
+def test_residual_grids_share_one_0_to_1_colour_bar(tmp_path, kept):
+    fig, _ = draw("residual", tmp_path, kept)
+    (bar,) = colorbars(fig)
+    assert "CKA" in bar.ax.get_ylabel() and tuple(bar.mappable.get_clim()) == (0, 1)
+    grids = [im for ax in data_axes(fig) for im in ax.images]
+    assert len(grids) == 2 * len(MODELS)
+    assert {(im.get_cmap().name, *im.get_clim()) for im in grids} == {("magma", 0, 1)}
+    for ax in data_axes(fig):  # 1-based block indices on the grids' axes
+        if ax.images:
+            assert [t.get_text() for t in ax.get_xticklabels()][0] == "1"
+            assert [t.get_text() for t in ax.get_yticklabels()][0] == "1"
+    # one norm-ratio scale for every model
+    ratios = [ax for ax in data_axes(fig) if ax.lines]
+    assert len({ax.get_ylim() for ax in ratios}) == 1
+
+
 def test_taxonomy_bars_count_every_head(tmp_path, kept):
     fig, _ = draw("head_taxonomy", tmp_path, kept)
     axes = data_axes(fig)
@@ -682,6 +750,67 @@ def test_offsets_show_every_head_coloured_by_layer(tmp_path, kept):
         assert len(points.get_offsets()) == depth * HEADS
         assert sorted(set(points.get_array())) == list(range(1, depth + 1))
     assert {cb.ax.get_ylabel() for cb in colorbars(fig)} == {"layer"}
+
+
+def test_offsets_share_one_symmetric_range_with_the_origin_marked(tmp_path, kept):
+    fig, _ = draw("attention_offset", tmp_path, kept)
+    axes = data_axes(fig)
+    limits = {(ax.get_xlim(), ax.get_ylim()) for ax in axes}
+    assert len(limits) == 1, f"panels scaled separately: {limits}"
+    ((xlo, xhi), (ylo, yhi)) = limits.pop()
+    assert xlo == -xhi and ylo == -yhi and xhi == yhi > 0  # symmetric, same for x and y
+    for ax in axes:
+        xy = np.asarray(ax.collections[0].get_offsets())
+        assert np.abs(xy).max() <= xhi  # every head inside the shared range
+        origin = [ln for ln in ax.lines if ln.get_marker() == "+"]
+        assert origin and list(origin[0].get_xydata()[0]) == [0, 0], "origin not marked"
+    (bar,) = colorbars(fig)  # one layer bar explains every panel
+    depth = max(d for _, d in MODELS.values())
+    assert tuple(bar.mappable.get_clim()) == (1, depth)
+    assert {tuple(ax.collections[0].get_clim()) for ax in axes} == {(1, depth)}
+
+
+def clipped(fig: Any) -> list[str]:
+    """After a draw: what of ``fig`` (titles, labels, tick labels, colour bars) reaches outside
+    the figure — the drawn artists' tight box against the figure's box — as text ([] if
+    nothing does)."""
+    fig.canvas.draw()
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
+    w, h = fig.get_size_inches()
+    tol = 0.02
+    if tight.x0 >= -tol and tight.y0 >= -tol and tight.x1 <= w + tol and tight.y1 <= h + tol:
+        return []
+    return [f"drawn extent {tight.bounds} beyond the figure's (0, 0, {w}, {h}) inches"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(MAP_GRIDS | {"attention_images", "attention_offset", "cka_grids", "residual"}),
+)
+def test_no_text_is_cut_at_the_figure_edge(name, tmp_path, kept):
+    fig, _ = draw(name, tmp_path, kept)
+    assert not clipped(fig), f"{name}: {clipped(fig)}"
+
+
+@pytest.mark.parametrize("kind", ["aligned", "cls", "spatial"])
+def test_map_grid_titles_fit_even_for_long_model_names(kind, tmp_path, kept):
+    (_, maps), *_ = [d for d in SYNTHETIC["attention_maps"]() if d[0].startswith(PER_MODEL_MODEL)]
+    model = "clip_vit_large_patch14_336_openai_laion2b_finetuned"
+    average_map_figure(maps, [tmp_path / "m.png"], dpi=60, kind=kind, model=model)
+    (fig,) = kept
+    assert not clipped(fig), clipped(fig)
+    assert model in fig.get_suptitle()
+
+
+@pytest.mark.parametrize("name", sorted(MAP_GRIDS | {"attention_images"}))
+def test_map_grids_have_a_0_to_1_prescaled_colour_bar_and_labelled_axes(name, tmp_path, kept):
+    fig, _ = draw(name, tmp_path, kept)
+    (bar,) = colorbars(fig)
+    assert tuple(bar.mappable.get_clim()) == (0, 1)
+    assert "min–max" in bar.ax.get_ylabel()
+    assert "layer" in fig.get_supylabel() and "1-based" in fig.get_supylabel()
+    maps = [m for ax in data_axes(fig) for m in ax.images if m.get_array().ndim == 2]
+    assert {tuple(m.get_clim()) for m in maps} == {(0, 1)}
 
 
 # ----------------------------------------------------------------- the palette
@@ -731,7 +860,9 @@ def test_every_known_family_has_its_own_palette_colour():
         data = yaml.safe_load(cfg.read_text()) or {}
         for spec in (data.get("custom_models") or {}).values():
             families.add(spec.get("family", "timm"))
+    families -= style.REFERENCE_FAMILIES  # drawn dashed in the reference grey
     assert families <= set(style.FAMILY_COLORS), families - set(style.FAMILY_COLORS)
+    assert style.model_style("noise_b16", "noise")["color"] == style.REFERENCE_COLOR
     colors = [c.lower() for c in style.FAMILY_COLORS.values()]
     assert len(set(colors)) == len(colors), "two families share a colour"
     palette = {c.lower() for c in [*style.TOL_MUTED.values(), *style.TOL_EXTRA.values()]}

@@ -53,7 +53,9 @@ def test_paper_preset_has_the_papers_values(tmp_path):
     a = c["analyses"]
     # nothing of the demo: no mini-zoo, no generated world, the demo's knn ks not inherited
     assert c["custom_models"] == {} and not any("generate" in d for d in c["datasets"].values())
-    assert len(c["models"]) == 20 and "world" not in c["datasets"]
+    # the paper's 20 ViTs and its noise baseline (the Random rows)
+    assert len(c["models"]) == 21 and c["models"][-1] == "noise_b16"
+    assert "world" not in c["datasets"]
     assert a["knn"]["ks"] == [10, 20, 100, 200] and a["knn"]["temperature"] == 0.07
     assert a["knn"]["feature"] == "cls" and a["knn"]["view"] == "center"
     assert a["features"]["clustering_n_init"] == 10 and a["features"]["clustering_k"] is None

@@ -190,11 +190,19 @@ def test_analysis_setting_reruns_only_that_analysis(done_run):
     write_config(done_run, cfg)
     try:
         jobs = planned_jobs(done_run)
-        # the two tables, their figure, the findings that read them, and the record of the
-        # effective configuration
-        assert jobs == {"table": 2, "figure": 1, "findings": 1, "effective_config": 1, "all": 1}
+        # the two tables, their figure, the findings that read them, the report's first page
+        # (it lists the settings) and the record of the effective configuration
+        assert jobs == {
+            "table": 2,
+            "figure": 1,
+            "findings": 1,
+            "report_page": 1,
+            "effective_config": 1,
+            "all": 1,
+        }
         assert planned_outputs(done_run) == {
             "config.effective.yaml",
+            "report_page.rst",
             "tables/summary/findings.csv",
             "tables/summary/findings.rst",
             "tables/toy/attention_distance/tiny_a.csv",

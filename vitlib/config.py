@@ -91,6 +91,12 @@ def validate_config(
                 f"config key 'models.{i}': unknown model id {mid!r}; built-in ids are"
                 f" {', '.join(list_models())}; or define it under custom_models"
             )
+    for i, mid in enumerate(config.get("figures", {}).get("main_models", [])):
+        if mid not in known:
+            raise ConfigError(
+                f"config key 'figures.main_models.{i}': unknown model id {mid!r}; a built-in"
+                " id or a key of custom_models"
+            )
     for mid, mcfg in custom.items():
         if "train" in mcfg:
             tr = mcfg["train"]
@@ -185,3 +191,14 @@ def write_effective_config(config: Mapping[str, Any], path: str | Path) -> None:
     body = yaml.safe_dump({"vitlib_version": vitlib.__version__, **dict(config)}, sort_keys=False)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(header + body)
+
+
+def main_models(config: Mapping[str, Any]) -> list[str]:
+    """The run's models of the main-text layout (``figures.main_models``, in the run's
+    order; none of them in the run: every model), plus the run's noise models (family
+    ``noise``), which join every layout as the Random reference."""
+    listed = set(config["figures"]["main_models"])
+    models = list(config["models"])
+    main = [m for m in models if m in listed] or models
+    noise = [m for m in models if model_spec(config, m).family == "noise" and m not in main]
+    return main + noise

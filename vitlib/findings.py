@@ -83,12 +83,13 @@ GROUPS: Mapping[str, str] = {
     "mae": RECONSTRUCTION,
     "beit": RECONSTRUCTION,
     "random": RANDOM,
+    "noise": RANDOM,  # the paper's noise baseline (vitlib.models.noise)
 }
 GROUP_NAMES = {
     EXPLICIT: "explicit supervision",
     CONTRASTIVE: "contrastive self-supervision",
     RECONSTRUCTION: "reconstruction self-supervision",
-    RANDOM: "untrained random baseline",
+    RANDOM: "random baseline (untrained network or noise)",
 }
 
 Tables = Mapping[str, pd.DataFrame]
@@ -153,11 +154,11 @@ def _best(curve: pd.DataFrame) -> pd.Series:
 
 
 def _headline(t: pd.DataFrame) -> pd.DataFrame:
-    """The first headline metric the best-layer summary takes from ``t`` (e.g. k-NN top-1
-    at k = 20, retrieval mAP Medium), with the label in ``metric``."""
+    """The paper's Table 1 metric the best-layer summary takes from ``t`` (k-NN top-1 at
+    k = 20, retrieval mAP Medium, DAVIS J&F, SPair PCK@0.1), with the label in ``metric``."""
     from vitlib.downstream.summary import headline
 
-    h = headline(t)
+    h = headline(t, main_only=True)
     return h[h["metric"] == h["metric"].iloc[0]].reset_index(drop=True)
 
 
@@ -748,8 +749,15 @@ def describe_run(
             f" it uses ({', '.join(kinds)}) and a mini-zoo of small ViTs trained on it, one per"
             f" supervision family — {who(real)}"
         )
-        if rand:
-            text += f" — plus the same network untrained ({', '.join(rand)}) as the random-chance baseline"
+        untrained = ", ".join(m for m in rand if models[m] != "noise")
+        noise = ", ".join(m for m in rand if models[m] == "noise")
+        base = [f"the same network untrained ({untrained})"] if untrained else []
+        base += [f"noise features of its shape ({noise})"] if noise else []
+        if base:
+            text += " — plus " + " and ".join(base)
+            text += (
+                " as random-chance baselines" if len(base) > 1 else " as the random-chance baseline"
+            )
         return text + (
             ". Its numbers test the paper's observations at toy scale; they are not the"
             " paper's results."

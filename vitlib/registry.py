@@ -57,6 +57,10 @@ class Figure:
     paper: str = ""  # the paper figure(s) it mirrors
     per_model: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: the paper's appendix figure(s) of the same data, when the figure also has the
+    #: appendix layout (every model, one panel per family, x = normalised depth):
+    #: ``figures/<dataset>/appendix/<name>.<ext>``; the main layout shows the main models
+    appendix: str = ""
 
     def function(self) -> Callable[..., None]:
         return _load(self.plot)
@@ -70,6 +74,9 @@ class Headline:
     metric: str
     label: str
     where: Mapping[str, Any] = field(default_factory=dict)
+    #: in the paper's Table 1 (main text; the first dataset of the section) as well as in
+    #: its Table 5 (appendix, every dataset)
+    main: bool = False
 
 
 @dataclass(frozen=True)
@@ -426,6 +433,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 view, no second forward pass.""",
                 "Fig. 5, 16",
                 options={"task": "saliency"},
+                appendix="Fig. 16",
             ),
         ),
     ),
@@ -459,6 +467,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 same shape (random-chance baseline).""",
                 "Fig. 8, 25–27",
                 options={"task": "segments"},
+                appendix="Fig. 26, 27",
             ),
         ),
     ),
@@ -475,7 +484,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         metrics=("map",),
         heavy=True,
         summary=(
-            Headline("map", "mAP Medium", {"protocol": "medium"}),
+            Headline("map", "mAP Medium", {"protocol": "medium"}, main=True),
             Headline("map", "mAP Hard", {"protocol": "hard"}),
         ),
         figures=(
@@ -489,6 +498,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 ignored) setups.""",
                 "Fig. 9, 10, 28–31",
                 options={"task": "retrieval"},
+                appendix="Fig. 29",
             ),
         ),
     ),
@@ -510,7 +520,11 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         manifest=True,
         metrics=("J", "F", "JF"),
         heavy=True,
-        summary=(Headline("JF", "J&F"),),
+        summary=(
+            Headline("J", "J Mean"),
+            Headline("F", "F Mean"),
+            Headline("JF", "J&F", main=True),
+        ),
         figures=(
             _f(
                 "davis",
@@ -522,6 +536,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 J&F over objects, first and last frames excluded.""",
                 "Fig. 9, 10, 28–31",
                 options={"task": "davis"},
+                appendix="Fig. 30",
             ),
         ),
     ),
@@ -538,7 +553,11 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         manifest=True,
         metrics=("pck",),
         heavy=True,
-        summary=(Headline("pck", "PCK@0.1", {"alpha": 0.1, "category": "all"}),),
+        summary=(
+            Headline("pck", "PCK@0.1", {"alpha": 0.1, "category": "all"}, main=True),
+            Headline("pck", "PCK@0.05", {"alpha": 0.05, "category": "all"}),
+            Headline("pck", "PCK@0.01", {"alpha": 0.01, "category": "all"}),
+        ),
         figures=(
             _f(
                 "spair",
@@ -549,6 +568,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 target bounding box's longer side, averaged over categories.""",
                 "Fig. 9, 10, 28–31",
                 options={"task": "spair"},
+                appendix="Fig. 31",
             ),
         ),
     ),
@@ -564,7 +584,10 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         train="knn_bank",
         metrics=("top1", "top5", "chance"),
         heavy=True,
-        summary=(Headline("top1", "k-NN top-1 (k=20)", {"k": 20}),),
+        summary=(
+            Headline("top1", "k-NN top-1 (k=20)", {"k": 20}, main=True),
+            Headline("top5", "k-NN top-5 (k=20)", {"k": 20}),
+        ),
         figures=(
             _f(
                 "knn",
@@ -574,6 +597,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 as in the paper's Figures 9 and 28. Every layer comes from the one stored
                 extraction of each model.""",
                 "Fig. 9, 28",
+                appendix="Fig. 28",
             ),
         ),
     ),
@@ -612,6 +636,22 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
 )
 
 ANALYSES: Mapping[str, Analysis] = MappingProxyType({a.name: a for a in ANALYSES_LIST})
+
+#: The paper's section of each config section's analyses (the report's figure index).
+PAPER_SECTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "attention_distance": "§4 Attention analysis",
+        "attention": "§4 Attention analysis",
+        "saliency": "§4 Attention analysis",
+        "features": "§5 Feature analysis",
+        "segments": "§5 Feature analysis",
+        "knn": "§6 Downstream tasks",
+        "retrieval": "§6 Downstream tasks",
+        "davis": "§6 Downstream tasks",
+        "spair": "§6 Downstream tasks",
+        "probe": "§6 Downstream tasks",
+    }
+)
 
 
 def get(name: str) -> Analysis:
@@ -825,20 +865,29 @@ def draw_figure(
     dpi: int,
     models: Sequence[str],
     model: str | None = None,
+    layout: str = "main",
 ) -> None:
-    """Draw figure ``name`` from its analysis' tables (or, per model, its arrays)."""
+    """Draw figure ``name`` from its analysis' tables (or, per model, its arrays): the
+    rows of ``models`` only, in the ``main`` or (figures with :attr:`Figure.appendix`)
+    the ``appendix`` layout."""
     import numpy as np
 
     from vitlib.tables import read_tables
 
     a, f = figures()[name]
+    if layout != "main" and not f.appendix:
+        raise ValueError(f"figure {name!r} has no {layout!r} layout")
     data: Any
     if a.output == "npz":
         with np.load(inputs[0], allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     else:
         data = read_tables(inputs)
+        if "model" in data and not f.per_model:
+            data = data[data["model"].isin(list(models))]
     kw = dict(f.options)
+    if f.appendix:
+        kw["layout"] = layout
     if f.per_model:
         kw["model"] = model or ""
     f.function()(data, outputs, dpi=dpi, models=list(models), **kw)

@@ -9,4 +9,5 @@ draw_figure(
     dpi=snakemake.params.dpi,
     models=snakemake.params.models,
     model=snakemake.wildcards.get("model"),
+    layout=snakemake.params.get("layout", "main"),
 )

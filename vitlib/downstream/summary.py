@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 
@@ -33,10 +35,11 @@ def best_layer(table: pd.DataFrame, metric: str, *, group: str = "model") -> pd.
     return best.rename(columns={"layer": "best_layer", "depth": "of", metric: f"best_{metric}"})
 
 
-def headline(table: pd.DataFrame) -> pd.DataFrame:
+def headline(table: pd.DataFrame, *, main_only: bool = False) -> pd.DataFrame:
     """The per-layer scores the summary takes from one long table, as declared by its
-    analysis in the registry (:attr:`vitlib.registry.Analysis.summary`): columns ``dataset,
-    model, family, depth, layer, metric`` (the headline's label) and ``value``."""
+    analysis in the registry (:attr:`vitlib.registry.Analysis.summary`): columns ``analysis,
+    dataset, model, family, depth, layer, metric`` (the headline's label), ``main`` (in the
+    paper's Table 1) and ``value``; ``main_only``: the Table 1 metrics only."""
     from vitlib.registry import get
 
     names = table["analysis"].unique()
@@ -47,6 +50,8 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"analysis {a.name!r} declares no summary metric")
     out = []
     for h in a.summary:
+        if main_only and not h.main:
+            continue
         sel = table[table["metric"] == h.metric]
         label = h.label
         for col, val in h.where.items():
@@ -55,33 +60,153 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
                 label = f"{h.label.split(' (')[0]} (k={val})"
             sel = sel[sel[col] == val]
         keep = ["dataset", "model", "family", "depth", "layer"]
-        out.append(sel[keep].assign(metric=label, value=sel["value"].astype(float)))
+        out.append(
+            sel[keep].assign(
+                analysis=a.name, metric=label, main=h.main, value=sel["value"].astype(float)
+            )
+        )
     return pd.concat(out, ignore_index=True)
+
+
+#: Families whose summary row is the paper's Random row: the mean over blocks, each block an
+#: independent trial of noise features (the original plots averaged the blocks as trials).
+NOISE_FAMILIES = frozenset({"noise"})
 
 
 def summary_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
     """Best layer per (dataset, metric, model) as in the paper's Tables 1 and 5, with the
-    last layer's score beside it (how much an intermediate layer gains)."""
+    last layer's score beside it (how much an intermediate layer gains).  A noise model
+    (family ``noise``) has no best layer: its ``best`` is the mean over its blocks (the
+    paper's Random row) and ``best_layer`` is empty."""
     rows = []
     for t in tables:
         h = headline(t)
         for (ds, metric), g in h.groupby(["dataset", "metric"], sort=False):
             best = best_layer(g, "value")
             last = g[g.layer == g.depth - 1].set_index("model")["value"]
+            mean = g.groupby("model", sort=False)["value"].mean()
+            family = g.drop_duplicates("model").set_index("model")["family"]
             for _, r in best.iterrows():
+                m = r["model"]
+                noise = str(family[m]) in NOISE_FAMILIES
                 rows.append(
                     {
+                        "analysis": str(g["analysis"].iloc[0]),
                         "dataset": ds,
                         "metric": metric,
-                        "model": r["model"],
-                        "best_layer": int(r["best_layer"]),
+                        "main": bool(g["main"].iloc[0]),
+                        "model": m,
+                        "family": str(family[m]),
+                        "best_layer": pd.NA if noise else int(r["best_layer"]),
                         "of": int(r["of"]),
-                        "best": float(r["best_value"]),
-                        "last_layer": float(last.get(r["model"], float("nan"))),
+                        "best": float(mean[m] if noise else r["best_value"]),
+                        "last_layer": float(last.get(m, float("nan"))),
                     }
                 )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["best_layer"] = out["best_layer"].astype("Int64")
+    return out
 
 
 def summary_from_files(paths: list[str]) -> pd.DataFrame:
     return summary_table([pd.read_csv(p) for p in paths])
+
+
+#: The paper's column order (ImageNet, ROxford/RParis, DAVIS, SPair).
+PAPER_COLUMN_ORDER = ("knn", "retrieval", "davis", "spair")
+
+
+def paper_table(
+    summary: pd.DataFrame,
+    *,
+    main: bool,
+    models: list[str] | None = None,
+    order: list[str] | None = None,
+) -> pd.DataFrame:
+    """The best-layer summary in the paper's layout: one row per model (noise models last,
+    as its Random row), one column per (dataset, metric), cells ``"score (layer)"`` with the
+    1-based best layer (noise: the mean over blocks, no layer).
+
+    ``main``: the paper's Table 1 — the Table 1 metrics on the first dataset of each
+    analysis, for ``models`` (the main-text models; ``None``: all); otherwise its Table 5 —
+    every metric of every dataset, every model, with a ``layers`` column (the depth).
+    ``order``: the row order (the config's model order); others follow in table order.
+    """
+    s = summary
+    if main:
+        s = s[s["main"].astype(bool)]
+        first = s.drop_duplicates("analysis").set_index("analysis")["dataset"]
+        s = s[s["dataset"] == s["analysis"].map(first)]
+        if models is not None:
+            keep = set(models) | set(s.loc[s["family"].isin(NOISE_FAMILIES), "model"])
+            s = s[s["model"].isin(keep)]
+    rank = {a: i for i, a in enumerate(PAPER_COLUMN_ORDER)}
+    s = s.iloc[sorted(range(len(s)), key=lambda i: rank.get(str(s["analysis"].iloc[i]), len(rank)))]
+    s = s.assign(
+        column=s["dataset"] + " " + s["metric"],
+        cell=[
+            f"{b:.2f}" if pd.isna(layer) else f"{b:.2f} ({int(layer)})"
+            for b, layer in zip(s["best"], s["best_layer"], strict=True)
+        ],
+    )
+    present = list(dict.fromkeys(s["model"]))
+    order = [m for m in (order or []) if m in present]
+    order += [m for m in present if m not in order]
+    noise = set(s.loc[s["family"].isin(NOISE_FAMILIES), "model"])
+    order = [m for m in order if m not in noise] + [m for m in order if m in noise]
+    grid = s.pivot(index="model", columns="column", values="cell")
+    grid = grid.reindex(index=order, columns=list(dict.fromkeys(s["column"])))
+    if not main:
+        depth = s.drop_duplicates("model").set_index("model")["of"]
+        grid.insert(0, "layers", [("-" if m in noise else str(depth[m])) for m in order])
+    grid.index.name = "model"
+    return grid.fillna("")
+
+
+def to_rst(table: pd.DataFrame, title: str) -> str:
+    """``table`` (index and columns as strings) as a reStructuredText ``csv-table``."""
+
+    def q(x: object) -> str:
+        return '"' + str(x).replace('"', '""') + '"'
+
+    head = [table.index.name or ""] + [str(c) for c in table.columns]
+    lines = [
+        f".. csv-table:: {title}",
+        "   :header: " + ", ".join(q(h) for h in head),
+        "",
+    ]
+    for idx, row in table.iterrows():
+        lines.append("   " + ", ".join(q(x) for x in [idx, *row.tolist()]))
+    return "\n".join(lines) + "\n"
+
+
+#: Units of the summary's scores (the paper writes mAP and J&F as fractions, top-1 and PCK
+#: in percent; vitlib writes every score in percent).
+UNITS = "every score in percent"
+
+
+def write_paper_tables(
+    summary: pd.DataFrame,
+    *,
+    table1: str | Path,
+    table5: str | Path,
+    rst: str | Path,
+    models: list[str] | None = None,
+    main_models: list[str] | None = None,
+) -> None:
+    """Write the paper's Table 1 (main models, main metrics) and Table 5 (every model and
+    metric) as CSV, and both as reStructuredText tables (the report's first page)."""
+    t1 = paper_table(summary, main=True, models=main_models, order=models)
+    t5 = paper_table(summary, main=False, order=models)
+    t1.to_csv(table1)
+    t5.to_csv(table5)
+    note = (
+        f"Best score per model and task with the 1-based best layer in parentheses ({UNITS});"
+        " the noise row is the mean over its blocks (the paper's Random row)."
+    )
+    Path(rst).write_text(
+        to_rst(t1, "Table 1 (main text): " + note)
+        + "\n"
+        + to_rst(t5, "Table 5 (appendix): every model, every metric.")
+    )

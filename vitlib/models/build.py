@@ -38,7 +38,8 @@ def is_clip(spec: ModelSpec) -> bool:
 
 
 def build_network(spec: ModelSpec) -> nn.Module:
-    """The family's module, randomly initialised (seeded by ``spec.init_seed`` if set)."""
+    """The family's module, randomly initialised (seeded by ``spec.init_seed`` if set); for
+    the ``noise`` family, noise of the architecture's shape seeded by ``spec.init_seed``."""
     state = torch.random.get_rng_state()
     if spec.init_seed is not None:
         torch.manual_seed(int(spec.init_seed))
@@ -47,9 +48,14 @@ def build_network(spec: ModelSpec) -> nn.Module:
             from vitlib.models.openclip import OpenClipViT, build_vision_tower
 
             return OpenClipViT(build_vision_tower(spec.arch, **dict(spec.arch_kwargs)))
-        return timm.create_model(
+        net = timm.create_model(
             spec.arch, pretrained=False, num_classes=0, **dict(spec.arch_kwargs)
         )
+        if spec.family == "noise":  # the random-chance baseline (vitlib.models.noise)
+            from vitlib.models.noise import NoiseViT
+
+            return NoiseViT(net, seed=int(spec.init_seed or 0))
+        return net
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"model {spec.id}: cannot build {spec.arch!r}: {e}") from e
     finally:

@@ -30,6 +30,7 @@ FAMILY_NORM: dict[str, tuple[_RGB, _RGB]] = {
     "mae": (IMAGENET_MEAN, IMAGENET_STD),
     "beit": (HALF, HALF),
     "random": (HALF, HALF),
+    "noise": (HALF, HALF),
     "dinov2": (IMAGENET_MEAN, IMAGENET_STD),
     "siglip": (HALF, HALF),
     "deit3": (IMAGENET_MEAN, IMAGENET_STD),
@@ -283,9 +284,12 @@ def _builtin() -> dict[str, ModelSpec]:
         specs.append(
             _std("fs", size, patch, 384, weights=_timm_w(f"{arch}.{tag}", "timm", release))
         )
-    # The random-chance baseline: a randomly initialised B/16 (the original used uniform noise
-    # instead of a network; docs/protocols.md §1.6 — the noise baselines are analysis settings).
+    # An untrained network: a randomly initialised B/16 (what depth and architecture alone
+    # give; the paper's baseline is noise, below).
     specs.append(_std("random", "b", 16, init_seed=0))
+    # The paper's Random rows and chance lines: uniform noise of a B/16's feature shape for
+    # every task, the noise seeded per image (vitlib.models.noise; Appendix B.3).
+    specs.append(_std("noise", "b", 16, init_seed=0))
     # Modern families (through timm), evaluated at 224 like the paper's models.
     _DINOV2 = (
         "https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{0}14/dinov2_vit{0}14{1}_pretrain.pth"

@@ -3,6 +3,7 @@ offset summaries); each reads result tables or small array files only."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,15 +27,24 @@ def _prescale(m: np.ndarray) -> np.ndarray:
     return np.where(hi > lo, (m - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
 
 
-_BAR_IN = 0.9  # inches kept at the right of map grids for their colour bar
+#: colour-bar label of maps min–max scaled per cell (the paper's [PRE-SCALED] style)
+PRESCALED_LABEL = "attention, min–max scaled per map (0 = map min, 1 = map max)"
 
 
-def _grid_colorbar(fig: plt.Figure, im: Any, label: str) -> None:
-    """A colour bar for a grid of maps in the strip ``_BAR_IN`` wide at the figure's right."""
-    w = fig.get_figwidth()
-    cax = fig.add_axes((1 - (_BAR_IN - 0.1) / w, 0.2, 0.12 / w, 0.6))
-    fig.colorbar(im, cax=cax).set_label(label, fontsize=7)
-    cax.tick_params(labelsize=6)
+def fit_suptitle(fig: plt.Figure, text: str, fontsize: float = 9, margin: float = 0.96) -> Any:
+    """``fig.suptitle(text)``, wrapped onto more lines until it is at most ``margin`` of the
+    figure's width (measured with the figure's renderer; a smaller font where one word is
+    wider), so no title is cut at the edges."""
+    title = fig.suptitle(text, fontsize=fontsize)
+    room = margin * fig.bbox.width
+    width = len(text)
+    while width > 8 and title.get_window_extent().width > room:
+        width = int(width * 0.85)
+        title.set_text(textwrap.fill(text, width, break_long_words=False))
+    over = title.get_window_extent().width / room
+    if over > 1:  # a word longer than the figure is wide: a smaller font
+        title.set_fontsize(fontsize / over)
+    return title
 
 
 def map_grid_figure(
@@ -45,13 +55,16 @@ def map_grid_figure(
     dpi: int = 150,
     prescale: bool = True,
 ) -> None:
-    """One row per layer, one column per head; each cell a map (min–max scaled per cell,
-    the paper's [PRE-SCALED] style)."""
+    """One row per layer (1-based), one column per head; each cell a map (min–max scaled per
+    cell, the paper's [PRE-SCALED] style), one colour bar for all, the title wrapped to the
+    figure's width."""
     L, H = maps_lhxy.shape[:2]
     m = _prescale(maps_lhxy) if prescale else maps_lhxy
     lo, hi = (0.0, 1.0) if prescale else (float(m.min()), float(m.max()))
-    w = 0.9 * H + 0.8 + _BAR_IN
-    fig, axes = plt.subplots(L, H, figsize=(w, 0.9 * L + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        L, H, figsize=(0.9 * H + 1.7, 0.9 * L + 1.0), squeeze=False, layout="constrained"
+    )
+    im = None
     for layer in range(L):
         for head in range(H):
             ax = axes[layer, head]
@@ -64,9 +77,13 @@ def map_grid_figure(
                 ax.set_ylabel(f"L{layer + 1}", fontsize=7)
             if layer == 0:
                 ax.set_title(f"h{head}", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1 - _BAR_IN / w, 1))
-    _grid_colorbar(fig, im, "attention (min–max per map)" if prescale else "attention")
+    fig.supylabel("layer (block, 1-based)", fontsize=8)
+    fig.supxlabel("head (columns h0, h1, …)", fontsize=8)
+    if im is not None:
+        cb = fig.colorbar(im, ax=axes, shrink=min(0.9, 4.0 / max(L, 1)), aspect=25)
+        cb.set_label(PRESCALED_LABEL if prescale else "attention", fontsize=7)
+        cb.ax.tick_params(labelsize=6)
+    fit_suptitle(fig, title, fontsize=9)
     save_figure(fig, outputs, dpi)
 
 
@@ -108,9 +125,14 @@ def image_grid_figure(
     title = f"{model}: {title}" if model else title
     imgs = npz["image"]
     n, L, H = npz["cls"].shape[:3]
-    w = 0.7 * (2 * H + 1) + _BAR_IN
-    fig, axes = plt.subplots(n * L, 2 * H + 1, figsize=(w, 0.7 * n * L + 0.5), squeeze=False)
-    fig.subplots_adjust(right=1 - _BAR_IN / w)
+    fig, axes = plt.subplots(
+        n * L,
+        2 * H + 1,
+        figsize=(0.7 * (2 * H + 1) + 1.6, 0.7 * n * L + 1.0),
+        squeeze=False,
+        layout="constrained",
+    )
+    im = None
     for i in range(n):
         for layer in range(L):
             r = i * L + layer
@@ -129,8 +151,12 @@ def image_grid_figure(
                         ax.set_title(f"{kind} h{head}", fontsize=5)
                     if head == 0 and k == 0:
                         ax.set_ylabel(f"L{layer + 1}", fontsize=6)
-    fig.suptitle(title, fontsize=8)
-    _grid_colorbar(fig, im, "attention (min–max per map)")
+    fig.supylabel("layer (block, 1-based) of each image", fontsize=7)
+    if im is not None:
+        cb = fig.colorbar(im, ax=axes, shrink=min(0.8, 6.0 / max(n * L, 1)), aspect=25)
+        cb.set_label(PRESCALED_LABEL, fontsize=7)
+        cb.ax.tick_params(labelsize=6)
+    fit_suptitle(fig, title, fontsize=8)
     save_figure(fig, outputs, dpi)
 
 
@@ -141,23 +167,66 @@ def offset_figure(
     dpi: int = 150,
     models: Sequence[str] | None = None,
 ) -> None:
-    """Average attention offset per head (docs/protocols.md §2.4): (cx, cy) coloured by layer."""
+    """Average attention offset per head (docs/protocols.md §2.4): (cx, cy) coloured by layer.
+
+    Every panel has the same axis range, symmetric around 0 and equal for x and y (the
+    largest offset of any model plus a margin), so a model whose heads scatter by noise
+    looks small next to one with real offsets; the origin (no offset) is marked, and one
+    colour bar gives the layer (1-based) for all panels."""
     models = [m for m in (models or dict.fromkeys(table["model"])) if m in set(table["model"])]
-    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.2), squeeze=False)
+    wide_t = {
+        model: table[table.model == model]
+        .pivot_table(index=["layer", "head"], columns="metric", values="value")
+        .reset_index()
+        for model in models
+    }
+    xy = np.concatenate([t[["offset_x", "offset_y"]].to_numpy(float) for t in wide_t.values()])
+    xy = xy[np.isfinite(xy)]
+    lim = 1.12 * float(np.abs(xy).max()) if xy.size and np.abs(xy).max() > 0 else 1.0
+    top = max((int(t["layer"].max()) + 1 for t in wide_t.values()), default=1)
+    fig, axes = plt.subplots(
+        1,
+        len(models),
+        figsize=(2.6 * len(models) + 1.0, 3.2),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
+    sc = None
     for ax, model in zip(axes[0], models):
-        t = (
-            table[table.model == model]
-            .pivot_table(index=["layer", "head"], columns="metric", values="value")
-            .reset_index()
+        t = wide_t[model]
+        ax.axhline(0, color="0.75", lw=0.6, zorder=0)
+        ax.axvline(0, color="0.75", lw=0.6, zorder=0)
+        sc = ax.scatter(
+            t["offset_x"],
+            t["offset_y"],
+            c=t["layer"] + 1,
+            cmap="viridis",
+            vmin=1,
+            vmax=max(top, 2),
+            s=14,
+            zorder=2,
         )
-        sc = ax.scatter(t["offset_x"], t["offset_y"], c=t["layer"] + 1, cmap="viridis", s=12)
-        ax.axhline(0, color="0.8", lw=0.5)
-        ax.axvline(0, color="0.8", lw=0.5)
+        ax.plot([0], [0], marker="+", color="k", ms=10, mew=1.0, ls="none", zorder=3)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_aspect("equal", adjustable="box")
         ax.set_title(model, fontsize=8)
-        ax.set_xlabel("x offset")
-        ax.set_ylabel("y offset")
-        fig.colorbar(sc, ax=ax, label="layer")
-    fig.tight_layout()
+        ax.set_xlabel("x offset", fontsize=8)
+        if ax is axes[0, 0]:  # shared y: labelled once
+            ax.set_ylabel("y offset", fontsize=8)
+        ax.tick_params(labelsize=7)
+    if sc is not None:
+        cb = fig.colorbar(sc, ax=axes, shrink=0.8, aspect=20)
+        cb.set_label("layer", fontsize=8)
+        cb.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        cb.ax.tick_params(labelsize=7)
+    fig.suptitle(
+        "Average attention offset per head (centre of mass of the aligned map; map edge = ±1;"
+        " + = no offset)",
+        fontsize=8,
+    )
     save_figure(fig, outputs, dpi)
 
 

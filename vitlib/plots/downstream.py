@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib
 
@@ -13,7 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vitlib.plots.style import model_style, save_figure  # noqa: E402
+from vitlib.plots.style import (  # noqa: E402
+    REFERENCE_COLOR,
+    REFERENCE_FAMILIES,
+    model_style,
+    save_figure,
+)
 from vitlib.tables import wide  # noqa: E402
 
 
@@ -24,30 +29,18 @@ def knn_figure(
     dpi: int = 150,
     models: Sequence[str] | None = None,
     k: int = 20,
+    layout: Layout = "main",
 ) -> None:
     """k-NN top-1 and top-5 accuracy per layer (k = 20 as in the paper's plots), with the
-    chance level."""
+    chance level (main: paper Figure 9; appendix: Figure 28)."""
     table = wide(table)
     kk = k if (table["k"] == k).any() else int(table["k"].iloc[0])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    for model, t in table[table.k == kk].groupby("model", sort=False):
-        st = model_style(str(model), str(t["family"].iloc[0]))
-        for ax, m in zip(axes, ("top1", "top5")):
-            ax.plot(t["layer"] + 1, t[m], label=model, **st)
-    for ax, m in zip(axes, ("top1", "top5")):
-        ax.axhline(  # top-5 chance: 5 / C, certain (100 %) below five classes
-            min(100.0, float(table["chance"].iloc[0]) * (1 if m == "top1" else 5)),
-            color="0.5",
-            ls="--",
-            lw=1,
-            label="chance",
-        )
-        ax.set_xlabel("layer")
-        ax.set_ylabel(f"{m} accuracy (%)")
-        ax.set_title(f"k-NN (k = {kk}) {m}")
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    save_figure(fig, outputs, dpi)
+    chance = float(table["chance"].iloc[0])
+    panels: list[Panel] = [
+        ("k", kk, "top1", f"k-NN (k = {kk}) top-1", chance),
+        ("k", kk, "top5", f"k-NN (k = {kk}) top-5", min(100.0, 5 * chance)),
+    ]
+    _curve_figure(table, panels, "accuracy (%)", outputs, dpi=dpi, layout=layout)
 
 
 def probe_figure(
@@ -75,44 +68,56 @@ def probe_figure(
     save_figure(fig, outputs, dpi)
 
 
-#: Per task: panels of (row filter column, value, y column, panel title) and a y label.
-_PANELS: dict[str, tuple[list[tuple[str | None, Any, str, str]], str]] = {
+#: Figure layouts: ``main`` (paper main text: every model on one axis per panel, x = the
+#: 1-based layer) and ``appendix`` (one column per family, x = normalised depth).
+Layout = Literal["main", "appendix"]
+
+#: One panel: (row filter column, value, y column, title, chance level or None).
+Panel = tuple[str | None, Any, str, str, float | None]
+
+#: Per task: its panels and the y label.
+_PANELS: dict[str, tuple[list[Panel], str]] = {
     "saliency": (
         [
-            ("query", "cls", "iou", "CLS attention saliency"),
-            ("query", "spatial", "iou", "Spatial attention saliency"),
+            ("query", "cls", "iou", "CLS attention saliency", None),
+            ("query", "spatial", "iou", "Spatial attention saliency", None),
         ],
         "IoU (best head)",
     ),
     "segments": (
         [
-            ("metric", "purity", "value", "purity"),
-            ("metric", "nmi", "value", "NMI"),
-            ("metric", "ari", "value", "ARI"),
+            ("metric", "purity", "value", "purity", None),
+            ("metric", "nmi", "value", "NMI", None),
+            ("metric", "ari", "value", "ARI", None),
         ],
         "score",
     ),
     "retrieval": (
-        [("protocol", "medium", "map", "Medium"), ("protocol", "hard", "map", "Hard")],
+        [
+            ("protocol", "medium", "map", "Medium", None),
+            ("protocol", "hard", "map", "Hard", None),
+        ],
         "mAP (%)",
     ),
     "davis": (
         [
-            (None, None, "JF", "J&F"),
-            (None, None, "J", "J (region)"),
-            (None, None, "F", "F (boundary)"),
+            (None, None, "JF", "J&F", None),
+            (None, None, "J", "J (region)", None),
+            (None, None, "F", "F (boundary)", None),
         ],
         "score (%)",
     ),
     "spair": (
         [
-            ("alpha", 0.1, "pck", "PCK@0.1"),
-            ("alpha", 0.05, "pck", "PCK@0.05"),
-            ("alpha", 0.01, "pck", "PCK@0.01"),
+            ("alpha", 0.1, "pck", "PCK@0.1", None),
+            ("alpha", 0.05, "pck", "PCK@0.05", None),
+            ("alpha", 0.01, "pck", "PCK@0.01", None),
         ],
         "PCK (%)",
     ),
 }
+
+_NOISE: dict[str, Any] = {"color": REFERENCE_COLOR, "ls": "--", "lw": 1}
 
 
 def task_figure(
@@ -122,66 +127,107 @@ def task_figure(
     dpi: int = 150,
     models: Sequence[str] | None = None,
     task: str,
+    layout: Layout = "main",
 ) -> None:
-    """Per-layer curves of one task for every model (paper Figures 5, 8, 9–10, 16, 25–31);
-    the clustering panels carry the noise baseline."""
+    """Per-layer curves of one task for every model (paper Figures 5, 8, 9–10; appendix
+    layout: 16, 25–31); the clustering panels carry the noise baseline."""
     panels, ylabel = _PANELS[task]
     t = table if task == "segments" else wide(table)
     if "category" in t:  # SPair: the mean over categories
         t = t[t["category"] == "all"]
     if task == "saliency":
         t = t[t.head_selection == "per_image"]
+    _curve_figure(t, panels, ylabel, outputs, dpi=dpi, layout=layout)
+
+
+def _select(t: pd.DataFrame, col: str | None, val: Any) -> pd.DataFrame:
+    if col is None:
+        return t
+    return t[np.isclose(t[col], val) if isinstance(val, float) else t[col] == val]
+
+
+def _curve_figure(
+    t: pd.DataFrame,
+    panels: list[Panel],
+    ylabel: str,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int,
+    layout: Layout,
+) -> None:
+    """Panels of per-layer curves.  ``main``: one row, every model on each panel against
+    the 1-based layer; ``appendix``: one row per panel and one column per family, against
+    normalised depth (layer / depth), as the paper's appendix figures.  Noise rows (a
+    ``feature == "noise"`` baseline of the table, or a model of a reference family) are a
+    dashed line at their mean over blocks; chance levels a dotted line."""
+    feature = t.get("feature", pd.Series("", index=t.index))
+    noise_rows = t[(feature == "noise") | t["family"].isin(REFERENCE_FAMILIES)]
+    t = t[(feature != "noise") & ~t["family"].isin(REFERENCE_FAMILIES)]
+    families = list(dict.fromkeys(t["family"].astype(str))) or [""]
+    columns = families if layout == "appendix" else [None]
+    rows = len(panels) if layout == "appendix" else 1
+    ncols = len(columns) if layout == "appendix" else len(panels)
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(4.6 * len(panels), 3.6), constrained_layout=True, squeeze=False
+        rows,
+        ncols,
+        figsize=(3.4 * ncols if layout == "appendix" else 4.6 * ncols, 3.0 * rows + 0.6),
+        constrained_layout=True,
+        squeeze=False,
+        sharey="row" if layout == "appendix" else False,
     )
-    for ax, (col, val, y, title) in zip(axes[0], panels):
-        sub = (
-            t
-            if col is None
-            else t[np.isclose(t[col], val) if isinstance(val, float) else t[col] == val]
-        )
-        noise = sub[sub.get("feature", pd.Series("", index=sub.index)) == "noise"]
-        sub = sub[sub.get("feature", pd.Series("", index=sub.index)) != "noise"]
-        for model, g in sub.groupby("model", sort=False):
-            ax.plot(
-                g["layer"] + 1,
-                g[y],
-                label=model,
-                **model_style(str(model), str(g["family"].iloc[0])),
-            )
-        if len(noise):
-            ax.axhline(float(noise[y].mean()), color="0.5", ls="--", lw=1, label="noise")
-        ax.set_title(title)
-        ax.set_xlabel("layer")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
+    for p, (col, val, y, title, chance) in enumerate(panels):
+        for c, fam in enumerate(columns):
+            ax = axes[p, c] if layout == "appendix" else axes[0, p]
+            sub = _select(t, col, val)
+            if fam is not None:
+                sub = sub[sub["family"].astype(str) == fam]
+            for model, g in sub.groupby("model", sort=False):
+                x = (g["layer"] + 1) / g["depth"] if fam is not None else g["layer"] + 1
+                ax.plot(x, g[y], label=model, **model_style(str(model), str(g["family"].iloc[0])))
+            nz = _select(noise_rows, col, val)
+            nz_feature = nz.get("feature", pd.Series("", index=nz.index)) == "noise"
+            if nz_feature.any():  # the table's own noise baseline (clustering): one line
+                ax.axhline(float(nz.loc[nz_feature, y].mean()), **_NOISE, label="noise")
+            for name, g in nz[~nz_feature].groupby("model", sort=False):
+                ax.axhline(float(g[y].mean()), **_NOISE, label=f"noise ({name})")
+            if chance is not None:
+                ax.axhline(chance, color="0.6", ls=":", lw=1, label="chance")
+            ax.set_title(f"{title} — {fam}" if fam is not None else title, fontsize=9)
+            ax.set_xlabel("normalised depth" if fam is not None else "layer")
+            if fam is not None:
+                ax.set_xlim(0, 1.02)
+            if c == 0 or layout == "main":
+                ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            if layout == "appendix" or p == len(panels) - 1:
+                ax.legend(fontsize=6)
     save_figure(fig, outputs, dpi)
 
 
 def best_layer_figure(
     summary: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150
 ) -> None:
-    """The best-layer table (paper Tables 1 and 5) rendered: one row per model, one column
-    per (dataset, metric), cells "score (layer/of)"."""
-    s = summary.assign(
-        column=summary["dataset"] + "\n" + summary["metric"],
-        cell=summary.apply(lambda r: f"{r.best:.1f} ({r.best_layer}/{r.of})", axis=1),
-    )
-    grid = s.pivot(index="model", columns="column", values="cell").reindex(
-        list(dict.fromkeys(s["model"]))
-    )
-    fig, ax = plt.subplots(figsize=(1.2 + 1.9 * grid.shape[1], 0.6 + 0.35 * grid.shape[0]))
+    """The best-layer table in the layout of the paper's Table 5, rendered: one row per model
+    (the noise row last), one column per (dataset, metric), cells "score (layer)"."""
+    from vitlib.downstream.summary import paper_table
+
+    grid = paper_table(summary, main=False)
+    columns = [c.replace(" ", "\n", 1) for c in grid.columns]
+    fig, ax = plt.subplots(figsize=(1.4 + 1.25 * grid.shape[1], 0.7 + 0.35 * grid.shape[0]))
     ax.axis("off")
     tab = ax.table(
-        cellText=grid.fillna("").values,
+        cellText=grid.values,
         rowLabels=list(grid.index),
-        colLabels=list(grid.columns),
+        colLabels=columns,
         loc="center",
         cellLoc="center",
     )
     tab.auto_set_font_size(False)
     tab.set_fontsize(7)
-    tab.scale(1, 1.6)
-    ax.set_title("Best layer per task: score (layer / depth)", fontsize=9)
+    tab.scale(1, 1.9)
+    ax.set_title(
+        "Best score per task, best layer (1-based) in parentheses; noise: mean over blocks",
+        fontsize=9,
+    )
+    fig.tight_layout()
     save_figure(fig, outputs, dpi)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,17 +15,43 @@ import pandas as pd  # noqa: E402
 
 from vitlib.plots.style import model_style, save_figure  # noqa: E402
 
+#: short names of capture points inside a block (the CKA tables' ``point_x`` / ``point_y``)
+_POINT_SHORT = {"norm1": "n1", "norm2": "n2"}
 
-def _layer_ticks(ax: plt.Axes, t: pd.DataFrame) -> None:
-    """Grid ticks at the first capture point of a layer, labelled with the layer (1-based)."""
-    for axis, pos, point, layer in (
-        (ax.yaxis, "row", "point_x", "layer_x"),
-        (ax.xaxis, "col", "point_y", "layer_y"),
-    ):
-        p = t.drop_duplicates(pos).sort_values(pos)
-        p = p[p[point] == p[point].iloc[0]]
-        step = -(-len(p) // 6)  # at most six ticks
-        axis.set_ticks(p[pos].to_numpy()[::step], [str(v + 1) for v in p[layer].to_numpy()[::step]])
+
+def _block_ticks(axis: Any, positions: pd.DataFrame, max_labels: int = 8) -> str:
+    """Ticks of a layer axis of a CKA grid whose cells are ``positions`` (columns ``pos``,
+    ``layer``, ``point``, one row per grid index): a labelled major tick at the centre of
+    every block (1-based block index; thinned to at most ``max_labels``) and, where a block
+    has several capture points, a minor tick at each of them.  Returns the short names of
+    those points in order ("n1, n2"; "" for one point per block)."""
+    p = positions.drop_duplicates("pos").sort_values("pos")
+    centres = p.groupby("layer", sort=True)["pos"].mean()
+    step = max(1, -(-len(centres) // max_labels))
+    shown = centres.iloc[::step]
+    axis.set_ticks(shown.to_numpy(dtype=float), [str(int(v) + 1) for v in shown.index])
+    points = list(dict.fromkeys(p["point"]))
+    if len(points) < 2:
+        axis.set_ticks([], minor=True)
+        return ""
+    axis.set_ticks(p["pos"].to_numpy(dtype=float), minor=True)
+    return ", ".join(_POINT_SHORT.get(str(q), str(q)) for q in points)
+
+
+def _pair_grid(
+    table: pd.DataFrame, my: str, mx: str
+) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame] | None:
+    """The CKA grid with ``my``'s layers along y and ``mx``'s along x (from the pair table of
+    either order, transposed where needed), with the cells of its y and x axes."""
+    for a, b, flip in ((my, mx, False), (mx, my, True)):
+        t = table[(table.model_x == a) & (table.model_y == b)]
+        if t.empty:
+            continue
+        grid = t.pivot(index="row", columns="col", values="value").to_numpy()
+        rows = t[["row", "layer_x", "point_x"]].set_axis(["pos", "layer", "point"], axis=1)
+        cols = t[["col", "layer_y", "point_y"]].set_axis(["pos", "layer", "point"], axis=1)
+        return (grid.T, cols, rows) if flip else (grid, rows, cols)
+    return None
 
 
 def cka_grids_figure(
@@ -34,33 +61,53 @@ def cka_grids_figure(
     dpi: int = 150,
     models: Sequence[str] | None = None,
 ) -> None:
-    """Layer × layer CKA of every model pair (Figures 20–22): a models × models panel, the
-    upper triangle from the pair tables (y = first model's layers, x = second's)."""
-    models = list(models or dict.fromkeys(table["model_x"]))
+    """Layer × layer CKA of every model pair (Figures 20–22) as a models × models matrix of
+    panels: row ``i`` has model ``i``'s layers along y, column ``j`` model ``j``'s along x
+    (the diagonal the within-model grids; a pair table gives the panel above the diagonal
+    and, transposed, its mirror below).  Layer axes are 1-based block indices, with a minor
+    tick at every capture point inside a block; one colour bar (CKA, 0..1) for all."""
+    present = set(table["model_x"]) | set(table["model_y"])
+    models = [m for m in (models or dict.fromkeys(table["model_x"])) if m in present]
     n = len(models)
+    side = 2.0 if n > 2 else 2.6
     fig, axes = plt.subplots(
-        n, n, figsize=(2.4 * n + 1, 2.2 * n + 0.5), squeeze=False, constrained_layout=True
+        n,
+        n,
+        figsize=(side * n + 1.3, side * n + 0.5),
+        squeeze=False,
+        sharex="col",
+        sharey="row",
+        layout="constrained",
     )
     im = None
-    for a, mx in enumerate(models):
-        for b, my in enumerate(models):
+    sub = ""
+    for a, my in enumerate(models):
+        for b, mx in enumerate(models):
             ax = axes[a, b]
-            t = table[(table.model_x == mx) & (table.model_y == my)]
-            if t.empty:
+            found = _pair_grid(table, my, mx)
+            if found is None:
                 ax.axis("off")
                 continue
-            grid = t.pivot(index="row", columns="col", values="value").to_numpy()
+            grid, ycells, xcells = found
             im = ax.imshow(grid, origin="lower", cmap="magma", vmin=0, vmax=1)
-            ax.set_title(f"{mx} × {my}", fontsize=7)
-            _layer_ticks(ax, t)
-            ax.set_ylabel(f"{mx} layer", fontsize=6)
-            ax.set_xlabel(f"{my} layer", fontsize=6)
-            ax.tick_params(labelsize=5)
+            ax.set_title(f"{my} × {mx}", fontsize=7)
+            sub = _block_ticks(ax.yaxis, ycells)
+            sub = _block_ticks(ax.xaxis, xcells) or sub
+            ax.tick_params(labelsize=6)
+            ax.tick_params(which="minor", length=2)
+            if b == 0:
+                ax.set_ylabel(f"{my}: block", fontsize=7)
+            if a == n - 1:
+                ax.set_xlabel(f"{mx}: block", fontsize=7)
     if im is not None:
-        fig.colorbar(im, ax=axes, shrink=0.6, label="CKA")
-    pts = table["points"].iloc[0]
+        cb = fig.colorbar(im, ax=axes, shrink=min(0.6, 2.4 / n), aspect=25, pad=0.02)
+        cb.set_label("CKA", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    pts = table["points"].iloc[0] if "points" in table else ""
+    what = "norm1 and norm2 of every block" if pts == "norm" else "block outputs"
+    note = f"; minor ticks: {sub} of each block" if im is not None and sub else ""
     fig.suptitle(
-        f"CKA between layers ({'norm1/norm2 of every block' if pts == 'norm' else 'block outputs'})",
+        f"CKA between layers ({what}{note})\nrow model's blocks along y, column model's along x",
         fontsize=9,
     )
     save_figure(fig, outputs, dpi)
@@ -117,6 +164,8 @@ def residual_figure(
             ax.set_xticks(ticks, [str(i + 1) for i in ticks], fontsize=6)
             ax.set_yticks(ticks, [str(i + 1) for i in ticks], fontsize=6)
         ax = axes[2, c]
+        if c:  # one norm-ratio scale for every model
+            ax.sharey(axes[2, 0])
         for sub, ls in (("attn", "-"), ("mlp", "--")):
             for kind, col in (("cls", "tab:red"), ("spatial", "tab:blue")):
                 g = t[(t.sub_block == sub) & (t.metric == f"norm_ratio_{kind}")]
@@ -126,7 +175,8 @@ def residual_figure(
         ax.set_ylabel("‖skip‖ / ‖branch‖", fontsize=7)
         ax.legend(fontsize=6)
     if im is not None:
-        fig.colorbar(im, ax=axes[:2], shrink=0.6, label="CKA")
+        cb = fig.colorbar(im, ax=axes[:2], shrink=0.8, aspect=25)
+        cb.set_label("CKA (skip vs branch)", fontsize=8)
     save_figure(fig, outputs, dpi)
 
 

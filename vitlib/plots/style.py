@@ -50,6 +50,11 @@ FAMILY_COLORS = {
     "beit": TOL_MUTED["teal"],  # masked token prediction
     "random": TOL_MUTED["purple"],  # untrained baseline
 }
+#: Families that are references, not supervision: the noise baseline (the paper's Random
+#: row) is drawn dashed in the grey of reference lines, never in a family colour.
+REFERENCE_FAMILIES = frozenset({"noise"})
+REFERENCE_COLOR = "#777777"
+
 #: Families not in :data:`FAMILY_COLORS` (tables from elsewhere) get one of these, chosen
 #: by a stable hash of the family name (the same in every figure, run and process): colours
 #: of Tol's "vibrant" and "light" schemes far from every family colour above (and from the
@@ -65,6 +70,8 @@ _SIZE_PATCH = re.compile(r"_([tsblhg])(\d+)(?=_|$)")
 
 def family_color(family: str) -> str:
     """The colour of ``family`` (hex), the same in every figure."""
+    if family in REFERENCE_FAMILIES:
+        return REFERENCE_COLOR
     color = FAMILY_COLORS.get(family)
     if color is None:
         digest = hashlib.sha256(family.encode()).digest()
@@ -76,6 +83,8 @@ def model_style(model_id: str, family: str) -> dict[str, Any]:
     """Line colour (by family), marker (by model size) and line style (by patch size),
     size and patch read from ids like ``fs_b16`` or ``clip_l14_336`` (others: ``o``, solid)."""
     m = _SIZE_PATCH.search(model_id)
+    if family in REFERENCE_FAMILIES:
+        return {"color": REFERENCE_COLOR, "marker": "", "linestyle": "--", "markersize": 4}
     return {
         "color": family_color(family),
         "marker": SIZE_MARKERS[m.group(1)] if m else "o",

@@ -419,7 +419,7 @@ def kept(monkeypatch):
         close(f)
 
 
-def draw(name: str, tmp_path: Path, kept: list[Any]) -> tuple[Any, Path]:
+def draw(name: str, tmp_path: Path, kept: list[Any], layout: str = "main") -> tuple[Any, Path]:
     a, f = registry.figures()[name]
     assert a.name in SYNTHETIC, f"no synthetic tables for analysis {a.name} (figure {name})"
     inputs = []
@@ -436,7 +436,9 @@ def draw(name: str, tmp_path: Path, kept: list[Any]) -> tuple[Any, Path]:
         inputs = [p for p in inputs if Path(p).stem == PER_MODEL_MODEL]
         model = PER_MODEL_MODEL
     png = tmp_path / "figures" / f"{name}.png"
-    registry.draw_figure(name, inputs, [str(png)], dpi=60, models=list(MODELS), model=model)
+    registry.draw_figure(
+        name, inputs, [str(png)], dpi=60, models=list(MODELS), model=model, layout=layout
+    )
     assert len(kept) == 1, f"{name}: expected one figure saved and closed, got {len(kept)}"
     return kept[0], png
 
@@ -507,6 +509,37 @@ def test_figure_renders_a_real_png(name, tmp_path, kept):
     pixels = imread(png)
     assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
     assert pixels[..., :3].std() > 0.05, f"{name}: a nearly blank image"
+
+
+APPENDIX = sorted(n for n, (_, f) in registry.figures().items() if f.appendix)
+
+
+@pytest.mark.parametrize("name", APPENDIX)
+def test_appendix_layout_is_one_column_per_family_against_normalised_depth(name, tmp_path, kept):
+    """The paper's appendix figures: each panel holds the models of one family only, every
+    family has its panels, and x is the normalised depth (every curve within (0, 1])."""
+    fig, png = draw(name, tmp_path, kept, layout="appendix")
+    assert png.stat().st_size > 5000
+    families = {fam for fam, _ in MODELS.values()}
+    seen: dict[str, int] = {}
+    for ax in data_axes(fig):
+        lines = model_lines(ax)
+        if not lines:
+            continue
+        fams = {MODELS[ln.get_label()][0] for ln in lines}
+        assert len(fams) == 1, f"{name} / {ax.get_title()!r}: families {fams} on one panel"
+        fam = fams.pop()
+        assert fam in ax.get_title(), f"{name}: panel {ax.get_title()!r} does not name {fam}"
+        assert sorted(ln.get_label() for ln in lines) == sorted(
+            m for m, (f, _) in MODELS.items() if f == fam
+        )
+        for ln in lines:
+            x = np.asarray(ln.get_xdata(), float)
+            assert 0 < x.min() and x.max() == pytest.approx(1.0), f"{name}: x {x}"
+        assert "normalised depth" in ax.get_xlabel()
+        seen[fam] = seen.get(fam, 0) + 1
+    assert set(seen) == families, f"{name}: panels for {set(seen)}, families {families}"
+    assert len(set(seen.values())) == 1, f"{name}: panels per family {seen}"
 
 
 @pytest.mark.parametrize("name", FIGURES)

@@ -17,7 +17,16 @@ def test_every_section_has_a_paper_section():
 
 def test_appendix_layout_only_where_declared(tmp_path):
     with_appendix = [n for n, (_, f) in registry.figures().items() if f.appendix]
-    assert {"knn", "retrieval", "davis", "spair", "saliency", "segments"} <= set(with_appendix)
+    assert {
+        "attention_distance",
+        "clustering",
+        "knn",
+        "retrieval",
+        "davis",
+        "spair",
+        "saliency",
+        "segments",
+    } <= set(with_appendix)
     with pytest.raises(ValueError, match="no 'appendix' layout"):
         registry.draw_figure(
             "cka_last_layer", [], [str(tmp_path / "x.png")], dpi=30, models=[], layout="appendix"

@@ -159,12 +159,14 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
             _f(
                 "attention_distance",
                 "vitlib.plots.attention:attention_distance_figure",
-                """Average attention distance per layer (mirrors the paper's Figure 4; the right
-                panel against normalised depth mirrors Figure 15). For every head, the expected
-                distance between a spatial query token and the spatial tokens it attends to (CLS
-                removed, rows renormalised), averaged over the query tokens and all images; dots
-                are single heads, lines the mean over heads.""",
-                "Fig. 4, 15",
+                """Average attention distance per layer (the paper's Figure 4; the right panel
+                against normalised depth; the appendix layout, one panel per family, is its
+                Figure 15). For every head, the expected distance between a spatial query token
+                and the spatial tokens it attends to (CLS removed, rows renormalised), averaged
+                over the query tokens and all images; dots are single heads, lines the mean
+                over heads, the dashed line uniform attention over the same grid.""",
+                "Fig. 4",
+                appendix="Fig. 15",
             ),
         ),
     ),
@@ -399,11 +401,13 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
             _f(
                 "clustering",
                 f"{_PF}:clustering_figure",
-                """Image-level clustering per layer (paper Figures 7, 24 and 25): seeded k-means
-                (FAISS, k = the number of classes) on CLS and mean-pooled spatial features,
-                scored by purity, NMI and ARI; the dashed line is the same clustering of noise
-                features.""",
-                "Fig. 7, 24, 25",
+                """Image-level clustering per layer (paper Figure 7; the appendix layout, one
+                column per family against normalised depth, is its Figures 24 and 25): seeded
+                k-means (FAISS, k = the number of classes unless set) on CLS (top) and
+                mean-pooled spatial (bottom) features, scored by purity, NMI and ARI; the
+                dashed line is the same clustering of noise features.""",
+                "Fig. 7",
+                appendix="Fig. 24, 25",
             ),
         ),
     ),

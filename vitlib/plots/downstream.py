@@ -40,7 +40,7 @@ def knn_figure(
         ("k", kk, "top1", f"k-NN (k = {kk}) top-1", chance),
         ("k", kk, "top5", f"k-NN (k = {kk}) top-5", min(100.0, 5 * chance)),
     ]
-    _curve_figure(table, panels, "accuracy (%)", outputs, dpi=dpi, layout=layout)
+    curve_figure(table, panels, "accuracy (%)", outputs, dpi=dpi, layout=layout)
 
 
 def probe_figure(
@@ -137,7 +137,7 @@ def task_figure(
         t = t[t["category"] == "all"]
     if task == "saliency":
         t = t[t.head_selection == "per_image"]
-    _curve_figure(t, panels, ylabel, outputs, dpi=dpi, layout=layout)
+    curve_figure(t, panels, ylabel, outputs, dpi=dpi, layout=layout)
 
 
 def _select(t: pd.DataFrame, col: str | None, val: Any) -> pd.DataFrame:
@@ -146,7 +146,7 @@ def _select(t: pd.DataFrame, col: str | None, val: Any) -> pd.DataFrame:
     return t[np.isclose(t[col], val) if isinstance(val, float) else t[col] == val]
 
 
-def _curve_figure(
+def curve_figure(
     t: pd.DataFrame,
     panels: list[Panel],
     ylabel: str,
@@ -154,19 +154,22 @@ def _curve_figure(
     *,
     dpi: int,
     layout: Layout,
+    wrap: int | None = None,
 ) -> None:
-    """Panels of per-layer curves.  ``main``: one row, every model on each panel against
-    the 1-based layer; ``appendix``: one row per panel and one column per family, against
-    normalised depth (layer / depth), as the paper's appendix figures.  Noise rows (a
-    ``feature == "noise"`` baseline of the table, or a model of a reference family) are a
-    dashed line at their mean over blocks; chance levels a dotted line."""
+    """Panels of per-layer curves.  ``main``: every model on each panel against the
+    1-based layer, ``wrap`` panels a row (``None``: one row); ``appendix``: one row per
+    panel and one column per family, against normalised depth (layer / depth), as the
+    paper's appendix figures.  Noise rows (a ``feature == "noise"`` baseline of the table,
+    or a model of a reference family) are a dashed line at their mean over blocks; chance
+    levels a dotted line."""
     feature = t.get("feature", pd.Series("", index=t.index))
     noise_rows = t[(feature == "noise") | t["family"].isin(REFERENCE_FAMILIES)]
     t = t[(feature != "noise") & ~t["family"].isin(REFERENCE_FAMILIES)]
     families = list(dict.fromkeys(t["family"].astype(str))) or [""]
     columns = families if layout == "appendix" else [None]
-    rows = len(panels) if layout == "appendix" else 1
-    ncols = len(columns) if layout == "appendix" else len(panels)
+    per_row = min(wrap or len(panels), len(panels))
+    rows = len(panels) if layout == "appendix" else -(-len(panels) // per_row)
+    ncols = len(columns) if layout == "appendix" else per_row
     fig, axes = plt.subplots(
         rows,
         ncols,
@@ -177,7 +180,7 @@ def _curve_figure(
     )
     for p, (col, val, y, title, chance) in enumerate(panels):
         for c, fam in enumerate(columns):
-            ax = axes[p, c] if layout == "appendix" else axes[0, p]
+            ax = axes[p, c] if layout == "appendix" else axes[p // per_row, p % per_row]
             sub = _select(t, col, val)
             if fam is not None:
                 sub = sub[sub["family"].astype(str) == fam]
@@ -187,7 +190,7 @@ def _curve_figure(
             nz = _select(noise_rows, col, val)
             nz_feature = nz.get("feature", pd.Series("", index=nz.index)) == "noise"
             if nz_feature.any():  # the table's own noise baseline (clustering): one line
-                ax.axhline(float(nz.loc[nz_feature, y].mean()), **_NOISE, label="noise")
+                ax.axhline(float(nz.loc[nz_feature, y].mean()), **_NOISE, label="noise features")
             for name, g in nz[~nz_feature].groupby("model", sort=False):
                 ax.axhline(float(g[y].mean()), **_NOISE, label=f"noise ({name})")
             if chance is not None:
@@ -199,7 +202,7 @@ def _curve_figure(
             if c == 0 or layout == "main":
                 ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
-            if layout == "appendix" or p == len(panels) - 1:
+            if layout == "appendix" or p == per_row - 1:
                 ax.legend(fontsize=6)
     save_figure(fig, outputs, dpi)
 

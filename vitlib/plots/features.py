@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vitlib.plots.style import model_style, save_figure  # noqa: E402
+from vitlib.plots.downstream import Layout, Panel, curve_figure  # noqa: E402
+from vitlib.plots.style import save_figure  # noqa: E402
 
 #: short names of capture points inside a block (the CKA tables' ``point_x`` / ``point_y``)
 _POINT_SHORT = {"norm1": "n1", "norm2": "n2"}
@@ -186,23 +187,31 @@ def clustering_figure(
     *,
     dpi: int = 150,
     models: Sequence[str] | None = None,
+    layout: Layout = "main",
 ) -> None:
-    """k-means purity / NMI / ARI per layer, CLS and spatial features (Figures 7, 24–25); the
-    dashed grey line is the noise baseline."""
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5), constrained_layout=True)
-    for r, feat in enumerate(("cls", "spatial")):
-        for c, metric in enumerate(("purity", "nmi", "ari")):
-            ax = axes[r, c]
-            for model, t in table.groupby("model", sort=False):
-                st = model_style(str(model), str(t["family"].iloc[0]))
-                g = t[(t.feature == feat) & (t.metric == metric)]
-                L = int(t["depth"].iloc[0])
-                ax.plot((g["layer"] + 1) / L, g["value"], label=model, **st)
-            base = table[(table.feature == "noise") & (table.metric == metric)]["value"]
-            ax.axhline(float(np.mean(base)), color="0.5", ls="--", lw=1, label="noise")
-            ax.set_title(f"{feat.upper() if feat == 'cls' else 'Spatial'} {metric.upper()}")
-            ax.set_xlabel("normalised depth")
-            ax.set_ylabel(metric if metric == "purity" else metric.upper())
-            ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=7)
-    save_figure(fig, outputs, dpi)
+    """k-means purity / NMI / ARI per layer, CLS (top row) and spatial (bottom row) features
+    (paper Figure 7; appendix layout, one column per family against normalised depth:
+    Figures 24 (CLS) and 25 (spatial)); the dashed grey line is the noise baseline."""
+    t = table.copy()
+    noise = t[t["feature"] == "noise"]
+    # the noise baseline serves the CLS and the spatial panels alike
+    t = pd.concat(
+        [t[t["feature"] != "noise"]] + [noise.assign(panel_feature=f) for f in ("cls", "spatial")],
+        ignore_index=True,
+    )
+    t["panel_feature"] = (
+        t["panel_feature"].fillna(t["feature"]) if "panel_feature" in t else t["feature"]
+    )
+    t["panel"] = t["panel_feature"].astype(str) + ":" + t["metric"].astype(str)
+    panels: list[Panel] = [
+        (
+            "panel",
+            f"{feat}:{metric}",
+            "value",
+            f"{'CLS' if feat == 'cls' else 'Spatial'} {name}",
+            None,
+        )
+        for feat in ("cls", "spatial")
+        for metric, name in (("purity", "purity"), ("nmi", "NMI"), ("ari", "ARI"))
+    ]
+    curve_figure(t, panels, "score", outputs, dpi=dpi, layout=layout, wrap=3)

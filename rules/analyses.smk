@@ -61,7 +61,7 @@ rule knn_bank:
         k_max=max(config["analyses"]["knn"]["ks"]),
         feature=config["analyses"]["knn"]["feature"],
         batch_size=config["extract"]["batch_size"],
-        dtype=config["extract"]["dtype"],
+        dtype=lambda w: extract_dtype(config, w.model),
     script:
         "../workflow_scripts/knn_bank.py"
 
@@ -110,6 +110,7 @@ rule figure:
         dpi=config["figures"]["dpi"],
         models=MAIN_MODELS,
         caption=figure_caption,
+        settings=figure_settings,
         layout="main",
     script:
         "../workflow_scripts/figure.py"
@@ -134,6 +135,7 @@ use rule figure as figure_appendix with:
         dpi=config["figures"]["dpi"],
         models=MODELS,
         caption=figure_caption,
+        settings=figure_settings,
         layout="appendix",
 
 
@@ -156,6 +158,7 @@ use rule figure as figure_model with:
         dpi=config["figures"]["dpi"],
         models=MODELS,
         caption=figure_caption,
+        settings=figure_settings,
         layout="main",
 
 
@@ -185,6 +188,11 @@ rule best_layers:
         table5=report(
             results("tables", "summary", "table5.csv"),
             caption="../report/table5.rst",
+            category="summary",
+        ),
+        table4=report(
+            results("tables", "summary", "table4.csv"),
+            caption="../report/table4.rst",
             category="summary",
         ),
         text=results("tables", "summary", "paper_tables.rst"),

@@ -10,7 +10,13 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import report as report_flag
 
 from vitlib import registry
-from vitlib.config import ConfigError, main_models, model_spec, validate_config
+from vitlib.config import (
+    ConfigError,
+    extract_dtype,
+    main_models,
+    model_spec,
+    validate_config,
+)
 from vitlib.data.manifest import listing_fingerprint
 from vitlib.data.readers import generated_root
 from vitlib.data.views import VIEWS
@@ -197,7 +203,12 @@ def all_model_stores(wildcards):
 
 
 def table_settings(wildcards):
-    return dict(section(wildcards.analysis))
+    """The section keys the analysis' table reads (registry Analysis.settings); only these,
+    so that another analysis' or a figure's setting of the same section reruns nothing.
+    """
+    a = registry.get(wildcards.analysis)
+    sec = section(wildcards.analysis)
+    return {key: sec[key] for key in a.settings.values()}
 
 
 def table_threads(wildcards):
@@ -210,13 +221,24 @@ def gpu_units():
 
 
 def figure_inputs(wildcards):
-    analysis, _ = FIGURES[wildcards.figure]
-    return tables_of(analysis.name, wildcards.dataset)
+    analysis, fig = FIGURES[wildcards.figure]
+    out = tables_of(analysis.name, wildcards.dataset)
+    for other in fig.extra:
+        out += tables_of(other, wildcards.dataset)
+    return out
 
 
 def figure_model_input(wildcards):
     analysis, _ = FIGURES[wildcards.figure]
     return table_path(analysis.name, wildcards.dataset, wildcards.model)
+
+
+def figure_settings(wildcards):
+    """The keys of its analysis' section a figure reads (registry Figure.settings); only
+    these, so that other settings of the section do not redraw it."""
+    analysis, fig = FIGURES[wildcards.figure]
+    sec = section(analysis.name)
+    return {key: sec[key] for key in fig.settings.values()}
 
 
 def figure_caption(wildcards):
@@ -234,7 +256,7 @@ def figure_targets():
     out = []
     for name, (a, fig) in FIGURES.items():
         for ds in registry.section_datasets(section(a.name)):
-            if not enabled(a.name, ds):
+            if not all(enabled(x, ds) for x in (a.name, *fig.extra)):
                 continue
             if fig.per_model:
                 out += expand(
@@ -260,7 +282,8 @@ def summary_tables():
     for a in registry.ANALYSES_LIST:
         if a.summary:
             for ds in registry.section_datasets(section(a.name)):
-                out += tables_of(a.name, ds)
+                if enabled(a.name, ds):
+                    out += tables_of(a.name, ds)
     return out
 
 
@@ -389,7 +412,10 @@ def report_models():
 def report_settings():
     """The run's settings for the report's run card: extraction, layouts, every section."""
     out = {
-        "extract": {k: config["extract"][k] for k in ("dtype", "batch_size", "device")},
+        "extract": {
+            k: config["extract"][k]
+            for k in ("dtype", "family_dtype", "batch_size", "device")
+        },
         "figures.main_models": MAIN_MODELS,
     }
     for name, sec in config.get("analyses", {}).items():
@@ -403,7 +429,7 @@ def report_figures():
     out = []
     for name, (a, fig) in FIGURES.items():
         for ds in registry.section_datasets(section(a.name)):
-            if not enabled(a.name, ds):
+            if not all(enabled(x, ds) for x in (a.name, *fig.extra)):
                 continue
             paths = [
                 f"figures/{ds}/{name}"

@@ -40,7 +40,7 @@ rule extract:
         spec=extract_spec,
         needs=extract_needs,
         batch_size=config["extract"]["batch_size"],
-        dtype=config["extract"]["dtype"],
+        dtype=lambda w: extract_dtype(config, w.model),
         feature_dtype=config["extract"]["feature_dtype"],
         gram_points=config["extract"]["gram_points"],
         residual_norms=config["extract"]["residual_norms"],

@@ -231,7 +231,7 @@ def test_attention_distance_table_units_and_mean(store, tiny_spec):
 
 def test_attention_images_arrays(store, tiny_world, tiny_spec):
     from vitlib.attention.analyses import attention_images
-    from vitlib.data.manifest import read_imagefolder
+    from vitlib.data.manifest import DataError, read_imagefolder
     from vitlib.store import Store
 
     man = read_imagefolder(tiny_world / "imagenet" / "train", dataset="tiny", cka_batch_size=4)
@@ -241,3 +241,13 @@ def test_attention_images_arrays(store, tiny_world, tiny_spec):
     assert z["cls"].shape[-2:] == (g, g) and list(z["ids"]) == [it.id for it in man.items[:2]]
     row = Store(store).array("attn/cls_row")[1]
     np.testing.assert_allclose(z["cls"][1].reshape(row.shape), row, rtol=1e-3)
+    # chosen by id (the original's --vis_in), in the order asked for
+    pick = [man.items[3].id, man.items[0].id]
+    c = attention_images(store, man, images=pick)
+    assert list(c["ids"]) == pick and list(c["index"]) == [3, 0]
+    np.testing.assert_allclose(
+        c["cls"][0].reshape(row.shape), Store(store).array("attn/cls_row")[3], rtol=1e-3
+    )
+    np.testing.assert_array_equal(c["image"][1], z["image"][0])
+    with pytest.raises(DataError, match="no/such.jpg"):
+        attention_images(store, man, images=["no/such.jpg"])

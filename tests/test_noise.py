@@ -138,3 +138,27 @@ def test_main_models(tmp_path):
     bad = {**cfg, "figures": {"main_models": ["fs_b61"]}}
     with pytest.raises(ConfigError, match=r"figures\.main_models\.0.*'fs_b61'"):
         validate_config(bad)
+
+
+def test_noise_attention_over_queries_is_the_original_wrapper(noise_spec):
+    """arch_kwargs noise_attention: queries — the original wrapper_random divided the noise by
+    its mean over the query axis (docs/protocols.md §8.1.3): every key column averages 1."""
+    spec = dataclasses.replace(
+        noise_spec, arch_kwargs={**noise_spec.arch_kwargs, "noise_attention": "queries"}
+    )
+    images = torch.rand(2, 3, 32, 32)
+    a = Capture(build_model(spec), points=("block",), attention=True).collect(images).attention
+    b = (
+        Capture(build_model(noise_spec), points=("block",), attention=True)
+        .collect(images)
+        .attention
+    )
+    assert a is not None and b is not None
+    torch.testing.assert_close(a.mean(-2), torch.ones_like(a.mean(-2)))
+    assert not torch.allclose(a.sum(-1), torch.ones_like(a.sum(-1)))
+    assert float(a.min()) > 0 and not torch.allclose(a, b)
+    with pytest.raises(Exception, match="noise_attention"):
+        bad = dataclasses.replace(
+            noise_spec, arch_kwargs={**noise_spec.arch_kwargs, "noise_attention": "rows"}
+        )
+        build_model(bad)

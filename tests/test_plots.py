@@ -300,6 +300,10 @@ def _davis() -> Data:
     return _per_model("davis", make, settings)
 
 
+def _davis_normal() -> Data:
+    return [(f, t.assign(analysis="davis_normal", view="squash")) for f, t in _davis()]
+
+
 def _spair() -> Data:
     def make(model: str, depth: int, rng: np.random.Generator) -> pd.DataFrame:
         t = _layers(depth, ("alpha", [0.1, 0.05, 0.01]), ("category", ["cross", "star"]))
@@ -381,6 +385,7 @@ SYNTHETIC: dict[str, Callable[[], Data]] = {
     "segments": _segments,
     "retrieval": _retrieval,
     "davis": _davis,
+    "davis_normal": _davis_normal,
     "spair": _spair,
     "knn": _knn,
     "probe": _probe,
@@ -403,6 +408,8 @@ CURVE_PANELS = {
 #: per-model figures (drawn for one model): layers × heads grids of attention maps
 MAP_GRIDS = {"attention_maps_cls", "attention_maps_spatial", "attention_maps_aligned"}
 PER_MODEL_MODEL = "mae_b32"
+#: composites of several models' maps (paper Figures 2, 3, 13, 14)
+COMPOSITES = {"attention_heads_cls", "local_heads", "offset_heads", "attention_samples"}
 #: figures with one panel (or column of panels) per model, titled by the model
 MODEL_PANELS = {"attention_offset", "head_taxonomy", "residual", "cka_grids"}
 
@@ -421,16 +428,17 @@ def kept(monkeypatch):
 
 def draw(name: str, tmp_path: Path, kept: list[Any], layout: str = "main") -> tuple[Any, Path]:
     a, f = registry.figures()[name]
-    assert a.name in SYNTHETIC, f"no synthetic tables for analysis {a.name} (figure {name})"
     inputs = []
-    for fname, data in SYNTHETIC[a.name]():
-        path = tmp_path / "tables" / fname
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if a.output == "npz":
-            np.savez(path, **data)
-        else:
-            data.to_csv(path, index=False)
-        inputs.append(str(path))
+    for other in (a.name, *f.extra):  # the figure's analysis, then the others it reads
+        assert other in SYNTHETIC, f"no synthetic tables for analysis {other} (figure {name})"
+        for fname, data in SYNTHETIC[other]():
+            path = tmp_path / "tables" / other / fname
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if registry.get(other).output == "npz":
+                np.savez(path, **data)
+            else:
+                data.to_csv(path, index=False)
+            inputs.append(str(path))
     model = None
     if f.per_model:
         inputs = [p for p in inputs if Path(p).stem == PER_MODEL_MODEL]
@@ -488,6 +496,7 @@ def has_xlabel(ax: Any) -> bool:
 
 def figure_texts(fig: Any) -> str:
     texts = [ax.get_title() for ax in fig.axes] + [fig.get_suptitle()]
+    texts += [ax.get_ylabel() for ax in fig.axes] + [ax.get_xlabel() for ax in fig.axes]
     for ax in fig.axes:
         texts += [t.get_text() for t in ax.get_xticklabels() + ax.get_yticklabels()]
     return "\n".join(texts)
@@ -520,6 +529,9 @@ def test_appendix_layout_is_one_column_per_family_against_normalised_depth(name,
     family has its panels, and x is the normalised depth (every curve within (0, 1])."""
     fig, png = draw(name, tmp_path, kept, layout="appendix")
     assert png.stat().st_size > 5000
+    if name in COMPOSITES:  # every model, not per family
+        assert all(m in figure_texts(fig) for m in MODELS), f"{name}: a model missing"
+        return
     families = {fam for fam, _ in MODELS.values()}
     seen: dict[str, int] = {}
     for ax in data_axes(fig):
@@ -547,6 +559,9 @@ def test_axes_are_labelled_and_models_named(name, tmp_path, kept):
     fig, _ = draw(name, tmp_path, kept)
     axes = data_axes(fig)
     assert axes, f"{name}: no axes"
+    if name in COMPOSITES:  # image grids: every model named in a title or label
+        assert all(m in figure_texts(fig) for m in MODELS), f"{name}: a model missing"
+        return
     if name in MAP_GRIDS or name == "attention_images":
         # cells without ticks: rows named by layer, columns by head, the model in the title
         rows = [ax for ax in axes if ax.get_ylabel()]
@@ -562,7 +577,7 @@ def test_axes_are_labelled_and_models_named(name, tmp_path, kept):
         missing = set(MODELS) - legend_texts(fig)
         assert not missing, f"{name}: models {missing} not in a legend"
     else:
-        text = figure_texts(fig)
+        text = figure_texts(fig) + "\n".join(legend_texts(fig))
         assert all(m in text for m in MODELS), f"{name}: a model is named nowhere"
 
 
@@ -844,6 +859,92 @@ def test_map_grids_have_a_0_to_1_prescaled_colour_bar_and_labelled_axes(name, tm
     assert "layer" in fig.get_supylabel() and "1-based" in fig.get_supylabel()
     maps = [m for ax in data_axes(fig) for m in ax.images if m.get_array().ndim == 2]
     assert {tuple(m.get_clim()) for m in maps} == {(0, 1)}
+
+
+# ----------------------------------------------------------------- composites
+def _npz(name: str) -> dict[str, dict[str, Any]]:
+    return {f[:-4]: d for f, d in SYNTHETIC[name]()}
+
+
+def test_sample_maps_are_one_head_of_the_last_block_with_the_average_row(tmp_path, kept):
+    """Figure 13: rows = images + the dataset average, columns = the image, then the models;
+    each cell the min–max scaled CLS map of head 1 of the last block."""
+    from vitlib.plots.composites import cls_maps
+
+    fig, _ = draw("attention_samples", tmp_path, kept)
+    images, averages = _npz("attention_images"), _npz("attention_maps")
+    axes = np.array(fig.axes[: 3 * (len(MODELS) + 1)]).reshape(3, len(MODELS) + 1)
+    for c, model in enumerate(MODELS, start=1):
+        depth = MODELS[model][1]
+        assert model in axes[0, c].get_title() and f"[{depth}, 1]" in axes[0, c].get_title()
+        for r in range(2):
+            want = images[model]["cls"][r, depth - 1, 0]
+            got = np.asarray(axes[r, c].images[0].get_array())
+            np.testing.assert_allclose(
+                got, (want - want.min()) / (want.max() - want.min()), atol=1e-6
+            )
+        avg = cls_maps(averages[model])[depth - 1, 0]
+        got = np.asarray(axes[2, c].images[0].get_array())
+        np.testing.assert_allclose(got, (avg - avg.min()) / (avg.max() - avg.min()), atol=1e-6)
+    assert axes[0, 0].images[0].get_array().ndim == 3  # the image itself
+
+
+def test_cls_heads_shows_three_heads_of_every_layer_per_model(tmp_path, kept):
+    fig, _ = draw("attention_heads_cls", tmp_path, kept)
+    maps = [m for ax in data_axes(fig) for m in heat_maps(ax)]
+    assert len(maps) == 3 * sum(d for _, d in MODELS.values())
+    assert "1-based" in fig.get_supylabel()
+
+
+def test_local_heads_take_the_first_head_of_each_kind(tmp_path, kept):
+    from vitlib.plots.composites import LOCAL_KINDS
+
+    fig, _ = draw("local_heads", tmp_path, kept)
+    tax = pd.concat(t for _, t in SYNTHETIC["head_taxonomy"]())
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    want = []
+    for model in MODELS:
+        t = (
+            tax[tax.model == model]
+            .drop_duplicates(["layer", "head"])
+            .sort_values(["layer", "head"])
+        )
+        for _, classes in LOCAL_KINDS:
+            pick = t[t["class"].isin(classes)]
+            if len(pick):
+                want.append(f"[{pick['layer'].iloc[0] + 1}, {pick['head'].iloc[0] + 1}]")
+    assert titles == want
+    for ax in fig.axes:
+        if ax.images:  # red mid-lines through the centre
+            assert sum(ln.get_color() == "red" for ln in ax.lines) == 2
+
+
+def test_offset_heads_pick_the_largest_offset(tmp_path, kept):
+    """Figure 14: the offset-local head with the largest offset; a model without one shows
+    its largest offset of any head, and says so."""
+    fig, _ = draw("offset_heads", tmp_path, kept)
+    hm = pd.concat(t for _, t in SYNTHETIC["head_metrics"]())
+    tax = pd.concat(t for _, t in SYNTHETIC["head_taxonomy"]()).drop_duplicates(
+        ["model", "layer", "head"]
+    )
+    off = hm[hm.metric == "offset"].merge(tax[["model", "layer", "head", "class"]])
+    panels = [a for a in fig.axes if a.images]
+    assert len(panels) == len(MODELS)
+    for ax in panels:
+        model = ax.get_title().split("\n")[0]
+        mine = off[off.model == model]
+        local = mine[mine["class"] == "offset-local"]
+        best = (local if len(local) else mine).sort_values("value").iloc[-1]
+        assert f"[{best['layer'] + 1}, {best['head'] + 1}]" in ax.get_title()
+        assert ("not offset-local" in ax.get_title()) == local.empty
+
+
+def test_davis_views_draw_dense_solid_and_normal_dotted(tmp_path, kept):
+    fig, _ = draw("davis_views", tmp_path, kept)
+    (ax,) = fig.axes
+    styles = {ln.get_label(): ln.get_linestyle() for ln in ax.lines}
+    for model in MODELS:
+        assert styles[f"{model} (dense)"] == "-" and styles[f"{model} (normal)"] == ":"
 
 
 # ----------------------------------------------------------------- the palette

@@ -1,6 +1,7 @@
 """Linear probes: planted linear structure is learned, noise is not; deterministic."""
 
 import numpy as np
+import pytest
 
 from vitlib.downstream.probe import evaluate_probe, train_probe
 
@@ -98,3 +99,40 @@ def test_table6_and_best_layer_layouts():
     )
     b = best_layer(knn, "top1")
     assert b.iloc[0].to_dict() == {"model": "a", "best_layer": 2, "of": 3, "best_top1": 9.0}
+
+
+def test_probe_lr_factor_reduces_the_rate_of_its_family(tmp_path, tiny_manifest, monkeypatch):
+    """Table 6: BEiT's probe 'required reduced LR'; the factor applies to its family only and
+    the table records the rate used."""
+    from conftest import TINY_ARCH
+
+    import vitlib.downstream.probe as probe_mod
+    from vitlib.downstream.tables import probe_table
+    from vitlib.extract import run_extraction
+    from vitlib.models import spec_from_config
+
+    seen: list[float] = []
+    train = probe_mod.train_probe
+
+    def spy(*a, **kw):
+        seen.append(kw["lr"])
+        return train(*a, **kw)
+
+    monkeypatch.setattr(probe_mod, "train_probe", spy)
+    for family, want in (("beit", 0.01), ("dino", 0.1)):
+        spec = spec_from_config(f"t_{family}", {**TINY_ARCH, "family": family})
+        out = tmp_path / f"{family}.zarr"
+        run_extraction(spec, tiny_manifest, "center", out, batch_size=8, progress=False)
+        seen.clear()
+        t = probe_table(
+            out,
+            out,
+            epochs=1,
+            lr=0.1,
+            lr_factor={"beit": 0.1},
+            layers="all",
+            features=("cls",),
+            batchnorm=(False,),
+        )
+        assert seen == pytest.approx([want] * 3)
+        np.testing.assert_allclose(t["lr"], want)

@@ -43,6 +43,11 @@ def test_every_analysis_is_declared_completely(a):
         sig = inspect.signature(f.function()).parameters
         assert {"dpi", "models"} <= set(sig), f"{f.plot} lacks the figure signature"
         assert set(f.options) <= set(sig), f"{f.plot} does not take {set(f.options)}"
+        assert set(f.settings) <= set(sig), f"{f.plot} does not take {set(f.settings)}"
+        for key in f.settings.values():
+            assert "default" in props[key], f"figure {f.name}: {a.section}.{key} no default"
+        for other in f.extra:  # the other analyses it reads exist, in no other shape
+            assert registry.get(other).shape == "model", f"{f.name}: extra {other}"
     # a test exercises the table function (by name)
     fn = a.table.split(":")[1]
     assert any(fn in p.read_text() for p in TESTS.glob("test_*.py") if p.name != __file__), fn

@@ -457,3 +457,89 @@ def test_spair_transferred_in_the_pass_equals_transfer_from_stored_tokens(tmp_pa
     a, b = spair_table(p, m), spair_table(Store(tmp_path / "t.zarr"), m)
     pd.testing.assert_frame_equal(a, b)
     assert set(a["category"]) == {"all", "cat", "dog"} and a["pck"].between(0, 100).all()
+    # rounding=nearest: the in-pass and token routes agree again; a store transferred with
+    # one rounding refuses a table asked for the other
+    need = ["spair_transfer@rounding=nearest"]
+    run_extraction(spec, m, "spair", tmp_path / "n.zarr", needs=need, **kw)
+    n = spair_table(Store(tmp_path / "n.zarr"), m, rounding="nearest")
+    pd.testing.assert_frame_equal(n, spair_table(Store(tmp_path / "t.zarr"), m, rounding="nearest"))
+    with pytest.raises(ValueError, match="rounding 'nearest'"):
+        spair_table(Store(tmp_path / "n.zarr"), m)
+
+
+def test_spair_rounding_reads_the_descriptor_pixel():
+    """A source keypoint at (2.7, 1.6) on a 4×4 view: faithful reads pixel (x 2, y 2), as the
+    original's (int(x), round(y)); nearest reads (3, 2). Each pixel's descriptor is one-hot,
+    so the prediction is the pixel read."""
+    import torch
+
+    from vitlib.downstream.tables import spair_transfer
+
+    eye = torch.eye(16)  # [D = 16, S·S]: pixel k has descriptor e_k
+    kp = np.array([[2.7, 1.6]])
+    assert spair_transfer(eye, eye, kp, 4).tolist() == [[2.0, 2.0]]
+    assert spair_transfer(eye, eye, kp, 4, "nearest").tolist() == [[3.0, 2.0]]
+    with pytest.raises(ValueError, match="rounding"):
+        spair_transfer(eye, eye, kp, 4, "floor")
+
+
+def _davis(analysis: str, view: str, model: str, family: str, jf: list[float]) -> pd.DataFrame:
+    n = len(jf)
+    return tidy(
+        pd.DataFrame(
+            {
+                "model": model,
+                "family": family,
+                "depth": n,
+                "layer": range(n),
+                "view": view,
+                "JF": jf,
+                "J": 0.0,
+                "F": 0.0,
+                "dataset": "davis",
+            }
+        ),
+        analysis=analysis,
+        metrics=("J", "F", "JF"),
+    )
+
+
+def test_table4_sets_the_non_dense_view_against_the_dense_one():
+    """The paper's Table 4: best J&F per model, 'Normal' (squash) then 'Dense', the noise
+    row (mean over blocks) last; Table 5 keeps the dense view only."""
+    from vitlib.downstream.summary import paper_table, table4
+
+    s = summary_table(
+        [
+            _davis("davis", "dense", "a", "fs", [50.0, 60.0, 55.0]),
+            _davis("davis_normal", "squash", "a", "fs", [30.0, 20.0, 34.0]),
+            _davis("davis", "dense", "nz", "noise", [3.0, 5.0]),
+            _davis("davis_normal", "squash", "nz", "noise", [2.0, 2.0]),
+        ]
+    )
+    t4 = table4(s, order=["nz", "a"])
+    assert list(t4.columns) == ["davis Normal", "davis Dense"]
+    assert list(t4.index) == ["a", "nz"]
+    assert t4.loc["a"].tolist() == ["34.00 (3)", "60.00 (2)"]
+    assert t4.loc["nz"].tolist() == ["2.00", "4.00"]
+    t5 = paper_table(s, main=False)
+    assert list(t5.columns) == ["layers", "davis J Mean", "davis F Mean", "davis J&F"]
+    assert t5.loc["a", "davis J&F"] == "60.00 (2)"
+    assert table4(s[s.analysis == "knn"]).empty
+
+
+def test_spair_category_order_listdir_follows_the_file_system(tmp_path):
+    import os
+
+    _spair_world(tmp_path / "spair")
+    listed = [
+        n
+        for n in os.listdir(tmp_path / "spair" / "ImageAnnotation")
+        if (tmp_path / "spair" / "ImageAnnotation" / n).is_dir()
+    ]
+    for order, want in (("sorted", sorted(listed)), ("listdir", listed)):
+        m = read_spair(tmp_path / "spair", dataset="s", pairs_per_category=2, category_order=order)
+        cats = list(dict.fromkeys(it.meta["category"] for it in m.items))
+        assert cats == want, order
+    with pytest.raises(ValueError, match="category_order"):
+        read_spair(tmp_path / "spair", dataset="s", category_order="random")

@@ -147,6 +147,10 @@ def test_dino_s8_keeps_the_300_epoch_release_file():
     assert "300ep" in ours["url"] and "hf_hub_id" not in ours
     timm_s8 = get_pretrained_cfg("vit_small_patch8_224.dino").url
     assert "300ep" not in timm_s8 and timm_s8 != ours["url"]  # timm's hub copy is another file
+    # the other file, by its own id: timm's tag, its release URL the fallback
+    other = get_spec("dino_s8_800ep").weights
+    assert other["timm_name"] == "vit_small_patch8_224.dino"
+    assert other["fallbacks"][0]["url"] == timm_s8
 
 
 @pytest.mark.parametrize("spec", OPEN_CLIP, ids=lambda s: s.id)

@@ -156,7 +156,7 @@ def test_full_run_produces_real_outputs(done_run):
     assert len(knn) == 3 * 2 and knn["top1"].between(0, 100).all() and (knn["n_test"] == 8).all()
     assert (res / "figures/toy_val/knn.png").stat().st_size > 1000
     t6 = pd.read_csv(res / "tables/toy_val/probe_table6.csv", index_col=0)
-    assert list(t6.index) == ["tiny_a", "tiny_b"] and t6.shape[1] == 4
+    assert list(t6.index) == ["tiny_a", "tiny_b"] and t6.shape[1] == 5  # 4 probes, lr
     assert t6.to_numpy().min() >= 0 and t6.to_numpy().max() <= 100
     for f in (
         "cka_grids",
@@ -190,11 +190,12 @@ def test_analysis_setting_reruns_only_that_analysis(done_run):
     write_config(done_run, cfg)
     try:
         jobs = planned_jobs(done_run)
-        # the two tables, their figure, the findings that read them, the report's first page
+        # the two tables, their figure (main and appendix layouts), the findings that read them, the report's first page
         # (it lists the settings) and the record of the effective configuration
         assert jobs == {
             "table": 2,
             "figure": 1,
+            "figure_appendix": 1,
             "findings": 1,
             "report_page": 1,
             "effective_config": 1,
@@ -209,12 +210,33 @@ def test_analysis_setting_reruns_only_that_analysis(done_run):
             "tables/toy/attention_distance/tiny_b.csv",
             "figures/toy/attention_distance.pdf",
             "figures/toy/attention_distance.png",
+            "figures/toy/appendix/attention_distance.pdf",
+            "figures/toy/appendix/attention_distance.png",
         }
         smk(done_run)
         after = pd.read_csv(done_run / "results/tables/toy/attention_distance/tiny_a.csv")
         # 4×4 grid: token units = unit-square units × (K − 1)
         np.testing.assert_allclose(after["value"], before["value"] * 3, rtol=1e-9)
         assert (after["units"] == "tokens").all()
+    finally:
+        write_config(done_run, original)
+
+
+def test_figure_setting_redraws_only_that_figure(done_run):
+    """A figure-only setting (Figure 2's heads) redraws that figure and nothing else: the
+    tables of its section read only their own settings."""
+    cfg = yaml.safe_load((done_run / "config.yaml").read_text())
+    original = copy.deepcopy(cfg)
+    before = planned_outputs(done_run)  # what an earlier test left to do, if anything
+    cfg["analyses"]["attention"]["heads_shown"] = [2]
+    write_config(done_run, cfg)
+    try:
+        # the figure, and the records of the settings (the run card, the effective config)
+        new = planned_outputs(done_run) - before
+        assert new - {"report_page.rst", "config.effective.yaml"} == {
+            "figures/toy/attention_heads_cls.pdf",
+            "figures/toy/attention_heads_cls.png",
+        }, new
     finally:
         write_config(done_run, original)
 

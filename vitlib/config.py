@@ -177,6 +177,13 @@ def model_spec(config: Mapping[str, Any], model_id: str):  # noqa: ANN201
     return get_spec(model_id, config.get("custom_models", {}))
 
 
+def extract_dtype(config: Mapping[str, Any], model_id: str) -> str:
+    """The forward dtype of ``model_id``: ``extract.family_dtype`` of its family, else
+    ``extract.dtype``."""
+    ex = config["extract"]
+    return str(ex.get("family_dtype", {}).get(model_spec(config, model_id).family, ex["dtype"]))
+
+
 def write_effective_config(config: Mapping[str, Any], path: str | Path) -> None:
     """Write the configuration a run used (after defaults) with the vitlib version, so that
     every result folder says what produced it."""

@@ -374,6 +374,7 @@ def _spair_batch(
     size: int,
     depth: int,
     dev: torch.device,
+    rounding: str,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Keypoint transfer of every pair whose source is in this batch (a category), at every
     block, exactly as :func:`vitlib.downstream.tables.spair_table` on stored tokens: rows
@@ -394,7 +395,7 @@ def _spair_batch(
                 maps = [
                     spair_dense_map(grids[k][:, layer].to(dev), grid_of[k], size) for k in (i, t)
                 ]
-                out[:, layer] = spair_transfer(maps[0], maps[1], src, size)
+                out[:, layer] = spair_transfer(maps[0], maps[1], src, size, rounding)
             preds.append(out)
             pairs.append(np.full(len(src), j, np.int64))
     return preds, pairs
@@ -535,7 +536,11 @@ def run_token_extraction(
         **extra,
     )
     spair: dict[int, list[int]] = {}  # source item → its pairs (index order)
+    rounding = "faithful"
     if "spair_transfer" in need:
+        from vitlib.downstream.tables import spair_rounding
+
+        rounding = spair_rounding(list(needs or []))
         if view != "spair":
             raise ValueError(f"need spair_transfer needs the 'spair' view, not {view!r}")
         bounds, spair = _spair_plan(manifest)
@@ -635,7 +640,7 @@ def run_token_extraction(
             if spair:
                 batch_grids = dict(batch_grids_)
                 pred_rows, pair_rows = _spair_batch(
-                    manifest, spair, batch_grids, grid, spec.img_size, L, dev
+                    manifest, spair, batch_grids, grid, spec.img_size, L, dev, rounding
                 )
                 rows[keys.SPAIR_PRED], rows[keys.SPAIR_PAIR] = pred_rows, pair_rows
             per_token = {

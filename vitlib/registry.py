@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -61,9 +62,21 @@ class Figure:
     #: appendix layout (every model, one panel per family, x = normalised depth):
     #: ``figures/<dataset>/appendix/<name>.<ext>``; the main layout shows the main models
     appendix: str = ""
+    #: keyword of the plot function → key in its analysis' config section (a figure-only
+    #: choice, such as which best head the saliency figure shows)
+    settings: Mapping[str, str] = field(default_factory=dict)
+    #: other analyses (of the same dataset, every model) the figure also reads: the plot
+    #: function then gets ``{analysis: data}`` — a long table, or for array analyses the
+    #: list of every model's arrays — with its own analysis among them
+    extra: tuple[str, ...] = ()
 
     def function(self) -> Callable[..., None]:
         return _load(self.plot)
+
+    def kwargs(self, section: Mapping[str, Any]) -> dict[str, Any]:
+        """The plot function's keyword arguments from the config section (a key the section
+        lacks leaves the plot function's default)."""
+        return {kw: section[key] for kw, key in self.settings.items() if key in section}
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,9 @@ class Headline:
     #: in the paper's Table 1 (main text; the first dataset of the section) as well as in
     #: its Table 5 (appendix, every dataset)
     main: bool = False
+    #: the paper table it belongs to besides Table 1: 5 (every downstream metric) or 4 (the
+    #: DAVIS view ablation: non-dense against dense extraction)
+    table: Literal[4, 5] = 5
 
 
 @dataclass(frozen=True)
@@ -138,11 +154,14 @@ _A = "vitlib.attention.analyses"
 _PA = "vitlib.plots.attention_maps"
 _PD = "vitlib.plots.downstream"
 _PF = "vitlib.plots.features"
+_PC = "vitlib.plots.composites"
 _ATTN_MAPS = (
     "One row per layer and one column per head, each cell min–max scaled (the paper's"
     " 'pre-scaled' style)."
 )
 _CURVES = "vitlib.plots.downstream:task_figure"
+_DAVIS = "vitlib.downstream.tables:davis_table"
+_DAVIS_SETTINGS = {k: k for k in ("n_last", "radius", "topk", "temperature")}
 
 ANALYSES_LIST: tuple[Analysis, ...] = (
     Analysis(
@@ -202,6 +221,39 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 "§2.2",
                 per_model=True,
                 options={"kind": "spatial"},
+            ),
+            _f(
+                "attention_heads_cls",
+                f"{_PC}:cls_heads_figure",
+                """Average CLS attention of a few heads (``analyses.attention.heads_shown``,
+                1-based; default the first three) of every layer, the models side by side
+                (paper Figure 2, which showed three heads per layer): where the models'
+                attention differs, in the mid-to-late layers. Each map min–max scaled.""",
+                "Fig. 2",
+                settings={"heads": "heads_shown"},
+            ),
+            _f(
+                "local_heads",
+                f"{_PC}:local_heads_figure",
+                """One example of each kind of local attention head per model (paper Figure 3):
+                strict local, soft local, axial and offset local, as classified by the head
+                taxonomy (the first head of the kind in depth order, [layer, head] 1-based),
+                drawn as the aligned aggregated map with red mid-lines through the query
+                position; "none" where a model has no head of that kind.""",
+                "Fig. 3",
+                extra=("head_taxonomy",),
+            ),
+            _f(
+                "offset_heads",
+                f"{_PC}:offset_heads_figure",
+                """The most offset local head of every model (paper Figure 14: every ViT learns
+                offset local heads): among the heads the taxonomy calls offset-local, the one
+                with the largest attention offset (the aligned map's centre of mass, in
+                tokens; a model without one shows its most offset head, said in its title), as
+                its aligned aggregated map with red mid-lines through the query position.""",
+                "Fig. 14",
+                extra=("head_metrics", "head_taxonomy"),
+                appendix="Fig. 14",
             ),
             _f(
                 "attention_maps_aligned",
@@ -312,11 +364,25 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
             _f(
                 "attention_images",
                 f"{_PA}:image_grid_figure",
-                """Attention of single images (paper Figures 11–13): the centre crop, then for every
-                layer and head the CLS query's attention (left block) and the mean spatial
-                query's attention (right block).""",
-                "Fig. 11–13",
+                """Attention of single images (paper Figures 11–12; the images:
+                ``analyses.attention.images``, a count or item ids): the centre crop, then for
+                every layer and head the CLS query's attention (left block) and the mean
+                spatial query's attention (right block).""",
+                "Fig. 11–12",
                 per_model=True,
+            ),
+            _f(
+                "attention_samples",
+                f"{_PC}:sample_maps_figure",
+                """CLS attention of one head of one block (``analyses.attention.sample_block``,
+                default the last; ``sample_head``, default the first) for the chosen single
+                images (rows) and every model (columns), the bottom row the same head's
+                average over the dataset (paper Figure 13, on all models in the appendix
+                layout).""",
+                "Fig. 13",
+                extra=("attention_maps",),
+                settings={"block": "sample_block", "head": "sample_head"},
+                appendix="Fig. 13",
             ),
         ),
     ),
@@ -432,11 +498,13 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 60 %-mass region of the CLS query's (left) and the mean spatial query's (right)
                 attention over the spatial tokens, compared with the union of the annotated
                 object (COCO-format) or part (PartImageNet-format) masks at token resolution.
-                For each image and layer the best head is taken, then the mean over images (the
-                paper's "best head" mode). Computed from the stored attention rows of the centre
-                view, no second forward pass.""",
-                "Fig. 5, 16",
+                Best head (``analyses.saliency.head_selection``): per_image, the best head of
+                each image and layer, then the mean over images (the paper's "best head" mode);
+                per_layer, the one head with the best mean IoU per layer. Computed from the
+                stored attention rows of the centre view, no second forward pass.""",
+                "Fig. 5",
                 options={"task": "saliency"},
+                settings={"head_selection": "head_selection"},
                 appendix="Fig. 16",
             ),
         ),
@@ -510,16 +578,11 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         "davis",
         section="davis",
         shape="model",
-        table="vitlib.downstream.tables:davis_table",
+        table=_DAVIS,
         needs=frozenset({"davis_propagation"}),
-        need_settings=("n_last", "radius", "topk", "temperature"),
+        need_settings=tuple(_DAVIS_SETTINGS),
         description="DAVIS-2017 label propagation J&F per layer.",
-        settings={
-            "n_last": "n_last",
-            "radius": "radius",
-            "topk": "topk",
-            "temperature": "temperature",
-        },
+        settings=_DAVIS_SETTINGS,
         dataset_kinds=("davis",),
         manifest=True,
         metrics=("J", "F", "JF"),
@@ -545,13 +608,44 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         ),
     ),
     Analysis(
+        "davis_normal",
+        section="davis",
+        shape="model",
+        table=_DAVIS,
+        needs=frozenset({"davis_propagation"}),
+        need_settings=tuple(_DAVIS_SETTINGS),
+        description="DAVIS-2017 J&F per layer on frames squashed to the input size (Table 4).",
+        settings=_DAVIS_SETTINGS,
+        view="squash",
+        enabled_by="normal",
+        dataset_kinds=("davis",),
+        manifest=True,
+        metrics=("J", "F", "JF"),
+        heavy=True,
+        summary=(Headline("JF", "J&F", table=4),),
+        paper="Table 4",
+        figures=(
+            _f(
+                "davis_views",
+                f"{_PC}:davis_views_figure",
+                """DAVIS label propagation J&F per layer with dense extraction (solid: frames at
+                twice the input resolution, tiled) and without ('Normal', dotted: frames
+                squashed to the input size), the per-layer curves behind the paper's Table 4,
+                which found dense extraction better for every model.""",
+                "Table 4",
+                extra=("davis",),
+            ),
+        ),
+    ),
+    Analysis(
         "spair",
         section="spair",
         shape="model",
         table="vitlib.downstream.tables:spair_table",
         needs=frozenset({"spair_transfer"}),
+        need_settings=("rounding",),
         description="SPair-71k keypoint transfer PCK per layer.",
-        settings={"alphas": "alphas", "reference": "reference"},
+        settings={"alphas": "alphas", "reference": "reference", "rounding": "rounding"},
         view="spair",
         dataset_kinds=("spair",),
         manifest=True,
@@ -617,6 +711,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
             "layers": "layers",
             "epochs": "epochs",
             "lr": "lr",
+            "lr_factor": "lr_factor",
             "batch_size": "batch_size",
             "weight_decay": "weight_decay",
             "seed": "seed",
@@ -870,10 +965,12 @@ def draw_figure(
     models: Sequence[str],
     model: str | None = None,
     layout: str = "main",
+    settings: Mapping[str, Any] | None = None,
 ) -> None:
     """Draw figure ``name`` from its analysis' tables (or, per model, its arrays): the
     rows of ``models`` only, in the ``main`` or (figures with :attr:`Figure.appendix`)
-    the ``appendix`` layout."""
+    the ``appendix`` layout; ``settings``: the analysis' config section (the figure's own
+    :attr:`Figure.settings` are read from it)."""
     import numpy as np
 
     from vitlib.tables import read_tables
@@ -881,15 +978,36 @@ def draw_figure(
     a, f = figures()[name]
     if layout != "main" and not f.appendix:
         raise ValueError(f"figure {name!r} has no {layout!r} layout")
+
+    def arrays(path: str) -> dict[str, Any]:
+        with np.load(path, allow_pickle=False) as z:
+            return {"model": Path(path).stem, **{k: z[k] for k in z.files}}
+
     data: Any
-    if a.output == "npz":
-        with np.load(inputs[0], allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
+    if f.extra or (a.output == "npz" and not f.per_model):
+        # several analyses or every model's arrays: {analysis: data}, by the tables' folder
+        # (results/tables/<dataset>/<analysis>/<model>.<ext>)
+        rank = {m: i for i, m in enumerate(models)}
+        data = {}
+        for other in (a.name, *f.extra):
+            paths = [p for p in inputs if Path(p).parent.name == other]
+            if get(other).output == "npz":
+                mine = sorted(
+                    (p for p in paths if Path(p).stem in rank), key=lambda p: rank[Path(p).stem]
+                )
+                data[other] = [arrays(p) for p in mine]
+            else:
+                t = read_tables(paths)
+                data[other] = t[t["model"].isin(list(models))] if "model" in t else t
+    elif a.output == "npz":
+        data = arrays(inputs[0])
     else:
         data = read_tables(inputs)
         if "model" in data and not f.per_model:
             data = data[data["model"].isin(list(models))]
     kw = dict(f.options)
+    if f.settings:
+        kw.update(f.kwargs(settings or {}))
     if f.appendix:
         kw["layout"] = layout
     if f.per_model:

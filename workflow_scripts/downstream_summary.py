@@ -9,6 +9,7 @@ write_paper_tables(
     table,
     table1=snakemake.output.table1,
     table5=snakemake.output.table5,
+    table4_path=snakemake.output.table4,
     rst=snakemake.output.text,
     models=snakemake.params.models,
     main_models=snakemake.params.main_models,

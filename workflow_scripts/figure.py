@@ -10,4 +10,5 @@ draw_figure(
     models=snakemake.params.models,
     model=snakemake.wildcards.get("model"),
     layout=snakemake.params.get("layout", "main"),
+    settings=snakemake.params.get("settings"),
 )

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from vitlib import keys
-from vitlib.data.manifest import Manifest
+from vitlib.data.manifest import DataError, Manifest
 from vitlib.store import Store
 
 AAAM_NORMALISERS = ("per_image", "per_batch")
@@ -415,7 +415,7 @@ def image_attention_maps(store: Store | str, indices: list[int]) -> dict[str, np
     bad = [i for i in indices if not 0 <= i < n]
     if bad:
         raise IndexError(f"{s.path}: image indices {bad} outside 0..{n - 1}")
-    idx = np.asarray(sorted(indices), dtype=int)
+    idx = np.asarray(list(indices), dtype=int)  # in the order asked for
     out = {}
     for name, key in (("cls", keys.ATTN_CLS_ROW), ("spatial", keys.ATTN_SPATIAL_MEAN_ROW)):
         arr = s.array(key)
@@ -425,14 +425,32 @@ def image_attention_maps(store: Store | str, indices: list[int]) -> dict[str, np
     return out
 
 
-def attention_images(store: Store | str, manifest: Manifest, *, images: int) -> dict[str, Any]:
-    """The arrays of the single-image figure: the first ``images`` images of the manifest as
+def chosen_images(manifest: Manifest, images: int | Sequence[str]) -> list[int]:
+    """Manifest indices of the single images: the first ``images``, or the items whose ids
+    are listed (in that order; an unknown id is a :class:`DataError` naming it)."""
+    if isinstance(images, int):
+        return list(range(min(images, len(manifest))))
+    where = {it.id: i for i, it in enumerate(manifest.items)}
+    missing = [x for x in images if x not in where]
+    if missing:
+        some = ", ".join(repr(it.id) for it in manifest.items[:3])
+        raise DataError(
+            f"analyses.attention.images: {missing} not in dataset {manifest.dataset!r}"
+            f" ({len(manifest)} items, ids like {some})"
+        )
+    return [where[x] for x in images]
+
+
+def attention_images(
+    store: Store | str, manifest: Manifest, *, images: int | Sequence[str]
+) -> dict[str, Any]:
+    """The arrays of the single-image figure: the chosen images (:func:`chosen_images`) as
     the model sees them (``image``, centre view), their ids, and their attention rows
     (:func:`image_attention_maps`)."""
     from vitlib.data.views import view_image
 
     s = Store.open(store)
-    idx = list(range(min(images, len(manifest))))
+    idx = chosen_images(manifest, images)
     maps: dict[str, Any] = dict(image_attention_maps(s, idx))
     img_size = int(s.meta["spec"]["img_size"])
     maps["image"] = np.stack(

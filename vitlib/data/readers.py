@@ -455,21 +455,29 @@ def read_spair(
     seed: int = 42,
     sampling: str = "fixed",
     categories: Sequence[str] | None = None,
+    category_order: str = "sorted",
     cka_batch_size: int = 0,
 ) -> Manifest:
     """SPair-71k (docs/protocols.md §5.4, §6.7).  Categories = sorted folder names of
     ``ImageAnnotation``; per category ``pairs_per_category`` pair files are drawn from the
     sorted list.  ``sampling="fixed"``: without replacement by a generator seeded with
     ``[seed, category index]``; ``"faithful"``: ``np.random.seed(seed)`` once, then
-    ``np.random.choice`` *with* replacement per category, as the original (which iterated
-    categories in ``os.listdir`` order; here sorted).  Items are the distinct images of the
-    drawn pairs; ``extra["pairs"]`` holds each pair's item indices, keypoints and boxes."""
+    ``np.random.choice`` *with* replacement per category, as the original.  The categories
+    come sorted (``category_order="sorted"``) or, as the original iterated them, in
+    ``os.listdir`` order (``"listdir"``: the file system's order, which decides the pairs
+    drawn by ``faithful`` sampling).  Items are the distinct images of the drawn pairs;
+    ``extra["pairs"]`` holds each pair's item indices, keypoints and boxes."""
     rootp = Path(root)
     adir = rootp / "ImageAnnotation"
     if categories is None:
         if not adir.is_dir():
             raise DataError(f"SPair annotation folder {adir} does not exist")
-        categories = sorted(d.name for d in adir.iterdir() if d.is_dir())
+        if category_order not in ("sorted", "listdir"):
+            raise ValueError(
+                f"category_order must be 'sorted' or 'listdir', got {category_order!r}"
+            )
+        listed = [n for n in os.listdir(adir) if (adir / n).is_dir()]
+        categories = sorted(listed) if category_order == "sorted" else listed
     if not categories:
         raise DataError(f"SPair: {adir} has no category folders")
     if sampling not in ("fixed", "faithful"):
@@ -538,7 +546,12 @@ def read_spair(
         classes=list(categories),
         items=with_cka_batches(items, cka_batch_size),
         cka_batch_size=cka_batch_size,
-        extra={"split": split, "sampling": sampling, "seed": seed, "pairs": pairs},
+        extra={
+            "split": split,
+            "sampling": sampling,
+            "seed": seed,
+            "pairs": pairs,
+        },
     )
 
 
@@ -821,6 +834,7 @@ OPTION_KEYS = (
     "name",
     "pairs_per_category",
     "sampling",
+    "category_order",
     "seed",
 )
 

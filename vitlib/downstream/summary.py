@@ -10,7 +10,7 @@ import pandas as pd
 def table6(probe: pd.DataFrame) -> pd.DataFrame:
     """Linear-probe top-1 in the layout of the paper's Table 6: one row per model, columns
     CLS / spatial with and without BatchNorm, at the paper's block (the last; block 8 for
-    BEiT) — from the long probe table."""
+    BEiT) — from the long probe table, with the learning rate used (``lr``)."""
     if "metric" in probe:
         probe = probe[probe["metric"] == "top1"].rename(columns={"value": "top1"})
     from vitlib.downstream.tables import probe_layers
@@ -23,7 +23,10 @@ def table6(probe: pd.DataFrame) -> pd.DataFrame:
         "batchnorm"
     ].map({True: " +BN", False: ""})
     order = list(dict.fromkeys(last["model"]))
-    return last.pivot(index="model", columns="column", values="top1").reindex(order)
+    out = last.pivot(index="model", columns="column", values="top1").reindex(order)
+    if "lr" in last:  # the rate each model was probed with (the paper reduced BEiT's)
+        out["lr"] = last.drop_duplicates("model").set_index("model")["lr"].reindex(order)
+    return out
 
 
 def best_layer(table: pd.DataFrame, metric: str, *, group: str = "model") -> pd.DataFrame:
@@ -38,8 +41,9 @@ def best_layer(table: pd.DataFrame, metric: str, *, group: str = "model") -> pd.
 def headline(table: pd.DataFrame, *, main_only: bool = False) -> pd.DataFrame:
     """The per-layer scores the summary takes from one long table, as declared by its
     analysis in the registry (:attr:`vitlib.registry.Analysis.summary`): columns ``analysis,
-    dataset, model, family, depth, layer, metric`` (the headline's label), ``main`` (in the
-    paper's Table 1) and ``value``; ``main_only``: the Table 1 metrics only."""
+    dataset, view, model, family, depth, layer, metric`` (the headline's label), ``main`` (in
+    the paper's Table 1), ``table`` (5, or 4 for the DAVIS view ablation) and ``value``;
+    ``main_only``: the Table 1 metrics only."""
     from vitlib.registry import get
 
     names = table["analysis"].unique()
@@ -62,7 +66,12 @@ def headline(table: pd.DataFrame, *, main_only: bool = False) -> pd.DataFrame:
         keep = ["dataset", "model", "family", "depth", "layer"]
         out.append(
             sel[keep].assign(
-                analysis=a.name, metric=label, main=h.main, value=sel["value"].astype(float)
+                analysis=a.name,
+                view=sel["view"] if "view" in sel else "",
+                metric=label,
+                main=h.main,
+                table=h.table,
+                value=sel["value"].astype(float),
             )
         )
     return pd.concat(out, ignore_index=True)
@@ -82,6 +91,7 @@ def summary_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
     for t in tables:
         h = headline(t)
         for (ds, metric), g in h.groupby(["dataset", "metric"], sort=False):
+            view = str(g["view"].iloc[0])
             best = best_layer(g, "value")
             last = g[g.layer == g.depth - 1].set_index("model")["value"]
             mean = g.groupby("model", sort=False)["value"].mean()
@@ -93,8 +103,10 @@ def summary_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
                     {
                         "analysis": str(g["analysis"].iloc[0]),
                         "dataset": ds,
+                        "view": view,
                         "metric": metric,
                         "main": bool(g["main"].iloc[0]),
+                        "table": int(g["table"].iloc[0]),
                         "model": m,
                         "family": str(family[m]),
                         "best_layer": pd.NA if noise else int(r["best_layer"]),
@@ -134,6 +146,8 @@ def paper_table(
     ``order``: the row order (the config's model order); others follow in table order.
     """
     s = summary
+    if "table" in s:  # Table 4's rows (the DAVIS view ablation) have their own table
+        s = s[s["table"] == 5]
     if main:
         s = s[s["main"].astype(bool)]
         first = s.drop_duplicates("analysis").set_index("analysis")["dataset"]
@@ -160,6 +174,44 @@ def paper_table(
     if not main:
         depth = s.drop_duplicates("model").set_index("model")["of"]
         grid.insert(0, "layers", [("-" if m in noise else str(depth[m])) for m in order])
+    grid.index.name = "model"
+    return grid.fillna("")
+
+
+#: Table 4's column names for the DAVIS views (the paper's 'Normal' and 'Dense').
+VIEW_COLUMNS = {"squash": "Normal", "dense": "Dense"}
+
+
+def table4(summary: pd.DataFrame, *, order: list[str] | None = None) -> pd.DataFrame:
+    """The paper's Table 4: DAVIS J&F at the best layer per model, non-dense ('Normal':
+    frames squashed to the input size) against dense (tiled at twice the resolution), cells
+    ``"score (layer)"``, one column pair per DAVIS dataset; empty when DAVIS is not run."""
+    s = summary[
+        (summary["analysis"].isin(["davis", "davis_normal"])) & (summary["metric"] == "J&F")
+    ]
+    if s.empty:
+        return pd.DataFrame(index=pd.Index([], name="model"))
+    s = s.assign(
+        column=[
+            f"{ds} {VIEW_COLUMNS.get(str(v), str(v))}" for ds, v in zip(s["dataset"], s["view"])
+        ],
+        cell=[
+            f"{b:.2f}" if pd.isna(layer) else f"{b:.2f} ({int(layer)})"
+            for b, layer in zip(s["best"], s["best_layer"], strict=True)
+        ],
+    )
+    s = s.drop_duplicates(["model", "column"])  # view: squash and normal: the same numbers
+    rank = {"Normal": 0, "Dense": 1}
+    cols = sorted(
+        dict.fromkeys(s["column"]),
+        key=lambda c: (c.rsplit(" ", 1)[0], rank.get(c.rsplit(" ", 1)[1], 2)),
+    )
+    present = list(dict.fromkeys(s["model"]))
+    rows = [m for m in (order or []) if m in present]
+    rows += [m for m in present if m not in rows]
+    noise = set(s.loc[s["family"].isin(NOISE_FAMILIES), "model"])
+    rows = [m for m in rows if m not in noise] + [m for m in rows if m in noise]
+    grid = s.pivot(index="model", columns="column", values="cell").reindex(index=rows, columns=cols)
     grid.index.name = "model"
     return grid.fillna("")
 
@@ -191,16 +243,21 @@ def write_paper_tables(
     *,
     table1: str | Path,
     table5: str | Path,
+    table4_path: str | Path | None = None,
     rst: str | Path,
     models: list[str] | None = None,
     main_models: list[str] | None = None,
 ) -> None:
-    """Write the paper's Table 1 (main models, main metrics) and Table 5 (every model and
-    metric) as CSV, and both as reStructuredText tables (the report's first page)."""
+    """Write the paper's Table 1 (main models, main metrics), Table 5 (every model and
+    metric) and Table 4 (the DAVIS view ablation, when run) as CSV, and as
+    reStructuredText tables (the report's first page)."""
     t1 = paper_table(summary, main=True, models=main_models, order=models)
     t5 = paper_table(summary, main=False, order=models)
     t1.to_csv(table1)
     t5.to_csv(table5)
+    t4 = table4(summary, order=models)
+    if table4_path is not None:
+        t4.to_csv(table4_path)
     note = (
         f"Best score per model and task with the 1-based best layer in parentheses ({UNITS});"
         " the noise row is the mean over its blocks (the paper's Random row)."
@@ -209,4 +266,15 @@ def write_paper_tables(
         to_rst(t1, "Table 1 (main text): " + note)
         + "\n"
         + to_rst(t5, "Table 5 (appendix): every model, every metric.")
+        + (
+            "\n"
+            + to_rst(
+                t4,
+                "Table 4 (appendix): DAVIS J&F, non-dense ('Normal': frames squashed to the"
+                " input size) against dense (tiled at twice the resolution), best layer in"
+                " parentheses.",
+            )
+            if len(t4.columns)
+            else ""
+        )
     )

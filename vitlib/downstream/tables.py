@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -109,6 +109,7 @@ def probe_table(
     *,
     epochs: int = 20,
     lr: float = 0.1,
+    lr_factor: Mapping[str, float] | None = None,
     batch_size: int = 256,
     weight_decay: float = 0.0,
     seed: int = 0,
@@ -117,7 +118,10 @@ def probe_table(
     batchnorm: Sequence[bool] = (False, True),
     device: str = "cpu",
 ) -> pd.DataFrame:
-    """Linear probe accuracy for every layer × feature kind × BatchNorm option."""
+    """Linear probe accuracy for every layer × feature kind × BatchNorm option.
+
+    ``lr_factor``: per-family factor on ``lr`` (the paper's Table 6 reduced BEiT's); the
+    table's ``lr`` column is the rate used."""
     import time
 
     from vitlib.downstream.probe import evaluate_probe, train_probe
@@ -129,6 +133,7 @@ def probe_table(
     C = int(max(ytr.max(), yte.max()) + 1)
     rows = []
     probed = probe_layers(layers, gtr.depth, gtr.family)
+    lr = float(lr) * float((lr_factor or {}).get(gtr.family, 1.0))
     for feat in features:
         name = keys.feature("block", feat)
         step = gtr.array(name).chunks[0]
@@ -336,14 +341,47 @@ def spair_view_kps(kps: Sequence[Sequence[float]], imsize: Sequence[int], size: 
     return np.asarray(kps, float).reshape(-1, 2) * geo.scale + np.array([geo.off_x, geo.off_y])
 
 
-def spair_transfer(src_map: torch.Tensor, trg_map: torch.Tensor, src_kps: np.ndarray, size: int):  # noqa: ANN201
+#: Where a source keypoint's descriptor is read (``analyses.spair.rounding``): the original's
+#: ``(int(x), round(y))`` (``faithful``) or both coordinates rounded (``nearest``).
+SPAIR_ROUNDING = ("faithful", "nearest")
+
+
+def spair_transfer(  # noqa: ANN201
+    src_map: torch.Tensor,
+    trg_map: torch.Tensor,
+    src_kps: np.ndarray,
+    size: int,
+    rounding: str = "faithful",
+):
     """Predicted target pixels ``[K, 2]`` (x, y, float) of source keypoints in view pixels:
-    the most similar target pixel (cosine) of each source keypoint's descriptor."""
-    xs = np.clip(src_kps[:, 0].astype(int), 0, size - 1)
+    the most similar target pixel (cosine) of each source keypoint's descriptor, read at
+    ``(int(x), round(y))`` (``rounding="faithful"``) or ``(round(x), round(y))``
+    (``"nearest"``)."""
+    if rounding not in SPAIR_ROUNDING:
+        raise ValueError(f"SPair rounding must be one of {SPAIR_ROUNDING}, got {rounding!r}")
+    x = src_kps[:, 0] if rounding == "faithful" else np.round(src_kps[:, 0])
+    xs = np.clip(x.astype(int), 0, size - 1)
     ys = np.clip(np.round(src_kps[:, 1]).astype(int), 0, size - 1)
     desc = src_map[:, ys * size + xs]  # [D, K]
     best = (desc.T @ trg_map).argmax(1).cpu().numpy()
     return np.stack([best % size, best // size], 1).astype(float)
+
+
+def spair_rounding(needs: Sequence[str]) -> str:
+    """The rounding of a ``spair_transfer@rounding=…`` need among ``needs`` (``faithful``
+    when unqualified).
+
+    >>> spair_rounding(["tokens", "spair_transfer@rounding=nearest"])
+    'nearest'
+    """
+    for n in needs:
+        name, _, qual = n.partition("@")
+        if name == "spair_transfer" and qual:
+            kv = dict(part.split("=", 1) for part in qual.split(","))
+            if set(kv) != {"rounding"} or kv["rounding"] not in SPAIR_ROUNDING:
+                raise ValueError(f"need {n!r}: expected spair_transfer@rounding={SPAIR_ROUNDING}")
+            return kv["rounding"]
+    return "faithful"
 
 
 def spair_table(
@@ -352,6 +390,7 @@ def spair_table(
     *,
     alphas: Sequence[float] = (0.1, 0.05, 0.01),
     reference: str = "bbox",
+    rounding: str = "faithful",
 ) -> pd.DataFrame:
     """SPair keypoint transfer per layer (docs/protocols.md §5.4) from a ``spair`` token store:
     per-token L2-normalised features bilinearly upsampled to the S×S input, each source
@@ -373,6 +412,12 @@ def spair_table(
     grids = g.read(keys.GRID)
     in_pass: dict[int, np.ndarray] = {}
     if g.has(keys.SPAIR_PRED):  # transferred during the extraction: [K, L, 2] per pair
+        done = spair_rounding(meta.get("needs", []))
+        if done != rounding:
+            raise ValueError(
+                f"{store}: its keypoints were transferred with rounding {done!r} during the"
+                f" extraction, the table asks for {rounding!r}"
+            )
         pair_of, pred_all = g.read(keys.SPAIR_PAIR), g.array(keys.SPAIR_PRED)
         order = np.argsort(pair_of, kind="stable")
         bounds = np.searchsorted(pair_of[order], np.arange(len(manifest.extra["pairs"]) + 1))
@@ -407,7 +452,7 @@ def spair_table(
                             cache.pop(next(iter(cache)))
                         cache[i] = dense(i, layer)
                     maps.append(cache[i])
-                pred = spair_transfer(maps[0], maps[1], src, S)
+                pred = spair_transfer(maps[0], maps[1], src, S, rounding)
             x1, y1, x2, y2 = p["trg_bndbox"]
             ref = max(x2 - x1, y2 - y1) * scale if reference == "bbox" else float(S)
             errs.setdefault(p["category"], []).append((pred, trg, np.full(len(trg), ref)))

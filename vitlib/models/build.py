@@ -48,13 +48,14 @@ def build_network(spec: ModelSpec) -> nn.Module:
             from vitlib.models.openclip import OpenClipViT, build_vision_tower
 
             return OpenClipViT(build_vision_tower(spec.arch, **dict(spec.arch_kwargs)))
-        net = timm.create_model(
-            spec.arch, pretrained=False, num_classes=0, **dict(spec.arch_kwargs)
-        )
-        if spec.family == "noise":  # the random-chance baseline (vitlib.models.noise)
+        kw = dict(spec.arch_kwargs)
+        # the noise baseline's own option: its attention normalised over keys or queries
+        noise_attention = kw.pop("noise_attention", "keys") if spec.family == "noise" else None
+        net = timm.create_model(spec.arch, pretrained=False, num_classes=0, **kw)
+        if noise_attention is not None:  # the random-chance baseline (vitlib.models.noise)
             from vitlib.models.noise import NoiseViT
 
-            return NoiseViT(net, seed=int(spec.init_seed or 0))
+            return NoiseViT(net, seed=int(spec.init_seed or 0), attention=noise_attention)
         return net
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"model {spec.id}: cannot build {spec.arch!r}: {e}") from e

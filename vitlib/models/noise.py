@@ -15,8 +15,10 @@ from an exact integer checksum of its pixels (:func:`image_keys`), so a resumed 
 re-batched extraction, a CPU and a GPU run, and the k-NN bank's second pass over the same
 image all draw the same numbers (on the device of the pass: a CUDA run draws from CUDA's
 generator, other numbers of the same distribution).  Uniform U[0, 1) as the original (``torch.rand``); the
-attention "probabilities" are uniform noise normalised over the keys (a proper attention
-row; the original divided by the mean over the *query* axis, a known bug, §8.1).
+attention "probabilities" are uniform noise normalised over the keys (``attention="keys"``:
+a proper attention row) or, as the original, divided by their mean over the *query* axis
+(``"queries"``, docs/protocols.md §8.1.3; a model's ``arch_kwargs: {noise_attention:
+queries}``).
 """
 
 from __future__ import annotations
@@ -107,7 +109,10 @@ class NoiseBlock(nn.Module):
         if _listened(self.attn.attn_drop):
             n = x.shape[1]
             a = self._noise("attn", (self.attn.num_heads, n, n), x)
-            self.attn.attn_drop(a / a.sum(dim=-1, keepdim=True))
+            if self._owner[0].attention == "keys":
+                self.attn.attn_drop(a / a.sum(dim=-1, keepdim=True))
+            else:  # the original wrapper_random: divided by the mean over the query axis
+                self.attn.attn_drop(a / a.mean(dim=-2, keepdim=True))
         return self._noise("block", shape, x)
 
 
@@ -115,10 +120,20 @@ class NoiseViT(nn.Module):
     """Noise with the geometry of ``net`` (a timm ViT): ``forward_features(images)`` runs the
     patch grid of ``net`` through ``len(net.blocks)`` :class:`NoiseBlock` s."""
 
-    def __init__(self, net: nn.Module, *, seed: int, kind: NoiseKind = "uniform") -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        seed: int,
+        kind: NoiseKind = "uniform",
+        attention: Literal["keys", "queries"] = "keys",
+    ) -> None:
         super().__init__()
         if kind not in ("uniform", "gaussian"):
             raise ValueError(f"noise kind must be uniform or gaussian, not {kind!r}")
+        if attention not in ("keys", "queries"):
+            raise ValueError(f"noise_attention must be 'keys' or 'queries', not {attention!r}")
+        self.attention = attention
         blocks = list(net.blocks)  # type: ignore[arg-type]
         self.patch_embed = net.patch_embed
         self.embed_dim = int(net.embed_dim)  # type: ignore[arg-type]

@@ -257,6 +257,19 @@ def _builtin() -> dict[str, ModelSpec]:
             )
         )
     # Additional configurations (docs/protocols.md §1.2).
+    # DINO S/8 as released in the end (800 epochs, timm's vit_small_patch8_224.dino): the
+    # paper's dino_s8 is the 300-epoch file (docs/protocols.md §8.1.11).
+    specs.append(
+        _std(
+            "dino",
+            "s",
+            8,
+            id="dino_s8_800ep",
+            weights=_timm_w(
+                "vit_small_patch8_224.dino", "dino", _DINO.format("dino_deitsmall8_pretrain")
+            ),
+        )
+    )
     sha = "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02"
     specs.append(
         _std(

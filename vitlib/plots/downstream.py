@@ -128,15 +128,19 @@ def task_figure(
     models: Sequence[str] | None = None,
     task: str,
     layout: Layout = "main",
+    head_selection: str = "per_image",
 ) -> None:
     """Per-layer curves of one task for every model (paper Figures 5, 8, 9–10; appendix
-    layout: 16, 25–31); the clustering panels carry the noise baseline."""
+    layout: 16, 25–31); the clustering panels carry the noise baseline; ``head_selection``
+    (saliency): the rows of ``per_image`` or ``per_layer`` best heads."""
     panels, ylabel = _PANELS[task]
     t = table if task == "segments" else wide(table)
     if "category" in t:  # SPair: the mean over categories
         t = t[t["category"] == "all"]
-    if task == "saliency":
-        t = t[t.head_selection == "per_image"]
+    if task == "saliency":  # the best head per image (the paper's) or per layer
+        t = t[t.head_selection == head_selection]
+        if t.empty:
+            raise ValueError(f"saliency: no rows with head_selection {head_selection!r}")
     curve_figure(t, panels, ylabel, outputs, dpi=dpi, layout=layout)
 
 

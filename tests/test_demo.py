@@ -100,6 +100,16 @@ def test_every_figure_and_the_report_exist(demo):
     assert "layers" in t5.columns and len(pd.read_csv(res / "tables/summary/table1.csv"))
     assert "Table 5 (appendix)" in html and "Figures by paper section" in html
     assert (res / "figures/world_val/appendix/knn.png").stat().st_size > 1000
+    # Table 4 from the same run: dense beats squashed frames for every trained model
+    t4 = pd.read_csv(res / "tables/summary/table4.csv", index_col=0)
+    assert list(t4.columns) == ["davis Normal", "davis Dense"]
+    score = t4.apply(lambda c: c.str.split(" ").str[0].astype(float)).drop(index="demo_noise")
+    assert (score["davis Dense"] > score["davis Normal"]).all(), score
+    assert "Table 4 (appendix)" in html
+    # the composites of Figures 2, 3, 13 and 14
+    for fig in ("attention_heads_cls", "local_heads", "attention_samples", "offset_heads"):
+        assert (res / f"figures/world/{fig}.png").stat().st_size > 1000, fig
+    assert (res / "figures/world/appendix/attention_samples.png").exists()
 
 
 def test_mini_zoo_was_trained_and_loaded(demo):

@@ -209,7 +209,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 f"{_PA}:average_map_figure",
                 f"Average attention of the CLS query over the spatial tokens, over every image of"
                 f" the dataset (paper Figures 2 and 17). {_ATTN_MAPS}",
-                "Fig. 2, 17",
+                "Fig. 17",
                 per_model=True,
                 options={"kind": "cls"},
             ),
@@ -260,7 +260,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 f"{_PA}:average_map_figure",
                 f"Aligned aggregated attention maps: every spatial query's map shifted so the query"
                 f" sits at the centre, then averaged (paper Figures 3, 14 and 18). {_ATTN_MAPS}",
-                "Fig. 3, 14, 18",
+                "Fig. 18",
                 per_model=True,
                 options={"kind": "aligned"},
             ),
@@ -282,7 +282,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 """Average attention offset per head (docs/protocols.md §2.4): the centre of mass of
                 each head's aligned map, coloured by layer. Heads far from the origin attend
                 consistently to one side — the paper's "offset local attention heads".""",
-                "Fig. 3, 14",
+                "§2.4",
             ),
         ),
     ),
@@ -537,7 +537,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 k-means (FAISS, seeded) on the pooled features is scored against the annotation
                 categories by purity, NMI and ARI. Dashed: the same clustering of noise of the
                 same shape (random-chance baseline).""",
-                "Fig. 8, 25–27",
+                "Fig. 8",
                 options={"task": "segments"},
                 appendix="Fig. 26, 27",
             ),
@@ -568,7 +568,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 by cosine similarity (FAISS), mean average precision under the revisited
                 protocol's Medium (easy + hard positives) and Hard (hard positives, easy
                 ignored) setups.""",
-                "Fig. 9, 10, 28–31",
+                "Fig. 9, 10",
                 options={"task": "retrieval"},
                 appendix="Fig. 29",
             ),
@@ -601,7 +601,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 through each block's token features (7 previous frames, neighbourhood radius 12,
                 top-5, temperature 0.1); J (region IoU), F (boundary F-measure) and their mean
                 J&F over objects, first and last frames excluded.""",
-                "Fig. 9, 10, 28–31",
+                "Fig. 9, 10",
                 options={"task": "davis"},
                 appendix="Fig. 30",
             ),
@@ -664,7 +664,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 28-31): every source keypoint's upsampled, L2-normalised token feature is
                 matched to the most similar target pixel; PCK at 0.1, 0.05 and 0.01 of the
                 target bounding box's longer side, averaged over categories.""",
-                "Fig. 9, 10, 28–31",
+                "Fig. 9, 10",
                 options={"task": "spair"},
                 appendix="Fig. 31",
             ),

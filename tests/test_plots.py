@@ -901,7 +901,7 @@ def test_local_heads_take_the_first_head_of_each_kind(tmp_path, kept):
 
     fig, _ = draw("local_heads", tmp_path, kept)
     tax = pd.concat(t for _, t in SYNTHETIC["head_taxonomy"]())
-    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    titles = [ax.get_title().split("\n")[-1] for ax in fig.axes if ax.images]
     want = []
     for model in MODELS:
         t = (

@@ -216,7 +216,9 @@ def local_heads_figure(
     order, titled ``[layer, head]`` (1-based); "none" where the model has no such head."""
     maps = {str(m["model"]): m for m in data["attention_maps"]}
     tax = data["head_taxonomy"].drop_duplicates(["model", "layer", "head"])
-    names = [m for m in dict.fromkeys(tax["model"]) if m in maps]
+    names = [
+        m for m in (models or dict.fromkeys(tax["model"])) if m in maps and m in set(tax["model"])
+    ]
     if not names:
         raise ValueError("local heads figure: no model with both aligned maps and a taxonomy")
     fig, axes = plt.subplots(
@@ -254,9 +256,8 @@ def local_heads_figure(
                 ax.set_title(f"[{layer + 1}, {head + 1}]", fontsize=6)
             if c == 0:
                 ax.set_ylabel(model, fontsize=7)
-            if r == 0:
-                ax.set_xlabel(kind, fontsize=8)
-                ax.xaxis.set_label_position("top")
+            if r == 0:  # the kind heads its column, above the first cell's [layer, head]
+                ax.set_title(f"{kind}\n{ax.get_title()}".rstrip(), fontsize=7)
     _colorbar(fig, im, axes, len(names))
     fit_suptitle(
         fig,
@@ -295,7 +296,8 @@ def offset_heads_figure(
     )
     # per model: the offset-local heads first, then the largest offset
     ranked = t.sort_values(["offset_local", "offset"], ascending=False, kind="stable")
-    order = list(dict.fromkeys(t["model"]))
+    present = set(t["model"])
+    order = [m for m in (models or dict.fromkeys(t["model"])) if m in present]
     picks = ranked.drop_duplicates("model").set_index("model").reindex(order).reset_index()
     n = len(picks)
     ncols = min(n, 6)

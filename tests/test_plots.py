@@ -622,6 +622,7 @@ def test_curves_one_per_model_in_the_family_colour(name, tmp_path, kept):
     sorted(
         {"cka_grids", "cka_last_layer", "residual", "attention_offset", "attention_images"}
         | MAP_GRIDS
+        | COMPOSITES
     ),
 )
 def test_heat_maps_have_a_colour_bar(name, tmp_path, kept):
@@ -833,7 +834,11 @@ def clipped(fig: Any) -> list[str]:
 
 @pytest.mark.parametrize(
     "name",
-    sorted(MAP_GRIDS | {"attention_images", "attention_offset", "cka_grids", "residual"}),
+    sorted(
+        MAP_GRIDS
+        | COMPOSITES
+        | {"attention_images", "attention_offset", "cka_grids", "residual", "davis_views"}
+    ),
 )
 def test_no_text_is_cut_at_the_figure_edge(name, tmp_path, kept):
     fig, _ = draw(name, tmp_path, kept)

@@ -129,6 +129,24 @@ def summary_from_files(paths: list[str]) -> pd.DataFrame:
 PAPER_COLUMN_ORDER = ("knn", "retrieval", "davis", "spair")
 
 
+def _cells(s: pd.DataFrame) -> list[str]:
+    """``"score (layer)"`` per summary row (1-based best layer; noise rows: the score)."""
+    return [
+        f"{b:.2f}" if pd.isna(layer) else f"{b:.2f} ({int(layer)})"
+        for b, layer in zip(s["best"], s["best_layer"], strict=True)
+    ]
+
+
+def _row_order(s: pd.DataFrame, order: list[str] | None) -> tuple[list[str], set[str]]:
+    """The models of summary rows ``s`` in ``order`` (others after, in table order), the
+    noise models last (the paper's Random row), and the set of noise models."""
+    present = list(dict.fromkeys(s["model"]))
+    rows = [m for m in (order or []) if m in present]
+    rows += [m for m in present if m not in rows]
+    noise = set(s.loc[s["family"].isin(NOISE_FAMILIES), "model"])
+    return [m for m in rows if m not in noise] + [m for m in rows if m in noise], noise
+
+
 def paper_table(
     summary: pd.DataFrame,
     *,
@@ -159,16 +177,9 @@ def paper_table(
     s = s.iloc[sorted(range(len(s)), key=lambda i: rank.get(str(s["analysis"].iloc[i]), len(rank)))]
     s = s.assign(
         column=s["dataset"] + " " + s["metric"],
-        cell=[
-            f"{b:.2f}" if pd.isna(layer) else f"{b:.2f} ({int(layer)})"
-            for b, layer in zip(s["best"], s["best_layer"], strict=True)
-        ],
+        cell=_cells(s),
     )
-    present = list(dict.fromkeys(s["model"]))
-    order = [m for m in (order or []) if m in present]
-    order += [m for m in present if m not in order]
-    noise = set(s.loc[s["family"].isin(NOISE_FAMILIES), "model"])
-    order = [m for m in order if m not in noise] + [m for m in order if m in noise]
+    order, noise = _row_order(s, order)
     grid = s.pivot(index="model", columns="column", values="cell")
     grid = grid.reindex(index=order, columns=list(dict.fromkeys(s["column"])))
     if not main:
@@ -195,10 +206,7 @@ def table4(summary: pd.DataFrame, *, order: list[str] | None = None) -> pd.DataF
         column=[
             f"{ds} {VIEW_COLUMNS.get(str(v), str(v))}" for ds, v in zip(s["dataset"], s["view"])
         ],
-        cell=[
-            f"{b:.2f}" if pd.isna(layer) else f"{b:.2f} ({int(layer)})"
-            for b, layer in zip(s["best"], s["best_layer"], strict=True)
-        ],
+        cell=_cells(s),
     )
     s = s.drop_duplicates(["model", "column"])  # view: squash and normal: the same numbers
     rank = {"Normal": 0, "Dense": 1}
@@ -206,11 +214,7 @@ def table4(summary: pd.DataFrame, *, order: list[str] | None = None) -> pd.DataF
         dict.fromkeys(s["column"]),
         key=lambda c: (c.rsplit(" ", 1)[0], rank.get(c.rsplit(" ", 1)[1], 2)),
     )
-    present = list(dict.fromkeys(s["model"]))
-    rows = [m for m in (order or []) if m in present]
-    rows += [m for m in present if m not in rows]
-    noise = set(s.loc[s["family"].isin(NOISE_FAMILIES), "model"])
-    rows = [m for m in rows if m not in noise] + [m for m in rows if m in noise]
+    rows, _ = _row_order(s, order)
     grid = s.pivot(index="model", columns="column", values="cell").reindex(index=rows, columns=cols)
     grid.index.name = "model"
     return grid.fillna("")

@@ -252,11 +252,18 @@ def enabled(analysis, dataset):
     return a.enabled(sec) and dataset in registry.section_datasets(sec)
 
 
+def figure_enabled(a, fig, ds):
+    """The figure's analysis and extras run on ``ds`` and its own switch is on."""
+    return fig.enabled(section(a.name)) and all(
+        enabled(x, ds) for x in (a.name, *fig.extra)
+    )
+
+
 def figure_targets():
     out = []
     for name, (a, fig) in FIGURES.items():
         for ds in registry.section_datasets(section(a.name)):
-            if not all(enabled(x, ds) for x in (a.name, *fig.extra)):
+            if not figure_enabled(a, fig, ds):
                 continue
             if fig.per_model:
                 out += expand(
@@ -429,7 +436,7 @@ def report_figures():
     out = []
     for name, (a, fig) in FIGURES.items():
         for ds in registry.section_datasets(section(a.name)):
-            if not all(enabled(x, ds) for x in (a.name, *fig.extra)):
+            if not figure_enabled(a, fig, ds):
                 continue
             paths = [
                 f"figures/{ds}/{name}"

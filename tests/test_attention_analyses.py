@@ -251,3 +251,97 @@ def test_attention_images_arrays(store, tiny_world, tiny_spec):
     np.testing.assert_array_equal(c["image"][1], z["image"][0])
     with pytest.raises(DataError, match="no/such.jpg"):
         attention_images(store, man, images=["no/such.jpg"])
+
+
+def test_query_positions_follow_the_original_select_positions():
+    from vitlib.attention.queries import query_positions
+
+    # the original's token indices (CLS = 0): m, (m-1)K+1, (m-1)K+m, mK, (K-1)K+m, with
+    # m = K/2 (even K) or (K+1)/2 (odd K); diagonal (K+1)i+1
+    for K in (14, 7, 28):
+        m = K // 2 if K % 2 == 0 else (K + 1) // 2
+        tokens = [m, (m - 1) * K + 1, (m - 1) * K + m, m * K, (K - 1) * K + m]
+        pos = query_positions(K, K, ["top", "left", "center", "right", "bottom", "diagonal"])
+        assert [1 + r * K + c for _, r, c in pos[:5]] == tokens
+        assert [1 + r * K + c for _, r, c in pos[5:]] == [(K + 1) * i + 1 for i in range(K)]
+        assert [n for n, _, _ in pos[:6]] == [
+            "top",
+            "left",
+            "center",
+            "right",
+            "bottom",
+            "diagonal_0",
+        ]
+    with pytest.raises(ValueError, match="middle"):
+        query_positions(14, 14, ["middle"])
+
+
+def test_query_rows_are_the_stores_network(store, tiny_world, tiny_spec, tiny_model):
+    """The positional rows come from the network that made the store: the CLS row of the
+    same pass equals the store's, and the centre query's row equals softmax(q·kᵀ) recomputed
+    from the last block's own qkv weights on its input."""
+    import torch
+
+    from vitlib.attention.queries import query_rows
+    from vitlib.data.manifest import read_imagefolder
+    from vitlib.data.views import ManifestDataset, make_transform
+
+    man = read_imagefolder(tiny_world / "imagenet" / "train", dataset="tiny", cka_batch_size=4)
+    z = query_rows(store, man, [3, 1], ["center", "top"])
+    g, L, H = tiny_spec.grid, tiny_spec.depth, tiny_spec.num_heads
+    assert z["queries"].shape == (2, L, H, 2, g, g) and list(z["query_names"]) == ["center", "top"]
+    cls_store = Store(store).array("attn/cls_row")
+    for j, i in enumerate([3, 1]):
+        np.testing.assert_allclose(
+            z["query_cls"][j].reshape(L, H, -1), np.asarray(cls_store[i], np.float32), atol=2e-3
+        )
+    # independent: the last block's attention recomputed from its input
+    ds = ManifestDataset(
+        man, make_transform("center", tiny_spec.img_size, tiny_spec.mean, tiny_spec.std)
+    )
+    x = torch.stack([ds[3][0]])
+    seen = {}
+    blk = tiny_model.blocks[-1]
+    hnd = blk.norm1.register_forward_hook(lambda m, i, o: seen.setdefault("x", o))
+    with torch.inference_mode():
+        tiny_model.forward_features(x)
+    hnd.remove()
+    a = blk.attn
+    B, N, D = seen["x"].shape
+    with torch.inference_mode():
+        qkv = a.qkv(seen["x"]).reshape(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4)
+        q, k = a.q_norm(qkv[0]), a.k_norm(qkv[1])
+        att = ((q * a.scale) @ k.transpose(-2, -1)).softmax(-1)[0]  # [H, N, N]
+    (_, r, c) = (None, *z["query_yx"][0])
+    p0 = tiny_spec.num_prefix_tokens
+    ref = att[:, p0 + r * g + c, p0:].reshape(H, g, g).numpy()
+    np.testing.assert_allclose(z["queries"][0, -1, :, 0], ref, atol=1e-5)
+
+
+def test_store_model_refuses_a_changed_checkpoint(tmp_path, tiny_spec, tiny_model, tiny_world):
+    import dataclasses
+
+    import torch
+
+    from vitlib.attention.queries import store_model
+    from vitlib.data.manifest import read_imagefolder
+    from vitlib.models.weights import WeightsError
+
+    man = read_imagefolder(tiny_world / "imagenet" / "train", dataset="tiny", cka_batch_size=4)
+    man.items = man.items[:4]
+    ck = tmp_path / "w.pth"
+    torch.save(tiny_model.state_dict(), ck)
+    spec = dataclasses.replace(tiny_spec, init_seed=None, weights={"path": str(ck)})
+    out = tmp_path / "center.zarr"
+    run_extraction(spec, man, "center", out, batch_size=4, progress=False, needs=["attention"])
+    m = store_model(out)
+    for p, r in zip(m.parameters(), tiny_model.parameters()):
+        torch.testing.assert_close(p, r)
+    sd = tiny_model.state_dict()
+    sd["cls_token"] = sd["cls_token"] + 1
+    torch.save(sd, ck)
+    with pytest.raises(WeightsError, match="changed since the store was written"):
+        store_model(out)
+    ck.unlink()
+    with pytest.raises(WeightsError, match="missing"):
+        store_model(out)

@@ -362,6 +362,11 @@ def _attention_images() -> Data:
                     "image": rng.integers(0, 255, (n, 8 * GRID, 8 * GRID, 3), dtype=np.uint8),
                     "ids": np.array([f"img{i}" for i in range(n)]),
                     "model": np.array(model),
+                    "queries": rng.uniform(0, 1, (n, depth, HEADS, 3, GRID, GRID)).astype(
+                        np.float32
+                    ),
+                    "query_names": np.array(["top", "center", "diagonal_0"]),
+                    "query_yx": np.array([[0, 1], [1, 1], [0, 0]]),
                 },
             )
         )
@@ -562,7 +567,7 @@ def test_axes_are_labelled_and_models_named(name, tmp_path, kept):
     if name in COMPOSITES:  # image grids: every model named in a title or label
         assert all(m in figure_texts(fig) for m in MODELS), f"{name}: a model missing"
         return
-    if name in MAP_GRIDS or name == "attention_images":
+    if name in MAP_GRIDS or name in ("attention_images", "attention_queries"):
         # cells without ticks: rows named by layer, columns by head, the model in the title
         rows = [ax for ax in axes if ax.get_ylabel()]
         depth = MODELS[PER_MODEL_MODEL][1]
@@ -620,7 +625,14 @@ def test_curves_one_per_model_in_the_family_colour(name, tmp_path, kept):
 @pytest.mark.parametrize(
     "name",
     sorted(
-        {"cka_grids", "cka_last_layer", "residual", "attention_offset", "attention_images"}
+        {
+            "cka_grids",
+            "cka_last_layer",
+            "residual",
+            "attention_offset",
+            "attention_images",
+            "attention_queries",
+        }
         | MAP_GRIDS
         | COMPOSITES
     ),
@@ -665,6 +677,28 @@ def test_single_image_grid_shows_the_crop_and_every_map(tmp_path, kept):
     assert len(rgb) == 2  # one crop per image
     # images × layers × (CLS, spatial) × heads
     assert len(images) - len(rgb) == 2 * depth * 2 * HEADS
+
+
+def test_query_grid_shows_each_named_query_of_one_head_per_block(tmp_path, kept):
+    """Positional queries: per image the crop, then blocks × named queries (the diagonal
+    query left out when named ones exist) of head 1, pre-scaled, the query token outlined."""
+    fig, _ = draw("attention_queries", tmp_path, kept)
+    z = _npz("attention_images")[PER_MODEL_MODEL]
+    depth = MODELS[PER_MODEL_MODEL][1]
+    rgb = [im for ax in fig.axes for im in ax.images if im.get_array().ndim == 3]
+    assert len(rgb) == 2
+    cells = [ax for ax in fig.axes if any(im.get_array().ndim == 2 for im in ax.images)]
+    assert len(cells) == 2 * depth * 2  # images × blocks × (top, center)
+    titles = [ax.get_title() for ax in cells if ax.get_title()]
+    assert titles == ["top", "center"] * 2
+    # image 1, block 3, query 'center' (index 1), head 1 (index 0)
+    cols = 2
+    ax = cells[(3 - 1) * 2 * cols + cols + 1]
+    want = z["queries"][1, 2, 0, 1]
+    want = (want - want.min()) / (want.max() - want.min())
+    np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), want, rtol=1e-6)
+    (box,) = ax.patches  # the query token (row 1, col 1)
+    assert box.get_xy() == (0.5, 0.5)
 
 
 def test_cka_grids_are_a_models_by_models_matrix_of_pairs(tmp_path, kept):
@@ -837,7 +871,14 @@ def clipped(fig: Any) -> list[str]:
     sorted(
         MAP_GRIDS
         | COMPOSITES
-        | {"attention_images", "attention_offset", "cka_grids", "residual", "davis_views"}
+        | {
+            "attention_images",
+            "attention_queries",
+            "attention_offset",
+            "cka_grids",
+            "residual",
+            "davis_views",
+        }
     ),
 )
 def test_no_text_is_cut_at_the_figure_edge(name, tmp_path, kept):
@@ -855,7 +896,7 @@ def test_map_grid_titles_fit_even_for_long_model_names(kind, tmp_path, kept):
     assert model in fig.get_suptitle()
 
 
-@pytest.mark.parametrize("name", sorted(MAP_GRIDS | {"attention_images"}))
+@pytest.mark.parametrize("name", sorted(MAP_GRIDS | {"attention_images", "attention_queries"}))
 def test_map_grids_have_a_0_to_1_prescaled_colour_bar_and_labelled_axes(name, tmp_path, kept):
     fig, _ = draw(name, tmp_path, kept)
     (bar,) = colorbars(fig)

@@ -69,9 +69,15 @@ class Figure:
     #: function then gets ``{analysis: data}`` — a long table, or for array analyses the
     #: list of every model's arrays — with its own analysis among them
     extra: tuple[str, ...] = ()
+    #: a setting of its analysis' section without which the figure is not drawn (its data is
+    #: optional there)
+    enabled_by: str | None = None
 
     def function(self) -> Callable[..., None]:
         return _load(self.plot)
+
+    def enabled(self, section: Mapping[str, Any]) -> bool:
+        return self.enabled_by is None or bool(section.get(self.enabled_by))
 
     def kwargs(self, section: Mapping[str, Any]) -> dict[str, Any]:
         """The plot function's keyword arguments from the config section (a key the section
@@ -355,7 +361,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         table=f"{_A}:attention_images",
         needs=frozenset({"attention"}),
         description="Attention of chosen single images (arrays).",
-        settings={"images": "images"},
+        settings={"images": "images", "queries": "queries"},
         enabled_by="images",
         view="center",
         manifest=True,
@@ -370,6 +376,19 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 spatial query's attention (right block).""",
                 "Fig. 11–12",
                 per_model=True,
+            ),
+            _f(
+                "attention_queries",
+                f"{_PA}:query_grid_figure",
+                """Attention of chosen query tokens of single images (the original code's
+                position grids; ``analyses.attention.queries``, default top, left, centre,
+                right and bottom of the token grid): per image the crop with the query
+                tokens marked, then for every block (rows) the attention each query pays to
+                the spatial keys (columns), head ``analyses.attention.query_head`` (default
+                the first), the query's own token outlined in red.""",
+                per_model=True,
+                settings={"head": "query_head"},
+                enabled_by="queries",
             ),
             _f(
                 "attention_samples",

@@ -442,16 +442,27 @@ def chosen_images(manifest: Manifest, images: int | Sequence[str]) -> list[int]:
 
 
 def attention_images(
-    store: Store | str, manifest: Manifest, *, images: int | Sequence[str]
+    store: Store | str,
+    manifest: Manifest,
+    *,
+    images: int | Sequence[str],
+    queries: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The arrays of the single-image figure: the chosen images (:func:`chosen_images`) as
-    the model sees them (``image``, centre view), their ids, and their attention rows
-    (:func:`image_attention_maps`)."""
+    """The arrays of the single-image figures: the chosen images (:func:`chosen_images`) as
+    the model sees them (``image``, centre view), their ids, their CLS and mean-spatial rows
+    from the store (:func:`image_attention_maps`) and, for the query positions ``queries``
+    (``top``/``left``/``center``/``right``/``bottom``/``diagonal``; empty: none), the rows of
+    those query tokens from one small forward pass of the store's network
+    (:func:`vitlib.attention.queries.query_rows`)."""
     from vitlib.data.views import view_image
 
     s = Store.open(store)
     idx = chosen_images(manifest, images)
     maps: dict[str, Any] = dict(image_attention_maps(s, idx))
+    if queries:
+        from vitlib.attention.queries import query_rows
+
+        maps.update(query_rows(s, manifest, idx, queries))
     img_size = int(s.meta["spec"]["img_size"])
     maps["image"] = np.stack(
         [view_image(manifest.abspath(manifest.items[i]), img_size) for i in idx]

@@ -160,6 +160,94 @@ def image_grid_figure(
     save_figure(fig, outputs, dpi)
 
 
+def query_grid_figure(
+    npz: dict,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+    model: str = "",
+    head: int = 1,
+    max_queries: int = 8,
+) -> None:
+    """Positional queries of single images (the original's position-by-block grids): per
+    image a column group, the crop with the query tokens marked on top, then one row per
+    block (1-based) and one column per query of head ``head`` (1-based; clamped to the
+    model's heads), each map min–max scaled, the query's own token outlined in red.  The
+    named positions are shown; diagonal queries only when no named one was asked for (at
+    most ``max_queries``, evenly spaced)."""
+    from matplotlib.patches import Rectangle
+
+    q = np.asarray(npz["queries"])  # [n, L, H, P, h, w]
+    names = [str(x) for x in npz["query_names"]]
+    yx = np.asarray(npz["query_yx"]).reshape(-1, 2)
+    n, L, H, _, gh, gw = q.shape
+    cols = [i for i, nm in enumerate(names) if not nm.startswith("diagonal_")] or list(
+        np.unique(np.linspace(0, len(names) - 1, min(max_queries, len(names))).round().astype(int))
+    )
+    hd = min(max(int(head), 1), H) - 1
+    P = len(cols)
+    fig, axes = plt.subplots(
+        L + 1,
+        n * P,
+        figsize=(0.75 * n * P + 1.6, 0.75 * (L + 1) + 1.0),
+        squeeze=False,
+        layout="constrained",
+    )
+    img_size = np.asarray(npz["image"]).shape[1]
+    cell = img_size / gh, img_size / gw
+    im = None
+    for i in range(n):
+        top = axes[0, i * P]
+        top.imshow(np.asarray(npz["image"])[i])
+        for j, c in enumerate(cols):
+            y, x = yx[c]
+            top.add_patch(
+                Rectangle(
+                    (x * cell[1], y * cell[0]), cell[1], cell[0], fill=False, ec="red", lw=0.8
+                )
+            )
+            top.annotate(
+                names[c][:1].upper() if not names[c].startswith("diagonal_") else str(j),
+                ((x + 0.5) * cell[1], (y + 0.5) * cell[0]),
+                color="white",
+                fontsize=4,
+                ha="center",
+                va="center",
+            )
+        top.set_title(str(np.asarray(npz["ids"])[i])[-24:], fontsize=5)
+        top.axis("off")
+        for j in range(1, P):
+            axes[0, i * P + j].axis("off")
+        for layer in range(L):
+            for j, c in enumerate(cols):
+                ax = axes[layer + 1, i * P + j]
+                im = ax.imshow(
+                    _prescale(q[i, layer, hd, c]),
+                    cmap="viridis",
+                    vmin=0,
+                    vmax=1,
+                    interpolation="nearest",
+                )
+                y, x = yx[c]
+                ax.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, ec="red", lw=0.6))
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if layer == 0:
+                    ax.set_title(names[c].replace("diagonal_", "diag "), fontsize=6)
+                if j == 0 and i == 0:
+                    ax.set_ylabel(f"L{layer + 1}", fontsize=6)
+    fig.supylabel("layer (block, 1-based)", fontsize=7)
+    fig.supxlabel("query token (column) of each image", fontsize=7)
+    if im is not None:
+        cb = fig.colorbar(im, ax=axes, shrink=min(0.8, 6.0 / max(L, 1)), aspect=25)
+        cb.set_label(PRESCALED_LABEL, fontsize=7)
+        cb.ax.tick_params(labelsize=6)
+    title = f"Attention of query tokens over the spatial keys, head {hd + 1}"
+    fit_suptitle(fig, f"{model}: {title}" if model else title, fontsize=8)
+    save_figure(fig, outputs, dpi)
+
+
 def offset_figure(
     table: pd.DataFrame,
     outputs: Sequence[str | Path],

@@ -106,3 +106,105 @@ def test_residual_branches_grams_and_norm_ratios(tiny_model):
         np.testing.assert_allclose(img[f"resid/{sub}_norm_ratio_all"], ref.numpy(), rtol=1e-4)
         ref_cls = (s[:, :, 0].norm(dim=-1) / b[:, :, 0].norm(dim=-1)).T
         np.testing.assert_allclose(img[f"resid/{sub}_norm_ratio_cls"], ref_cls.numpy(), rtol=1e-4)
+
+
+def _reduce(att, P, grid, entropy=True):
+    """Reduce a synthetic attention tensor [L, B, H, N, N] layer by layer."""
+    L, B, H = att.shape[:3]
+    red = StreamingReducer(
+        depth=L,
+        num_heads=H,
+        embed_dim=4,
+        grid_hw=grid,
+        num_prefix_tokens=P,
+        token_points=(),
+        entropy=entropy,
+        feature_dtype="float32",
+    )
+    red.begin_batch(B)
+    for layer in range(L):
+        red.on_attention(layer, att[layer])
+    red.end_batch()
+    red.accumulate()
+    return {k: v.numpy() for k, v in red.per_image.items()}, red.sums
+
+
+def test_row_blocks_of_every_size_and_bf16_input_give_the_same_reductions(monkeypatch):
+    """The CPU reduces (image, head) row blocks of ~CHUNK_BYTES: blocks of one image, of
+    several images and of the whole tensor agree; a bf16 tensor is
+    reduced in fp32 (equal to reducing its fp32 upcast); registers (P = 2) and rows without
+    spatial mass (null rows) are handled the same in every block size."""
+    torch.manual_seed(0)
+    L, B, H, P, grid = 2, 5, 6, 2, (3, 4)
+    N = P + 12
+    att = (3 * torch.randn(L, B, H, N, N)).softmax(-1)
+    att[0, 1, 2, P + 3, P:] = 0  # a null row: all mass on prefix keys
+    att[0, 1, 2, P + 3, :P] = 0.5
+    row = 4 * N * N
+    results = []
+    for chunk in (1, 6 * row, 13 * row, 18 * row, 10**9):
+        monkeypatch.setattr(StreamingReducer, "CHUNK_BYTES", chunk)
+        results.append(_reduce(att, P, grid))
+    ref_img, ref_sums = results[-1]
+    assert ref_sums["sums/null_rows"][0, 2] == 1
+    for img, sums in results[:-1]:
+        for k in ref_img:
+            np.testing.assert_allclose(img[k], ref_img[k], rtol=1e-5, atol=1e-7, err_msg=k)
+        for k in ref_sums:
+            np.testing.assert_allclose(sums[k], ref_sums[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    # the reference is itself right: distance of the loop formulation, entropy by hand
+    a = att.numpy().astype(np.float64)
+    np.testing.assert_allclose(
+        ref_img["attn/distance"],
+        mean_attention_distance(a, grid, P).transpose(1, 0, 2),
+        rtol=1e-5,
+    )
+    ent = -(a * np.log(np.where(a > 0, a, 1))).sum(-1)  # [L, B, H, N]
+    np.testing.assert_allclose(
+        ref_img["attn/entropy"][..., 0], ent[..., 0].transpose(1, 0, 2), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        ref_img["attn/entropy"][..., 1], ent[..., P:].mean(-1).transpose(1, 0, 2), rtol=1e-5
+    )
+    monkeypatch.setattr(StreamingReducer, "CHUNK_BYTES", 6 * row)
+    bf = att.bfloat16()
+    img16, sums16 = _reduce(bf, P, grid)
+    img32, sums32 = _reduce(bf.float(), P, grid)
+    for k in img32:
+        np.testing.assert_allclose(img16[k], img32[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    for k in sums32:
+        np.testing.assert_allclose(sums16[k], sums32[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_all_token_gram_is_spatial_plus_prefix_for_any_prefix_count():
+    """Gram of all tokens = Gram of spatial tokens + Gram of prefix tokens; checked
+    against X Xᵀ of the flattened tokens with registers (P = 2), CLS only and no prefix."""
+    torch.manual_seed(0)
+    for P in (0, 1, 2):
+        x = torch.randn(8, P + 6, 5)
+        red = StreamingReducer(
+            depth=1,
+            num_heads=1,
+            embed_dim=5,
+            grid_hw=(2, 3),
+            num_prefix_tokens=P,
+            attention=False,
+            cka_batch_size=4,
+            feature_dtype="float32",
+        )
+        red.begin_batch(8)
+        red.on_tokens("block", 0, x)
+        red.end_batch()
+        chk = {k: v.numpy() for k, v in red.per_chunk.items()}
+        xs = x.double().numpy()
+        cls = xs[:, 0] if P else xs[:, P:].mean(1)
+        for kind, X in (("cls", cls), ("spatial", xs[:, P:]), ("all", xs)):
+            for c in range(2):
+                f = X[4 * c : 4 * c + 4].reshape(4, -1)
+                np.testing.assert_allclose(
+                    chk[f"gram/block_{kind}"][c, 0],
+                    f @ f.T,
+                    rtol=1e-5,
+                    atol=1e-5,
+                    err_msg=f"{P} {kind}",
+                )

@@ -112,6 +112,8 @@ class StreamingReducer:
         self.per_chunk: dict[str, torch.Tensor] = {}
         self.sums = {s.name: np.zeros(s.shape, dtype=s.dtype) for s in self.sum_specs()}
         self._batch = 0
+        self._buf: dict[str, torch.Tensor] = {}
+        self._buf_key: tuple[object, ...] | None = None
 
     # ------------------------------------------------------------------ declarations
     def image_specs(self) -> list[ArraySpec]:
@@ -226,62 +228,138 @@ class StreamingReducer:
     def _grams(self, point: str, layer: int, x: torch.Tensor) -> None:
         if not self._chunks or point not in self.gram_points:
             return
-        n, B = self._chunks * self.cka_b, self.cka_b
-        spatial = x[:n, self.P :]
-        cls = x[:n, 0] if self.P else spatial.mean(1)
-        for kind, t in (("cls", cls), ("spatial", spatial), ("all", x[:n])):
-            flat = t.reshape(self._chunks, B, -1)
-            self._chk[keys.gram(point, kind)][layer] = torch.bmm(flat, flat.transpose(1, 2))
+        n, B, P = self._chunks * self.cka_b, self.cka_b, self.P
+
+        def gram(t: torch.Tensor) -> torch.Tensor:
+            flat = t.reshape(self._chunks, B, -1)  # a view: tokens × channels are contiguous
+            return torch.bmm(flat, flat.transpose(1, 2))
+
+        spatial = x[:n, P:]
+        g_sp = gram(spatial)
+        g_cls = gram(x[:n, 0] if P else spatial.mean(1))
+        # all tokens = spatial + prefix tokens (X Xᵀ adds over tokens): one read of the
+        # spatial tokens, not two
+        g_pre = g_cls if P == 1 else gram(x[:n, :P]) if P else None
+        chk = self._chk
+        chk[keys.gram(point, "cls")][layer] = g_cls
+        chk[keys.gram(point, "spatial")][layer] = g_sp
+        chk[keys.gram(point, "all")][layer] = g_sp if g_pre is None else g_sp + g_pre
 
     def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:
-        if self.entropy:
-            self._img[keys.ATTN_ENTROPY][layer] = attention_entropy(attn_bhnn, self.P)
+        if not (self.attention or self.entropy):
+            return
+        a = attn_bhnn
+        B, H, N = a.shape[0], a.shape[1], a.shape[-1]
+        P, S = self.P, self.S
+        flat = a.reshape(B * H, N, N)  # a view of the softmax output
+        g = self._chunk_rows(B * H, H, N, a.device)
+        dev, f32 = a.device, torch.float32
+        # Every reduction of a (B, H) row block in one sweep over a cache-sized copy of it
+        # (docs/protocols.md §D1.2): one read of the attention tensor from memory, fp32
+        # arithmetic whatever the forward's dtype, no temporary of the tensor's size, the
+        # scratch reused from block to block (no page faults).  On a GPU the whole tensor
+        # is one block.
+        d_tmpl = distance_template(self.grid_hw, dev)
+        buf = self._scratch(g, N, dev, copy=a.dtype != f32)
+        cls_rows = torch.empty(B * H, N, device=dev)
+        col_sp = torch.empty(B * H, N, device=dev)
+        col_all = torch.zeros(H, N, device=dev)
+        pure = torch.zeros(H, N, device=dev)
+        dist = torch.empty(B * H, device=dev)
+        null = torch.zeros(H, device=dev, dtype=torch.long)
+        aligned = torch.zeros(H, S, S, device=dev)
+        ent = torch.empty(B * H, 2, device=dev) if self.entropy else None
+        for r0 in range(0, B * H, g):
+            r1 = min(r0 + g, B * H)
+            n, h0 = r1 - r0, r0 % H
+            x = buf["x"][:n].copy_(flat[r0:r1]) if "x" in buf else flat[r0:r1]
+            if ent is not None:
+                e = torch.special.xlogy(x, x, out=buf["e"][:n]).sum(-1)
+                ent[r0:r1, 1] = -e[:, P:].mean(-1)
+                ent[r0:r1, 0] = -e[:, 0] if P else ent[r0:r1, 1]
+            if not self.attention:
+                continue
+            # Row reductions (over keys): spatial mass; the mass without the CLS key
+            # ("spcpure") is the same unless registers add prefix keys.
+            mass = x[:, P:, P:].sum(-1)  # [n, S]
+            mass_pure = mass + x[:, P:, 1:P].sum(-1) if P > 1 else mass
+            inv = torch.where(mass > 0, 1.0 / mass.clamp_min(1e-30), 0.0)
+            inv_pure = (
+                inv
+                if mass_pure is mass
+                else torch.where(mass_pure > 0, 1.0 / mass_pure.clamp_min(1e-30), 0.0)
+            )
+            # Column reductions (over queries): all rows, spatial rows, spatial rows
+            # renormalised without the CLS key, the CLS row.
+            c_all = x.sum(1)  # [n, N]
+            c_sp = c_all - x[:, :P].sum(1) if P else c_all
+            col_sp[r0:r1] = c_sp
+            cls_rows[r0:r1] = x[:, 0] if P else c_sp / S
+            c_pure = torch.bmm(inv_pure[:, None, :], x[:, P:, :])[:, 0]  # [n, N]
+            # renormalised spatial rows Â: distance per image, their sum over images
+            t = torch.mul(x[:, P:, P:], inv[..., None], out=buf["t"][:n])
+            dist[r0:r1] = torch.mul(t, d_tmpl, out=buf["d"][:n]).sum(-1).mean(-1)
+            nul = (mass <= 0).sum(-1)
+            if n <= H:  # heads h0 .. h0 + n − 1 of one image
+                col_all[h0 : h0 + n] += c_all
+                pure[h0 : h0 + n] += c_pure
+                aligned[h0 : h0 + n] += t
+                null[h0 : h0 + n] += nul
+            else:  # whole images
+                col_all += c_all.reshape(-1, H, N).sum(0)
+                pure += c_pure.reshape(-1, H, N).sum(0)
+                aligned += t.reshape(-1, H, S, S).sum(0)
+                null += nul.reshape(-1, H).sum(0)
+        if ent is not None:
+            self._img[keys.ATTN_ENTROPY][layer] = ent.reshape(B, H, 2)
         if not self.attention:
             return
-        # Few passes over the [B, H, N, N] tensor, no permuted copies (einsum over these
-        # shapes copies; measured 2× slower), one renormalised temporary reused in place.
-        a = attn_bhnn.float()
-        P, S = self.P, self.S
-        B, H = a.shape[:2]
-        col = a.sum(2)  # [B, H, N] over all queries
-        col_sp = col - a[:, :, :P, :].sum(2)  # over spatial queries
-        self._img[keys.ATTN_SPATIAL_MEAN_ROW][layer] = col_sp[:, :, P:] / S
-        # no class token (P = 0): the mean spatial query stands in for the CLS query
-        cls_q = a[:, :, 0, :] if P else col_sp / S  # [B, H, N]
+        cls_q = cls_rows.reshape(B, H, N)
+        self._img[keys.ATTN_SPATIAL_MEAN_ROW][layer] = col_sp.reshape(B, H, N)[:, :, P:] / S
         self._img[keys.ATTN_CLS_ROW][layer] = cls_q[:, :, P:]
-        sp = a[:, :, P:, P:]  # spatial queries × keys (view)
-        mass = sp.sum(-1)  # [B, H, S]
-        inv = torch.where(mass > 0, 1.0 / mass.clamp_min(1e-30), torch.zeros_like(mass))
-        w = sp * inv[..., None]  # renormalised rows Â
-        aligned_src = w.sum(0)  # Σ_b Â_b  [H, S, S]
-        w.mul_(distance_template(self.grid_hw, a.device))  # Â_qk · d_qk
-        self._img[keys.ATTN_DISTANCE][layer] = w.sum(-1).mean(-1)  # docs/protocols.md §2.5
-        del w
+        self._img[keys.ATTN_DISTANCE][layer] = dist.reshape(B, H)  # docs/protocols.md §2.5
         # dataset sums (docs/protocols.md §2.2): all query rows, spatial query rows, spatial rows
         # renormalised without the CLS key ("spcpure"), the CLS row — over all keys.
         ls = self._layer_sums
-        ls[keys.map_sum("all")][layer] = col.sum(0) / self.N
-        ls[keys.map_sum("spatial")][layer] = col_sp.sum(0) / S
-        # "spcpure": each spatial row renormalised without the CLS key; contract the full
-        # (contiguous) tensor with per-row weights that are zero for prefix queries (a bmm
-        # over [B·H, 1, N] × [B·H, N, N]; slicing the rows first would copy the tensor).
-        mass_pure = a[:, :, P:, :].sum(-1) - (a[:, :, P:, 0] if P else 0)
-        inv_pure = torch.zeros(B, H, self.N, device=a.device)
-        inv_pure[:, :, P:] = torch.where(
-            mass_pure > 0, 1.0 / mass_pure.clamp_min(1e-30), torch.zeros_like(mass_pure)
-        )
-        pure = (
-            torch.bmm(inv_pure.reshape(B * H, 1, self.N), a.reshape(B * H, self.N, self.N))
-            .reshape(B, H, self.N)
-            .sum(0)
-            / S
-        )
+        ls[keys.map_sum("all")][layer] = col_all / self.N
+        ls[keys.map_sum("spatial")][layer] = col_sp.reshape(B, H, N).sum(0) / S
+        pure = pure / S
         if P:
             pure[:, 0] = 0
         ls[keys.map_sum("spatial_pure")][layer] = pure
         ls[keys.map_sum("cls")][layer] = cls_q.sum(0)
-        ls[keys.SUM_ALIGNED][layer] = aligned_sum(aligned_src, self.grid_hw)  # §2.3
-        ls[keys.SUM_NULL_ROWS][layer] = (mass <= 0).sum((0, 2))
+        ls[keys.SUM_ALIGNED][layer] = aligned_sum(aligned, self.grid_hw)  # §2.3
+        ls[keys.SUM_NULL_ROWS][layer] = null
+
+    #: bytes of one fp32 row block the CPU reduces at a time (fits the cache with its scratch)
+    CHUNK_BYTES = 2 << 20
+
+    @staticmethod
+    def _chunk_rows(rows: int, heads: int, n: int, device: torch.device) -> int:
+        """(image, head) rows per block: on a CPU whole images of about ``CHUNK_BYTES``
+        (reduced in the cache); all rows on a GPU, and where one image's heads exceed
+        ``CHUNK_BYTES`` (N = 785: blocks of single heads stream from memory op by op and
+        measured 3.7× slower than whole-tensor ops, which two threads share)."""
+        g = StreamingReducer.CHUNK_BYTES // (4 * n * n)
+        if device.type != "cpu" or g < heads:
+            return rows
+        return min(rows, heads * (g // heads))
+
+    def _scratch(self, g: int, n: int, device: torch.device, copy: bool) -> dict[str, torch.Tensor]:
+        """Row-block scratch, allocated once per shape and reused for every block."""
+        key = (g, n, str(device), copy)
+        if self._buf_key != key:
+            S = self.S
+            self._buf = {
+                "t": torch.empty(g, S, S, device=device),
+                "d": torch.empty(g, S, S, device=device),
+            }
+            if copy:
+                self._buf["x"] = torch.empty(g, n, n, device=device)
+            if self.entropy:
+                self._buf["e"] = torch.empty(g, n, n, device=device)
+            self._buf_key = key
+        return self._buf
 
     def end_batch(self) -> None:
         missing = [k for k, v in self._img.items() if any(t is None for t in v)]

@@ -190,15 +190,19 @@ def query_grid_figure(
     fig, axes = plt.subplots(
         L + 1,
         n * P,
-        figsize=(0.75 * n * P + 1.6, 0.75 * (L + 1) + 1.0),
+        figsize=(0.75 * n * P + 1.6, 0.75 * (L + 2) + 1.0),
         squeeze=False,
         layout="constrained",
+        gridspec_kw={"height_ratios": [2] + [1] * L},
     )
     img_size = np.asarray(npz["image"]).shape[1]
     cell = img_size / gh, img_size / gw
     im = None
+    gs = axes[0, 0].get_gridspec()
     for i in range(n):
-        top = axes[0, i * P]
+        for j in range(P):  # the crop spans its image's columns
+            axes[0, i * P + j].remove()
+        top = fig.add_subplot(gs[0, i * P : (i + 1) * P])
         top.imshow(np.asarray(npz["image"])[i])
         for j, c in enumerate(cols):
             y, x = yx[c]
@@ -211,14 +215,13 @@ def query_grid_figure(
                 names[c][:1].upper() if not names[c].startswith("diagonal_") else str(j),
                 ((x + 0.5) * cell[1], (y + 0.5) * cell[0]),
                 color="white",
-                fontsize=4,
+                fontsize=5,
+                fontweight="bold",
                 ha="center",
                 va="center",
             )
-        top.set_title(str(np.asarray(npz["ids"])[i])[-24:], fontsize=5)
+        top.set_title(str(np.asarray(npz["ids"])[i])[-32:], fontsize=6)
         top.axis("off")
-        for j in range(1, P):
-            axes[0, i * P + j].axis("off")
         for layer in range(L):
             for j, c in enumerate(cols):
                 ax = axes[layer + 1, i * P + j]
@@ -240,7 +243,9 @@ def query_grid_figure(
     fig.supylabel("layer (block, 1-based)", fontsize=7)
     fig.supxlabel("query token (column) of each image", fontsize=7)
     if im is not None:
-        cb = fig.colorbar(im, ax=axes, shrink=min(0.8, 6.0 / max(L, 1)), aspect=25)
+        cb = fig.colorbar(
+            im, ax=list(axes[1:].ravel()), shrink=min(0.8, 6.0 / max(L, 1)), aspect=25
+        )
         cb.set_label(PRESCALED_LABEL, fontsize=7)
         cb.ax.tick_params(labelsize=6)
     title = f"Attention of query tokens over the spatial keys, head {hd + 1}"

@@ -18,14 +18,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-# Stable allocator behaviour for timing (SETUP.md: far less page-fault noise).  Must be set
-# before the process starts, so re-exec once with them.
-_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
-if any(os.environ.get(k) != v for k, v in _MALLOC.items()) and __name__ == "__main__":
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **_MALLOC})
+import torch
 
-import torch  # noqa: E402
+# The allocator settings of extraction jobs (vitlib.extract.tune_malloc) are applied in main(),
+# so the timings are those of the workflow's own jobs.
 
 Row = tuple[str, str, str, str, str]
 
@@ -46,33 +44,94 @@ def median_times(
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def matmul_peak(dtype: torch.dtype, n: int = 2048) -> float:
+    """This CPU's measured matmul throughput (GFLOP/s) for ``dtype``, median of 5."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b
+    ts = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(ts) / 1e9
+
+
+#: the capture section's networks (timm architectures) and batch sizes
+CAPTURE_ARCHS = (
+    ("vit_small_patch16_224", 32),
+    ("vit_base_patch16_224", 32),
+    ("vit_base_patch8_224", 8),
+)
+
+
+def paper_capture_plan() -> tuple[list[str], dict[str, Any]]:
+    """The heaviest store of the paper preset (ImageNet-50, centre view: every attention
+    analysis, CKA, residual, entropy, artifact tokens): its capture needs and the extraction
+    settings, read from ``presets/paper.yaml`` through the workflow's own planning."""
+    import yaml
+
+    from vitlib import registry
+    from vitlib.config import validate_config
+
+    cfg = validate_config(
+        yaml.safe_load((Path(__file__).parents[1] / "presets" / "paper.yaml").read_text()),
+        require_data=False,
+    )
+    ex = cfg["extract"]
+    return registry.needs_for(cfg, "imagenet50", "center"), {
+        "gram_points": tuple(ex["gram_points"]),
+        "residual_norms": ex["residual_norms"],
+        "feature_dtype": ex["feature_dtype"],
+        "cka_batch_size": cfg["datasets"]["imagenet50"]["cka_batch_size"],
+    }
+
+
 def bench_capture(repeats: int) -> list[Row]:
-    """Full one-pass capture (block outputs + attention reducers + CKA Grams, exactly what the
-    extraction runs) vs a plain timm forward of the same model and batch, fp32 and bf16."""
+    """The extraction's one-pass capture as the workflow runs it for the paper preset's
+    heaviest store (its needs, Gram points, residual norms, entropy; the reducer built by
+    vitlib.extract.make_reducer; the job's allocator settings) against a plain timm
+    ``forward_features`` and timm's ``forward_intermediates`` (every block) of the same
+    model and batch, fp32 and bf16 autocast, on ViT-S/16, B/16 and B/8 (N = 785)."""
     import timm
 
+    from vitlib.extract import make_reducer, reduced_plan
     from vitlib.models import Capture
-    from vitlib.reducers import StreamingReducer
+    from vitlib.models.registry import ModelSpec
+
+    needs, ex = paper_capture_plan()
+
+    def ctx(dtype: str) -> Any:
+        return torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bf16")
 
     def plain(model: torch.nn.Module, x: torch.Tensor, dtype: str) -> Callable[[], object]:
         def run() -> object:
-            with (
-                torch.inference_mode(),
-                torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bf16"),
-            ):
+            with torch.inference_mode(), ctx(dtype):
                 return model.forward_features(x)
 
         return run
 
-    def captured(
-        model: torch.nn.Module, x: torch.Tensor, dims: tuple[int, int, int], dtype: str
-    ) -> Callable[[], object]:
-        L, H, D = dims
-        cap = Capture(model, points=("block",), dtype=dtype)  # type: ignore[arg-type]
+    def intermediates(model: Any, x: torch.Tensor, dtype: str) -> Callable[[], object]:
+        def run() -> object:
+            with torch.inference_mode(), ctx(dtype):
+                return model.forward_intermediates(x, intermediates_only=True)
+
+        return run
+
+    def captured(model: Any, spec: ModelSpec, x: torch.Tensor, dtype: str) -> Callable[[], object]:
+        plan = reduced_plan(
+            spec, needs, gram_points=ex["gram_points"], residual_norms=ex["residual_norms"]
+        )
 
         def run() -> object:
-            red = StreamingReducer(
-                depth=L, num_heads=H, embed_dim=D, grid_hw=(14, 14), cka_batch_size=8
+            red = make_reducer(
+                spec, plan, cka_batch_size=ex["cka_batch_size"], feature_dtype=ex["feature_dtype"]
+            )
+            cap = Capture(
+                model,
+                points=red.capture_points(),
+                attention=red.attention or red.entropy,
+                dtype=dtype,  # type: ignore[arg-type]
             )
             cap(x, red)
             red.accumulate()
@@ -80,42 +139,62 @@ def bench_capture(repeats: int) -> list[Row]:
 
         return run
 
-    rows: list[Row] = []
-    for arch in ("vit_base_patch16_224", "vit_small_patch16_224"):
+    p32, p16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    rows: list[Row] = [
+        (
+            "matmul peak 2048^3 (GFLOP/s)",
+            f"fp32 {p32:.0f}, bf16 {p16:.0f}",
+            "",
+            "",
+            "measured in this section, before the models",
+        )
+    ]
+    for arch, batch in CAPTURE_ARCHS:
         torch.manual_seed(0)
         model = timm.create_model(arch, pretrained=False, num_classes=0).eval()
-        x = torch.randn(32, 3, 224, 224)
-        dims = (len(model.blocks), model.blocks[0].attn.num_heads, model.embed_dim)
-        t = median_times(
-            {
-                "plain_fp32": plain(model, x, "fp32"),
-                "capture_fp32": captured(model, x, dims, "fp32"),
-                "plain_bf16": plain(model, x, "bf16"),
-                "capture_bf16": captured(model, x, dims, "bf16"),
-            },
-            repeats,
+        patch = model.patch_embed.patch_size[0]
+        spec = ModelSpec(
+            id=arch,
+            family="timm",
+            arch=arch,
+            depth=len(model.blocks),
+            num_heads=model.blocks[0].attn.num_heads,
+            embed_dim=model.embed_dim,
+            patch_size=patch,
+            img_size=224,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
         )
+        x = torch.randn(batch, 3, 224, 224)
+        fns: dict[str, Callable[[], object]] = {}
+        for dt in ("fp32", "bf16"):
+            fns[f"plain_{dt}"] = plain(model, x, dt)
+            fns[f"inter_{dt}"] = intermediates(model, x, dt)
+            fns[f"capture_{dt}"] = captured(model, spec, x, dt)
+        t = median_times(fns, repeats)
         name = arch.replace("vit_", "").replace("_patch", "/").replace("_224", "")
         for dt in ("fp32", "bf16"):
             ratio = t[f"capture_{dt}"] / t[f"plain_{dt}"]
             rows.append(
                 (
-                    f"{name} capture {dt}, batch 32 (img/s)",
-                    f"{32 / t[f'capture_{dt}']:.1f}",
-                    f"plain timm forward {32 / t[f'plain_{dt}']:.1f}",
+                    f"{name} capture {dt}, batch {batch} (img/s)",
+                    f"{batch / t[f'capture_{dt}']:.2f}",
+                    f"plain timm forward {batch / t[f'plain_{dt}']:.2f}",
                     f"{ratio:.3f}x time",
-                    "target <= 1.10x",
+                    f"forward_intermediates {t[f'inter_{dt}'] / t[f'plain_{dt}']:.3f}x;"
+                    " target <= 1.10x",
                 )
             )
-        rows.append(
-            (
-                f"{name} capture bf16 vs fp32 (img/s)",
-                f"{32 / t['capture_bf16']:.1f}",
-                f"{32 / t['capture_fp32']:.1f}",
-                f"{t['capture_fp32'] / t['capture_bf16']:.2f}x faster",
-                "",
-            )
+    rows.append(
+        (
+            "capture configuration",
+            f"needs {', '.join(needs)}",
+            "",
+            "",
+            f"Gram points {', '.join(ex['gram_points'])}; CKA minibatch {ex['cka_batch_size']};"
+            f" residual norms {ex['residual_norms']}; features {ex['feature_dtype']}",
         )
+    )
     return rows
 
 
@@ -186,9 +265,66 @@ def bench_cka(repeats: int) -> list[Row]:
         result["grid"] = calc.calculate_cka_matrix(loader, num_epochs=1, epsilon=0.0)
         return result["grid"]
 
+    # The workflow's path: Grams of CKA minibatches of 8 (the extraction's default) in two
+    # stores of the extraction's layout, read and reduced by the function a CKA pair job runs.
+    import tempfile
+
+    from vitlib.metrics.tables import cka_pair_table
+    from vitlib.store import ArraySpec, StoreWriter
+
+    wb, bs = 8, 64
+    x8 = feats[:, :n_use].reshape(L, n_use // wb, wb, d).transpose(0, 1)
+    g8 = (x8 @ x8.transpose(-1, -2)).numpy()  # [C, L, 8, 8]
+    tmp = tempfile.TemporaryDirectory(dir=os.environ.get("VITLIB_BENCH_TMP"))
+    specs = [
+        ArraySpec("feat/block_cls", (L, d), "float16"),
+        ArraySpec("attn/cls_row", (L, 12, 196), "float16"),
+        ArraySpec("attn/spatial_mean_row", (L, 12, 196), "float16"),
+    ]
+    paths = []
+    for m in ("x", "y"):
+        path = Path(tmp.name) / f"{m}.zarr"
+        meta = {
+            "model": f"bench_{m}",
+            "spec": {"family": "timm"},
+            "dataset": "bench",
+            "manifest_digest": "same",
+            "n_items": n_use,
+            "batch_size": bs,
+            "cka_batch_size": wb,
+            "depth": L,
+        }
+        w = StoreWriter(
+            path,
+            meta,
+            image_specs=specs,
+            chunk_specs=[ArraySpec("gram/block_all", (L, wb, wb), "float32")],
+            sum_specs=[],
+            labels=np.zeros(n_use, dtype=np.int64),
+        )
+        for bi in range(w.n_batches):
+            lo, hi = bi * bs, min((bi + 1) * bs, n_use)
+            img = {sp.name: np.zeros((hi - lo, *sp.shape), sp.dtype) for sp in specs}
+            w.write_batch(bi, img, {"gram/block_all": g8[lo // wb : hi // wb]}, {})
+        w.finalize({}, {})
+        paths.append(str(path))
+
+    def ours_store() -> object:
+        return cka_pair_table(paths[0], paths[1], points="block", kind="all")
+
     t = median_times(
-        {"theirs": theirs, "ours_feat": ours_from_features, "ours_grams": ours_from_grams}, repeats
+        {
+            "theirs": theirs,
+            "ours_feat": ours_from_features,
+            "ours_grams": ours_from_grams,
+            "ours_store": ours_store,
+        },
+        repeats,
     )
+    store_diff = float(
+        np.abs(ours_store()["value"].to_numpy() - cka_grid_from_grams(g8, g8).ravel()).max()
+    )
+    tmp.cleanup()
     diff = float(np.abs(np.asarray(result["grid"], dtype=np.float64) - ours_from_grams()).max())
     rows.append(
         (
@@ -197,6 +333,16 @@ def bench_cka(repeats: int) -> list[Row]:
             f"cka-pytorch 1 epoch {t['theirs']:.2f}",
             f"{t['theirs'] / t['ours_grams']:.0f}x faster",
             f"max |diff| {diff:.1e}; target >= 10x, <= 1e-5",
+        )
+    )
+    rows.append(
+        (
+            "CKA 12x12 grid as a workflow pair job: Grams (minibatch 8) read from two stores (s)",
+            f"{t['ours_store']:.4f}",
+            f"cka-pytorch 1 epoch {t['theirs']:.2f}",
+            f"{t['theirs'] / t['ours_store']:.0f}x faster",
+            f"cka_pair_table on the extraction's store layout; max |diff| to the in-memory"
+            f" grid {store_diff:.1e}; target >= 10x",
         )
     )
     rows.append(
@@ -212,8 +358,9 @@ def bench_cka(repeats: int) -> list[Row]:
 
 
 def bench_knn(repeats: int) -> list[Row]:
-    """FAISS k-NN (streamed chunks) vs scikit-learn brute-force cosine k-NN:
-    100,000 × 768 train, 10,000 queries, k = 20."""
+    """FAISS k-NN as the k-NN table runs it (the training set in store-sized chunks, one
+    exact search) vs scikit-learn brute-force cosine k-NN: 100,000 × 768 train, 10,000
+    queries, k = 20 and k = 200 (the workflow's largest k)."""
     import numpy as np
     from sklearn.neighbors import NearestNeighbors
 
@@ -222,33 +369,36 @@ def bench_knn(repeats: int) -> list[Row]:
     rng = np.random.default_rng(0)
     xtr = rng.standard_normal((100_000, 768), dtype=np.float32)
     xte = rng.standard_normal((10_000, 768), dtype=np.float32)
-    out: dict[str, object] = {}
+    rows: list[Row] = []
+    for k in (20, 200):
+        out: dict[str, Any] = {}
 
-    def ours() -> object:
-        out["ours"] = knn_topk_streaming(
-            [xtr[i : i + 25_000] for i in range(0, 100_000, 25_000)], xte, 20
-        )
-        return out["ours"]
+        def ours(k: int = k, out: dict[str, Any] = out) -> object:
+            out["ours"] = knn_topk_streaming(
+                (xtr[i : i + 25_000] for i in range(0, 100_000, 25_000)), xte, k
+            )
+            return out["ours"]
 
-    def sk() -> object:
-        out["sk"] = (
-            NearestNeighbors(n_neighbors=20, metric="cosine", algorithm="brute", n_jobs=-1)
-            .fit(xtr)
-            .kneighbors(xte)
-        )
-        return out["sk"]
+        def sk(k: int = k, out: dict[str, Any] = out) -> object:
+            out["sk"] = (
+                NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute", n_jobs=-1)
+                .fit(xtr)
+                .kneighbors(xte)
+            )
+            return out["sk"]
 
-    t = median_times({"ours": ours, "sk": sk}, max(1, repeats // 2), warmup=0)
-    same = np.mean([set(a) == set(b) for a, b in zip(out["ours"][1], out["sk"][1])])
-    return [
-        (
-            "k-NN 100k x 768, 10k queries, k=20 (s)",
-            f"{t['ours']:.2f}",
-            f"sklearn brute cosine {t['sk']:.2f}",
-            f"{t['sk'] / t['ours']:.1f}x faster",
-            f"identical neighbour sets for {same * 100:.2f} % of queries",
+        t = median_times({"ours": ours, "sk": sk}, max(1, repeats // 2), warmup=0)
+        same = np.mean([set(a) == set(b) for a, b in zip(out["ours"][1], out["sk"][1])])
+        rows.append(
+            (
+                f"k-NN 100k x 768, 10k queries, k={k} (s)",
+                f"{t['ours']:.2f}",
+                f"sklearn brute cosine {t['sk']:.2f}",
+                f"{t['sk'] / t['ours']:.1f}x faster",
+                f"identical neighbour sets for {same * 100:.2f} % of queries; target >= 4x",
+            )
         )
-    ]
+    return rows
 
 
 def bench_davis_f(repeats: int) -> list[Row]:
@@ -592,18 +742,7 @@ def bench_precision(repeats: int) -> list[Row]:
     grid16 = cka_grid_from_grams(g16, g16)
     cross = np.diag(cka_grid_from_grams(g32, g16))
 
-    def peak(dtype: torch.dtype) -> float:
-        a = torch.randn(2048, 2048).to(dtype)
-        b = torch.randn(2048, 2048).to(dtype)
-        a @ b
-        ts = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            a @ b
-            ts.append(time.perf_counter() - t0)
-        return 2 * 2048**3 / statistics.median(ts) / 1e9
-
-    p32, p16 = peak(torch.float32), peak(torch.bfloat16)
+    p32, p16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     gf = _vit_b16_gflop_per_image()
     ips32, ips16 = 32 / times["fp32"], 32 / times["bf16"]
     return [
@@ -666,41 +805,52 @@ def machine() -> str:
     )
 
 
+def _section_text(name: str, rows: list[Row], repeats: int) -> str:
+    header = ("figure", "value", "baseline (same run)", "ratio", "note")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    when = time.strftime("%Y-%m-%d")
+    return (
+        f"## {name}\n\n`python benchmarks/run.py --only {name} --repeats {repeats}`, {when};"
+        f" medians of {repeats} interleaved runs. {machine()}\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+def write_results(out: Path, sections: dict[str, str]) -> None:
+    """Replace the named sections of ``out`` (``## <section>`` blocks, in SECTIONS order),
+    keeping the others: every table in the file is written by this command."""
+    kept: dict[str, str] = {}
+    if out.exists():
+        for block in out.read_text().split("\n## ")[1:]:
+            name = block.split("\n", 1)[0].strip()
+            if name in SECTIONS:
+                kept[name] = "## " + block.rstrip("\n") + "\n"
+    kept.update(sections)
+    body = "\n".join(kept[n] for n in SECTIONS if n in kept)
+    out.write_text(
+        "# vitlib benchmark results\n\nWritten by `python benchmarks/run.py` (one section per"
+        " `--only` name; never edited by hand). Every ratio compares with a baseline measured"
+        " in the same run, interleaved.\n\n" + body
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=list(SECTIONS), action="append")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="2 repeats")
     ap.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
-    ap.add_argument(
-        "--append", action="store_true", help="add these rows to the table already in --out"
-    )
     a = ap.parse_args()
+    from vitlib.extract import tune_malloc
+
+    tune_malloc()  # the allocator of the workflow's extraction jobs
     repeats = 2 if a.quick else a.repeats
-    rows: list[Row] = []
+    done: dict[str, str] = {}
     for name in a.only or SECTIONS:
         print(f"== {name}", flush=True)
-        rows += SECTIONS[name](repeats)
-    header = ("figure", "value", "baseline (same run)", "ratio", "note")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    table = "\n".join(lines)
-    print(table)
-    if a.append and Path(a.out).exists():
-        old = Path(a.out).read_text().rstrip("\n")
-        Path(a.out).write_text(
-            old
-            + "\n"
-            + "\n".join(lines[2:])
-            + f"\n\n(rows after the first table: `--only {' '.join(a.only or [])}`"
-            f" appended, same machine)\n"
-        )
-        return
-    Path(a.out).write_text(
-        f"# vitlib benchmark results\n\nMachine: {machine()}\n\n"
-        f"Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}` "
-        f"(medians of {repeats} interleaved runs)\n\n{table}\n"
-    )
+        done[name] = _section_text(name, SECTIONS[name](repeats), repeats)
+        print(done[name], flush=True)
+        write_results(Path(a.out), {name: done[name]})
 
 
 if __name__ == "__main__":

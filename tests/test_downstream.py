@@ -48,9 +48,21 @@ def test_streaming_topk_equals_one_shot():
     rng = np.random.default_rng(1)
     xtr, xte = rng.normal(size=(1000, 8)), rng.normal(size=(20, 8))
     d1, i1 = knn_topk_streaming([xtr], xte, 7)
-    d2, i2 = knn_topk_streaming([xtr[i : i + 97] for i in range(0, 1000, 97)], xte, 7)
+    chunks = [xtr[i : i + 97] for i in range(0, 1000, 97)]
+    d2, i2 = knn_topk_streaming(chunks, xte, 7)
     np.testing.assert_array_equal(i1, i2)
     np.testing.assert_allclose(d1, d2, rtol=1e-6)
+    # banks smaller than the training set (3 chunks each, 1 chunk each, 10 chunks and a last
+    # bank of 30 rows) merge to the same neighbours
+    for bank in (3 * 97 * 8 * 4, 1, 970 * 8 * 4):
+        d3, i3 = knn_topk_streaming(chunks, xte, 7, bank_bytes=bank)
+        np.testing.assert_array_equal(i1, i3)
+        np.testing.assert_allclose(d1, d3, rtol=1e-6)
+    # brute force: the 7 largest cosine similarities
+    xn = xtr / np.linalg.norm(xtr, axis=1, keepdims=True)
+    qn = xte / np.linalg.norm(xte, axis=1, keepdims=True)
+    ref = np.argsort(-(qn @ xn.T), axis=1)[:, :7]
+    np.testing.assert_array_equal(i1, ref)
 
 
 def test_knn_accuracy_uniform_weights_agree_with_sklearn():

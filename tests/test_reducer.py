@@ -130,8 +130,8 @@ def _reduce(att, P, grid, entropy=True):
 
 
 def test_row_blocks_of_every_size_and_bf16_input_give_the_same_reductions(monkeypatch):
-    """The CPU reduces (image, head) row blocks of ~CHUNK_BYTES: blocks of one image, of
-    several images and of the whole tensor agree; a bf16 tensor is
+    """The CPU reduces (image, head) row blocks of ~CHUNK_BYTES, whole images: blocks of one
+    image, of several images and of the whole tensor agree; a bf16 tensor is
     reduced in fp32 (equal to reducing its fp32 upcast); registers (P = 2) and rows without
     spatial mass (null rows) are handled the same in every block size."""
     torch.manual_seed(0)

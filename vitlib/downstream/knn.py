@@ -19,37 +19,64 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(n, 1e-12)
 
 
+#: training features gathered into one index before it is searched (bytes of float32)
+BANK_BYTES = 2 << 30
+
+
 def knn_topk_streaming(
-    train_chunks: Iterable[np.ndarray], test_feats: np.ndarray, k: int
+    train_chunks: Iterable[np.ndarray],
+    test_feats: np.ndarray,
+    k: int,
+    *,
+    bank_bytes: int = BANK_BYTES,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine similarities and global train indices for every query.
 
-    ``train_chunks`` yields ``[n_i, d]`` arrays in train order; only one chunk is in memory at
-    a time (FAISS ``ResultHeap`` merges each chunk's results).  Uses a GPU index when FAISS
-    has GPUs.
+    ``train_chunks`` yields ``[n_i, d]`` arrays in train order.  They are gathered into one
+    FAISS index of up to ``bank_bytes`` and searched once: a training set that fits is one
+    exact search with no merging at all; a larger one is searched bank by bank, the banks'
+    results merged by FAISS's ``ResultHeap`` (memory stays bounded by one bank and the
+    queries, whatever the size of the training set).  Uses a GPU index when FAISS has GPUs.
     """
     import faiss
 
     q = _normalise(test_feats)
-    heap = faiss.ResultHeap(q.shape[0], k, keep_max=True)
-    offset = 0
     gpu = faiss.get_num_gpus() > 0 if hasattr(faiss, "get_num_gpus") else False
     res = faiss.StandardGpuResources() if gpu else None
-    for chunk in train_chunks:
-        x = _normalise(chunk)
-        index: faiss.Index = faiss.IndexFlatIP(x.shape[1])
-        if res is not None:  # FAISS has GPUs
-            index = faiss.index_cpu_to_gpu(res, 0, index)
-        index.add(x)
-        kk = min(k, x.shape[0])
+    results: list[tuple[np.ndarray, np.ndarray]] = []
+    index: faiss.Index | None = None
+    base = offset = 0
+
+    def search() -> None:
+        nonlocal index, base
+        if index is None or index.ntotal == 0:
+            return
+        kk = min(k, index.ntotal)
         D, I = index.search(q, kk)
         if kk < k:
             D = np.pad(D, ((0, 0), (0, k - kk)), constant_values=-np.inf)
-            I = np.pad(I, ((0, 0), (0, k - kk)), constant_values=-1 - offset)
-        heap.add_result(D, (I + offset).astype(np.int64))
+            I = np.pad(I, ((0, 0), (0, k - kk)), constant_values=-1 - base)
+        results.append((D, (I + base).astype(np.int64)))
+        base, index = offset, None
+
+    for chunk in train_chunks:
+        x = _normalise(chunk)
+        if index is None:
+            index = faiss.IndexFlatIP(x.shape[1])
+            if res is not None:  # FAISS has GPUs
+                index = faiss.index_cpu_to_gpu(res, 0, index)
+        index.add(x)
         offset += x.shape[0]
+        if index.ntotal * x.shape[1] * 4 >= bank_bytes:
+            search()
+    search()
     if offset < k:
         raise ValueError(f"k = {k} neighbours asked for but only {offset} training examples")
+    if len(results) == 1:
+        return results[0]
+    heap = faiss.ResultHeap(q.shape[0], k, keep_max=True)
+    for D, I in results:
+        heap.add_result(D, I)
     heap.finalize()
     return heap.D, heap.I
 

@@ -35,9 +35,11 @@ rule instead and equals FAISS everywhere else.  What FAISS (1.15, CPU ``IndexFla
   ``partition_fuzzy``, whose tie outcome matches neither rule in general; few queries
   against ≥ 10 000 vectors take a database-parallel path that merges per-thread heaps;
 * :func:`~vitlib.downstream.knn.knn_topk_streaming` (used by
-  :func:`~vitlib.downstream.tables.knn_table`) merges per-chunk results with ``ResultHeap``
-  (strict admission, chunk results listed highest index first among ties), so its ties
-  depend on the chunk size; FAISS on GPU makes no promise;
+  :func:`~vitlib.downstream.tables.knn_table`) searches one index of up to ``BANK_BYTES``
+  of training features and merges the results of several such banks with ``ResultHeap``
+  (strict admission, results listed highest index first among ties), so its ties follow
+  FAISS's rule for a training set that fits one bank and depend on the bank size beyond;
+  FAISS on GPU makes no promise;
 * every path lists results by similarity descending and equal similarities by index
   descending.
 

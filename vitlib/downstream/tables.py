@@ -57,8 +57,9 @@ def knn_table(
     kmax = min(max(ks), len(ytr))
     ks_eff = sorted({min(k, len(ytr)) for k in ks})
     rows = []
-    # ~64 MiB of float32 train features per chunk (a few of the store's chunks): large
-    # enough for fast matrix products, small enough to keep memory flat at any scale
+    # ~64 MiB of float32 train features per read (a few of the store's chunks), gathered
+    # into one FAISS index of up to knn.BANK_BYTES (2 GiB) and searched once: memory stays
+    # flat at any scale, and a training set that fits one bank is never merged
     step = max(gtr.array(name).chunks[0], (64 << 20) // (4 * gtr.array(name).shape[-1]))
     step -= step % gtr.array(name).chunks[0]
     for layer in range(mtr["depth"]):

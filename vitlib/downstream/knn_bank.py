@@ -408,11 +408,18 @@ def stream_knn_bank(
     are float32 matrix products: leave TF32 off (PyTorch's default) for FAISS-equal values.
     """
     from vitlib.data.views import TOKEN_VIEWS
-    from vitlib.extract import _committed_batches, _weights_digest, resolve_device, view_loader
+    from vitlib.extract import (
+        _committed_batches,
+        _weights_digest,
+        resolve_device,
+        tune_malloc,
+        view_loader,
+    )
     from vitlib.models.build import build_model
     from vitlib.models.capture import Capture
 
     t0 = time.perf_counter()
+    tune_malloc()  # the allocator of extraction jobs
     if view in TOKEN_VIEWS:
         raise ValueError(f"k-NN banks need a reduced view, not the token view {view!r}")
     if feature not in FEATURES:

@@ -15,40 +15,60 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-ArrayLike = np.ndarray | torch.Tensor
+if TYPE_CHECKING:
+    import torch
+
+    ArrayLike = np.ndarray | torch.Tensor
+else:
+    ArrayLike = Any
+
+# numpy only: a CKA job reads stored Grams and does a few small matrix products, so it
+# need not import torch (2.6 s of start-up per job on this machine).
 log = logging.getLogger(__name__)
 
 
-def _t(x: ArrayLike) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    return t.to(torch.float64)
+def _t(x: ArrayLike) -> np.ndarray:
+    """float64 array of an array or a (CPU or GPU) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
 
 
-def minmax_rescale(grams: torch.Tensor) -> torch.Tensor:
+def minmax_rescale(grams: np.ndarray) -> np.ndarray:
     """The original code's per-Gram rescaling ``(K − min K) / max(K − min K)`` over all
     entries (docs/protocols.md §3.1 step 3; the ``faithful`` setting)."""
-    lo = grams.amin(dim=(-2, -1), keepdim=True)
+    lo = grams.min(axis=(-2, -1), keepdims=True)
     k = grams - lo
-    hi = k.amax(dim=(-2, -1), keepdim=True)
-    return k / torch.where(hi > 0, hi, torch.ones_like(hi))
+    hi = k.max(axis=(-2, -1), keepdims=True)
+    return k / np.where(hi > 0, hi, 1.0)
 
 
-def hsic_terms(grams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def hsic_terms(grams: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Zero the diagonals of ``[..., n, n]`` Grams; return (K̃ flattened, row sums, total)."""
     n = grams.shape[-1]
-    k = grams.clone()
-    k.diagonal(dim1=-2, dim2=-1).zero_()
-    return k.reshape(*k.shape[:-2], n * n), k.sum(-1), k.sum((-2, -1))
+    flat = grams.reshape(*grams.shape[:-2], n * n).copy()
+    flat[..., :: n + 1] = 0.0  # the diagonal of each n × n Gram, as a strided slice
+    k = flat.reshape(grams.shape)
+    return flat, k.sum(-1), flat.sum(-1)
 
 
-def hsic_grid(grams_x: torch.Tensor, grams_y: torch.Tensor) -> torch.Tensor:
+def _layers_first(a: np.ndarray) -> np.ndarray:
+    """``[C, L, m]`` → ``[L, C·m]``: the sum over minibatches of per-minibatch dot products
+    becomes one matrix product."""
+    C, L = a.shape[:2]
+    return a.transpose(1, 0, 2).reshape(L, -1)
+
+
+def hsic_grid(grams_x: np.ndarray, grams_y: np.ndarray) -> np.ndarray:
     """Unbiased HSIC between every layer pair, summed over minibatches.
 
-    ``grams_x`` ``[C, Lx, n, n]``, ``grams_y`` ``[C, Ly, n, n]`` → ``[Lx, Ly]``.
+    ``grams_x`` ``[C, Lx, n, n]``, ``grams_y`` ``[C, Ly, n, n]`` → ``[Lx, Ly]`` (every
+    minibatch has the same ``n``, so the sum over minibatches folds into three matrix
+    products).
     """
     C, _, n, _ = grams_x.shape
     if n < 4:
@@ -57,13 +77,13 @@ def hsic_grid(grams_x: torch.Tensor, grams_y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"Gram stacks differ: {tuple(grams_x.shape)} vs {tuple(grams_y.shape)}")
     kx, rx, sx = hsic_terms(grams_x)
     ky, ry, sy = hsic_terms(grams_y)
-    tr = torch.bmm(kx, ky.transpose(1, 2))  # [C, Lx, Ly]
-    ones = sx[:, :, None] * sy[:, None, :] / ((n - 1) * (n - 2))
-    cross = torch.bmm(rx, ry.transpose(1, 2)) * (2.0 / (n - 2))
-    return ((tr + ones - cross) / (n * (n - 3))).sum(0)
+    tr = _layers_first(kx) @ _layers_first(ky).T  # Σ_c ⟨K_c, L_c⟩
+    ones = sx.T @ sy / ((n - 1) * (n - 2))  # Σ_c 1ᵀK1 · 1ᵀL1
+    cross = _layers_first(rx) @ _layers_first(ry).T * (2.0 / (n - 2))  # Σ_c (K1)·(L1)
+    return (tr + ones - cross) / (n * (n - 3))
 
 
-def hsic_self(grams: torch.Tensor) -> torch.Tensor:
+def hsic_self(grams: np.ndarray) -> np.ndarray:
     """``Σ_i HSIC_u(K_i, K_i)`` per layer: ``[C, L, n, n]`` → ``[L]``."""
     C, L, n, _ = grams.shape
     k, r, s = hsic_terms(grams)
@@ -122,8 +142,8 @@ def cka_grid_from_grams(
         gx, gy = minmax_rescale(gx), minmax_rescale(gy)
     num = hsic_grid(gx, gy)
     sx, sy = hsic_self(gx), hsic_self(gy)
-    bad_x = torch.nonzero(~(sx > 0)).flatten().tolist()
-    bad_y = torch.nonzero(~(sy > 0)).flatten().tolist()
+    bad_x = np.flatnonzero(~(sx > 0)).tolist()
+    bad_y = np.flatnonzero(~(sy > 0)).tolist()
     if bad_x or bad_y:
         log.warning(
             "CKA undefined (NaN) for layers %s of x and %s of y: their self-HSIC is not"
@@ -131,13 +151,14 @@ def cka_grid_from_grams(
             bad_x,
             bad_y,
         )
-    den = torch.sqrt(torch.clamp(sx, min=0)[:, None] * torch.clamp(sy, min=0)[None, :])
-    out = num / den
-    out[~(den > 0)] = float("nan")
-    return out.numpy()
+    den = np.sqrt(np.clip(sx, 0, None)[:, None] * np.clip(sy, 0, None)[None, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = num / den
+    out[~(den > 0)] = np.nan
+    return out
 
 
-def gram(x: ArrayLike) -> torch.Tensor:
+def gram(x: ArrayLike) -> np.ndarray:
     t = _t(x)
     t = t.reshape(t.shape[0], -1)
     return t @ t.T
@@ -173,7 +194,7 @@ def linear_cka(x: ArrayLike, y: ArrayLike, unbiased: bool = True) -> float:
     """
     from vitlib.metrics import similarity  # the feature-matrix measures, one implementation
 
-    xs, ys = (np.asarray(_t(v).double().numpy()) for v in (x, y))
+    xs, ys = _t(x), _t(y)
     if len(xs) != len(ys):
         raise ValueError(f"x and y need the same number of rows: {len(xs)} vs {len(ys)}")
     return similarity.linear_cka(xs, ys, debiased=unbiased)

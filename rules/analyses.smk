@@ -66,18 +66,6 @@ rule knn_bank:
         "../workflow_scripts/knn_bank.py"
 
 
-use rule table as table_pair with:
-    input:
-        stores=pair_stores,
-        manifest=results("manifests", "{dataset}.json"),
-    output:
-        results("tables", "{dataset}", "{analysis}", "{mx}__{my}.csv"),
-    log:
-        results("logs", "{analysis}", "{dataset}", "{mx}__{my}.log"),
-    benchmark:
-        results("benchmarks", "{analysis}", "{dataset}", "{mx}__{my}.tsv")
-
-
 use rule table as table_models with:
     input:
         stores=all_model_stores,
@@ -94,7 +82,7 @@ rule figure:
     input:
         figure_inputs,
     output:
-        figure_files(
+        main=figure_files(
             "figures",
             "{dataset}",
             "{figure}",
@@ -104,23 +92,33 @@ rule figure:
         ),
     log:
         results("logs", "figures", "{dataset}", "{figure}.log"),
+    wildcard_constraints:
+        figure=_alternatives(MAIN_ONLY_FIGURES),
     conda:
         "../envs/cpu.yaml"
     params:
         dpi=config["figures"]["dpi"],
-        models=MAIN_MODELS,
+        layouts={"main": MAIN_MODELS},
         caption=figure_caption,
         settings=figure_settings,
-        layout="main",
     script:
         "../workflow_scripts/figure.py"
 
 
-# The appendix layout of a figure (every model, one panel per family against normalised
-# depth: the paper's appendix figures); the main layout above shows the main models.
-use rule figure as figure_appendix with:
+# A figure with an appendix layout (every model, one panel per family against normalised
+# depth: the paper's appendix figures) draws both layouts in one job: they read the same
+# tables and settings, so they are stale together; the main layout shows the main models.
+use rule figure as figure_layouts with:
     output:
-        figure_files(
+        main=figure_files(
+            "figures",
+            "{dataset}",
+            "{figure}",
+            caption="../report/figure.rst",
+            category="{dataset}",
+            subcategory="{figure}",
+        ),
+        appendix=figure_files(
             "figures",
             "{dataset}",
             "appendix",
@@ -129,21 +127,20 @@ use rule figure as figure_appendix with:
             category="{dataset}",
             subcategory="{figure} (appendix)",
         ),
-    log:
-        results("logs", "figures", "{dataset}", "appendix", "{figure}.log"),
+    wildcard_constraints:
+        figure=_alternatives(APPENDIX_FIGURES),
     params:
         dpi=config["figures"]["dpi"],
-        models=MODELS,
+        layouts={"main": MAIN_MODELS, "appendix": MODELS},
         caption=figure_caption,
         settings=figure_settings,
-        layout="appendix",
 
 
 use rule figure as figure_model with:
     input:
         figure_model_input,
     output:
-        figure_files(
+        main=figure_files(
             "figures",
             "{dataset}",
             "{figure}",
@@ -154,12 +151,13 @@ use rule figure as figure_model with:
         ),
     log:
         results("logs", "figures", "{dataset}", "{figure}", "{model}.log"),
+    wildcard_constraints:
+        figure=_alternatives(PER_MODEL_FIGURES),
     params:
         dpi=config["figures"]["dpi"],
-        models=MODELS,
+        layouts={"main": MODELS},
         caption=figure_caption,
         settings=figure_settings,
-        layout="main",
 
 
 rule probe_table6:

@@ -35,6 +35,14 @@ MAIN_MODELS = main_models(config)
 DATASETS = config["datasets"]
 FIG_FORMATS = config["figures"]["formats"]
 FIGURES = registry.figures()
+#: Figures by rule: one per model; one layout (main); main and appendix layouts in one job.
+PER_MODEL_FIGURES = [n for n, (_, f) in FIGURES.items() if f.per_model]
+MAIN_ONLY_FIGURES = [
+    n for n, (_, f) in FIGURES.items() if not (f.per_model or f.appendix)
+]
+APPENDIX_FIGURES = [
+    n for n, (_, f) in FIGURES.items() if f.appendix and not f.per_model
+]
 #: Analyses that run on the extraction device (their own table rule, with a GPU each).
 GPU_ANALYSES = [a.name for a in registry.ANALYSES_LIST if a.gpu]
 CPU_ANALYSES = [a.name for a in registry.ANALYSES_LIST if not a.gpu]
@@ -46,8 +54,6 @@ def _alternatives(names):
 
 wildcard_constraints:
     model=_alternatives(MODELS),
-    mx=_alternatives(MODELS),
-    my=_alternatives(MODELS),
     dataset=_alternatives(DATASETS),
     view=_alternatives(VIEWS),
     analysis=_alternatives(registry.ANALYSES),
@@ -139,11 +145,6 @@ def train_of(analysis, test):
     )
 
 
-def model_pairs():
-    """Unordered model pairs in config order, self-pairs included (within-model grids)."""
-    return [(a, b) for i, a in enumerate(MODELS) for b in MODELS[i:]]
-
-
 def table_path(analysis, dataset, model=None):
     a = registry.get(analysis)
     if a.shape == "models":
@@ -152,15 +153,10 @@ def table_path(analysis, dataset, model=None):
 
 
 def tables_of(analysis, dataset):
-    """Every table of ``analysis`` on ``dataset`` (one per model or model pair)."""
+    """Every table of ``analysis`` on ``dataset`` (one per model, or one for all)."""
     a = registry.get(analysis)
     if a.shape == "models":
         return [table_path(analysis, dataset)]
-    if a.shape == "pair":
-        return [
-            results("tables", dataset, analysis, f"{x}__{y}.csv")
-            for x, y in model_pairs()
-        ]
     return [table_path(analysis, dataset, m) for m in MODELS]
 
 
@@ -188,13 +184,6 @@ def knn_bank_query(wildcards):
 
 def knn_bank_train_manifest(wildcards):
     return manifest_path(train_of("knn", wildcards.dataset))
-
-
-def pair_stores(wildcards):
-    view = store_view(wildcards.analysis)
-    return [
-        store_marker(m, wildcards.dataset, view) for m in (wildcards.mx, wildcards.my)
-    ]
 
 
 def all_model_stores(wildcards):

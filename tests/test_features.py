@@ -1,17 +1,20 @@
 """Clustering scores and the feature-analysis tables computed from stores."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 
 from vitlib.extract import run_extraction
 from vitlib.metrics.clustering import cluster_scores, kmeans_labels, noise_like, purity
 from vitlib.metrics.tables import (
+    cka_grids_table,
     cka_pair_table,
     clustering_table,
     last_layer_cka_table,
     residual_table,
 )
+from vitlib.store import Store
 
 ALL_POINTS = ("block", "norm1", "norm2", "attn_skip", "attn_branch", "mlp_skip", "mlp_branch")
 
@@ -93,6 +96,18 @@ def test_between_model_block_cka_equals_feature_cka(stores):
     got = t[(t.layer_x == 1) & (t.layer_y == 2)]["value"].item()
     assert got == pytest.approx(ref, rel=1e-6)
     assert 0 < got <= 1
+
+
+def test_grids_table_holds_every_unordered_pair_as_the_pair_table(stores):
+    """The per-dataset job's table: every pair (x not after y) equal to its pair table."""
+    t = cka_grids_table([stores["a"], stores["b"]], points="norm", kind="spatial")
+    models = [Store.open(stores[k]).model for k in ("a", "b")]
+    want = [(models[0], models[0]), (models[0], models[1]), (models[1], models[1])]
+    assert list(dict.fromkeys(zip(t.model_x, t.model_y))) == want
+    for x, y in (("a", "a"), ("a", "b"), ("b", "b")):
+        one = cka_pair_table(stores[x], stores[y], points="norm", kind="spatial")
+        part = t[(t.model_x == one.model_x[0]) & (t.model_y == one.model_y[0])]
+        pd.testing.assert_frame_equal(part.reset_index(drop=True), one)
 
 
 def test_last_layer_and_residual_tables(stores):

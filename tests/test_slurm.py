@@ -99,7 +99,7 @@ def test_workflow_on_slurm_equals_local_run(tmp_path, cluster):
     assert "SLURM run ID" in p.stdout + p.stderr or "jobid" in (p.stdout + p.stderr).lower()
     for rel in (
         "tables/toy/attention_distance/tiny_a.csv",
-        "tables/toy/cka/tiny_a__tiny_b.csv",
+        "tables/toy/cka.csv",
         "tables/toy/clustering/tiny_b.csv",
         "tables/toy/residual/tiny_a.csv",
     ):

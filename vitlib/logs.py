@@ -4,6 +4,7 @@ and the reason a job failed on the console too."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -34,3 +35,24 @@ def log_to(path: str) -> None:
             console.flush()
 
     sys.excepthook = report
+
+
+def finish() -> None:
+    """End a job that succeeded, now: flush logging and the standard streams, then leave
+    without the interpreter's teardown (``os._exit(0)``).
+
+    Tearing down a process that imported torch and timm takes 0.8–1.5 s on a 2-core machine
+    (freeing every module and the libraries' static state), a second per job that a workflow
+    of hundreds of jobs pays for nothing: the outputs are already written and closed when a
+    script calls this as its last line.  A job that fails never gets here and exits normally
+    with its traceback.  ``VITLIB_NO_FAST_EXIT=1`` keeps the normal exit (profilers, coverage
+    and other ``atexit`` users)."""
+    logging.shutdown()  # flushes and closes every handler
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # closed by the job
+                pass
+    if os.environ.get("VITLIB_NO_FAST_EXIT") != "1":
+        os._exit(0)

@@ -326,7 +326,7 @@ def plan(config: Mapping[str, Any]) -> tuple[list[StorePlan], dict[str, Any]]:
     ]
     plans += [plan_bank(config, m, tr, te) for m, tr, te in banks(config)]
     n_tables = sum(
-        len(config["models"]) ** (2 if a.shape == "pair" else 1)
+        1 if a.shape == "models" else len(config["models"])
         for a in registry.ANALYSES_LIST
         for _ in registry.section_datasets(config["analyses"].get(a.section, {}))
     )

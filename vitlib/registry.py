@@ -27,10 +27,10 @@ from typing import Any, Literal
 
 #: How an analysis' tables relate to stores:
 #: ``model``: one table per (dataset, model) from that model's store;
-#: ``pair``: one table per (dataset, model pair) from both stores;
-#: ``models``: one table per dataset from every model's store;
+#: ``models``: one table per dataset from every model's store (model pairs: one job reads
+#: each store once, instead of a job per pair reading two);
 #: ``train_test``: one table per (test dataset, model) from a train and a test store.
-Shape = Literal["model", "pair", "models", "train_test"]
+Shape = Literal["model", "models", "train_test"]
 
 #: What a store can hold, by capture need (see :mod:`vitlib.reducers`).
 NEEDS = (
@@ -408,10 +408,10 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
     Analysis(
         "cka",
         section="features",
-        shape="pair",
-        table="vitlib.metrics.tables:cka_pair_table",
+        shape="models",
+        table="vitlib.metrics.tables:cka_grids_table",
         needs=frozenset({"grams"}),
-        description="Layer × layer CKA between two models (or one with itself).",
+        description="Layer × layer CKA between every pair of models (and each with itself).",
         settings={"points": "cka_points", "kind": "cka_kind", "minmax": "cka_minmax"},
         view="center",
         figures=(
@@ -934,7 +934,7 @@ def run_table(
     if a.output == "npz":
         return out
     ident = opened[-1].identity() if a.shape in ("model", "train_test") else {}
-    if a.shape in ("pair", "models"):
+    if a.shape == "models":
         ident = {"dataset": opened[0].dataset, "view": opened[0].view}
     return tidy(out, analysis=name, metrics=a.metrics, settings=a.kwargs(settings), identity=ident)
 

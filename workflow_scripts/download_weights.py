@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 from vitlib.models.weights import fetch_weights
 
 log_to(snakemake.log[0])
@@ -12,3 +12,4 @@ got = fetch_weights(
     sha256=snakemake.params.sha256,
 )
 assert got == out, f"downloaded to {got}, expected {out}"
+finish()

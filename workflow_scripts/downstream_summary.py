@@ -1,5 +1,5 @@
 from vitlib.downstream.summary import summary_from_files, write_paper_tables
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 from vitlib.plots.downstream import best_layer_figure
 
 log_to(snakemake.log[0])
@@ -15,3 +15,4 @@ write_paper_tables(
     main_models=snakemake.params.main_models,
 )
 best_layer_figure(table, snakemake.output.figure, dpi=snakemake.params.dpi)
+finish()

@@ -1,5 +1,6 @@
 from vitlib.config import write_effective_config
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 
 log_to(snakemake.log[0])
 write_effective_config(snakemake.params.config, snakemake.output[0])
+finish()

@@ -6,7 +6,7 @@ from vitlib.config import model_spec
 from vitlib.data.manifest import Manifest
 from vitlib.extract import run_extraction
 from vitlib.gpu_slots import gpu_job
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 from vitlib.store import store_from_marker
 
 log_to(snakemake.log[0])
@@ -32,3 +32,4 @@ with gpu_job(cfg["device"], cfg.get("gpus"), snakemake.config["results"]) as gpu
         weights_path=snakemake.input.weights[0] if snakemake.input.weights else None,
     )
 logging.getLogger("extract").info("done%s: %s", "" if gpu is None else f" on GPU {gpu}", summary)
+finish()

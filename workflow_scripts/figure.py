@@ -1,14 +1,17 @@
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 from vitlib.registry import draw_figure
 
 log_to(snakemake.log[0])
-draw_figure(
-    snakemake.wildcards.figure,
-    snakemake.input,
-    snakemake.output,
-    dpi=snakemake.params.dpi,
-    models=snakemake.params.models,
-    model=snakemake.wildcards.get("model"),
-    layout=snakemake.params.get("layout", "main"),
-    settings=snakemake.params.get("settings"),
-)
+# one job, one or both layouts (main / appendix) of the figure: {layout: models shown}
+for layout, models in snakemake.params.layouts.items():
+    draw_figure(
+        snakemake.wildcards.figure,
+        snakemake.input,
+        getattr(snakemake.output, layout),
+        dpi=snakemake.params.dpi,
+        models=models,
+        model=snakemake.wildcards.get("model"),
+        layout=layout,
+        settings=snakemake.params.get("settings"),
+    )
+finish()

@@ -1,5 +1,5 @@
 from vitlib.findings import write_findings
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 
 log_to(snakemake.log[0])
 write_findings(
@@ -8,3 +8,4 @@ write_findings(
     snakemake.output.text,
     description=snakemake.params.description,
 )
+finish()

@@ -6,7 +6,7 @@ from vitlib.config import model_spec
 from vitlib.data.manifest import Manifest
 from vitlib.downstream.knn_bank import stream_knn_bank
 from vitlib.gpu_slots import gpu_job
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 from vitlib.store import store_from_marker
 
 log_to(snakemake.log[0])
@@ -33,3 +33,4 @@ with gpu_job(cfg["device"], cfg.get("gpus"), snakemake.config["results"]) as gpu
         progress=False,
     )
 logging.getLogger("knn_bank").info("done%s: %s", "" if gpu is None else f" on GPU {gpu}", bank.meta)
+finish()

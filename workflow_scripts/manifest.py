@@ -1,5 +1,5 @@
 from vitlib.data.readers import build_manifest
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 
 log_to(snakemake.log[0])
 manifest, skipped = build_manifest(
@@ -9,3 +9,4 @@ with open(snakemake.output.skipped, "w") as f:
     f.write("path\treason\n")
     f.writelines(f"{p}\t{r}\n" for p, r in skipped)
 manifest.save(snakemake.output.manifest)
+finish()

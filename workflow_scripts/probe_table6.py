@@ -1,6 +1,7 @@
 from vitlib.downstream.summary import table6
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 from vitlib.tables import read_tables
 
 log_to(snakemake.log[0])
 table6(read_tables(snakemake.input)).to_csv(snakemake.output[0])
+finish()

@@ -1,5 +1,5 @@
 import vitlib
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 from vitlib.report import run_card, write_report_page
 
 log_to(snakemake.log[0])
@@ -15,3 +15,4 @@ write_report_page(
     table6=snakemake.input.table6,
     figures=snakemake.params.figures,
 )
+finish()

@@ -3,7 +3,7 @@ import os
 os.environ["OMP_NUM_THREADS"] = str(snakemake.threads)  # before torch/faiss load (if they do)
 
 from vitlib.gpu_slots import gpu_job  # noqa: E402
-from vitlib.logs import log_to  # noqa: E402
+from vitlib.logs import finish, log_to  # noqa: E402
 from vitlib.registry import get, write_table  # noqa: E402
 
 log_to(snakemake.log[0])
@@ -22,3 +22,4 @@ with gpu_job(
         manifest=snakemake.input.manifest,
         device=snakemake.params.device,
     )
+finish()

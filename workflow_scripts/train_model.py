@@ -5,7 +5,7 @@ import torch
 from vitlib.config import model_spec, recipe_options
 from vitlib.data.manifest import Manifest
 from vitlib.gpu_slots import gpu_job
-from vitlib.logs import log_to
+from vitlib.logs import finish, log_to
 from vitlib.minizoo import train_model
 from vitlib.minizoo.train import recipe_for
 
@@ -30,3 +30,4 @@ with gpu_job(ext["device"], ext.get("gpus"), snakemake.config["results"]) as gpu
         device=ext["device"],
     )
 logging.getLogger("train").info("done%s: %s", "" if gpu is None else f" on GPU {gpu}", summary)
+finish()

@@ -69,7 +69,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 import vitlib
 from vitlib import keys
@@ -77,6 +76,8 @@ from vitlib.downstream.knn import _normalise, knn_accuracy
 from vitlib.store import Store, fingerprint
 
 if TYPE_CHECKING:
+    import torch
+
     from vitlib.data.manifest import Manifest
     from vitlib.models.registry import ModelSpec
 
@@ -98,6 +99,8 @@ def rank_keys(sims: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     32 bits; ``2³² − 1 − index`` the low 32 bits.  ``index`` broadcasts against ``sims``.
     ``-0.0`` becomes ``+0.0`` (FAISS compares values) and NaN becomes ``-inf``.
     """
+    import torch
+
     s = sims.float()
     s = torch.where(torch.isnan(s), -torch.inf, s) + 0.0
     b = s.view(torch.int32)
@@ -107,6 +110,8 @@ def rank_keys(sims: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def decode_keys(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sims float32, indices int64)`` of :func:`rank_keys` keys."""
+    import torch
+
     hi64 = torch.div(k, _HIGH, rounding_mode="floor")
     hi = hi64.to(torch.int32)
     hi = torch.where(hi < 0, hi ^ 0x7FFFFFFF, hi)
@@ -153,6 +158,8 @@ class KnnBankConsumer:
         query_chunk: int = 65536,
         n_seen: int = 0,
     ) -> None:
+        import torch
+
         if queries.ndim != 3:
             raise ValueError(f"queries must be [L, Q, D], got shape {tuple(queries.shape)}")
         if feature not in FEATURES:
@@ -192,6 +199,8 @@ class KnnBankConsumer:
         return f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     def on_tokens(self, point: str, layer: int, x_bnd: torch.Tensor) -> None:
+        import torch
+
         if point != "block":
             return
         f = self.feature_of(x_bnd)
@@ -211,6 +220,8 @@ class KnnBankConsumer:
         (``n``: the most any of them admits), so late in the stream the ``topk`` runs over a
         few rows of ``k + n`` rather than every row of ``k + B``.
         """
+        import torch
+
         m, B = state.shape[1], f.shape[0]
         width = min(self.k, m + B)
         if width < m + B and m < self.k:  # filling up: every row, every image
@@ -243,6 +254,8 @@ class KnnBankConsumer:
         return out
 
     def _sims(self, q: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        import torch
+
         return torch.cat(
             [q[lo : lo + self.query_chunk] @ f.T for lo in range(0, self.Q, self.query_chunk)]
         )
@@ -259,6 +272,8 @@ class KnnBankConsumer:
     # ------------------------------------------------------------------ state and result
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The running state as arrays (for a checkpoint)."""
+        import torch
+
         return {
             "keys": torch.stack([t.cpu() for t in self.state]).numpy(),
             "n_seen": np.int64(self.n_seen),
@@ -266,6 +281,8 @@ class KnnBankConsumer:
 
     def load_state(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore :meth:`state_arrays`."""
+        import torch
+
         k = torch.from_numpy(np.asarray(arrays["keys"], dtype=np.int64))
         if k.shape[:2] != (self.L, self.Q) or k.shape[2] > self.k:
             raise ValueError(f"checkpoint state {tuple(k.shape)} does not fit this consumer")
@@ -276,6 +293,8 @@ class KnnBankConsumer:
     def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
         """``(sims [L, Q, m] float32, indices [L, Q, m] int64)``, best first: similarity
         descending, equal similarities by train index ascending."""
+        import torch
+
         sims, idx = [], []
         for st in self.state:
             s, i = decode_keys(torch.sort(st, dim=1, descending=True).values)
@@ -335,6 +354,8 @@ class KnnBank:
 def query_features(store: Store, feature: str = "cls") -> torch.Tensor:
     """``[L, Q, D]`` float32 L2-normalised query features of a store, normalised exactly as
     :func:`~vitlib.downstream.knn.knn_topk_streaming` normalises them."""
+    import torch
+
     name = keys.feature("block", feature)
     return torch.from_numpy(
         np.stack([_normalise(store.layer(name, layer)) for layer in range(store.depth)])
@@ -407,6 +428,7 @@ def stream_knn_bank(
     runs after batch ``i`` (and its checkpoint); tests use it to interrupt.  The similarities
     are float32 matrix products: leave TF32 off (PyTorch's default) for FAISS-equal values.
     """
+
     from vitlib.data.views import TOKEN_VIEWS
     from vitlib.extract import (
         _committed_batches,

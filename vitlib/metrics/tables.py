@@ -54,19 +54,17 @@ def _cka(*a, **k):  # noqa: ANN002, ANN003, ANN202 - torch only where CKA is com
     return cka_grid_from_grams(*a, **k)
 
 
-def cka_pair_table(
-    store_x: Store | str,
-    store_y: Store | str,
+def _grid_frame(
+    gx: Store,
+    gy: Store,
+    x: tuple[np.ndarray, list[tuple[str, int]]],
+    y: tuple[np.ndarray, list[tuple[str, int]]],
     *,
-    points: str = "norm",
-    kind: str = "all",
-    minmax: bool = False,
+    points: str,
+    kind: str,
+    minmax: bool,
 ) -> pd.DataFrame:
-    """Layer × layer CKA between two models (or one model with itself, §3.2)."""
-    gx, gy = Store.open(store_x), Store.open(store_y)
-    _same_partition(gx, gy)
-    kx, lx = _interleaved(gx, GRID_POINTS[points], kind)
-    ky, ly = _interleaved(gy, GRID_POINTS[points], kind)
+    (kx, lx), (ky, ly) = x, y
     grid = _cka(kx, ky, minmax=minmax)
     i, j = np.meshgrid(np.arange(len(lx)), np.arange(len(ly)), indexing="ij")
     return pd.DataFrame(
@@ -88,6 +86,50 @@ def cka_pair_table(
             "minmax": minmax,
         }
     )
+
+
+def cka_pair_table(
+    store_x: Store | str,
+    store_y: Store | str,
+    *,
+    points: str = "norm",
+    kind: str = "all",
+    minmax: bool = False,
+) -> pd.DataFrame:
+    """Layer × layer CKA between two models (or one model with itself, §3.2)."""
+    gx, gy = Store.open(store_x), Store.open(store_y)
+    _same_partition(gx, gy)
+    return _grid_frame(
+        gx,
+        gy,
+        _interleaved(gx, GRID_POINTS[points], kind),
+        _interleaved(gy, GRID_POINTS[points], kind),
+        points=points,
+        kind=kind,
+        minmax=minmax,
+    )
+
+
+def cka_grids_table(
+    stores: Sequence[Store | str],
+    *,
+    points: str = "norm",
+    kind: str = "all",
+    minmax: bool = False,
+) -> pd.DataFrame:
+    """Layer × layer CKA of every unordered pair of ``stores`` in their order, self-pairs
+    included (§3.2): the rows of :func:`cka_pair_table` for each pair ``(x, y)``, ``x`` not
+    after ``y``.  Each store's Grams are read once, so M models cost M reads, not M(M+1)."""
+    gs = [Store.open(s) for s in stores]
+    for g in gs[1:]:
+        _same_partition(gs[0], g)
+    grams = [_interleaved(g, GRID_POINTS[points], kind) for g in gs]
+    frames = [
+        _grid_frame(gs[a], gs[b], grams[a], grams[b], points=points, kind=kind, minmax=minmax)
+        for a in range(len(gs))
+        for b in range(a, len(gs))
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 def last_layer_cka_table(stores: Sequence[Store | str], *, minmax: bool = False) -> pd.DataFrame:

@@ -130,6 +130,33 @@ def test_propagation_with_perfect_features_recovers_masks():
     assert set(res) == {1, 2} and all(v["J"] > 0.9 and v["F"] > 0.9 for v in res.values())
 
 
+@pytest.mark.parametrize(("radius", "topk"), [(2, 5), (12, 5), (1, 1), (3, 40)])
+def test_sparse_propagation_equals_dinos_dense_formula(radius, topk):
+    """The top-k-only step equals DINO's dense formula (Propagator._dense: exp of every
+    affinity, masked, zeroed below the k-th, normalised), frame after frame; with repeated
+    frames (exact ties at the k-th weight) the step falls back to the dense formula."""
+    from vitlib.downstream.davis import Propagator
+
+    rng = np.random.default_rng(radius * 100 + topk)
+    T, h, w, D, C = 9, 7, 9, 12, 3
+    feats = torch.tensor(rng.normal(size=(T, h * w, D)), dtype=torch.float32)
+    feats[4] = feats[3]  # frame 5 sees every source value of frames 3 and 4 twice: ties
+    first = torch.tensor(np.eye(C, dtype=np.float32)[rng.integers(0, C, h * w)].T)
+    fast = Propagator(feats[0], first, h, w, n_last=3, radius=radius, topk=topk)
+    dense = Propagator(feats[0], first, h, w, n_last=3, radius=radius, topk=topk)
+    dense._binary = False  # always the dense formula
+    fallbacks = []
+    sparse = fast._sparse
+    fast._sparse = lambda *a: fallbacks.append(sparse(*a) is None) or sparse(*a)  # type: ignore[method-assign]
+    for t in range(1, T):
+        a, b = fast.step(feats[t]), dense.step(feats[t])
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.sum(0).numpy(), 1.0, rtol=1e-5)
+    assert fallbacks[4]  # frame 5: the tie
+    # before it, only where a neighbourhood holds fewer than k + 1 sources (zeros tie)
+    assert any(fallbacks[:4]) == (topk == 40)
+
+
 # ------------------------------------------------------------------------------ PCK
 def test_pck_hand_case():
     gt = np.array([[0, 0], [10, 10], [5, 5]])
@@ -246,3 +273,24 @@ def test_void_pixels_count_in_neither_j_nor_f():
     lab_pred = np.stack([pred.astype(np.uint8)] * 3)
     r = evaluate_sequence(lab_pred, lab_gt)
     assert list(r) == [1] and r[1]["J"] == 100 / 110
+
+
+def test_spair_maps_are_computed_once_and_equal_per_pair_maps():
+    """The map cache of the SPair transfer: bitwise the maps of spair_dense_map, each
+    (image, layer) computed once while it fits, least recently used dropped beyond the
+    budget (the latest map always kept)."""
+    from vitlib.downstream.tables import SpairMaps, spair_dense_map
+
+    rng = np.random.default_rng(0)
+    toks = {i: torch.tensor(rng.normal(size=(12, 2, 8)), dtype=torch.float32) for i in range(3)}
+    grid = {0: (3, 4), 1: (4, 3), 2: (2, 6)}
+    maps = SpairMaps(lambda i, layer: toks[i][:, layer], grid.__getitem__, 16)
+    for i, layer in [(0, 0), (1, 0), (0, 0), (2, 1), (1, 0)]:
+        ref = spair_dense_map(toks[i][:, layer], grid[i], 16)
+        assert torch.equal(maps(i, layer), ref)
+    assert maps.computed == 3
+    one = 8 * 16 * 16 * 4  # bytes of one [D, S·S] float32 map
+    small = SpairMaps(lambda i, layer: toks[i][:, layer], grid.__getitem__, 16, budget=one)
+    for i in (0, 1, 0, 0):
+        small(i, 0)
+    assert small.computed == 3  # 0, 1, 0 again (dropped for 1), then kept

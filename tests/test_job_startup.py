@@ -61,3 +61,20 @@ def test_numpy_paths_equal_the_torch_paths():
         got = mass_threshold_mask(maps, mass)
         ref = mass_threshold_mask(torch.from_numpy(maps), mass).numpy()
         assert got.dtype == bool and (got == ref).all()
+
+
+def test_extraction_jobs_do_not_import_the_analysis_libraries():
+    """An extraction job (every view, in-pass DAVIS propagation and segment pooling
+    included) loads neither scikit-learn, SciPy nor matplotlib."""
+    code = (
+        "import vitlib.extract, vitlib.metrics.segfeat, vitlib.downstream.davis\n"
+        "import vitlib.downstream.tables, vitlib.downstream.knn_bank\n"
+        "print(json.dumps([m for m in ('sklearn', 'scipy', 'matplotlib') if m in sys.modules]))\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", "import sys, json\n" + code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == []

@@ -436,26 +436,26 @@ def _spair_batch(
     """Keypoint transfer of every pair whose source is in this batch (a category), at every
     block, exactly as :func:`vitlib.downstream.tables.spair_table` on stored tokens: rows
     ``[K, L, 2]`` predicted target pixels and ``[K]`` pair indices, by source item."""
-    from vitlib.downstream.tables import spair_dense_map, spair_transfer, spair_view_kps
+    from vitlib.downstream.tables import SpairMaps, spair_transfer, spair_view_kps
 
-    grid_of = {i: (int(grid_hw[i][0]), int(grid_hw[i][1])) for i in grids}
-    preds, pairs = [], []
+    todo = []  # (pair, source, target, source keypoints in view pixels), by source item
     for i in grids:
         for j in by_src.get(i, []):
             p = manifest.extra["pairs"][j]
             t = int(p["trg"])
             if t not in grids:
                 raise ValueError(f"SPair pair {j}: target item {t} is not in its category's batch")
-            src = spair_view_kps(p["src_kps"], p["src_imsize"], size)
-            out = np.zeros((len(src), depth, 2), np.float32)
-            for layer in range(depth):
-                maps = [
-                    spair_dense_map(grids[k][:, layer].to(dev), grid_of[k], size) for k in (i, t)
-                ]
-                out[:, layer] = spair_transfer(maps[0], maps[1], src, size, rounding)
-            preds.append(out)
-            pairs.append(np.full(len(src), j, np.int64))
-    return preds, pairs
+            todo.append((j, i, t, spair_view_kps(p["src_kps"], p["src_imsize"], size)))
+    out = [np.zeros((len(src), depth, 2), np.float32) for *_, src in todo]
+    maps_of = SpairMaps(
+        lambda k, layer: grids[k][:, layer].to(dev),
+        lambda k: (int(grid_hw[k][0]), int(grid_hw[k][1])),
+        size,
+    )
+    for layer in range(depth):  # each image's map once per layer, reused by its pairs
+        for o, (_, i, t, src) in zip(out, todo):
+            o[:, layer] = spair_transfer(maps_of(i, layer), maps_of(t, layer), src, size, rounding)
+    return out, [np.full(len(src), j, np.int64) for j, _, _, src in todo]
 
 
 def _image_grids(

@@ -11,10 +11,25 @@ from pathlib import Path
 from types import TracebackType
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere): at a job's
+    first line, what its interpreter start-up and imports cost."""
+    try:
+        with open("/proc/self/stat") as f:
+            # field 22 (starttime, clock ticks after boot); the name (field 2) may hold spaces
+            start = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            up = float(f.read().split()[0])
+        return max(0.0, up - start / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def log_to(path: str) -> None:
     """Send logging, warnings and stderr of this process to ``path``.  An uncaught exception
     is written there with its traceback and, as one line naming the error and the log, to
-    the console's stderr, so a failed job says why without opening the log."""
+    the console's stderr, so a failed job says why without opening the log.  The first line
+    says how long the job took to start (interpreter and imports: :func:`process_age`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     stream = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
     console = sys.__stderr__
@@ -35,6 +50,9 @@ def log_to(path: str) -> None:
             console.flush()
 
     sys.excepthook = report
+    age = process_age()
+    if age is not None:
+        logging.getLogger("vitlib.job").info("start-up %.2f s (interpreter and imports)", age)
 
 
 def finish() -> None:
@@ -47,6 +65,9 @@ def finish() -> None:
     script calls this as its last line.  A job that fails never gets here and exits normally
     with its traceback.  ``VITLIB_NO_FAST_EXIT=1`` keeps the normal exit (profilers, coverage
     and other ``atexit`` users)."""
+    age = process_age()
+    if age is not None:
+        logging.getLogger("vitlib.job").info("done after %.2f s", age)
     logging.shutdown()  # flushes and closes every handler
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         if stream is not None:

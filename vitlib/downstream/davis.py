@@ -18,7 +18,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -109,6 +108,8 @@ def boundary_f(
         keep = ~np.asarray(void, bool)
         p, g = p & keep, g & keep
     bound_pix = bound_th if bound_th >= 1 else math.ceil(bound_th * np.linalg.norm(p.shape))
+    from scipy import ndimage  # the evaluation only; the extraction's propagation needs none
+
     fb, gb = seg2bmap(p), seg2bmap(g)
     n_f, n_g = int(fb.sum()), int(gb.sum())
     if n_f == 0 and n_g == 0:
@@ -187,26 +188,61 @@ class Propagator:
         f0 = F.normalize(first_feats.float(), dim=-1)
         # symmetric [hw, hw]
         self.mask = (mask if mask is not None else neighbourhood_mask(h, w, radius)).to(f0.device)
+        self._outside = self.mask == 0
+        self._cuts = bool(self._outside.any())
+        # a weighted (non-binary) mask scales every affinity: the dense way only
+        self._binary = bool(((self.mask == 0) | (self.mask == 1)).all())
         self.first = (f0, first_mask.float())
         self.ctx: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def step(self, feats: torch.Tensor) -> torch.Tensor:
-        """The soft mask ``[C, h·w]`` of the next frame from its features ``[h·w, D]``."""
+        """The soft mask ``[C, h·w]`` of the next frame from its features ``[h·w, D]``.
+
+        Only the ``topk`` strongest sources of a target keep a weight, so the weights
+        ``exp(cos/T)`` are taken of those alone (:meth:`_sparse`), not of every target ×
+        source pair; a tie at the k-th weight (DINO keeps every source tied with it) goes
+        the dense way of the original (:meth:`_dense`), which gives the same kept set."""
         f = F.normalize(feats.float(), dim=-1)
         src = [self.first] + (self.ctx[-self.n_last :] if self.n_last else [])
-        n, hw = len(src), self.hw
         # targets × sources (contiguous along the sources, where top-k and the sums run)
-        aff = torch.exp(f @ torch.cat([s[0] for s in src]).T / self.temperature)
+        sims = f @ torch.cat([s[0] for s in src]).T
+        labels = torch.cat([s[1] for s in src], dim=1)  # [C, n·hw]
+        seg = self._sparse(sims, labels, len(src)) if self._binary else None
+        if seg is None:
+            seg = self._dense(sims, labels, len(src))
+        self.ctx.append((f, seg))
+        if len(self.ctx) > self.n_last:
+            self.ctx.pop(0)
+        return seg
+
+    def _dense(self, sims: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
+        """DINO's formula over the whole ``[h·w, n·h·w]`` affinity."""
+        hw = self.hw
+        aff = torch.exp(sims / self.temperature)
         aff = (aff.reshape(hw, n, hw) * self.mask[:, None, :]).reshape(hw, n * hw)
         k = min(self.topk, aff.shape[1])
         kth = aff.topk(k, dim=1).values[:, -1:]  # k-th largest per target
         aff = torch.where(aff >= kth, aff, torch.zeros_like(aff))
         aff = aff / aff.sum(1, keepdim=True).clamp_min(1e-30)
-        seg = torch.cat([s[1] for s in src], dim=1) @ aff.T  # [C, hw]
-        self.ctx.append((f, seg))
-        if len(self.ctx) > self.n_last:
-            self.ctx.pop(0)
-        return seg
+        return labels @ aff.T  # [C, hw]
+
+    def _sparse(self, sims: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor | None:
+        """The same from the ``topk`` + 1 strongest sources of each target; None when the
+        (k+1)-th weight ties the k-th (then DINO keeps more than k: :meth:`_dense`)."""
+        hw = self.hw
+        # masked in place (the product is fresh; the dense fallback zeroes those entries
+        # anyway) and only where the neighbourhood cuts anything
+        s = sims
+        if self._cuts:
+            s.reshape(hw, n, hw).masked_fill_(self._outside[:, None, :], -torch.inf)
+        k = min(self.topk, s.shape[1])
+        vals, idx = s.topk(min(k + 1, s.shape[1]), dim=1)  # descending
+        e = torch.exp(vals / self.temperature)  # 0 outside the neighbourhood, as the mask
+        if e.shape[1] > k and bool((e[:, k] >= e[:, k - 1]).any()):
+            return None
+        w = e[:, :k]
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-30)
+        return (labels[:, idx[:, :k]] * w).sum(-1)
 
 
 def propagate_labels(

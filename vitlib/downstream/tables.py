@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -334,6 +334,44 @@ def spair_dense_map(tokens: torch.Tensor, grid_hw: tuple[int, int], size: int) -
     return F.normalize(up, dim=0).reshape(up.shape[0], -1)
 
 
+#: Bytes of dense SPair maps kept for reuse while transferring one layer's pairs (an image
+#: is the source or target of several pairs; ViT-B at 224 px: 154 MB a map, so about 3).
+SPAIR_MAP_CACHE_BYTES = 512 * 2**20
+
+
+class SpairMaps:
+    """:func:`spair_dense_map` of (image, layer) computed once while its pairs are
+    transferred, least recently used dropped beyond ``budget`` bytes (the most recent map
+    is always kept): the same maps, bitwise, as computing them per pair."""
+
+    def __init__(
+        self,
+        tokens: Callable[[int, int], torch.Tensor],
+        grid_of: Callable[[int], tuple[int, int]],
+        size: int,
+        budget: int = SPAIR_MAP_CACHE_BYTES,
+    ) -> None:
+        from collections import OrderedDict
+
+        self.tokens, self.grid_of, self.size, self.budget = tokens, grid_of, size, budget
+        self._maps: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self.computed = 0
+
+    def __call__(self, image: int, layer: int) -> torch.Tensor:
+        key = (image, layer)
+        if key in self._maps:
+            self._maps.move_to_end(key)
+            return self._maps[key]
+        m = spair_dense_map(self.tokens(image, layer), self.grid_of(image), self.size)
+        self.computed += 1
+        self._maps[key] = m
+        held = sum(t.numel() * t.element_size() for t in self._maps.values())
+        while held > self.budget and len(self._maps) > 1:
+            _, old = self._maps.popitem(last=False)
+            held -= old.numel() * old.element_size()
+        return m
+
+
 def spair_view_kps(kps: Sequence[Sequence[float]], imsize: Sequence[int], size: int) -> np.ndarray:
     """Keypoints ``[K, 2]`` (x, y) of an image in the ``spair`` view's pixel coordinates."""
     from vitlib.data.views import pad_geometry
@@ -428,14 +466,13 @@ def spair_table(
             for j in range(len(manifest.extra["pairs"]))
         }
 
-    def dense(i: int, layer: int) -> torch.Tensor:
+    def tokens(i: int, layer: int) -> torch.Tensor:
         x = np.asarray(g.array(keys.TOKENS)[offsets[i] : offsets[i + 1], layer], dtype=np.float32)
-        gh, gw = (int(v) for v in grids[i])
-        return spair_dense_map(torch.from_numpy(x), (gh, gw), S)
+        return torch.from_numpy(x)
 
+    maps_of = SpairMaps(tokens, lambda i: (int(grids[i][0]), int(grids[i][1])), S)
     rows = []
     for layer in range(meta["depth"]):
-        cache: dict[int, torch.Tensor] = {}
         errs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         for j, p in enumerate(manifest.extra["pairs"]):
             src = spair_view_kps(p["src_kps"], p["src_imsize"], S)
@@ -446,14 +483,9 @@ def spair_table(
             if in_pass:
                 pred = in_pass[j][:, layer].astype(float)
             else:
-                maps = []
-                for i in (p["src"], p["trg"]):
-                    if i not in cache:
-                        if len(cache) >= 4:  # [D, S·S] per image: keep only a few (memory)
-                            cache.pop(next(iter(cache)))
-                        cache[i] = dense(i, layer)
-                    maps.append(cache[i])
-                pred = spair_transfer(maps[0], maps[1], src, S, rounding)
+                pred = spair_transfer(
+                    maps_of(int(p["src"]), layer), maps_of(int(p["trg"]), layer), src, S, rounding
+                )
             x1, y1, x2, y2 = p["trg_bndbox"]
             ref = max(x2 - x1, y2 - y1) * scale if reference == "bbox" else float(S)
             errs.setdefault(p["category"], []).append((pred, trg, np.full(len(trg), ref)))

@@ -11,7 +11,6 @@ the input (``what``), the value and the fix.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from vitlib.data.manifest import DataError
 
@@ -169,6 +168,8 @@ def cluster_scores(
     ``2..n``, non-finite features) raise :class:`DataError` naming ``what`` and the value —
     never a row of constant or NaN scores.
     """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     check_clusterable(x, y, k, what=what)
     pred = kmeans_labels(x, k, seed=seed, n_init=n_init, max_iter=max_iter, tol=tol)
     return {

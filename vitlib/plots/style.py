@@ -95,14 +95,20 @@ def model_style(model_id: str, family: str) -> dict[str, Any]:
 
 def save_figure(fig: Any, outputs: Sequence[str | Path], dpi: int) -> None:
     """Write ``fig`` to every output path (format from the suffix), then close it.  Axes
-    whose x label is a layer (1-based block index) get integer ticks only."""
+    whose x label is a layer (1-based block index) get integer ticks only.
+
+    The layout (constrained layout: most of a grid figure's drawing time) is solved once,
+    by the first format written, a PNG where there is one (the report shows the PNG); the
+    other formats reuse its positions instead of solving it again."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     for ax in fig.axes:
         if ax.get_xlabel() == "layer":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for out in outputs:
+    for i, out in enumerate(sorted(outputs, key=lambda o: Path(o).suffix.lower() != ".png")):
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(out, dpi=dpi)
+        if i == 0 and fig.get_layout_engine() is not None:
+            fig.set_layout_engine("none")  # keeps the positions just solved
     plt.close(fig)

@@ -691,6 +691,55 @@ def bench_workflow(repeats: int) -> list[Row]:
     ]
 
 
+def bench_demo(repeats: int) -> list[Row]:
+    """The README's main job as a newcomer runs it: the embedded demo (``config.yaml``) from
+    nothing to every figure, ``--cores 2``, in a fresh working directory (the weights of the
+    mini-zoo linked in). Wall time, jobs, and what the jobs spent starting: each job log's
+    first line is its start-up (interpreter and imports, :func:`vitlib.logs.process_age`),
+    its last the job's own time. One run (it takes minutes); ``repeats`` is not used."""
+    import re
+    import subprocess
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as d:
+        wd = Path(d)
+        (wd / "config.yaml").write_text((repo / "config.yaml").read_text())
+        (wd / "vitlib").symlink_to(repo / "vitlib")  # the shipped mini-zoo weights
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(wd)]
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd + ["--cores", "2"], capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if p.returncode:
+            raise RuntimeError(f"demo failed:\n{p.stderr[-3000:]}")
+        start, total = {}, {}
+        for log in (wd / "results" / "logs").rglob("*.log"):
+            text = log.read_text(errors="replace")
+            a = re.search(r"vitlib\.job: start-up ([\d.]+) s", text)
+            b = re.search(r"vitlib\.job: done after ([\d.]+) s", text)
+            if a and b:
+                start[log], total[log] = float(a.group(1)), float(b.group(1))
+        steps = re.findall(r"(\d+) of (\d+) steps", p.stdout + p.stderr)
+    n_jobs = int(steps[-1][1]) if steps else 0
+    s_start, s_total = sum(start.values()), sum(total.values())
+    return [
+        (
+            "README demo, fresh working directory, --cores 2: wall time (s)",
+            f"{wall:.0f}",
+            "",
+            "",
+            f"{n_jobs} jobs; {len(total)} job logs with start-up and total time",
+        ),
+        (
+            "time the jobs spent starting (interpreter and imports) (s)",
+            f"{s_start:.0f}",
+            f"all job time {s_total:.0f}",
+            f"{100 * s_start / max(s_total, 1e-9):.0f} %",
+            f"mean start-up {s_start / max(len(start), 1):.2f} s a job",
+        ),
+    ]
+
+
 def _vit_b16_gflop_per_image() -> float:
     """Forward FLOPs of ViT-B/16 at 224 (2 × MACs): 12 N D² + 2 N² D per block, patch embed."""
     N, D, L = 197, 768, 12
@@ -782,6 +831,7 @@ SECTIONS: dict[str, Callable[[int], list[Row]]] = {
     "knn_memory": bench_knn_memory,
     "workflow": bench_workflow,
     "precision": bench_precision,
+    "demo": bench_demo,
 }
 
 

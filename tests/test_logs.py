@@ -44,7 +44,10 @@ def test_finish_leaves_at_once_with_everything_written(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout == "to stdout"
     text = log.read_text()
-    assert "last words" in text and text.endswith("unterminated line")
+    assert "last words" in text and "unterminated line" in text
+    first, last = text.splitlines()[0], text.splitlines()[-1]
+    assert "start-up" in first and "(interpreter and imports)" in first  # process_age
+    assert "done after" in last and float(last.split("done after ")[1].split()[0]) < 60
     assert not skipped.exists()
     # the normal exit when asked for (profilers, coverage): atexit runs
     env = {**__import__("os").environ, "VITLIB_NO_FAST_EXIT": "1"}

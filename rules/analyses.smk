@@ -66,6 +66,25 @@ rule knn_bank:
         "../workflow_scripts/knn_bank.py"
 
 
+# Cheap per-model analyses whose tables are only read all together: one job per dataset
+# writes every model's table (vitlib.registry.Analysis.per_dataset_job).
+use rule table as table_dataset with:
+    input:
+        stores=all_model_stores,
+        manifest=results("manifests", "{dataset}.json"),
+    output:
+        expand(
+            results("tables", "{{dataset}}", "{{analysis}}", "{model}.csv"),
+            model=MODELS,
+        ),
+    log:
+        results("logs", "{analysis}", "{dataset}.all.log"),
+    benchmark:
+        results("benchmarks", "{analysis}", "{dataset}.all.tsv")
+    wildcard_constraints:
+        analysis=_alternatives(DATASET_ANALYSES),
+
+
 use rule table as table_models with:
     input:
         stores=all_model_stores,

@@ -45,7 +45,12 @@ APPENDIX_FIGURES = [
 ]
 #: Analyses that run on the extraction device (their own table rule, with a GPU each).
 GPU_ANALYSES = [a.name for a in registry.ANALYSES_LIST if a.gpu]
-CPU_ANALYSES = [a.name for a in registry.ANALYSES_LIST if not a.gpu]
+#: Per-model CPU analyses with a job per model, and those with one job per dataset writing
+#: every model's table (vitlib.registry.Analysis.per_dataset_job).
+CPU_ANALYSES = [
+    a.name for a in registry.ANALYSES_LIST if not (a.gpu or a.per_dataset_job)
+]
+DATASET_ANALYSES = [a.name for a in registry.ANALYSES_LIST if a.per_dataset_job]
 
 
 def _alternatives(names):

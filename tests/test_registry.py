@@ -142,3 +142,23 @@ def test_the_worked_example_is_in_the_contributing_guide():
     text = (TESTS.parent / "CONTRIBUTING.md").read_text()
     assert "attention_entropy" in text
     importlib.import_module("vitlib.attention.entropy")
+
+
+def test_per_dataset_jobs_are_cheap_and_read_only_all_together():
+    """One job per dataset writes every model's table only for cheap CPU analyses whose
+    tables no per-model figure reads (so a store change reruns nothing more downstream)."""
+    grouped = {a.name for a in registry.ANALYSES_LIST if a.per_dataset_job}
+    assert grouped == {
+        "attention_distance",
+        "head_metrics",
+        "head_taxonomy",
+        "artifact_tokens",
+        "attention_entropy",
+        "residual",
+    }
+    for a in registry.ANALYSES_LIST:
+        if a.per_dataset_job:
+            assert a.shape == "model" and not a.heavy and not a.gpu
+        per_model_fig = any(f.per_model for f in a.figures)
+        if per_model_fig or a.heavy or a.gpu:
+            assert not a.per_dataset_job

@@ -191,12 +191,12 @@ def test_analysis_setting_reruns_only_that_analysis(done_run):
     write_config(done_run, cfg)
     try:
         jobs = planned_jobs(done_run)
-        # the two tables, their figure (main and appendix layouts), the findings that read them, the report's first page
+        # the two tables (one job per dataset: a cheap analysis), their figure (main and
+        # appendix layouts in one job), the findings that read them, the report's first page
         # (it lists the settings) and the record of the effective configuration
         assert jobs == {
-            "table": 2,
-            "figure": 1,
-            "figure_appendix": 1,
+            "table_dataset": 1,
+            "figure_layouts": 1,
             "findings": 1,
             "report_page": 1,
             "effective_config": 1,
@@ -255,8 +255,8 @@ def test_one_figure_target_builds_only_what_it_needs(tmp_path):
         "generate_world": 1,
         "manifest": 1,
         "extract": 2,
-        "table": 2,
-        "figure": 1,
+        "table_dataset": 1,  # both models' tables
+        "figure_layouts": 1,  # both layouts of the figure
     }
 
 

@@ -135,6 +135,20 @@ class Analysis:
     def function(self) -> Callable[..., Any]:
         return _load(self.table)
 
+    @property
+    def per_dataset_job(self) -> bool:
+        """Its per-model tables are written by one job per dataset (the workflow's
+        ``table_dataset`` rule) rather than one job per model: a cheap CPU analysis
+        (neither heavy nor GPU) whose tables are only ever read all together (no per-model
+        figure), so when one model's store changes, the job recomputes its siblings'
+        tables, cheaply and to the same values, and reruns nothing downstream that a job
+        per model would not (figures and summaries read every model's table anyway)."""
+        return (
+            self.shape == "model"
+            and not (self.heavy or self.gpu)
+            and not any(f.per_model for f in self.figures)
+        )
+
     def kwargs(self, section: Mapping[str, Any]) -> dict[str, Any]:
         """The table function's keyword arguments from the config section."""
         return {kw: section[key] for kw, key in self.settings.items()}

@@ -13,7 +13,8 @@ from types import TracebackType
 
 def process_age() -> float | None:
     """Seconds since this process started (Linux ``/proc``; None elsewhere): at a job's
-    first line, what its interpreter start-up and imports cost."""
+    first line, what its interpreter, Snakemake's script preamble and the script's top-level
+    imports cost (modules a job imports later, where it uses them, count as its work)."""
     try:
         with open("/proc/self/stat") as f:
             # field 22 (starttime, clock ticks after boot); the name (field 2) may hold spaces
@@ -29,7 +30,7 @@ def log_to(path: str) -> None:
     """Send logging, warnings and stderr of this process to ``path``.  An uncaught exception
     is written there with its traceback and, as one line naming the error and the log, to
     the console's stderr, so a failed job says why without opening the log.  The first line
-    says how long the job took to start (interpreter and imports: :func:`process_age`)."""
+    says how long the job took to start (:func:`process_age`)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     stream = open(path, "w", buffering=1)  # noqa: SIM115 - lives as long as the process
     console = sys.__stderr__

@@ -847,6 +847,10 @@ SECTIONS: dict[str, Callable[[int], list[Row]]] = {
 }
 
 
+#: Sections measured once whatever ``--repeats`` says (a whole workflow run).
+ONE_RUN = {"demo"}
+
+
 def machine() -> str:
     cpu = platform.processor()
     try:
@@ -872,9 +876,10 @@ def _section_text(name: str, rows: list[Row], repeats: int) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     when = time.strftime("%Y-%m-%d")
+    how = "one run" if name in ONE_RUN else f"medians of {repeats} interleaved runs"
     return (
         f"## {name}\n\n`python benchmarks/run.py --only {name} --repeats {repeats}`, {when};"
-        f" medians of {repeats} interleaved runs. {machine()}\n\n" + "\n".join(lines) + "\n"
+        f" {how}. {machine()}\n\n" + "\n".join(lines) + "\n"
     )
 
 

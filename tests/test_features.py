@@ -13,6 +13,7 @@ from vitlib.metrics.tables import (
     clustering_table,
     last_layer_cka_table,
     residual_table,
+    similarity_table,
 )
 from vitlib.store import Store
 
@@ -129,3 +130,63 @@ def test_clustering_table(stores):
     assert t["value"].between(-1, 1).all() and len(t) == (2 * 3 + 1) * 3
     pur = t[(t.metric == "purity")]["value"]
     assert (pur >= 0.25).all()  # 4 balanced classes: purity is at least chance
+
+
+def test_similarity_table_values_nulls_and_best_layers(stores):
+    """Each row equals the single-pair measure on the stored features (the seeded subset),
+    the null columns follow from the permutations, q is Benjamini–Hochberg, best flags are
+    the grid's argmax / argmin."""
+    import zarr
+    from scipy.stats import false_discovery_control
+
+    from vitlib.metrics.similarity import similarity
+
+    t = similarity_table(
+        [stores["a"], stores["b"]],
+        measures=["linear_cka", "mutual_knn", "procrustes_distance"],
+        null_measures=["linear_cka", "procrustes_distance"],
+        max_images=24,
+        permutations=20,
+        k=3,
+        seed=5,
+    )
+    pairs = set(zip(t.model_x, t.model_y))
+    assert pairs == {("a", "a"), ("a", "b"), ("b", "b")}
+    assert len(t) == 3 * 2 * 3 * 9  # pairs × kinds × measures × 3 × 3 blocks
+    assert set(t.n_images) == {24}
+    rows = np.sort(np.random.default_rng(5).choice(32, size=24, replace=False))
+    ga, gb = zarr.open_group(stores["a"]), zarr.open_group(stores["b"])
+    for kind in ("cls", "spatial_mean"):
+        xa = np.asarray(ga[f"feat/block_{kind}"][...], dtype=np.float64)[rows]
+        xb = np.asarray(gb[f"feat/block_{kind}"][...], dtype=np.float64)[rows]
+        for measure, kw in (("linear_cka", {}), ("mutual_knn", {"k": 3})):
+            r = t[(t.model_x == "a") & (t.model_y == "b") & (t.kind == kind)]
+            r = r[(r.metric == measure) & (r.layer_x == 2) & (r.layer_y == 1)]
+            want = similarity(xa[:, 2], xb[:, 1], measure, **kw)
+            assert r["value"].item() == pytest.approx(want, abs=1e-9)
+    grid = t[(t.model_x == "a") & (t.model_y == "b") & (t.kind == "cls")]
+    lin = grid[grid.metric == "linear_cka"]
+    assert (lin.permutations == 20).all() and lin["p"].between(1 / 21, 1).all()
+    np.testing.assert_allclose(
+        lin["q"], false_discovery_control(lin["p"].to_numpy(), method="bh"), rtol=1e-12
+    )
+    assert lin["significant"].equals(lin["q"] <= 0.05)
+    knn = grid[grid.metric == "mutual_knn"]
+    assert knn["p"].isna().all() and (knn.permutations == 0).all()
+    for measure, pick in (("linear_cka", "idxmax"), ("procrustes_distance", "idxmin")):
+        g = grid[grid.metric == measure]
+        best = g.loc[getattr(g.groupby("layer_x")["value"], pick)()]
+        assert set(best.index) == set(g.index[g.best_for_x])
+    # within a model: the diagonal is the best match and significant
+    self_ = t[(t.model_x == "a") & (t.model_y == "a") & (t.metric == "linear_cka")]
+    diag = self_[self_.layer_x == self_.layer_y]
+    assert diag.best_for_x.all()
+    np.testing.assert_allclose(diag["value"], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(diag["p"], 1 / 21)
+
+
+def test_similarity_table_rejects_bad_settings(stores):
+    with pytest.raises(ValueError, match="unknown similarity measures"):
+        similarity_table([stores["a"]], measures=["cka"])
+    with pytest.raises(ValueError, match="unknown feature kind"):
+        similarity_table([stores["a"]], kinds=["mean"], measures=["linear_cka"])

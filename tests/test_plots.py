@@ -177,6 +177,58 @@ def _cka() -> Data:
     return out
 
 
+def _similarity() -> Data:
+    """The similarity suite's table: every measure, both kinds, every model pair with a
+    null; the noise-like pair (demo_sup, mae_b32) is not significant."""
+    from vitlib.metrics.similarity_suite import DISTANCES, SUITE_MEASURES
+    from vitlib.metrics.tables import _bh, _best
+
+    rng = np.random.default_rng(0)
+    frames = []
+    for mx, my in itertools.combinations_with_replacement(MODELS, 2):
+        (fx, lx), (fy, ly) = MODELS[mx], MODELS[my]
+        i, j = np.meshgrid(np.arange(lx), np.arange(ly), indexing="ij")
+        for kind in ("cls", "spatial_mean"):
+            for m in SUITE_MEASURES:
+                v = rng.uniform(0.1, 0.9, i.shape) * (np.pi / 2 if m in DISTANCES else 1)
+                p = rng.uniform(0.0, 0.04, i.shape)
+                if (mx, my) == ("demo_sup", "mae_b32"):
+                    p = rng.uniform(0.2, 1.0, i.shape)
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "model_x": mx,
+                            "model_y": my,
+                            "family_x": fx,
+                            "family_y": fy,
+                            "kind": kind,
+                            "metric": m,
+                            "layer_x": i.ravel(),
+                            "layer_y": j.ravel(),
+                            "value": v.ravel(),
+                            "null_mean": 0.1,
+                            "null_std": 0.05,
+                            "z": (v.ravel() - 0.1) / 0.05,
+                            "p": p.ravel(),
+                            "q": _bh(p.ravel()),
+                            "best_for_x": _best(v, 1, m in DISTANCES).ravel(),
+                            "best_for_y": _best(v, 0, m in DISTANCES).ravel(),
+                        }
+                    )
+                )
+    raw = pd.concat(frames, ignore_index=True)
+    raw["significant"] = raw["q"] <= 0.05
+    raw["n_images"] = 500
+    raw["permutations"] = 100
+    t = tidy(
+        raw,
+        analysis="similarity",
+        settings={"permutations": 100, "alpha": 0.05},
+        identity={"dataset": DATASET, "view": "center"},
+    )
+    return [("similarity.csv", t)]
+
+
 def _cka_last_layer() -> Data:
     rng = np.random.default_rng(0)
     rows = []
@@ -384,6 +436,7 @@ SYNTHETIC: dict[str, Callable[[], Data]] = {
     "attention_images": _attention_images,
     "cka": _cka,
     "cka_last_layer": _cka_last_layer,
+    "similarity": _similarity,
     "residual": _residual,
     "clustering": _clustering,
     "saliency": _saliency,

@@ -72,11 +72,18 @@ class Figure:
     #: a setting of its analysis' section without which the figure is not drawn (its data is
     #: optional there)
     enabled_by: str | None = None
+    #: ``(setting, value)``: the figure is drawn only when ``value`` is listed in that
+    #: setting of its analysis' section (one figure per measure of a list setting)
+    enabled_if: tuple[str, str] | None = None
 
     def function(self) -> Callable[..., None]:
         return _load(self.plot)
 
     def enabled(self, section: Mapping[str, Any]) -> bool:
+        if self.enabled_if is not None:
+            key, value = self.enabled_if
+            if value not in section.get(key, ()):
+                return False
         return self.enabled_by is None or bool(section.get(self.enabled_by))
 
     def kwargs(self, section: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,6 +189,43 @@ _ATTN_MAPS = (
 _CURVES = "vitlib.plots.downstream:task_figure"
 _DAVIS = "vitlib.downstream.tables:davis_table"
 _DAVIS_SETTINGS = {k: k for k in ("n_last", "radius", "topk", "temperature")}
+
+_SIMILARITY_FIGURES = (
+    ("linear_cka", "Linear CKA (Kornblith et al. 2019)", "1: identical up to rotation and scale."),
+    (
+        "linear_cka_debiased",
+        "Debiased linear CKA (unbiased HSIC, Nguyen et al. 2021)",
+        "≈ 0 for independent features at any width, where the biased estimator is not.",
+    ),
+    ("rbf_cka", "RBF-kernel CKA (median-distance bandwidth)", "1: identical."),
+    (
+        "mutual_knn",
+        "Mutual k-NN alignment (Huh et al. 2024)",
+        "The shared fraction of each image's k nearest neighbours; chance k / (n − 1).",
+    ),
+    (
+        "cknna",
+        "CKNNA (Huh et al. 2024)",
+        "CKA restricted to mutual nearest neighbours; not symmetric: the row model is"
+        " the first argument above the diagonal.",
+    ),
+    ("svcca", "SVCCA (Raghu et al. 2017)", "Mean canonical correlation of the top-99 % subspaces."),
+    (
+        "pwcca",
+        "PWCCA (Morcos et al. 2018)",
+        "Canonical correlations weighted by the projections of the narrower side's neurons.",
+    ),
+    (
+        "procrustes_distance",
+        "Procrustes angular shape distance (Williams et al. 2021)",
+        "A distance in radians: 0 identical up to rotation and scale (bright).",
+    ),
+    (
+        "rsa",
+        "RSA (correlation of correlation-distance RDMs; ``rsa_method``, default Spearman)",
+        "1: same geometry.",
+    ),
+)
 
 ANALYSES_LIST: tuple[Analysis, ...] = (
     Analysis(
@@ -456,6 +500,63 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 """CKA between the last-layer representations of every pair of models, for all
                 tokens, the CLS token and the spatial tokens (paper Figures 6 and 19).""",
                 "Fig. 6, 19",
+            ),
+        ),
+    ),
+    Analysis(
+        "similarity",
+        section="similarity",
+        shape="models",
+        table="vitlib.metrics.tables:similarity_table",
+        needs=frozenset({"features"}),
+        description=(
+            "Every similarity measure between every layer pair of every model pair, with"
+            " permutation nulls."
+        ),
+        settings={
+            k: k
+            for k in (
+                "measures",
+                "kinds",
+                "max_images",
+                "permutations",
+                "null_measures",
+                "seed",
+                "k",
+                "sigma_frac",
+                "keep",
+                "rsa_method",
+                "alpha",
+            )
+        },
+        view="center",
+        heavy=True,
+        figures=(
+            *(
+                _f(
+                    f"similarity_{m}",
+                    f"{_PF}:similarity_grids_figure",
+                    f"""{label} between every pair of blocks of every pair of models (beyond the
+                    paper; docs/protocols.md §D6), from the stored block outputs: CLS token on
+                    and above the diagonal, mean spatial token below, the row model's blocks
+                    along y. A grey dot marks a cell that is not more similar than its
+                    permutation null (the image correspondence shuffled,
+                    ``analyses.similarity.permutations`` times, seeded; Benjamini–Hochberg
+                    over the grid at ``alpha``). {note}""",
+                    options={"measure": m},
+                    enabled_if=("measures", m),
+                )
+                for m, label, note in _SIMILARITY_FIGURES
+            ),
+            _f(
+                "similarity_best_layer",
+                f"{_PF}:similarity_best_layer_figure",
+                """Do corresponding depths match between models (beyond the paper)? For every
+                pair of different models and every measure, each block of the first model is
+                matched to the most similar block of the second (the table's ``best_for_x``);
+                the cell is the mean distance between the two in normalised depth (0: every
+                best match at the same relative depth). A cross: fewer than half of those
+                best matches are significant against the permutation null.""",
             ),
         ),
     ),
@@ -776,6 +877,7 @@ PAPER_SECTIONS: Mapping[str, str] = MappingProxyType(
         "attention": "§4 Attention analysis",
         "saliency": "§4 Attention analysis",
         "features": "§5 Feature analysis",
+        "similarity": "§5 Feature analysis",
         "segments": "§5 Feature analysis",
         "knn": "§6 Downstream tasks",
         "retrieval": "§6 Downstream tasks",

@@ -243,3 +243,209 @@ def clustering_table(
     }.items():
         t[col] = val
     return t
+
+
+# --------------------------------------------------------------------------- similarity suite
+
+
+def _bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (``nan`` entries ignored and kept ``nan``)."""
+    q = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        ranked = p[order] * ok.size / np.arange(1, ok.size + 1)
+        q[order] = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    return q
+
+
+def _null_stats(g: np.ndarray, distance: bool) -> dict[str, np.ndarray]:
+    """Observed value and its permutation null per cell of ``g`` ``[1 + P, Lx, Ly]``."""
+    value, null = g[0], g[1:]
+    P = null.shape[0]
+    nan = np.full(value.shape, np.nan)
+    if P == 0:
+        return {"value": value, "null_mean": nan, "null_std": nan, "z": nan, "p": nan}
+    mean = null.mean(axis=0)
+    std = null.std(axis=0, ddof=1) if P > 1 else nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(std > 0, (value - mean) / std, np.nan)
+        # one-sided, in the direction of "more similar than chance"; a null value equal to
+        # the observed one counts against it
+        beats = (null <= value) if distance else (null >= value)
+        p = (1.0 + beats.sum(axis=0)) / (P + 1.0)
+    p = np.where(np.isfinite(value), p, np.nan)
+    return {"value": value, "null_mean": mean, "null_std": std, "z": z, "p": p}
+
+
+def _best(value: np.ndarray, axis: int, distance: bool) -> np.ndarray:
+    """True where a cell is the best match along ``axis`` (first on ties; none if all nan)."""
+    filled = np.where(np.isfinite(value), value, np.inf if distance else -np.inf)
+    arg = filled.argmin(axis=axis) if distance else filled.argmax(axis=axis)
+    out = np.zeros(value.shape, bool)
+    any_ok = np.isfinite(value).any(axis=axis)
+    if axis == 1:
+        out[np.arange(value.shape[0]), arg] = any_ok
+    else:
+        out[arg, np.arange(value.shape[1])] = any_ok
+    return out
+
+
+def similarity_table(
+    stores: Sequence[Store | str],
+    *,
+    measures: Sequence[str] | None = None,
+    kinds: Sequence[str] = keys.FEATURE_KINDS,
+    max_images: int | None = 2000,
+    permutations: int = 100,
+    null_measures: Sequence[str] | None = None,
+    seed: int = 0,
+    k: int = 10,
+    sigma_frac: float = 1.0,
+    keep: float = 0.99,
+    rsa_method: str = "spearman",
+    alpha: float = 0.05,
+    cache_bytes: int = 8 << 30,
+) -> pd.DataFrame:
+    """Every similarity measure between every layer pair of every pair of models (self-pairs
+    included, each unordered pair once, ``x`` not after ``y``), CLS and mean-spatial block
+    outputs, each with its permutation null (docs/protocols.md §D6); ``metric`` names the
+    measure.
+
+    The same ``max_images`` images of every store (a seeded subset when the dataset has
+    more) and the same seeded permutations for every pair. Columns: ``value``; the null's
+    ``null_mean`` and ``null_std`` over ``permutations`` shuffles of the image
+    correspondence; ``z``; the one-sided permutation ``p`` ((1 + #null at least as similar)
+    / (1 + P)); ``q``, Benjamini–Hochberg over the layer × layer grid of that model pair,
+    kind and measure, and ``significant`` (``q <= alpha``); ``best_for_x`` (``layer_y`` is
+    the best match of ``layer_x`` in model y) and ``best_for_y``. Measures not in
+    ``null_measures`` (default: all) get no null (``nan`` columns).
+
+    Each model's per-layer precomputation is kept for the pairs that follow while the
+    models' together stay under ``cache_bytes`` (then the least recently used is rebuilt
+    when needed): ``3 L n² × 8`` bytes per model for the ``n × n`` forms of linear CKA, RBF
+    CKA and RSA (n = 2,000, 12 layers: 1.2 GB).
+    """
+    from vitlib.metrics.similarity_suite import (
+        DISTANCES,
+        SUITE_MEASURES,
+        SuiteOptions,
+        pair_grids,
+    )
+
+    names = list(measures or SUITE_MEASURES)
+    bad = [m for m in names if m not in SUITE_MEASURES]
+    if bad:
+        raise ValueError(f"unknown similarity measures {bad}; choose from {SUITE_MEASURES}")
+    with_null = [m for m in names if null_measures is None or m in null_measures]
+    without = [m for m in names if m not in with_null]
+    gs = [Store.open(s) for s in stores]
+    for g in gs[1:]:
+        if g.meta["manifest_digest"] != gs[0].meta["manifest_digest"]:
+            raise ValueError(
+                f"{g.path} and {gs[0].path} were extracted from different manifests;"
+                " similarity needs the same images"
+            )
+    n = gs[0].n_items
+    rng = np.random.default_rng(seed)
+    if max_images is not None and n > max_images:
+        rows = np.sort(rng.choice(n, size=max_images, replace=False))
+    else:
+        rows = np.arange(n)
+    m = rows.size
+    perms = np.stack([rng.permutation(m) for _ in range(permutations)]) if permutations else None
+    options = SuiteOptions(k=k, sigma_frac=sigma_frac, keep=keep, rsa_method=rsa_method)  # type: ignore[arg-type]
+    frames = []
+    for kind in kinds:
+        if kind not in keys.FEATURE_KINDS:
+            raise ValueError(f"unknown feature kind {kind!r}; choose from {keys.FEATURE_KINDS}")
+        name = keys.feature("block", kind)
+        for g in gs:
+            if not g.has(name):
+                raise KeyError(f"{g.path} has no {name}: extract with the features need")
+        cache = _RepCache(gs, name, rows, names, options, cache_bytes)
+        for a in range(len(gs)):
+            for b in range(a, len(gs)):
+                ra = cache.get(a, b)
+                rb = cache.get(b, a)
+                # n × n forms of both sides kept for the next pair only when they fit
+                release = 2 * 3 * max(ra.L, rb.L) * m * m * 8 > cache_bytes // 2
+                grids = {}
+                if with_null:
+                    grids = pair_grids(ra, rb, perms, with_null, release=release)
+                if without:
+                    grids.update(pair_grids(ra, rb, None, without, release=release))
+                for measure in names:
+                    frames.append(
+                        _similarity_frame(
+                            gs[a], gs[b], kind, measure, grids[measure], measure in DISTANCES
+                        )
+                    )
+    out = pd.concat(frames, ignore_index=True)
+    out["significant"] = out["q"] <= alpha
+    out["n_images"] = m
+    out["permutations"] = np.where(out["metric"].isin(with_null), permutations, 0)
+    return out
+
+
+class _RepCache:
+    """Per-layer precomputations of the stores' features, least recently used evicted first
+    once together they exceed ``budget`` bytes (never the pair's other side)."""
+
+    def __init__(
+        self,
+        stores: Sequence[Store],
+        key: str,
+        rows: np.ndarray,
+        measures: Sequence[str],
+        options: Any,
+        budget: int,
+    ) -> None:
+        self.stores, self.key, self.rows = stores, key, rows
+        self.measures, self.options, self.budget = measures, options, budget
+        self.held: dict[int, Any] = {}
+
+    def get(self, i: int, keep: int) -> Any:
+        from vitlib.metrics.similarity_suite import LayerReps
+
+        if i in self.held:
+            self.held[i] = self.held.pop(i)
+            return self.held[i]
+        g = self.stores[i]
+        feats = np.asarray(g.array(self.key).oindex[self.rows], dtype=np.float64)
+        try:
+            r = LayerReps(feats, self.measures, self.options)
+        except ValueError as e:
+            raise ValueError(f"{g.path}, {self.key}: {e}") from e
+        while self.held and sum(c.nbytes for c in self.held.values()) + r.nbytes > self.budget:
+            old = next((j for j in self.held if j != keep), None)
+            if old is None:
+                break
+            del self.held[old]
+        self.held[i] = r
+        return r
+
+
+def _similarity_frame(
+    gx: Store, gy: Store, kind: str, measure: str, grid: np.ndarray, distance: bool
+) -> pd.DataFrame:
+    stats = _null_stats(grid, distance)
+    lx, ly = stats["value"].shape
+    i, j = np.meshgrid(np.arange(lx), np.arange(ly), indexing="ij")
+    cols = {k: v.ravel() for k, v in stats.items()}
+    return pd.DataFrame(
+        {
+            "model_x": gx.model,
+            "model_y": gy.model,
+            "family_x": gx.family,
+            "family_y": gy.family,
+            "kind": kind,
+            "metric": measure,
+            "layer_x": i.ravel(),
+            "layer_y": j.ravel(),
+            **cols,
+            "q": _bh(stats["p"].ravel()),
+            "best_for_x": _best(stats["value"], 1, distance).ravel(),
+            "best_for_y": _best(stats["value"], 0, distance).ravel(),
+        }
+    )

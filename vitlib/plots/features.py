@@ -215,3 +215,198 @@ def clustering_figure(
         for metric, name in (("purity", "purity"), ("nmi", "NMI"), ("ari", "ARI"))
     ]
     curve_figure(t, panels, "score", outputs, dpi=dpi, layout=layout, wrap=3)
+
+
+# --------------------------------------------------------------------------- similarity suite
+
+#: display names of the similarity suite's measures
+MEASURE_LABELS = {
+    "linear_cka": "linear CKA",
+    "linear_cka_debiased": "linear CKA (debiased)",
+    "rbf_cka": "RBF CKA",
+    "mutual_knn": "mutual k-NN",
+    "cknna": "CKNNA",
+    "svcca": "SVCCA",
+    "pwcca": "PWCCA",
+    "procrustes_distance": "Procrustes angle",
+    "rsa": "RSA",
+}
+_KIND_LABELS = {"cls": "CLS", "spatial_mean": "mean spatial"}
+
+
+def _similarity_grid(t: pd.DataFrame, my: str, mx: str, kind: str) -> tuple[Any, Any] | None:
+    """Values and significance of one kind with ``my``'s layers along y, ``mx``'s along x."""
+    for a, b, flip in ((my, mx, False), (mx, my, True)):
+        s = t[(t.model_x == a) & (t.model_y == b) & (t.kind == kind)]
+        if s.empty:
+            continue
+        v = s.pivot(index="layer_x", columns="layer_y", values="value").to_numpy(dtype=float)
+        sig = s.pivot(index="layer_x", columns="layer_y", values="significant")
+        g = sig.to_numpy(dtype=bool) | s["p"].isna().all()  # no null: nothing to mark
+        return (v.T, g.T) if flip else (v, g)
+    return None
+
+
+def similarity_grids_figure(
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+    measure: str = "linear_cka",
+) -> None:
+    """One measure of the similarity suite between every layer pair of every model pair: a
+    models × models matrix of panels, CLS grids on and above the diagonal and mean-spatial
+    grids below it (row model's blocks along y, column model's along x); cells whose
+    similarity is not significantly above the permutation null (Benjamini–Hochberg q >
+    alpha over the grid) carry a grey dot."""
+    t = table[table.metric == measure]
+    present = set(t["model_x"]) | set(t["model_y"])
+    models = [m for m in (models or dict.fromkeys(t["model_x"])) if m in present]
+    kinds = [k for k in keys_in_order(t["kind"])]
+    distance = measure == "procrustes_distance"
+    vmin, vmax = (0.0, np.pi / 2) if distance else (min(0.0, float(t["value"].min())), 1.0)
+    cmap = "viridis_r" if distance else "viridis"
+    n = len(models)
+    side = 2.0 if n > 2 else 2.6
+    fig, axes = plt.subplots(
+        n,
+        n,
+        figsize=(side * n + 1.3, side * n + 0.7),
+        squeeze=False,
+        sharex="col",
+        sharey="row",
+        layout="constrained",
+    )
+    im = None
+    for r, my in enumerate(models):
+        for c, mx in enumerate(models):
+            ax = axes[r, c]
+            kind = kinds[0] if c >= r or len(kinds) < 2 else kinds[1]
+            found = _similarity_grid(t, my, mx, kind)
+            if found is None or (c < r and len(kinds) < 2):
+                ax.axis("off")
+                continue
+            v, sig = found
+            im = ax.imshow(v, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax)
+            yy, xx = np.nonzero(~sig & np.isfinite(v))
+            ax.scatter(xx, yy, s=3, c="0.6", marker="o", linewidths=0)
+            ax.set_title(f"{my} × {mx} ({_KIND_LABELS.get(kind, kind)})", fontsize=6)
+            for axis, size in ((ax.xaxis, v.shape[1]), (ax.yaxis, v.shape[0])):
+                step = max(1, -(-size // 6))
+                ticks = np.arange(0, size, step)
+                axis.set_ticks(ticks, [str(i + 1) for i in ticks])
+            ax.tick_params(labelsize=6)
+            if c == 0:
+                ax.set_ylabel(f"{my}: block", fontsize=7)
+            if r == n - 1:
+                ax.set_xlabel(f"{mx}: block", fontsize=7)
+    label = MEASURE_LABELS.get(measure, measure) + (" (radians)" if distance else "")
+    if im is not None:
+        cb = fig.colorbar(im, ax=axes, shrink=min(0.6, 2.4 / n), aspect=25, pad=0.02)
+        cb.set_label(label, fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    perms = int(t["permutations"].max()) if len(t) else 0
+    where = (
+        f"{_KIND_LABELS.get(kinds[0], kinds[0])} on and above the diagonal, "
+        f"{_KIND_LABELS.get(kinds[1], kinds[1])} below"
+        if len(kinds) > 1
+        else f"{_KIND_LABELS.get(kinds[0], kinds[0])} tokens"
+    )
+    null = (
+        f"grey dot: not above its null ({perms} permutations, so p ≥ 1/{perms + 1};"
+        " Benjamini–Hochberg over each grid)"
+        if perms
+        else "no permutation null"
+    )
+    nimg = int(t["n_images"].iloc[0]) if len(t) else 0
+    fig.suptitle(f"{label} between blocks, {nimg} images: {where}\n{null}", fontsize=9)
+    save_figure(fig, outputs, dpi)
+
+
+def keys_in_order(values: Any) -> list[str]:
+    """Feature kinds present, CLS first."""
+    present = set(values)
+    return [k for k in ("cls", "spatial_mean") if k in present] + sorted(
+        present - {"cls", "spatial_mean"}
+    )
+
+
+def similarity_best_layer_figure(
+    table: pd.DataFrame,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+) -> None:
+    """Do corresponding depths match? For every pair of different models (rows) and measure
+    (columns), each block of the first model is matched to the most similar block of the
+    second (the table's ``best_for_x``); the cell shows the mean distance between the two in
+    normalised depth (0: every block's best match sits at the same relative depth; 0.5:
+    typical of unrelated layers), one panel per token kind. A cross marks pairs where fewer
+    than half of those best matches are significant against the permutation null."""
+    order = list(models or dict.fromkeys(table["model_x"]))
+    t = table[(table.model_x != table.model_y) & table.best_for_x].copy()
+    measures = [m for m in MEASURE_LABELS if m in set(t["metric"])]
+    kinds = keys_in_order(t["kind"])
+    depth_x = table.groupby("model_x")["layer_x"].max().clip(lower=1)
+    depth_y = table.groupby("model_y")["layer_y"].max().clip(lower=1)
+    t["dx"] = t["layer_x"] / t["model_x"].map(depth_x)
+    t["dy"] = t["layer_y"] / t["model_y"].map(depth_y)
+    t["gap"] = (t["dx"] - t["dy"]).abs()
+    t["ok"] = t["significant"].astype(bool) | t["p"].isna()
+    pairs = [
+        (a, b)
+        for i, a in enumerate(order)
+        for b in order[i + 1 :]
+        if ((t.model_x == a) & (t.model_y == b)).any()
+    ]
+    fig, axes = plt.subplots(
+        1,
+        len(kinds),
+        figsize=(0.62 * len(measures) * len(kinds) + 3.2, 0.32 * len(pairs) + 2.0),
+        squeeze=False,
+        layout="constrained",
+    )
+    im = None
+    for ax, kind in zip(axes[0], kinds):
+        s = t[t.kind == kind]
+        gap = s.groupby(["model_x", "model_y", "metric"])["gap"].mean()
+        ok = s.groupby(["model_x", "model_y", "metric"])["ok"].mean()
+        grid = np.full((len(pairs), len(measures)), np.nan)
+        weak = np.zeros(grid.shape, bool)
+        for r, (a, b) in enumerate(pairs):
+            for c, m in enumerate(measures):
+                if (a, b, m) in gap.index:
+                    grid[r, c] = gap[(a, b, m)]
+                    weak[r, c] = ok[(a, b, m)] < 0.5
+        im = ax.imshow(grid, cmap="magma_r", vmin=0, vmax=0.5, aspect="auto")
+        for r in range(grid.shape[0]):
+            for c in range(grid.shape[1]):
+                if np.isfinite(grid[r, c]):
+                    txt = f"{grid[r, c]:.2f}" + (" ×" if weak[r, c] else "")
+                    ax.text(
+                        c,
+                        r,
+                        txt,
+                        ha="center",
+                        va="center",
+                        fontsize=5.5,
+                        color="white" if grid[r, c] > 0.3 else "black",
+                    )
+        ax.set_xticks(range(len(measures)), [MEASURE_LABELS[m] for m in measures], rotation=60)
+        ax.set_yticks(range(len(pairs)), [f"{a} → {b}" for a, b in pairs])
+        ax.set_xlabel("measure", fontsize=7)
+        ax.set_ylabel("1st → 2nd model", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.set_title(f"{_KIND_LABELS.get(kind, kind)} tokens", fontsize=8)
+    if im is not None:
+        cb = fig.colorbar(im, ax=axes, shrink=0.7, aspect=25, pad=0.02)
+        cb.set_label("mean |depth − depth of best match|", fontsize=7)
+        cb.ax.tick_params(labelsize=6)
+    fig.suptitle(
+        "Best-matching blocks between models (normalised depth; ×: most best matches not"
+        " significant)",
+        fontsize=9,
+    )
+    save_figure(fig, outputs, dpi)

@@ -201,7 +201,10 @@ def table_settings(wildcards):
     so that another analysis' or a figure's setting of the same section reruns nothing.
     """
     a = registry.get(wildcards.analysis)
-    sec = section(wildcards.analysis)
+    sec = {
+        **section(wildcards.analysis),
+        **{k: config[k] for k in registry.GLOBAL_SETTINGS},
+    }
     return {key: sec[key] for key in a.settings.values()}
 
 

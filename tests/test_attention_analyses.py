@@ -216,6 +216,15 @@ def test_attention_distance_table_units_and_mean(store, tiny_spec):
     raw = Store(store).read("attn/distance").astype(np.float64)  # [n, L, H]
     t = attention_distance_table(store)
     np.testing.assert_allclose(t["value"], raw.mean(0).ravel(), rtol=1e-6)
+    # the bootstrap interval over images: the same as vitlib.stats on the per-image values
+    from vitlib.stats import bootstrap_ci
+
+    lo, hi = bootstrap_ci(raw.astype(np.float32), resamples=1000, seed=0)
+    np.testing.assert_allclose(t["ci_low"], lo.ravel(), rtol=1e-6)
+    np.testing.assert_allclose(t["ci_high"], hi.ravel(), rtol=1e-6)
+    assert (t["ci_low"] <= t["value"] + 1e-12).all() and (t["value"] <= t["ci_high"] + 1e-12).all()
+    none = attention_distance_table(store, statistics={"bootstrap": 0})
+    assert none["ci_low"].isna().all()
     tok = attention_distance_table(store, units="tokens")
     np.testing.assert_allclose(tok["value"], t["value"] * (tiny_spec.grid - 1), rtol=1e-6)
     px = attention_distance_table(store, units="pixels")

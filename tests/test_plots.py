@@ -181,7 +181,7 @@ def _similarity() -> Data:
     """The similarity suite's table: every measure, both kinds, every model pair with a
     null; the noise-like pair (demo_sup, mae_b32) is not significant."""
     from vitlib.metrics.similarity_suite import DISTANCES, SUITE_MEASURES
-    from vitlib.metrics.tables import _bh, _best
+    from vitlib.metrics.tables import _best, _bh
 
     rng = np.random.default_rng(0)
     frames = []
@@ -366,19 +366,27 @@ def _spair() -> Data:
     return _per_model("spair", make, {"alphas": [0.1, 0.05, 0.01], "reference": "bbox"})
 
 
-def _classification(name: str, coords: tuple[tuple[str, list[Any]], ...], **settings: Any) -> Data:
+def _classification(
+    name: str, coords: tuple[tuple[str, list[Any]], ...], ci: bool = False, **settings: Any
+) -> Data:
     classes = 4  # top-5 of four classes is certain: chance is 100 %, not 125 %
 
     def make(model: str, depth: int, rng: np.random.Generator) -> pd.DataFrame:
         t = _layers(depth, *coords).assign(train=DATASET, test=f"{DATASET}_val")
         top1 = rng.uniform(30, 90, len(t))
-        return t.assign(top1=top1, top5=np.minimum(100, top1 + 10), chance=100.0 / classes)
+        t = t.assign(top1=top1, top5=np.minimum(100, top1 + 10), chance=100.0 / classes)
+        if ci:  # bootstrap intervals (the k-NN table's)
+            for m in ("top1", "top5"):
+                t[f"{m}_ci_low"], t[f"{m}_ci_high"] = t[m] - 4.0, np.minimum(100, t[m] + 4.0)
+        return t
 
     return _per_model(name, make, settings)
 
 
 def _knn() -> Data:
-    return _classification("knn", (("k", [10, 20]),), ks=[10, 20], temperature=0.07, feature="cls")
+    return _classification(
+        "knn", (("k", [10, 20]),), ci=True, ks=[10, 20], temperature=0.07, feature="cls"
+    )
 
 
 def _probe() -> Data:
@@ -1146,3 +1154,27 @@ def test_size_is_the_marker_and_patch_the_line_style():
     assert style.model_style("dinov2reg_b14", "dinov2")["marker"] == b16["marker"]
     plain = style.model_style("demo_sup", "timm")
     assert plain["linestyle"] == "-" and plain["marker"]
+
+
+def test_curves_with_intervals_carry_bands(tmp_path, kept):
+    """A table with bootstrap intervals (k-NN) draws each model's interval as a band in its
+    line's colour around the line."""
+    from matplotlib.collections import PolyCollection
+
+    fig, _ = draw("knn", tmp_path, kept)
+    for ax in [a for a in data_axes(fig) if model_lines(a)]:
+        bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+        lines = model_lines(ax)
+        assert len(bands) == len(lines)
+        for band, line in zip(bands, lines):
+            assert to_hex(band.get_facecolor()[0][:3]) == to_hex(line.get_color())
+            ys = band.get_paths()[0].vertices[:, 1]
+            y = np.asarray(line.get_ydata(), float)
+            assert ys.min() == pytest.approx(y.min() - 4.0)
+
+
+def test_curves_without_intervals_have_no_bands(tmp_path, kept):
+    from matplotlib.collections import PolyCollection
+
+    fig, _ = draw("retrieval", tmp_path, kept)  # its synthetic table has no intervals
+    assert not any(isinstance(c, PolyCollection) for a in data_axes(fig) for c in a.collections)

@@ -25,7 +25,11 @@ SCHEMA = load_schema()["properties"]["analyses"]["properties"]
 def test_every_analysis_is_declared_completely(a):
     assert a.section in SCHEMA, f"{a.name}: no schema block analyses.{a.section}"
     props = SCHEMA[a.section]["properties"]
+    top = load_schema()["properties"]
     for key in a.settings.values():
+        if key in registry.GLOBAL_SETTINGS:  # a top-level block, passed whole
+            assert key in top, f"{a.name}: global setting {key!r} not in the schema"
+            continue
         assert key in props, f"{a.name}: setting {key!r} not in the schema of {a.section}"
         assert "default" in props[key] or key == "images", f"{a.section}.{key} has no default"
     if a.view is None:

@@ -109,6 +109,18 @@ def test_saliency_iou_matches_direct_computation(tmp_path, spec, coco):
     best = cls[cls.head_selection == "per_image"].sort_values("layer")
     np.testing.assert_allclose(best["iou"].to_numpy(), ious.max(-1).mean(0), atol=1e-6)
     assert (t["n_images"] == len(m)).all() and len(m) == 6
+    # intervals: a plain loop bootstrap over the 6 images with the same resample counts
+    from vitlib.stats import resample_counts
+
+    counts = np.concatenate(list(resample_counts(6, 1000, 0)))
+    means = np.einsum("bn,nlh->blh", counts, ious) / 6
+    lo, hi = np.quantile(means, [0.025, 0.975], axis=0)
+    np.testing.assert_allclose(per_head["iou_ci_low"], lo.ravel(), atol=1e-6)
+    np.testing.assert_allclose(per_head["iou_ci_high"], hi.ravel(), atol=1e-6)
+    sel = cls[cls.head_selection == "per_layer"].sort_values("layer")  # head chosen per resample
+    np.testing.assert_allclose(
+        sel["iou_ci_low"], np.quantile(means.max(-1), 0.025, axis=0), atol=1e-6
+    )
 
 
 def test_pooled_object_features_match_manual_pooling(tmp_path, spec, coco):
@@ -176,6 +188,9 @@ def test_retrieval_table_ranks_identical_images_first(tmp_path, spec):
     np.testing.assert_allclose(med["map"], 100.0)
     np.testing.assert_allclose(t[t.protocol == "hard"]["map"], 100.0)  # only q1 has a hard positive
     assert list(med["mp@1"]) == [100.0, 100.0]
+    # every query's AP is 100: the bootstrap interval over queries is the point 100
+    np.testing.assert_allclose(t["map_ci_low"], 100.0)
+    np.testing.assert_allclose(t["map_ci_high"], 100.0)
 
 
 def test_davis_table_on_a_static_video_is_perfect(tmp_path, spec):
@@ -208,6 +223,9 @@ def test_davis_table_on_a_static_video_is_perfect(tmp_path, spec):
     assert 95 < expect < 100
     np.testing.assert_allclose(t["J"], expect)
     assert list(t["layer"]) == [0, 1] and (t["n_objects"] == 1).all()
+    # one sequence: every resample is that sequence, the interval is the point
+    np.testing.assert_allclose(t["J_ci_low"], expect)
+    np.testing.assert_allclose(t["JF_ci_high"], t["JF"])
 
 
 def test_spair_table_identity_pairs_are_exact(tmp_path, spec):
@@ -241,6 +259,11 @@ def test_spair_table_identity_pairs_are_exact(tmp_path, spec):
     t = spair_table(str(tmp_path / "s.zarr"), m)
     np.testing.assert_allclose(t[(t.alpha == 0.1) & (t.category == "all")]["pck"], 100.0)
     assert set(t["alpha"]) == {0.1, 0.05, 0.01}
+    ok = t["pck_ci_low"].notna()
+    assert ok.all()
+    assert ((t["pck_ci_low"] <= t["pck"] + 1e-9) & (t["pck"] <= t["pck_ci_high"] + 1e-9)).all()
+    full = t[(t.alpha == 0.1) & (t.category == "all")]  # every resample is perfect too
+    np.testing.assert_allclose(full["pck_ci_low"], 100.0)
 
 
 def test_summary_best_layer_from_hand_made_tables():
@@ -254,6 +277,8 @@ def test_summary_best_layer_from_hand_made_tables():
                 "layer": [0, 1, 2] * 2,
                 "k": 20,
                 "top1": [10, 50, 40, 5, 6, 7],
+                "top1_ci_low": [9, 48, 38, 4, 5, 6],
+                "top1_ci_high": [11, 52, 42, 6, 7, 8],
                 "top5": 0.0,
             }
         ),
@@ -281,7 +306,14 @@ def test_summary_best_layer_from_hand_made_tables():
     assert (a.best_layer, a.of, a.best, a.last_layer) == (2, 3, 50, 40)
     b = s[(s.model == "b")].iloc[0]
     assert (b.best_layer, b.best) == (3, 7)
+    assert (a.best_ci_low, a.best_ci_high) == (48, 52)  # the best layer's interval
     assert s[s.metric == "J&F"].iloc[0].best_layer == 2
+    assert np.isnan(s[s.metric == "J&F"].iloc[0].best_ci_low)  # a table without intervals
+    from vitlib.downstream.summary import _cells
+
+    assert _cells(s[(s.model == "a") & s.metric.str.startswith("k-NN")].head(1)) == [
+        "50.00 (2) [48.0, 52.0]"
+    ]
     # the summary dispatches on the analysis: one without summary metrics is an error
     with pytest.raises(ValueError, match="declares no summary metric"):
         headline(knn.assign(analysis="clustering"))

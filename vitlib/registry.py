@@ -167,6 +167,11 @@ class Analysis:
         return self.view or str(section["view"])
 
 
+#: Settings an analysis may read besides its own section's: top-level config blocks, passed
+#: whole under their name (``statistics``: the bootstrap of :mod:`vitlib.stats`).
+GLOBAL_SETTINGS = ("statistics",)
+
+
 def _load(path: str) -> Callable[..., Any]:
     module, _, name = path.partition(":")
     fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
@@ -189,6 +194,7 @@ _ATTN_MAPS = (
 _CURVES = "vitlib.plots.downstream:task_figure"
 _DAVIS = "vitlib.downstream.tables:davis_table"
 _DAVIS_SETTINGS = {k: k for k in ("n_last", "radius", "topk", "temperature")}
+_DAVIS_TABLE_SETTINGS = {**_DAVIS_SETTINGS, "statistics": "statistics"}
 
 _SIMILARITY_FIGURES = (
     ("linear_cka", "Linear CKA (Kornblith et al. 2019)", "1: identical up to rotation and scale."),
@@ -235,7 +241,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         table="vitlib.attention.tables:attention_distance_table",
         needs=frozenset({"attention"}),
         description="Mean attention distance per layer and head.",
-        settings={"units": "units"},
+        settings={"units": "units", "statistics": "statistics"},
         view="center",
         paper="Fig. 4, 15",
         figures=(
@@ -618,7 +624,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         table="vitlib.attention.saliency:saliency_table",
         needs=frozenset({"attention"}),
         description="Attention-saliency IoU against object or part masks.",
-        settings={"mass": "mass"},
+        settings={"mass": "mass", "statistics": "statistics"},
         view="center",
         dataset_kinds=("coco", "partimagenet"),
         manifest=True,
@@ -684,6 +690,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         table="vitlib.downstream.tables:retrieval_table",
         needs=frozenset({"features"}),
         description="Revisited Oxford/Paris mAP (Medium, Hard) per layer.",
+        settings={"statistics": "statistics"},
         view="retrieval",
         dataset_kinds=("revisited",),
         manifest=True,
@@ -701,7 +708,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 Figures 9-10 and 28-31): L2-normalised CLS tokens of each block, database ranked
                 by cosine similarity (FAISS), mean average precision under the revisited
                 protocol's Medium (easy + hard positives) and Hard (hard positives, easy
-                ignored) setups.""",
+                ignored) setups. Bands: bootstrap intervals over the queries.""",
                 "Fig. 9, 10",
                 options={"task": "retrieval"},
                 appendix="Fig. 29",
@@ -716,7 +723,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         needs=frozenset({"davis_propagation"}),
         need_settings=tuple(_DAVIS_SETTINGS),
         description="DAVIS-2017 label propagation J&F per layer.",
-        settings=_DAVIS_SETTINGS,
+        settings=_DAVIS_TABLE_SETTINGS,
         dataset_kinds=("davis",),
         manifest=True,
         metrics=("J", "F", "JF"),
@@ -749,7 +756,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         needs=frozenset({"davis_propagation"}),
         need_settings=tuple(_DAVIS_SETTINGS),
         description="DAVIS-2017 J&F per layer on frames squashed to the input size (Table 4).",
-        settings=_DAVIS_SETTINGS,
+        settings=_DAVIS_TABLE_SETTINGS,
         view="squash",
         enabled_by="normal",
         dataset_kinds=("davis",),
@@ -779,7 +786,12 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         needs=frozenset({"spair_transfer"}),
         need_settings=("rounding",),
         description="SPair-71k keypoint transfer PCK per layer.",
-        settings={"alphas": "alphas", "reference": "reference", "rounding": "rounding"},
+        settings={
+            "alphas": "alphas",
+            "reference": "reference",
+            "rounding": "rounding",
+            "statistics": "statistics",
+        },
         view="spair",
         dataset_kinds=("spair",),
         manifest=True,
@@ -811,7 +823,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         table="vitlib.downstream.knn_bank:knn_bank_table",
         needs=frozenset({"features"}),
         description="Weighted k-NN accuracy per layer (DINO protocol).",
-        settings={"ks": "ks", "temperature": "temperature"},
+        settings={"ks": "ks", "temperature": "temperature", "statistics": "statistics"},
         feature_setting="feature",
         train="knn_bank",
         metrics=("top1", "top5", "chance"),
@@ -827,7 +839,8 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 """Weighted k-NN classification accuracy at every layer (DINO protocol: cosine
                 similarity of the block's CLS token, k = 20, temperature 0.07), top-1 and top-5,
                 as in the paper's Figures 9 and 28. Every layer comes from the one stored
-                extraction of each model.""",
+                extraction of each model. Bands: percentile bootstrap intervals over the test
+                images (``statistics``; docs/protocols.md §D7).""",
                 "Fig. 9, 28",
                 appendix="Fig. 28",
             ),

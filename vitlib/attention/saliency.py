@@ -14,6 +14,8 @@ at token resolution takes no part (a warning names how many and which, and the t
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -95,10 +97,46 @@ def saliency_iou(
     return {q: np.stack(v) for q, v in out.items()}, np.asarray(used)
 
 
-def saliency_table(store: Store | str, manifest: Manifest, *, mass: float = 0.6) -> pd.DataFrame:
+def _iou_intervals(
+    v: np.ndarray, statistics: Mapping[str, Any] | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Bootstrap intervals over images of the three head selections of IoUs ``v`` ``[n, L, H]``:
+    ``head`` ``[L, H]``, ``per_image`` ``[L]`` (mean of the per-image best head) and
+    ``per_layer`` ``[L]`` (best head of the resampled means: the selection is redone on every
+    resample)."""
+    from vitlib.stats import percentile_interval, resample_counts, settings_of
+
+    resamples, level, seed = settings_of(statistics)
+    n, L, H = v.shape
+    nan = np.full((L, H), np.nan)
+    if not resamples or n == 0:
+        return {
+            "head": (nan, nan),
+            "per_image": (nan[:, 0], nan[:, 0]),
+            "per_layer": (nan[:, 0], nan[:, 0]),
+        }
+    x = np.concatenate([v.reshape(n, L * H), v.max(-1)], axis=1)  # [n, L·H + L]
+    means = np.concatenate([c @ x / n for c in resample_counts(n, resamples, seed)])
+    head = means[:, : L * H].reshape(-1, L, H)
+    out = {
+        "head": percentile_interval(head, level),
+        "per_image": percentile_interval(means[:, L * H :], level),
+        "per_layer": percentile_interval(head.max(-1), level),
+    }
+    return out
+
+
+def saliency_table(
+    store: Store | str,
+    manifest: Manifest,
+    *,
+    mass: float = 0.6,
+    statistics: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
     """Tidy IoU table: per (query, layer, head) the mean over images; per (query, layer) the
     best head chosen per image (``head_selection = "per_image"``: max over heads, then the
-    mean — the paper's plots) and per layer (``"per_layer"``: max over heads of the mean).
+    mean — the paper's plots) and per layer (``"per_layer"``: max over heads of the mean);
+    ``iou_ci_low``/``iou_ci_high``: bootstrap intervals over the images (docs §D7).
 
     ``n_images`` counts the images scored, ``n_images_no_mask`` those left out because no
     annotation mask of theirs survives at token resolution (flagged, see the module)."""
@@ -107,6 +145,7 @@ def saliency_table(store: Store | str, manifest: Manifest, *, mass: float = 0.6)
     rows = []
     for q, v in per_image.items():
         mean = v.mean(0)  # [L, H]
+        ci = _iou_intervals(v, statistics)
         for layer in range(v.shape[1]):
             for h in range(v.shape[2]):
                 rows.append(
@@ -116,6 +155,8 @@ def saliency_table(store: Store | str, manifest: Manifest, *, mass: float = 0.6)
                         "head": h,
                         "head_selection": "head",
                         "iou": float(mean[layer, h]),
+                        "iou_ci_low": ci["head"][0][layer, h],
+                        "iou_ci_high": ci["head"][1][layer, h],
                     }
                 )
             rows.append(
@@ -125,6 +166,8 @@ def saliency_table(store: Store | str, manifest: Manifest, *, mass: float = 0.6)
                     "head": -1,
                     "head_selection": "per_image",
                     "iou": float(v[:, layer].max(-1).mean()),
+                    "iou_ci_low": ci["per_image"][0][layer],
+                    "iou_ci_high": ci["per_image"][1][layer],
                 }
             )
             rows.append(
@@ -134,6 +177,8 @@ def saliency_table(store: Store | str, manifest: Manifest, *, mass: float = 0.6)
                     "head": int(mean[layer].argmax()),
                     "head_selection": "per_layer",
                     "iou": float(mean[layer].max()),
+                    "iou_ci_low": ci["per_layer"][0][layer],
+                    "iou_ci_high": ci["per_layer"][1][layer],
                 }
             )
     t = pd.DataFrame(rows)

@@ -8,9 +8,13 @@ memory stays bounded by the queries, whatever the size of the training set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -121,6 +125,24 @@ def knn_predict(
     return pred if top5 else pred[:, 0]
 
 
+def knn_hits(
+    sims: np.ndarray,
+    neighbour_labels: np.ndarray,
+    test_labels: np.ndarray,
+    ks: Iterable[int],
+    num_classes: int,
+    temperature: float = 0.07,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per query, whether the true class is the top-1 / among the top-5 predictions, for every
+    ``k`` in ``ks`` (the items the accuracy averages and its bootstrap resamples)."""
+    out = {}
+    y = np.asarray(test_labels)
+    for k in ks:
+        pred = vote(sims, neighbour_labels, num_classes, k, temperature, top=min(5, k, num_classes))
+        out[k] = (pred[:, 0] == y, (pred == y[:, None]).any(1))
+    return out
+
+
 def knn_accuracy(
     sims: np.ndarray,
     neighbour_labels: np.ndarray,
@@ -130,12 +152,46 @@ def knn_accuracy(
     temperature: float = 0.07,
 ) -> dict[int, dict[str, float]]:
     """Top-1 / top-5 accuracy (%) for every ``k`` in ``ks`` from one top-max(ks) search."""
-    out = {}
-    y = np.asarray(test_labels)
-    for k in ks:
-        pred = vote(sims, neighbour_labels, num_classes, k, temperature, top=min(5, k, num_classes))
-        out[k] = {
-            "top1": float((pred[:, 0] == y).mean() * 100),
-            "top5": float((pred == y[:, None]).any(1).mean() * 100),
-        }
-    return out
+    hits = knn_hits(sims, neighbour_labels, test_labels, ks, num_classes, temperature)
+    return {
+        k: {"top1": float(h1.mean() * 100), "top5": float(h5.mean() * 100)}
+        for k, (h1, h5) in hits.items()
+    }
+
+
+def accuracy_rows(
+    hits: Sequence[Mapping[int, tuple[np.ndarray, np.ndarray]]],
+    ks: Sequence[int],
+    n_train: int,
+    statistics: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The k-NN table's rows (``layer, k, k_effective, top1, top5``) from the per-query hits
+    of every layer (:func:`knn_hits`, keyed by the effective ``k``), with percentile
+    bootstrap intervals over the queries, the same resamples for every row
+    (``top1_ci_low`` …; :mod:`vitlib.stats`; ``statistics["bootstrap"] == 0``: none)."""
+    import pandas as pd
+
+    from vitlib.stats import bootstrap_ci, settings_of
+
+    rows, items = [], []
+    for layer, h in enumerate(hits):
+        for k in ks:
+            h1, h5 = h[min(k, n_train)]
+            items.append(np.stack([h1, h5], axis=1))
+            rows.append(
+                {
+                    "layer": layer,
+                    "k": k,
+                    "k_effective": min(k, n_train),  # flagged: fewer neighbours than asked
+                    "top1": float(h1.mean() * 100),
+                    "top5": float(h5.mean() * 100),
+                }
+            )
+    t = pd.DataFrame(rows)
+    resamples, level, seed = settings_of(statistics)
+    if resamples and items:
+        values = np.stack(items, axis=1).astype(np.float64) * 100.0  # [Q, rows, 2]
+        lo, hi = bootstrap_ci(values, resamples=resamples, level=level, seed=seed)
+        for j, name in enumerate(("top1", "top5")):
+            t[f"{name}_ci_low"], t[f"{name}_ci_high"] = lo[:, j], hi[:, j]
+    return t

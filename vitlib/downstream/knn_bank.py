@@ -72,7 +72,7 @@ import pandas as pd
 
 import vitlib
 from vitlib import keys
-from vitlib.downstream.knn import _normalise, knn_accuracy
+from vitlib.downstream.knn import _normalise, accuracy_rows, knn_accuracy, knn_hits
 from vitlib.store import Store, fingerprint
 
 if TYPE_CHECKING:
@@ -546,10 +546,12 @@ def knn_bank_table(
     *,
     ks: Sequence[int] = (10, 20, 100, 200),
     temperature: float = 0.07,
+    statistics: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """k-NN accuracy of every layer from a :class:`KnnBank`, in the format of
     :func:`~vitlib.downstream.tables.knn_table` (``k`` > ``n_train`` is clamped as there;
-    a ``k`` above the bank's ``k_max`` raises)."""
+    a ``k`` above the bank's ``k_max`` raises), with bootstrap intervals over the test
+    queries (:func:`~vitlib.downstream.knn.accuracy_rows`)."""
     b = bank if isinstance(bank, KnnBank) else KnnBank.load(bank)
     gte = Store.open(test_store)
     if b.meta.get("model") != gte.model:
@@ -560,21 +562,14 @@ def knn_bank_table(
     n_train = b.n_train
     C = int(max(b.train_classes - 1, int(yte.max())) + 1)
     ks_eff = sorted({min(k, n_train) for k in ks})
-    rows = []
-    for layer in range(b.indices.shape[0]):
-        acc = knn_from_neighbours(b.sims[layer], b.labels[layer], yte, ks_eff, temperature, C)
-        for k in ks:
-            a = acc[min(k, n_train)]
-            rows.append(
-                {
-                    "layer": layer,
-                    "k": k,
-                    "k_effective": min(k, n_train),  # as knn_table: flagged when clamped
-                    "top1": a["top1"],
-                    "top5": a["top5"],
-                }
-            )
-    t = pd.DataFrame(rows)
+    too_many = [k for k in ks_eff if k > b.sims.shape[-1]]
+    if too_many:
+        raise ValueError(f"k = {too_many} > the {b.sims.shape[-1]} neighbours kept")
+    hits = [
+        knn_hits(b.sims[layer], b.labels[layer], yte, ks_eff, C, temperature)
+        for layer in range(b.indices.shape[0])
+    ]
+    t = accuracy_rows(hits, ks, n_train, statistics)
     for col, v in {
         "train": b.meta.get("train"),
         "test": gte.dataset,

@@ -33,9 +33,17 @@ def best_layer(table: pd.DataFrame, metric: str, *, group: str = "model") -> pd.
     """Best layer per model for a per-layer metric (paper Tables 1 and 5): the 1-based layer,
     of how many, and the score there."""
     idx = table.groupby(group, sort=False)[metric].idxmax()
-    best = table.loc[idx, [group, "layer", "depth", metric]].copy()
+    bounds = [c for c in ("ci_low", "ci_high") if c in table]
+    best = table.loc[idx, [group, "layer", "depth", metric, *bounds]].copy()
     best["layer"] = best["layer"] + 1
-    return best.rename(columns={"layer": "best_layer", "depth": "of", metric: f"best_{metric}"})
+    return best.rename(
+        columns={
+            "layer": "best_layer",
+            "depth": "of",
+            metric: f"best_{metric}",
+            **{b: f"best_{b}" for b in bounds},
+        }
+    )
 
 
 def headline(table: pd.DataFrame, *, main_only: bool = False) -> pd.DataFrame:
@@ -72,6 +80,8 @@ def headline(table: pd.DataFrame, *, main_only: bool = False) -> pd.DataFrame:
                 main=h.main,
                 table=h.table,
                 value=sel["value"].astype(float),
+                ci_low=sel["ci_low"].astype(float) if "ci_low" in sel else float("nan"),
+                ci_high=sel["ci_high"].astype(float) if "ci_high" in sel else float("nan"),
             )
         )
     return pd.concat(out, ignore_index=True)
@@ -112,6 +122,10 @@ def summary_table(tables: list[pd.DataFrame]) -> pd.DataFrame:
                         "best_layer": pd.NA if noise else int(r["best_layer"]),
                         "of": int(r["of"]),
                         "best": float(mean[m] if noise else r["best_value"]),
+                        # the bootstrap interval of the best layer's score (not of the choice
+                        # of layer); none for the noise rows' mean over blocks
+                        "best_ci_low": float("nan") if noise else float(r["best_ci_low"]),
+                        "best_ci_high": float("nan") if noise else float(r["best_ci_high"]),
                         "last_layer": float(last.get(m, float("nan"))),
                     }
                 )
@@ -130,11 +144,17 @@ PAPER_COLUMN_ORDER = ("knn", "retrieval", "davis", "spair")
 
 
 def _cells(s: pd.DataFrame) -> list[str]:
-    """``"score (layer)"`` per summary row (1-based best layer; noise rows: the score)."""
-    return [
-        f"{b:.2f}" if pd.isna(layer) else f"{b:.2f} ({int(layer)})"
-        for b, layer in zip(s["best"], s["best_layer"], strict=True)
-    ]
+    """``"score (layer)"`` per summary row (1-based best layer; noise rows: the score), with
+    the score's bootstrap interval ``[low, high]`` where the table has one."""
+    lo = s["best_ci_low"] if "best_ci_low" in s else pd.Series(float("nan"), s.index)
+    hi = s["best_ci_high"] if "best_ci_high" in s else pd.Series(float("nan"), s.index)
+    out = []
+    for b, layer, a, z in zip(s["best"], s["best_layer"], lo, hi, strict=True):
+        cell = f"{b:.2f}" if pd.isna(layer) else f"{b:.2f} ({int(layer)})"
+        if pd.notna(a) and pd.notna(z):
+            cell += f" [{a:.1f}, {z:.1f}]"
+        out.append(cell)
+    return out
 
 
 def _row_order(s: pd.DataFrame, order: list[str] | None) -> tuple[list[str], set[str]]:

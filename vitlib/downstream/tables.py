@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from vitlib import keys
-from vitlib.downstream.knn import knn_accuracy, knn_topk_streaming
+from vitlib.downstream.knn import accuracy_rows, knn_hits, knn_topk_streaming
 from vitlib.store import Store
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,10 @@ def knn_table(
     ks: Sequence[int] = (10, 20, 100, 200),
     temperature: float = 0.07,
     feature: str = "cls",
+    statistics: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """k-NN accuracy of every layer (DINO protocol, docs/protocols.md §5.1).
+    """k-NN accuracy of every layer (DINO protocol, docs/protocols.md §5.1), with bootstrap
+    intervals over the test queries (:func:`~vitlib.downstream.knn.accuracy_rows`).
 
     Training features are streamed layer by layer in the store's chunks; the queries of one
     layer are held in memory.  ``feature``: ``cls`` (the paper) or ``spatial_mean``.
@@ -56,7 +58,7 @@ def knn_table(
     C = int(max(ytr.max(), yte.max()) + 1)
     kmax = min(max(ks), len(ytr))
     ks_eff = sorted({min(k, len(ytr)) for k in ks})
-    rows = []
+    hits = []
     # ~64 MiB of float32 train features per read (a few of the store's chunks), gathered
     # into one FAISS index of up to knn.BANK_BYTES (2 GiB) and searched once: memory stays
     # flat at any scale, and a training set that fits one bank is never merged
@@ -67,19 +69,8 @@ def knn_table(
         sims, idx = knn_topk_streaming(
             (c.astype(np.float32) for c in gtr.layer_chunks(name, layer, step)), q, kmax
         )
-        acc = knn_accuracy(sims, ytr[idx], yte, ks_eff, C, temperature)
-        for k in ks:
-            a = acc[min(k, len(ytr))]
-            rows.append(
-                {
-                    "layer": layer,
-                    "k": k,
-                    "k_effective": min(k, len(ytr)),  # flagged: fewer neighbours than asked
-                    "top1": a["top1"],
-                    "top5": a["top5"],
-                }
-            )
-    t = pd.DataFrame(rows)
+        hits.append(knn_hits(sims, ytr[idx], yte, ks_eff, C, temperature))
+    t = accuracy_rows(hits, ks, len(ytr), statistics)
     for col, v in {
         "train": mtr["dataset"],
         "test": mte["dataset"],
@@ -200,21 +191,27 @@ def _check_manifest(meta: dict, manifest: Manifest, store: Store | str) -> None:
 
 
 def retrieval_table(
-    store: Store | str, manifest: Manifest, *, protocols: Sequence[str] = ("medium", "hard")
+    store: Store | str,
+    manifest: Manifest,
+    *,
+    protocols: Sequence[str] = ("medium", "hard"),
+    statistics: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Revisited-protocol mAP per layer (docs/protocols.md §5.2) from a ``retrieval`` view store:
     L2-normalised CLS features, database ranked by cosine similarity with a FAISS
-    inner-product index, ``revisited_map`` per protocol."""
+    inner-product index, ``revisited_map`` per protocol; ``map_ci_low``/``map_ci_high``: the
+    percentile bootstrap interval over the queries (those with positives; docs §D7)."""
     import faiss
 
     from vitlib.downstream.retrieval import revisited_map
+    from vitlib.stats import bootstrap_ci, settings_of
 
     g = Store.open(store)
     meta = g.meta
     _check_manifest(meta, manifest, store)
     n_db = int(manifest.extra["n_db"])
     gnd = manifest.extra["gnd"]
-    rows = []
+    rows, aps = [], []
     for layer in range(meta["depth"]):
         x = g.layer(keys.feature("block", "cls"), layer).astype(np.float32)
         x /= np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
@@ -223,6 +220,7 @@ def retrieval_table(
         _, ranks = index.search(np.ascontiguousarray(x[n_db:]), n_db)
         for p in protocols:
             r = revisited_map(ranks.T, gnd, p)
+            aps.append(r["aps"] * 100.0)
             rows.append(
                 {
                     "layer": layer,
@@ -231,7 +229,12 @@ def retrieval_table(
                     **{f"mp@{k}": v for k, v in zip(r["kappas"], r["mpr"])},
                 }
             )
-    return _stamp(pd.DataFrame(rows), meta, n_db=n_db, n_queries=len(gnd))
+    t = pd.DataFrame(rows)
+    resamples, level, seed = settings_of(statistics)
+    if resamples and aps:
+        lo, hi = bootstrap_ci(np.stack(aps, axis=1), resamples=resamples, level=level, seed=seed)
+        t["map_ci_low"], t["map_ci_high"] = lo, hi
+    return _stamp(t, meta, n_db=n_db, n_queries=len(gnd))
 
 
 def davis_table(
@@ -243,11 +246,14 @@ def davis_table(
     topk: int = 5,
     temperature: float = 0.1,
     layers: Sequence[int] | None = None,
+    statistics: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """DAVIS label propagation per layer (docs/protocols.md §5.3) from a ``dense`` or ``squash``
     token store: the first frame's annotation (nearest-resized to the token grid) is
     propagated with :func:`propagate_labels`, predictions are upsampled to the frame size
-    and scored with J and F per object (first and last frame excluded)."""
+    and scored with J and F per object (first and last frame excluded). ``<metric>_ci_low``
+    / ``_ci_high``: bootstrap intervals resampling whole sequences (their objects together;
+    the statistic stays the mean over objects; docs §D7)."""
     import torch
 
     from vitlib.data.annotations import davis_mask
@@ -310,6 +316,19 @@ def davis_table(
     agg = t.groupby("layer", as_index=False)[["J", "F"]].mean()
     agg["JF"] = (agg["J"] + agg["F"]) / 2
     agg[["J", "F", "JF"]] *= 100
+    from vitlib.stats import bootstrap_ci, settings_of
+
+    resamples, level, seed = settings_of(statistics)
+    if resamples and len(t):
+        t["JF"] = (t["J"] + t["F"]) / 2
+        per_seq = t.groupby(["seq", "layer"])[["J", "F", "JF"]].mean().unstack("layer")
+        weight = t[t.layer == t.layer.iloc[0]].groupby("seq").size().reindex(per_seq.index)
+        for m in ("J", "F", "JF"):
+            v = per_seq[m].reindex(columns=agg["layer"]).to_numpy() * 100  # [S, L]
+            lo, hi = bootstrap_ci(
+                v, resamples=resamples, level=level, seed=seed, weights=weight.to_numpy()
+            )
+            agg[f"{m}_ci_low"], agg[f"{m}_ci_high"] = lo, hi
     return _stamp(
         agg,
         meta,
@@ -430,12 +449,15 @@ def spair_table(
     alphas: Sequence[float] = (0.1, 0.05, 0.01),
     reference: str = "bbox",
     rounding: str = "faithful",
+    statistics: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """SPair keypoint transfer per layer (docs/protocols.md §5.4) from a ``spair`` token store:
     per-token L2-normalised features bilinearly upsampled to the S×S input, each source
     keypoint's descriptor matched to the most similar target pixel (cosine), PCK per
     category against the target box's longer side (``reference="bbox"``) or the image
-    size (``"image"``), averaged over categories."""
+    size (``"image"``), averaged over categories. ``pck_ci_low``/``pck_ci_high``: bootstrap
+    intervals resampling image pairs (keypoints of a pair stay together), each category's
+    PCK and their mean recomputed per resample (docs §D7)."""
     import torch
 
     from vitlib.data.views import pad_geometry
@@ -472,6 +494,9 @@ def spair_table(
 
     maps_of = SpairMaps(tokens, lambda i: (int(grids[i][0]), int(grids[i][1])), S)
     rows = []
+    pair_cat: list[str] = []  # per pair with keypoints: its category, keypoints, and the
+    pair_kps: list[int] = []  # correct keypoints per layer and alpha (the bootstrap's items)
+    pair_correct: dict[int, list[list[float]]] = {}
     for layer in range(meta["depth"]):
         errs: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         for j, p in enumerate(manifest.extra["pairs"]):
@@ -489,6 +514,12 @@ def spair_table(
             x1, y1, x2, y2 = p["trg_bndbox"]
             ref = max(x2 - x1, y2 - y1) * scale if reference == "bbox" else float(S)
             errs.setdefault(p["category"], []).append((pred, trg, np.full(len(trg), ref)))
+            if layer == 0:
+                pair_cat.append(str(p["category"]))
+                pair_kps.append(len(trg))
+            pair_correct.setdefault(j, []).append(
+                [len(trg) * pck(pred, trg, np.full(len(trg), ref), a) for a in alphas]
+            )
         for a in alphas:
             per_cat = {
                 c: pck(
@@ -512,6 +543,51 @@ def spair_table(
                 {"layer": layer, "alpha": a, "category": c, "pck": 100 * v}
                 for c, v in per_cat.items()
             ]
-    return _stamp(
-        pd.DataFrame(rows), meta, reference=reference, n_pairs=len(manifest.extra["pairs"])
-    )
+    t = pd.DataFrame(rows)
+    if pair_cat:
+        correct = np.array([pair_correct[j] for j in sorted(pair_correct)])  # [P, L, A]
+        _spair_intervals(
+            t, correct, np.array(pair_kps, float), np.array(pair_cat), alphas, statistics
+        )
+    return _stamp(t, meta, reference=reference, n_pairs=len(manifest.extra["pairs"]))
+
+
+def _spair_intervals(
+    t: pd.DataFrame,
+    correct: np.ndarray,
+    kps: np.ndarray,
+    cats: np.ndarray,
+    alphas: Sequence[float],
+    statistics: Mapping[str, Any] | None,
+) -> None:
+    """Add ``pck_ci_low``/``pck_ci_high`` to the SPair rows ``t`` (in place): resample the
+    pairs, recompute every category's PCK (correct / keypoints of its resampled pairs) and
+    their mean, per layer and alpha."""
+    from vitlib.stats import percentile_interval, resample_counts, settings_of
+
+    resamples, level, seed = settings_of(statistics)
+    if not resamples:
+        return
+    P, L, A = correct.shape
+    names = sorted(set(cats))
+    flat = correct.reshape(P, L * A)
+    samples = np.empty((resamples, len(names) + 1, L * A))
+    start = 0
+    for counts in resample_counts(P, resamples, seed):
+        b = slice(start, start + len(counts))
+        per = []
+        for c, name in enumerate(names):
+            m = cats == name
+            with np.errstate(invalid="ignore", divide="ignore"):
+                v = (counts[:, m] @ flat[m]) / (counts[:, m] @ kps[m])[:, None]
+            samples[b, c + 1] = v * 100
+            per.append(v)
+        with np.errstate(invalid="ignore"):
+            samples[b, 0] = np.nanmean(np.stack(per), axis=0) * 100  # a category may drop out
+        start += len(counts)
+    lo, hi = percentile_interval(samples, level)  # [1 + C, L·A]
+    index = {"all": 0, **{n: i + 1 for i, n in enumerate(names)}}
+    amap = {float(a): i for i, a in enumerate(alphas)}
+    rows = [index[str(c)] for c in t["category"]]
+    cols = [int(layer) * A + amap[float(a)] for layer, a in zip(t["layer"], t["alpha"])]
+    t["pck_ci_low"], t["pck_ci_high"] = lo[rows, cols], hi[rows, cols]

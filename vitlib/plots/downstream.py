@@ -190,7 +190,13 @@ def curve_figure(
                 sub = sub[sub["family"].astype(str) == fam]
             for model, g in sub.groupby("model", sort=False):
                 x = (g["layer"] + 1) / g["depth"] if fam is not None else g["layer"] + 1
-                ax.plot(x, g[y], label=model, **model_style(str(model), str(g["family"].iloc[0])))
+                st = model_style(str(model), str(g["family"].iloc[0]))
+                (line,) = ax.plot(x, g[y], label=model, **st)
+                lo, hi = f"{y}_ci_low", f"{y}_ci_high"
+                if lo in g and hi in g and g[lo].notna().any():  # the bootstrap interval
+                    ax.fill_between(
+                        x, g[lo], g[hi], color=line.get_color(), alpha=0.18, lw=0, zorder=1
+                    )
             nz = _select(noise_rows, col, val)
             nz_feature = nz.get("feature", pd.Series("", index=nz.index)) == "noise"
             if nz_feature.any():  # the table's own noise baseline (clustering): one line

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from vitlib.downstream.probe import evaluate_probe, train_probe
 
@@ -112,13 +113,13 @@ def test_probe_lr_factor_reduces_the_rate_of_its_family(tmp_path, tiny_manifest,
     from vitlib.models import spec_from_config
 
     seen: list[float] = []
-    train = probe_mod.train_probe
+    train = probe_mod.train_probe_grid
 
     def spy(*a, **kw):
-        seen.append(kw["lr"])
+        seen.extend(kw["lrs"])
         return train(*a, **kw)
 
-    monkeypatch.setattr(probe_mod, "train_probe", spy)
+    monkeypatch.setattr(probe_mod, "train_probe_grid", spy)
     for family, want in (("beit", 0.01), ("dino", 0.1)):
         spec = spec_from_config(f"t_{family}", {**TINY_ARCH, "family": family})
         out = tmp_path / f"{family}.zarr"
@@ -136,3 +137,62 @@ def test_probe_lr_factor_reduces_the_rate_of_its_family(tmp_path, tiny_manifest,
         )
         assert seen == pytest.approx([want] * 3)
         np.testing.assert_allclose(t["lr"], want)
+
+
+def test_probe_grid_heads_train_like_single_probes():
+    """Head 0 of a grid is train_probe's probe (same seed, same batches, to float32 round-off);
+    heads do not interact: a grid's head 0 is the same with or without other heads."""
+    from vitlib.downstream.probe import train_probe, train_probe_grid
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 12)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int) + 2 * (x[:, 1] > 0)
+
+    def chunks():
+        for i in range(0, 240, 80):
+            yield x[i : i + 80], y[i : i + 80]
+
+    xt = torch.from_numpy(x)
+    for bn in (False, True):
+        kw = dict(n_train=240, epochs=3, batch_size=32, batchnorm=bn, seed=3)
+        one = train_probe(chunks, 12, 4, lr=0.05, weight_decay=1e-3, **kw)
+        grid, combos = train_probe_grid(
+            chunks, 12, 4, lrs=[0.05, 0.5], weight_decays=[1e-3, 0.0], **kw
+        )
+        assert combos == [(0.05, 1e-3), (0.05, 0.0), (0.5, 1e-3), (0.5, 0.0)]
+        alone, _ = train_probe_grid(chunks, 12, 4, lrs=[0.05], weight_decays=[1e-3], **kw)
+        with torch.no_grad():
+            np.testing.assert_allclose(grid.head(0)(xt), one(xt), atol=1e-5)
+            np.testing.assert_allclose(grid.head(0)(xt), alone.head(0)(xt), atol=1e-6)
+            # another head trained differently: its own rate and decay took effect
+            assert not torch.allclose(grid.head(3)(xt), one(xt), atol=1e-3)
+
+
+def test_probe_table_selects_on_validation_and_cross_checks(tmp_path, tiny_manifest):
+    from conftest import TINY_ARCH
+
+    from vitlib.downstream.tables import probe_table
+    from vitlib.extract import run_extraction
+    from vitlib.models import spec_from_config
+
+    spec = spec_from_config("t_sel", {**TINY_ARCH})
+    out = tmp_path / "s.zarr"
+    run_extraction(spec, tiny_manifest, "center", out, batch_size=8, progress=False)
+    t = probe_table(
+        out,
+        out,
+        epochs=2,
+        layers=[3],
+        features=("cls", "cls+spatial_mean"),
+        batchnorm=(False,),
+        lrs=[1e-4, 0.3],
+        weight_decays=[0.0, 1e-4],
+        val_fraction=0.25,
+        logreg=True,
+    )
+    assert list(t["feature"]) == ["cls", "cls+spatial_mean"]
+    assert (t["grid_size"] == 4).all() and (t["n_val"] == 8).all() and (t["n_train"] == 24).all()
+    assert t["lr"].isin([1e-4, 0.3]).all() and t["val_top1"].between(0, 100).all()
+    assert t["logreg_top1"].between(0, 100).all()
+    with pytest.raises(ValueError, match="probe features"):
+        probe_table(out, out, features=("mean",))

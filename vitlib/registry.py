@@ -862,6 +862,11 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
             "batch_size": "batch_size",
             "weight_decay": "weight_decay",
             "seed": "seed",
+            "features": "features",
+            "lrs": "lrs",
+            "weight_decays": "weight_decays",
+            "val_fraction": "val_fraction",
+            "logreg": "logreg",
         },
         metrics=("top1", "top5", "chance"),
         heavy=True,
@@ -873,8 +878,9 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 f"{_PD}:probe_figure",
                 """Linear-probe top-1 accuracy at every layer (the paper's Table 6 extended to all
                 layers): a linear classifier trained on stored CLS or mean-pooled spatial
-                features, with and without the MAE protocol's non-affine BatchNorm; the dashed
-                line is chance.""",
+                features (or both concatenated), with and without the MAE protocol's
+                non-affine BatchNorm; with ``lrs``/``weight_decays`` grids, the head selected
+                on a validation part of the training set; the dashed line is chance.""",
                 "Table 6",
             ),
         ),

@@ -19,9 +19,9 @@ def table6(probe: pd.DataFrame) -> pd.DataFrame:
         lambda r: probe_layers("paper", int(r["depth"]), str(r["family"]))[0], axis=1
     )
     last = probe[probe.layer == paper].copy()
-    last["column"] = last["feature"].map({"cls": "CLS", "spatial_mean": "Spatial"}) + last[
-        "batchnorm"
-    ].map({True: " +BN", False: ""})
+    last["column"] = last["feature"].map(
+        {"cls": "CLS", "spatial_mean": "Spatial", "cls+spatial_mean": "CLS+Spatial"}
+    ) + last["batchnorm"].map({True: " +BN", False: ""})
     order = list(dict.fromkeys(last["model"]))
     out = last.pivot(index="model", columns="column", values="top1").reindex(order)
     if "lr" in last:  # the rate each model was probed with (the paper reduced BEiT's)

@@ -52,15 +52,21 @@ def probe_figure(
 ) -> None:
     """Linear-probe top-1 per layer: CLS / spatial features, without / with BatchNorm."""
     table = wide(table)
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), constrained_layout=True, sharey=True)
-    panels = [("cls", False), ("cls", True), ("spatial_mean", False), ("spatial_mean", True)]
+    feats = [f for f in ("cls", "spatial_mean", "cls+spatial_mean") if f in set(table.feature)]
+    bns = [b for b in (False, True) if b in set(table.batchnorm.astype(bool))]
+    panels = [(f, b) for f in feats for b in bns]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3.8 * len(panels), 3.6), constrained_layout=True, sharey=True
+    )
+    axes = np.atleast_1d(axes)
+    names = {"cls": "CLS", "spatial_mean": "spatial", "cls+spatial_mean": "CLS + spatial"}
     for ax, (feat, bn) in zip(axes, panels):
         for model, t in table.groupby("model", sort=False):
             st = model_style(str(model), str(t["family"].iloc[0]))
             g = t[(t.feature == feat) & (t.batchnorm == bn)]
             ax.plot(g["layer"] + 1, g["top1"], label=model, **st)
         ax.axhline(float(table["chance"].iloc[0]), color="0.5", ls="--", lw=1)
-        ax.set_title(f"{'CLS' if feat == 'cls' else 'spatial'}{' + BN' if bn else ''}")
+        ax.set_title(f"{names[feat]}{' + BN' if bn else ''}")
         ax.set_xlabel("layer")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("linear probe top-1 (%)")

@@ -139,9 +139,47 @@ def test_probe_lr_factor_reduces_the_rate_of_its_family(tmp_path, tiny_manifest,
         np.testing.assert_allclose(t["lr"], want)
 
 
+def _reference_probe(
+    chunks, dim, C, *, n_train, epochs, lr, batch_size, weight_decay, batchnorm, seed
+):
+    """The single probe written with torch's own optimiser and scheduler (the recipe the grid
+    vectorises): BatchNorm (non-affine) + Linear, SGD(momentum 0.9, weight decay), cosine."""
+    import math
+
+    from torch import nn
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    layers = [nn.BatchNorm1d(dim, affine=False, eps=1e-6)] if batchnorm else []
+    lin = nn.Linear(dim, C)
+    nn.init.trunc_normal_(lin.weight, std=0.01)
+    nn.init.zeros_(lin.bias)
+    model = nn.Sequential(*layers, lin)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    steps = epochs * max(1, math.ceil(n_train / batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
+    for _ in range(epochs):
+        parts = list(chunks())
+        for ci in torch.randperm(len(parts), generator=g).tolist():
+            x, y = (torch.as_tensor(np.asarray(a)) for a in parts[ci])
+            perm = torch.randperm(len(y), generator=g)
+            for lo in range(0, len(y), batch_size):
+                idx = perm[lo : lo + batch_size]
+                if batchnorm and len(idx) < 2:
+                    continue
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(x[idx].float()), y[idx].long()).backward()
+                opt.step()
+                sched.step()
+    return model.eval()
+
+
 def test_probe_grid_heads_train_like_single_probes():
-    """Head 0 of a grid is train_probe's probe (same seed, same batches, to float32 round-off);
-    heads do not interact: a grid's head 0 is the same with or without other heads."""
+    """Head 0 of a grid is the probe torch.optim.SGD trains (same seed, same batches, to
+    float32 round-off); heads do not interact: a grid's head 0 is the same with or without
+    other heads; train_probe is a grid of one."""
     from vitlib.downstream.probe import train_probe, train_probe_grid
 
     rng = np.random.default_rng(0)
@@ -155,15 +193,17 @@ def test_probe_grid_heads_train_like_single_probes():
     xt = torch.from_numpy(x)
     for bn in (False, True):
         kw = dict(n_train=240, epochs=3, batch_size=32, batchnorm=bn, seed=3)
-        one = train_probe(chunks, 12, 4, lr=0.05, weight_decay=1e-3, **kw)
+        one = _reference_probe(chunks, 12, 4, lr=0.05, weight_decay=1e-3, **kw)
         grid, combos = train_probe_grid(
             chunks, 12, 4, lrs=[0.05, 0.5], weight_decays=[1e-3, 0.0], **kw
         )
         assert combos == [(0.05, 1e-3), (0.05, 0.0), (0.5, 1e-3), (0.5, 0.0)]
         alone, _ = train_probe_grid(chunks, 12, 4, lrs=[0.05], weight_decays=[1e-3], **kw)
+        single = train_probe(chunks, 12, 4, lr=0.05, weight_decay=1e-3, **kw)
         with torch.no_grad():
             np.testing.assert_allclose(grid.head(0)(xt), one(xt), atol=1e-5)
             np.testing.assert_allclose(grid.head(0)(xt), alone.head(0)(xt), atol=1e-6)
+            np.testing.assert_allclose(single(xt), alone.head(0)(xt), atol=0)
             # another head trained differently: its own rate and decay took effect
             assert not torch.allclose(grid.head(3)(xt), one(xt), atol=1e-3)
 

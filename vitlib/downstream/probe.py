@@ -17,17 +17,6 @@ import torch
 from torch import nn
 
 
-def make_probe(dim: int, num_classes: int, batchnorm: bool) -> nn.Module:
-    layers: list[nn.Module] = []
-    if batchnorm:
-        layers.append(nn.BatchNorm1d(dim, affine=False, eps=1e-6))
-    lin = nn.Linear(dim, num_classes)
-    nn.init.trunc_normal_(lin.weight, std=0.01)
-    nn.init.zeros_(lin.bias)
-    layers.append(lin)
-    return nn.Sequential(*layers)
-
-
 def train_probe(
     chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
     dim: int,
@@ -42,34 +31,25 @@ def train_probe(
     seed: int = 0,
     device: str = "cpu",
 ) -> nn.Module:
-    """Train a linear probe; ``chunks()`` yields ``(features [n_i, D], labels [n_i])`` of the
-    training set (called once per epoch, chunk order decided here)."""
-    g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = make_probe(dim, num_classes, batchnorm).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    steps = epochs * max(1, math.ceil(n_train / batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
+    """Train one linear probe (a grid of one, :func:`train_probe_grid`): optional
+    non-affine BatchNorm, a linear layer initialised with ``trunc_normal(std=0.01)`` and zero
+    bias, SGD with momentum 0.9 and weight decay on all parameters, a cosine schedule per
+    step; ``chunks()`` yields ``(features [n_i, D], labels [n_i])`` of the training set
+    (called once per epoch, chunk order decided here)."""
+    grid, _ = train_probe_grid(
+        chunks,
+        dim,
+        num_classes,
+        n_train=n_train,
+        lrs=[lr],
+        weight_decays=[weight_decay],
+        epochs=epochs,
+        batch_size=batch_size,
+        batchnorm=batchnorm,
+        seed=seed,
+        device=device,
     )
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in range(epochs):
-        parts = list(chunks())
-        for ci in torch.randperm(len(parts), generator=g).tolist():
-            x, y = parts[ci]
-            x = torch.as_tensor(np.asarray(x, np.float32), device=device)
-            y = torch.as_tensor(np.asarray(y, np.int64), device=device)
-            perm = torch.randperm(len(y), generator=g).to(device)
-            for lo in range(0, len(y), batch_size):
-                idx = perm[lo : lo + batch_size]
-                if batchnorm and len(idx) < 2:
-                    continue
-                opt.zero_grad(set_to_none=True)
-                loss_fn(model(x[idx]), y[idx]).backward()
-                opt.step()
-                sched.step()
-    return model.eval()
+    return grid.head(0)
 
 
 @torch.no_grad()
@@ -92,8 +72,8 @@ def evaluate_probe(
 
 class ProbeGrid(nn.Module):
     """``G`` linear heads over the same (optionally BatchNorm-ed) features, trained at once:
-    logits ``[G, B, C]``.  Head ``g`` starts as :func:`make_probe` would after ``g`` earlier
-    heads (the same RNG stream), so a grid of one is :func:`train_probe`'s probe."""
+    logits ``[G, B, C]``.  Head ``g`` is a ``Linear`` initialised with ``trunc_normal(std=
+    0.01)`` and zero bias, drawn from the RNG stream after the ``g`` earlier heads."""
 
     def __init__(self, dim: int, num_classes: int, heads: int, batchnorm: bool) -> None:
         super().__init__()
@@ -145,9 +125,10 @@ def train_probe_grid(
 ) -> tuple[ProbeGrid, list[tuple[float, float]]]:
     """Train one linear head per (learning rate, weight decay) at once, on the same batches
     (one pass over the features per epoch for the whole grid, as DINOv2's ``eval/linear.py``
-    trains its learning rates together).  Each head follows :func:`train_probe`'s recipe
-    exactly — SGD with momentum 0.9, weight decay on all its parameters, cosine schedule —
-    with its own rate and decay (a vectorised SGD step over the heads). Returns the grid and
+    trains its learning rates together).  Each head follows the recipe of ``torch.optim.SGD``
+    with momentum 0.9 and weight decay on all its parameters, under a per-step cosine
+    schedule, with its own rate and decay (one vectorised SGD step over the heads; tested
+    against ``torch.optim.SGD``). Returns the grid and
     the ``(lr, weight_decay)`` of every head, lr-major."""
     combos = [(float(lr), float(wd)) for lr in lrs for wd in weight_decays]
     if not combos:

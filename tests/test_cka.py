@@ -99,3 +99,34 @@ def test_small_batches_rejected():
     g = np.ones((2, 1, 3, 3))
     with pytest.raises(ValueError, match="at least 4"):
         cka_grid_from_grams(g, g)
+
+
+def test_cka_interval_is_the_bootstrap_over_minibatches():
+    """The interval equals recomputing the CKA grid on resampled stacks of minibatches (the
+    same resample counts), brackets the estimate, and is a point when all minibatches agree."""
+    from vitlib.metrics.cka import (
+        cka_grid_from_grams,
+        cka_grid_interval,
+        hsic_grid,
+        hsic_per_batch,
+        hsic_self,
+    )
+    from vitlib.stats import resample_counts
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 3, 8, 5))
+    y = x[:, [0, 2]] + 0.8 * rng.normal(size=(6, 2, 8, 5))
+    gx, gy = x @ x.transpose(0, 1, 3, 2), y @ y.transpose(0, 1, 3, 2)
+    xy, xx, yy = hsic_per_batch(gx, gy)
+    np.testing.assert_allclose(xy.sum(0), hsic_grid(gx, gy), atol=1e-12)
+    np.testing.assert_allclose(xx.sum(0), hsic_self(gx), atol=1e-12)
+    lo, hi = cka_grid_interval(gx, gy, resamples=300, seed=4)
+    counts = np.concatenate(list(resample_counts(6, 300, 4))).astype(int)
+    boot = np.stack([cka_grid_from_grams(np.repeat(gx, c, 0), np.repeat(gy, c, 0)) for c in counts])
+    np.testing.assert_allclose(lo, np.quantile(boot, 0.025, axis=0), atol=1e-12)
+    np.testing.assert_allclose(hi, np.quantile(boot, 0.975, axis=0), atol=1e-12)
+    v = cka_grid_from_grams(gx, gy)
+    assert (lo <= v + 1e-12).all() and (v <= hi + 1e-12).all()
+    same = np.repeat(gx[:1], 4, 0)
+    lo, hi = cka_grid_interval(same, same, resamples=50)
+    np.testing.assert_allclose(lo, cka_grid_from_grams(same, same), atol=1e-12)

@@ -476,7 +476,12 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         table="vitlib.metrics.tables:cka_grids_table",
         needs=frozenset({"grams"}),
         description="Layer × layer CKA between every pair of models (and each with itself).",
-        settings={"points": "cka_points", "kind": "cka_kind", "minmax": "cka_minmax"},
+        settings={
+            "points": "cka_points",
+            "kind": "cka_kind",
+            "minmax": "cka_minmax",
+            "statistics": "statistics",
+        },
         view="center",
         figures=(
             _f(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,16 @@ def _cka(*a, **k):  # noqa: ANN002, ANN003, ANN202 - torch only where CKA is com
     return cka_grid_from_grams(*a, **k)
 
 
+def _cka_interval(
+    kx: np.ndarray, ky: np.ndarray, minmax: bool, statistics: Mapping[str, Any] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    from vitlib.metrics.cka import cka_grid_interval
+    from vitlib.stats import settings_of
+
+    resamples, level, seed = settings_of(statistics)
+    return cka_grid_interval(kx, ky, minmax=minmax, resamples=resamples, level=level, seed=seed)
+
+
 def _grid_frame(
     gx: Store,
     gy: Store,
@@ -63,9 +73,11 @@ def _grid_frame(
     points: str,
     kind: str,
     minmax: bool,
+    statistics: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     (kx, lx), (ky, ly) = x, y
     grid = _cka(kx, ky, minmax=minmax)
+    lo, hi = _cka_interval(kx, ky, minmax, statistics)
     i, j = np.meshgrid(np.arange(len(lx)), np.arange(len(ly)), indexing="ij")
     return pd.DataFrame(
         {
@@ -81,6 +93,8 @@ def _grid_frame(
             "layer_y": [ly[b][1] for b in j.ravel()],
             "metric": "cka",
             "value": grid.ravel(),
+            "ci_low": lo.ravel(),  # bootstrap over the CKA minibatches (docs §D7)
+            "ci_high": hi.ravel(),
             "points": points,
             "kind": kind,
             "minmax": minmax,
@@ -95,8 +109,10 @@ def cka_pair_table(
     points: str = "norm",
     kind: str = "all",
     minmax: bool = False,
+    statistics: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Layer × layer CKA between two models (or one model with itself, §3.2)."""
+    """Layer × layer CKA between two models (or one model with itself, §3.2), with bootstrap
+    intervals over the minibatches (``ci_low``, ``ci_high``)."""
     gx, gy = Store.open(store_x), Store.open(store_y)
     _same_partition(gx, gy)
     return _grid_frame(
@@ -107,6 +123,7 @@ def cka_pair_table(
         points=points,
         kind=kind,
         minmax=minmax,
+        statistics=statistics,
     )
 
 
@@ -116,6 +133,7 @@ def cka_grids_table(
     points: str = "norm",
     kind: str = "all",
     minmax: bool = False,
+    statistics: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Layer × layer CKA of every unordered pair of ``stores`` in their order, self-pairs
     included (§3.2): the rows of :func:`cka_pair_table` for each pair ``(x, y)``, ``x`` not
@@ -125,7 +143,16 @@ def cka_grids_table(
         _same_partition(gs[0], g)
     grams = [_interleaved(g, GRID_POINTS[points], kind) for g in gs]
     frames = [
-        _grid_frame(gs[a], gs[b], grams[a], grams[b], points=points, kind=kind, minmax=minmax)
+        _grid_frame(
+            gs[a],
+            gs[b],
+            grams[a],
+            grams[b],
+            points=points,
+            kind=kind,
+            minmax=minmax,
+            statistics=statistics,
+        )
         for a in range(len(gs))
         for b in range(a, len(gs))
     ]

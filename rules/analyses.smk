@@ -232,6 +232,31 @@ rule best_layers:
         "../workflow_scripts/downstream_summary.py"
 
 
+# Does family A differ from family B at depth d? Permutation tests on every best-layer
+# metric, the models of a family as its replicates (docs/protocols.md §D7).
+rule family_tests:
+    input:
+        summary_tables(),
+    output:
+        table=results("tables", "summary", "family_tests.csv"),
+        figure=figure_files(
+            "figures",
+            "summary",
+            "family_tests",
+            caption="../report/family_tests.rst",
+            category="summary",
+        ),
+    log:
+        results("logs", "summary", "family_tests.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
+        settings=family_test_settings(),
+    script:
+        "../workflow_scripts/family_tests.py"
+
+
 # The paper's main observations (its Table 3) checked on this run's tables: the first page
 # of the report (report/workflow.rst includes the reStructuredText).
 rule findings:

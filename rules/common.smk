@@ -291,6 +291,17 @@ def summary_tables():
     return out
 
 
+def family_test_settings():
+    """The family tests' keyword arguments from the ``statistics`` block."""
+    st = config["statistics"]
+    return {
+        "bins": st["depth_bins"],
+        "permutations": st["permutations"],
+        "seed": st["seed"],
+        "alpha": st["alpha"],
+    }
+
+
 def findings_tables():
     """Every table the findings table reads (the analyses named in vitlib/findings.py)."""
     from vitlib.findings import ANALYSES as FINDINGS_ANALYSES
@@ -340,6 +351,10 @@ def all_targets():
         targets.append(results("tables", "summary", "best_layers.csv"))
         targets += expand(
             results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS
+        )
+        targets.append(results("tables", "summary", "family_tests.csv"))
+        targets += expand(
+            results("figures", "summary", "family_tests.{ext}"), ext=FIG_FORMATS
         )
     for ds in registry.section_datasets(section("probe")):
         targets.append(results("tables", ds, "probe_table6.csv"))

@@ -130,6 +130,57 @@ def test_clustering_table(stores):
     assert t["value"].between(-1, 1).all() and len(t) == (2 * 3 + 1) * 3
     pur = t[(t.metric == "purity")]["value"]
     assert (pur >= 0.25).all()  # 4 balanced classes: purity is at least chance
+    # every row has a bootstrap interval that holds its value (one run: the item bootstrap)
+    assert t["ci_low"].notna().all() and (t["ci_low"] <= t["value"] + 1e-12).all()
+    assert (t["value"] <= t["ci_high"] + 1e-12).all()
+
+
+def test_clustering_seeds_average_runs_and_widen_the_interval(stores):
+    """``seeds`` runs: the value is the mean of the single runs' scores (run j seeded from
+    seed + j·n_init), and the interval resamples runs and images."""
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from vitlib.metrics.clustering import kmeans_labels, seeded_cluster_scores
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(4), 30)
+    x = (rng.normal(size=(4, 6))[y] * 0.8 + rng.normal(size=(120, 6))).astype(np.float32)
+    s = seeded_cluster_scores(x, y, 4, seed=5, seeds=3, n_init=1, statistics={"bootstrap": 400})
+    runs = [kmeans_labels(x, 4, seed=5 + j, n_init=1) for j in range(3)]
+    ref = np.mean([normalized_mutual_info_score(y, p) for p in runs])
+    assert s["nmi"][0] == pytest.approx(ref, abs=1e-12)
+    for m, (v, lo, hi) in s.items():
+        assert lo <= v <= hi and hi - lo > 0, m
+    none = seeded_cluster_scores(x, y, 4, seeds=1, n_init=1, statistics={"bootstrap": 0})
+    assert np.isnan(none["ari"][1]) and np.isnan(none["ari"][2])
+    with pytest.raises(ValueError, match="seeds"):
+        seeded_cluster_scores(x, y, 4, seeds=0)
+
+
+def test_contingency_scores_equal_sklearn_on_the_repeated_labellings():
+    """The bootstrap's scores of a weighted contingency table equal scikit-learn's NMI / ARI
+    and :func:`purity` on the labellings with each item repeated by its weight, edge cases
+    (a single class and cluster, no information, perfect agreement, absent labels) included."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from vitlib.metrics.clustering import contingency_scores
+
+    rng = np.random.default_rng(0)
+    cases = [
+        (rng.integers(0, 5, 200), rng.integers(0, 7, 200), rng.integers(0, 4, 200)),
+        (np.zeros(10, int), np.zeros(10, int), np.ones(10, int)),  # one class, one cluster
+        (np.r_[0, 0, 1, 1], np.r_[0, 1, 0, 1], np.ones(4, int)),  # MI = 0
+        (np.r_[0, 0, 1, 1, 2], np.r_[2, 2, 0, 0, 1], np.r_[1, 3, 0, 2, 1]),  # perfect, gaps
+        (np.r_[0, 0, 0, 0], np.r_[0, 1, 2, 3], np.ones(4, int)),  # all split
+    ]
+    for yt, yp, w in cases:
+        table = np.zeros((yt.max() + 1, yp.max() + 1))
+        np.add.at(table, (yt, yp), w)
+        got = contingency_scores(table[None])
+        rt, rp = np.repeat(yt, w), np.repeat(yp, w)
+        assert got["nmi"][0] == pytest.approx(normalized_mutual_info_score(rt, rp), abs=1e-12)
+        assert got["ari"][0] == pytest.approx(adjusted_rand_score(rt, rp), abs=1e-12)
+        assert got["purity"][0] == pytest.approx(purity(rt, rp), abs=1e-12)
 
 
 def test_similarity_table_values_nulls_and_best_layers(stores):

@@ -236,3 +236,14 @@ def test_probe_table_selects_on_validation_and_cross_checks(tmp_path, tiny_manif
     assert t["logreg_top1"].between(0, 100).all()
     with pytest.raises(ValueError, match="probe features"):
         probe_table(out, out, features=("mean",))
+    # the interval: one run is the test-image bootstrap of the selected head's hits
+    assert (t["top1_ci_low"] <= t["top1"]).all() and (t["top1"] <= t["top1_ci_high"]).all()
+    # seeds: the mean of the independent runs (run j is the table of seed j), and its spread
+    kw = dict(epochs=2, layers=[3], features=("cls",), batchnorm=(False,), lrs=[0.3])
+    runs = [probe_table(out, out, seed=j, **kw)["top1"].iloc[0] for j in range(3)]
+    three = probe_table(out, out, seeds=3, **kw)
+    assert three["top1"].iloc[0] == pytest.approx(np.mean(runs), abs=1e-9)
+    assert three["seed_std"].iloc[0] == pytest.approx(np.std(runs, ddof=1), abs=1e-9)
+    assert three["top1_ci_low"].iloc[0] <= three["top1"].iloc[0] <= three["top1_ci_high"].iloc[0]
+    with pytest.raises(ValueError, match="seeds"):
+        probe_table(out, out, seeds=0, **kw)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from vitlib.stats import bootstrap_ci, permutation_test_layers, settings_of
+from vitlib.stats import bootstrap_ci, bootstrap_runs_ci, permutation_test_layers, settings_of
 
 
 def _loop_bootstrap(v, resamples, level, seed):
@@ -73,8 +73,15 @@ def test_permutation_test_matches_scipy_exact_and_controls_layers():
             alternative="two-sided",
             n_resamples=np.inf,
         ).pvalue
-        assert p[layer] == pytest.approx(ref, abs=0.01)
+        assert p[layer] == pytest.approx(ref, abs=1e-12)  # C(10, 5) = 252: enumerated, exact
     assert p[0] < 0.02 and (padj >= p).all()
+    # sampled relabellings (more than permutations) agree with the exact test
+    _, ps, _ = permutation_test_layers(a, b, permutations=200, seed=0)
+    np.testing.assert_allclose(ps, p, atol=0.1)
+    # one member each: two relabellings, nothing can be significant (p = 1)
+    _, p1, q1 = permutation_test_layers(a[:1], b[:1])
+    np.testing.assert_array_equal(p1, 1.0)
+    np.testing.assert_array_equal(q1, 1.0)
     # family-wise error under the null: max-statistic adjustment keeps it near alpha
     hits = 0
     for seed in range(200):
@@ -84,6 +91,27 @@ def test_permutation_test_matches_scipy_exact_and_controls_layers():
         )
         hits += bool((q <= 0.05).any())
     assert hits / 200 < 0.09
+
+
+def test_two_level_bootstrap_reduces_to_the_item_bootstrap_and_holds_the_runs():
+    """One run: exactly :func:`bootstrap_ci`. Runs that differ by a constant: the interval
+    spans the runs' means (each resample draws one run), much wider than any one run's."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(200, 3))
+    lo1, hi1 = bootstrap_ci(x, resamples=300, seed=2)
+    lo, hi = bootstrap_runs_ci(x[None], resamples=300, seed=2)
+    np.testing.assert_allclose(lo, lo1, atol=1e-12)  # the same resamples (sums reordered)
+    np.testing.assert_allclose(hi, hi1, atol=1e-12)
+    runs = np.stack([x[:, 0], x[:, 0] + 5.0])  # [2, 200]
+    lo, hi = bootstrap_runs_ci(runs, resamples=400, seed=0)
+    m = x[:, 0].mean()
+    assert lo < m + 0.1 and hi > m + 4.9  # both runs' means lie inside
+    single = bootstrap_ci(x[:, 0], resamples=400, seed=0)
+    assert hi - lo > 10 * (single[1] - single[0])
+    nan_lo, _ = bootstrap_runs_ci(runs, resamples=0)
+    assert np.isnan(nan_lo)
+    with pytest.raises(ValueError, match="runs, items"):
+        bootstrap_runs_ci(np.zeros(3))
 
 
 def test_settings_validation():

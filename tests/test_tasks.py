@@ -575,3 +575,59 @@ def test_spair_category_order_listdir_follows_the_file_system(tmp_path):
         assert cats == want, order
     with pytest.raises(ValueError, match="category_order"):
         read_spair(tmp_path / "spair", dataset="s", category_order="random")
+
+
+def test_family_tests_relabel_models_exactly_and_read_curves_at_normalised_depth(tmp_path):
+    """Three 'sup' models against three 'mae' models (k-NN top-1 per layer): the test at each
+    depth bin is the exact relabelling test of the six models (scipy's), the adjusted p is
+    the max statistic over the bins, a 6-block model is read at the same normalised depths
+    as the 3-block ones, and noise models are left out."""
+    from scipy import stats as st
+
+    from vitlib.downstream.family_tests import depth_profile, family_tests
+    from vitlib.plots.downstream import family_tests_figure
+
+    rng = np.random.default_rng(0)
+    rows = []
+    curves = {}
+    for i, (fam, shift) in enumerate([("sup", 20.0)] * 3 + [("mae", 0.0)] * 3):
+        depth = 6 if i == 0 else 3
+        vals = rng.normal(30, 1, depth) + shift * (np.arange(depth) + 1) / depth
+        curves[f"m{i}"] = depth_profile(range(depth), depth, vals, 3)
+        rows += [
+            {"model": f"m{i}", "family": fam, "depth": depth, "layer": layer, "top1": v}
+            for layer, v in enumerate(vals)
+        ]
+    rows += [
+        {"model": "z", "family": "noise", "depth": 3, "layer": la, "top1": 1.0} for la in range(3)
+    ]
+    knn = tidy(
+        pd.DataFrame(rows).assign(dataset="val", k=20, top5=0.0),
+        analysis="knn",
+        metrics=("top1", "top5"),
+    )
+    t = family_tests([knn], bins=3, permutations=1000)
+    t = t[t.metric == t.metric.iloc[0]]
+    assert set(zip(t.family_a, t.family_b)) == {("sup", "mae")}  # noise left out
+    assert (t.n_a == 3).all() and (t.n_b == 3).all() and t.exact.all()
+    assert t.min_p.iloc[0] == pytest.approx(1 / 20)
+    a = np.stack([curves[f"m{i}"] for i in range(3)])
+    b = np.stack([curves[f"m{i}"] for i in range(3, 6)])
+    np.testing.assert_allclose(t.difference, a.mean(0) - b.mean(0))
+    for j in range(3):
+        ref = st.permutation_test(
+            (a[:, j], b[:, j]),
+            lambda x, y: np.mean(x) - np.mean(y),
+            permutation_type="independent",
+            n_resamples=np.inf,
+        ).pvalue
+        assert t.p.iloc[j] == pytest.approx(ref, abs=1e-12)
+    # the deepest bin: every sup model beats every mae model, the smallest p the design has
+    assert t.p.iloc[-1] == pytest.approx(2 / 20) and (t.p_adjusted >= t.p).all()
+    # the 6-block model's curve at depth 1/3 is its block 2 (normalised depth 2/6)
+    six = knn[(knn.model == "m0") & (knn.metric == "top1")]
+    assert curves["m0"][0] == pytest.approx(float(six.value.iloc[1]))
+    with pytest.raises(ValueError, match="bins"):
+        family_tests([knn], bins=0)
+    family_tests_figure(t, [tmp_path / "f.png"])
+    assert (tmp_path / "f.png").stat().st_size > 0

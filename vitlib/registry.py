@@ -601,10 +601,12 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         settings={
             "k": "clustering_k",
             "seed": "clustering_seed",
+            "seeds": "clustering_seeds",
             "n_init": "clustering_n_init",
             "max_iter": "clustering_max_iter",
             "tol": "clustering_tol",
             "noise": "noise",
+            "statistics": "statistics",
         },
         view="center",
         heavy=True,
@@ -616,7 +618,8 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 column per family against normalised depth, is its Figures 24 and 25): seeded
                 k-means (FAISS, k = the number of classes unless set) on CLS (top) and
                 mean-pooled spatial (bottom) features, scored by purity, NMI and ARI; the
-                dashed line is the same clustering of noise features.""",
+                dashed line is the same clustering of noise features. Shaded: the bootstrap
+                interval over the k-means runs (``clustering_seeds``) and the images.""",
                 "Fig. 7",
                 appendix="Fig. 24, 25",
             ),
@@ -664,10 +667,12 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         settings={
             "k": "k",
             "seed": "seed",
+            "seeds": "seeds",
             "n_init": "n_init",
             "max_iter": "max_iter",
             "tol": "tol",
             "noise": "noise",
+            "statistics": "statistics",
         },
         dataset_kinds=("coco", "partimagenet"),
         manifest=True,
@@ -681,7 +686,8 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 resized to the image's token grid, pools the block output of every layer;
                 k-means (FAISS, seeded) on the pooled features is scored against the annotation
                 categories by purity, NMI and ARI. Dashed: the same clustering of noise of the
-                same shape (random-chance baseline).""",
+                same shape (random-chance baseline). Shaded: the bootstrap interval over the
+                k-means runs (``seeds``) and the annotations.""",
                 "Fig. 8",
                 options={"task": "segments"},
                 appendix="Fig. 26, 27",
@@ -872,6 +878,8 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
             "weight_decays": "weight_decays",
             "val_fraction": "val_fraction",
             "logreg": "logreg",
+            "seeds": "seeds",
+            "statistics": "statistics",
         },
         metrics=("top1", "top5", "chance"),
         heavy=True,
@@ -885,7 +893,9 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 layers): a linear classifier trained on stored CLS or mean-pooled spatial
                 features (or both concatenated), with and without the MAE protocol's
                 non-affine BatchNorm; with ``lrs``/``weight_decays`` grids, the head selected
-                on a validation part of the training set; the dashed line is chance.""",
+                on a validation part of the training set; the dashed line is chance. Shaded:
+                the bootstrap interval over the training seeds (``seeds``) and the test
+                images.""",
                 "Table 6",
             ),
         ),

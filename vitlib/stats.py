@@ -15,6 +15,8 @@ Settings (``statistics:`` in the config; docs/protocols.md §D7): ``bootstrap`` 
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -24,6 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "DEFAULTS",
     "bootstrap_ci",
+    "bootstrap_runs_ci",
     "percentile_interval",
     "permutation_test_layers",
     "resample_counts",
@@ -129,6 +132,47 @@ def bootstrap_ci(
     return low.reshape(rest), high.reshape(rest)
 
 
+def bootstrap_runs_ci(
+    values: ArrayLike,
+    *,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    chunk: int = 64,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Percentile interval of the mean over items and runs (seeds) of a two-level bootstrap.
+
+    ``values [S, n, ...]``: per-item values of ``S`` runs of a randomised procedure (seeded
+    probe trainings) on the same ``n`` items. Each resample draws one run uniformly and the
+    items with replacement (the same item counts as :func:`bootstrap_ci`), so the interval
+    holds the spread of the runs and the sampling of the items; with ``S = 1`` it equals
+    :func:`bootstrap_ci` of ``values[0]``. Returns ``(low, high)`` of shape
+    ``values.shape[2:]``."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim < 2 or v.shape[0] < 1:
+        raise ValueError(f"values must be [runs, items, ...], got shape {v.shape}")
+    S, n = v.shape[:2]
+    rest = v.shape[2:]
+    flat = v.reshape(S, n, -1)
+    if resamples <= 0 or n == 0:
+        nan = np.full(rest, np.nan)
+        return nan, nan.copy()
+    ok = np.isfinite(flat)
+    x = np.where(ok, flat, 0.0)
+    w = ok.astype(np.float64)
+    rng = np.random.default_rng([seed, 1])  # the run drawn by each resample
+    means = np.empty((resamples, flat.shape[2]))
+    start = 0
+    for counts in resample_counts(n, resamples, seed, chunk):
+        runs = rng.integers(0, S, size=len(counts))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            num = np.einsum("rn,rnk->rk", counts, x[runs])
+            means[start : start + len(counts)] = num / np.einsum("rn,rnk->rk", counts, w[runs])
+        start += len(counts)
+    low, high = percentile_interval(means, level)
+    return low.reshape(rest), high.reshape(rest)
+
+
 def permutation_test_layers(
     a: ArrayLike,
     b: ArrayLike,
@@ -149,8 +193,11 @@ def permutation_test_layers(
     -------
     (difference, p, p_adjusted) : arrays ``[L]``: mean(a) − mean(b); the permutation p-value
     per layer, ``(1 + #{|d*| >= |d|}) / (1 + P)``; and the family-wise adjusted p-value
-    (single-step max statistic: ``(1 + #{max_l |d*_l| >= |d_l|}) / (1 + P)``). With fewer
-    distinct relabellings than ``permutations``, the p-values are bounded by their count.
+    (single-step max statistic: ``(1 + #{max_l |d*_l| >= |d_l|}) / (1 + P)``). When there
+    are no more distinct relabellings than ``permutations`` (few members: e.g. 3 models
+    against 3 give 20), all of them are enumerated and the test is exact:
+    ``p = #{relabellings with |d*| >= |d|} / #relabellings``, the observed one included, so
+    the smallest attainable p is ``1 / C(n_a + n_b, n_a)``.
 
     Examples
     --------
@@ -168,15 +215,20 @@ def permutation_test_layers(
     both = np.concatenate([x, y])
     na, n = x.shape[0], both.shape[0]
     d = x.mean(axis=0) - y.mean(axis=0)
-    rng = np.random.default_rng(seed)
     total = both.sum(axis=0)
-    # a random relabelling: the first na of a permutation are group A
-    idx = np.argsort(rng.random((permutations, n)), axis=1)[:, :na]
+    exact = math.comb(n, na) <= permutations
+    if exact:  # every relabelling once (the observed one among them)
+        idx = np.array(list(itertools.combinations(range(n), na)), dtype=np.int64)
+    else:  # a random relabelling: the first na of a permutation are group A
+        rng = np.random.default_rng(seed)
+        idx = np.argsort(rng.random((permutations, n)), axis=1)[:, :na]
     sa = both[idx].sum(axis=1)  # [P, L]
     dstar = sa / na - (total - sa) / (n - na)
     absd = np.abs(d)
     tol = 1e-12 * np.maximum(absd, 1.0)
-    p = (1.0 + (np.abs(dstar) >= absd - tol).sum(axis=0)) / (permutations + 1.0)
+    extra = 0.0 if exact else 1.0
+    count = len(idx) + extra
+    p = (extra + (np.abs(dstar) >= absd - tol).sum(axis=0)) / count
     mx = np.abs(dstar).max(axis=1)
-    padj = (1.0 + (mx[:, None] >= absd[None, :] - tol).sum(axis=0)) / (permutations + 1.0)
+    padj = (extra + (mx[:, None] >= absd[None, :] - tol).sum(axis=0)) / count
     return d, p, np.maximum(padj, p)

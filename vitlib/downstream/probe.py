@@ -176,21 +176,29 @@ def train_probe_grid(
 
 
 @torch.no_grad()
-def grid_accuracy(
+def grid_hits(
     model: ProbeGrid, x: np.ndarray, y: np.ndarray, device: str = "cpu", batch_size: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-1 / top-5 accuracy (%) of every head of a grid: two arrays ``[G]``."""
+    """Per-item top-1 / top-5 hits of every head of a grid: two boolean arrays ``[G, n]``."""
     y_t = torch.as_tensor(np.asarray(y, np.int64))
-    c1 = c5 = None
+    h1s, h5s = [], []
     for lo in range(0, len(y_t), batch_size):
         xb = torch.as_tensor(np.asarray(x[lo : lo + batch_size], np.float32), device=device)
         logits = model(xb).cpu()  # [G, B, C]
         top = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
         yy = y_t[lo : lo + batch_size]
-        h1 = (top[..., 0] == yy).sum(1)
-        h5 = (top == yy[None, :, None]).any(-1).sum(1)
-        c1 = h1 if c1 is None else c1 + h1
-        c5 = h5 if c5 is None else c5 + h5
-    n = max(1, len(y_t))
-    assert c1 is not None and c5 is not None
-    return 100.0 * c1.double().numpy() / n, 100.0 * c5.double().numpy() / n
+        h1s.append(top[..., 0] == yy)
+        h5s.append((top == yy[None, :, None]).any(-1))
+    if not h1s:
+        empty = np.zeros((model.weight.shape[0], 0), bool)
+        return empty, empty.copy()
+    return torch.cat(h1s, 1).numpy(), torch.cat(h5s, 1).numpy()
+
+
+def grid_accuracy(
+    model: ProbeGrid, x: np.ndarray, y: np.ndarray, device: str = "cpu", batch_size: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 / top-5 accuracy (%) of every head of a grid: two arrays ``[G]``."""
+    h1, h5 = grid_hits(model, x, y, device, batch_size)
+    n = max(1, h1.shape[1])
+    return 100.0 * h1.sum(1) / n, 100.0 * h5.sum(1) / n

@@ -117,6 +117,8 @@ def probe_table(
     weight_decays: Sequence[float] = (),
     val_fraction: float = 0.1,
     logreg: bool = False,
+    seeds: int = 1,
+    statistics: Mapping[str, Any] | None = None,
     device: str = "cpu",
 ) -> pd.DataFrame:
     """Linear probe accuracy for every layer × feature type × BatchNorm option.
@@ -130,10 +132,22 @@ def probe_table(
     ``lr``, ``weight_decay`` and its ``val_top1``. ``lr_factor``: per-family factor on every
     rate (the paper's Table 6 reduced BEiT's). ``logreg``: a cross-check column
     ``logreg_top1`` from scikit-learn's multinomial logistic regression on standardised
-    features (holds the layer's training features in memory: small datasets)."""
-    import time
+    features (holds the layer's training features in memory: small datasets).
 
-    from vitlib.downstream.probe import grid_accuracy, train_probe_grid
+    ``seeds``: independent trainings (seeds ``seed … seed + seeds − 1``: initialisation and
+    batch order; the validation split stays the one of ``seed``), each selecting its own head;
+    ``top1``/``top5`` are their mean, ``seed_std`` their spread, ``lr``/``weight_decay`` the
+    most often chosen head. ``top1_ci_low`` … : a bootstrap interval over the runs and the
+    test images (:func:`~vitlib.stats.bootstrap_runs_ci`; ``statistics``, docs §D7)."""
+    import time
+    from collections import Counter
+
+    from vitlib.downstream.probe import grid_accuracy, grid_hits, train_probe_grid
+    from vitlib.stats import bootstrap_runs_ci, settings_of
+
+    if seeds < 1:
+        raise ValueError(f"probe: seeds must be >= 1, got {seeds}")
+    n_boot, level, boot_seed = settings_of(statistics)
 
     bad = [f for f in features if f not in PROBE_FEATURES]
     if bad:
@@ -184,34 +198,47 @@ def probe_table(
             lr_top1 = _logreg_top1(chunks, xte, yte) if logreg else float("nan")
             for bn in batchnorm:
                 t0 = time.perf_counter()
-                grid, combos = train_probe_grid(
-                    chunks,
-                    dim,
-                    C,
-                    n_train=int((~is_val).sum()),
-                    lrs=grid_lrs,
-                    weight_decays=grid_wds,
-                    epochs=epochs,
-                    batch_size=batch_size,
-                    batchnorm=bn,
-                    seed=seed,
-                    device=device,
-                )
-                best, val_top1 = 0, float("nan")
-                if selecting:
-                    v1, _ = grid_accuracy(grid, xval, yval, device=device)
-                    best, val_top1 = int(np.argmax(v1)), float(v1.max())
-                t1, t5 = grid_accuracy(grid, xte, yte, device=device)
+                runs = []  # per seed: (chosen head, val top-1, test hits top-1, top-5)
+                for j in range(seeds):
+                    grid, combos = train_probe_grid(
+                        chunks,
+                        dim,
+                        C,
+                        n_train=int((~is_val).sum()),
+                        lrs=grid_lrs,
+                        weight_decays=grid_wds,
+                        epochs=epochs,
+                        batch_size=batch_size,
+                        batchnorm=bn,
+                        seed=seed + j,
+                        device=device,
+                    )
+                    best, val_top1 = 0, float("nan")
+                    if selecting:
+                        v1, _ = grid_accuracy(grid, xval, yval, device=device)
+                        best, val_top1 = int(np.argmax(v1)), float(v1.max())
+                    h1, h5 = grid_hits(grid, xte, yte, device=device)
+                    runs.append((best, val_top1, h1[best], h5[best]))
+                hits = np.stack([np.stack([r[2], r[3]], axis=-1) for r in runs]) * 100.0
+                lo, hi = bootstrap_runs_ci(hits, resamples=n_boot, level=level, seed=boot_seed)
+                chosen = Counter(r[0] for r in runs).most_common(1)[0][0]
                 rows.append(
                     {
                         "layer": layer,
                         "feature": feat,
                         "batchnorm": bn,
-                        "top1": float(t1[best]),
-                        "top5": float(t5[best]),
-                        "lr": combos[best][0],
-                        "weight_decay": combos[best][1],
-                        "val_top1": val_top1,
+                        "top1": float(hits[..., 0].mean()),
+                        "top5": float(hits[..., 1].mean()),
+                        "top1_ci_low": float(lo[0]),
+                        "top1_ci_high": float(hi[0]),
+                        "top5_ci_low": float(lo[1]),
+                        "top5_ci_high": float(hi[1]),
+                        "seed_std": float(hits[..., 0].mean(axis=1).std(ddof=1))
+                        if seeds > 1
+                        else float("nan"),
+                        "lr": combos[chosen][0],
+                        "weight_decay": combos[chosen][1],
+                        "val_top1": float(np.mean([r[1] for r in runs])),
                         "grid_size": len(combos),
                         "logreg_top1": lr_top1,
                         "seconds": time.perf_counter() - t0,
@@ -224,6 +251,7 @@ def probe_table(
         "epochs": epochs,
         "batch_size": batch_size,
         "seed": seed,
+        "seeds": seeds,
         "n_train": int((~is_val).sum()),
         "n_val": int(is_val.sum()),
         "chance": 100.0 / C,

@@ -239,32 +239,46 @@ def clustering_table(
     max_iter: int = 300,
     tol: float = 1e-4,
     noise: str = "gaussian",
+    seeds: int = 1,
+    statistics: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Image-level clustering per layer (§3.5): k-means on CLS and on mean-pooled spatial
     features against the class labels; ``feature='noise'`` rows are the random-chance
-    baseline (noise of the same shape, seeded; ``noise='uniform'`` is the faithful variant)."""
-    from vitlib.metrics.clustering import cluster_scores, noise_like
+    baseline (noise of the same shape, seeded; ``noise='uniform'`` is the faithful variant).
+    ``value``: the mean of ``seeds`` k-means runs (1: the paper's single run); ``ci_low`` /
+    ``ci_high``: a bootstrap interval over the runs and the images
+    (:func:`~vitlib.metrics.clustering.seeded_cluster_scores`; docs §D7)."""
+    from vitlib.metrics.clustering import noise_like, seeded_cluster_scores
 
     g = Store.open(store)
     meta = g.meta
     y = g.labels
     k = k or int(len(np.unique(y)))
-    kw: dict[str, Any] = dict(seed=seed, n_init=n_init, max_iter=max_iter, tol=tol)
+    kw: dict[str, Any] = dict(
+        seed=seed, seeds=seeds, n_init=n_init, max_iter=max_iter, tol=tol, statistics=statistics
+    )
     rows = []
+
+    def add(feature: str, layer: int, scores: dict[str, tuple[float, float, float]]) -> None:
+        for m, (v, lo, hi) in scores.items():
+            rows.append(
+                {"feature": feature, "layer": layer, "metric": m, "value": v}
+                | {"ci_low": lo, "ci_high": hi}
+            )
+
     for feat, kind in (("cls", "cls"), ("spatial", "spatial_mean")):
         name = keys.feature("block", kind)
         for layer in g.layers_of(name):
             x = g.layer(name, layer).astype(np.float32)
             what = f"dataset {g.dataset!r}, {feat} block {layer + 1}"
-            for m, v in cluster_scores(x, y, k, what=what, **kw).items():
-                rows.append({"feature": feat, "layer": layer, "metric": m, "value": v})
+            add(feat, layer, seeded_cluster_scores(x, y, k, what=what, **kw))
     x = noise_like((len(y), meta["embed_dim"]), noise, seed)
-    for m, v in cluster_scores(x, y, k, what=f"dataset {g.dataset!r}, noise", **kw).items():
-        rows.append({"feature": "noise", "layer": -1, "metric": m, "value": v})
+    add("noise", -1, seeded_cluster_scores(x, y, k, what=f"dataset {g.dataset!r}, noise", **kw))
     t = pd.DataFrame(rows)
     for col, val in {
         "k": k,
         "seed": seed,
+        "seeds": seeds,
         "noise": noise,
         "n_images": len(y),
     }.items():

@@ -64,7 +64,17 @@ def probe_figure(
         for model, t in table.groupby("model", sort=False):
             st = model_style(str(model), str(t["family"].iloc[0]))
             g = t[(t.feature == feat) & (t.batchnorm == bn)]
-            ax.plot(g["layer"] + 1, g["top1"], label=model, **st)
+            (line,) = ax.plot(g["layer"] + 1, g["top1"], label=model, **st)
+            if "top1_ci_low" in g and g["top1_ci_low"].notna().any():  # seeds × test images
+                ax.fill_between(
+                    g["layer"] + 1,
+                    g["top1_ci_low"],
+                    g["top1_ci_high"],
+                    color=line.get_color(),
+                    alpha=0.18,
+                    lw=0,
+                    zorder=1,
+                )
         ax.axhline(float(table["chance"].iloc[0]), color="0.5", ls="--", lw=1)
         ax.set_title(f"{names[feat]}{' + BN' if bn else ''}")
         ax.set_xlabel("layer")
@@ -198,7 +208,7 @@ def curve_figure(
                 x = (g["layer"] + 1) / g["depth"] if fam is not None else g["layer"] + 1
                 st = model_style(str(model), str(g["family"].iloc[0]))
                 (line,) = ax.plot(x, g[y], label=model, **st)
-                lo, hi = f"{y}_ci_low", f"{y}_ci_high"
+                lo, hi = ("ci_low", "ci_high") if y == "value" else (f"{y}_ci_low", f"{y}_ci_high")
                 if lo in g and hi in g and g[lo].notna().any():  # the bootstrap interval
                     ax.fill_between(
                         x, g[lo], g[hi], color=line.get_color(), alpha=0.18, lw=0, zorder=1
@@ -249,4 +259,65 @@ def best_layer_figure(
         fontsize=9,
     )
     fig.tight_layout()
+    save_figure(fig, outputs, dpi)
+
+
+def family_tests_figure(
+    table: pd.DataFrame, outputs: Sequence[str | Path], *, dpi: int = 150, wrap: int = 3
+) -> None:
+    """Family × family differences of every best-layer metric against normalised depth
+    (:mod:`vitlib.downstream.family_tests`): one panel per (dataset, metric), one row per
+    family pair ``a − b``, colour the difference of the family means (a diverging scale
+    symmetric about 0 per panel), ``*`` where the permutation test rejects at the
+    family-wise level over the depth bins; the panel title gives the smallest p-value the
+    design can reach (few models: the test cannot reject at all)."""
+    groups = list(table.groupby(["dataset", "metric"], sort=False)) if len(table) else []
+    if not groups:
+        fig, ax = plt.subplots(figsize=(5, 1.6))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no two families with a best-layer metric", ha="center", va="center")
+        save_figure(fig, outputs, dpi)
+        return
+    per_row = min(wrap, len(groups))
+    rows = -(-len(groups) // per_row)
+    npairs = max(len(g.drop_duplicates(["family_a", "family_b"])) for _, g in groups)
+    fig, axes = plt.subplots(
+        rows,
+        per_row,
+        figsize=(4.4 * per_row, 0.9 + 0.28 * npairs * rows + 0.9 * rows),
+        constrained_layout=True,
+        squeeze=False,
+    )
+    for ax in axes.ravel()[len(groups) :]:
+        ax.axis("off")
+    for ax, ((ds, metric), g) in zip(axes.ravel(), groups):
+        pairs = list(dict.fromkeys(zip(g["family_a"].astype(str), g["family_b"].astype(str))))
+        depths = np.sort(g["depth"].unique())
+        diff = np.full((len(pairs), len(depths)), np.nan)
+        sig = np.zeros_like(diff, dtype=bool)
+        for i, (fa, fb) in enumerate(pairs):
+            sel = g[(g["family_a"].astype(str) == fa) & (g["family_b"].astype(str) == fb)]
+            j = np.searchsorted(depths, sel["depth"].to_numpy())
+            diff[i, j] = sel["difference"].to_numpy(dtype=float)
+            sig[i, j] = sel["significant"].astype(bool).to_numpy()
+        vmax = float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else 1.0
+        im = ax.imshow(diff, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+        for i, j in zip(*np.nonzero(sig)):
+            ax.text(j, i, "*", ha="center", va="center", fontsize=9, color="k")
+        ax.set_yticks(range(len(pairs)), [f"{a} − {b}" for a, b in pairs], fontsize=7)
+        step = max(1, len(depths) // 6)
+        ticks = list(range(0, len(depths), step))
+        ax.set_xticks(ticks, [f"{depths[k]:.2f}" for k in ticks], fontsize=7)
+        ax.set_xlabel("normalised depth", fontsize=8)
+        min_p = float(g["min_p"].min())
+        ax.set_title(
+            f"{metric} — {ds}\n(smallest attainable p: {min_p:.3g})",
+            fontsize=8,
+        )
+        fig.colorbar(im, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
+    fig.suptitle(
+        "Family differences (mean a − mean b); * : significant after max-statistic"
+        " correction over depth",
+        fontsize=9,
+    )
     save_figure(fig, outputs, dpi)

@@ -232,6 +232,66 @@ def test_dinov2_registers_and_position_resampling(tmp_path, x):
     assert c.attention.shape[-1] == 5 + 4
 
 
+def test_dinov2_without_registers_resamples_positions_as_upstream(tmp_path):
+    """The original DINOv2 network interpolates its 37×37 positions at every forward
+    (facebookresearch/dinov2 ``interpolate_pos_encoding``: bicubic, ``scale_factor = (g +
+    0.1) / M``, no antialias); the registry's ``dinov2_*14`` must add exactly those positions
+    at 224 px, not timm's load-time resampling (by size, antialiased), which differs."""
+    import math
+
+    from safetensors.torch import save_file
+    from timm.layers import resample_abs_pos_embed
+
+    big = timm.create_model(
+        "vit_small_patch14_dinov2",
+        pretrained=False,
+        num_classes=0,
+        img_size=14 * 9,
+        embed_dim=48,
+        depth=2,
+        num_heads=3,
+    )
+    torch.nn.init.normal_(big.pos_embed)
+    save_file({k: v.contiguous() for k, v in big.state_dict().items()}, tmp_path / "w.safetensors")
+    spec = spec_from_config(
+        "t_v2",
+        {
+            "base": "dinov2_s14",
+            "arch_kwargs": {"img_size": 14 * 4, "embed_dim": 48, "depth": 2, "num_heads": 3},
+            "weights": {"path": str(tmp_path / "w.safetensors")},
+        },
+    )
+    assert spec.weights["format"] == "dinov2" and spec.num_prefix_tokens == 1
+    m = build_model(spec)
+    # upstream's interpolate_pos_encoding at w = h = 56 (its code, as released)
+    pe = big.pos_embed.detach().float()
+    n = pe.shape[1] - 1
+    w0 = h0 = 56 // 14 + 0.1
+    patch = torch.nn.functional.interpolate(
+        pe[:, 1:].reshape(1, int(math.sqrt(n)), int(math.sqrt(n)), 48).permute(0, 3, 1, 2),
+        scale_factor=(float(w0 / math.sqrt(n)), float(h0 / math.sqrt(n))),
+        mode="bicubic",
+    )
+    want = torch.cat([pe[:, :1], patch.permute(0, 2, 3, 1).reshape(1, -1, 48)], dim=1)
+    torch.testing.assert_close(m.pos_embed, want, rtol=0, atol=0)
+    timm_way = resample_abs_pos_embed(big.pos_embed, new_size=(4, 4), num_prefix_tokens=1)
+    assert (m.pos_embed - timm_way).abs().max() > 0.05  # the bug this conversion fixes
+    # the register layout (no class position in pos_embed) refuses this format
+    reg = timm.create_model(
+        "vit_small_patch14_reg4_dinov2",
+        pretrained=False,
+        num_classes=0,
+        img_size=56,
+        embed_dim=48,
+        depth=2,
+        num_heads=3,
+    )
+    from vitlib.models.families import CheckpointMismatch, convert_dinov2
+
+    with pytest.raises(CheckpointMismatch, match="register"):
+        convert_dinov2(reg.state_dict(), reg)
+
+
 def test_user_checkpoint_key_map_and_strict_errors(tmp_path, x):
     src = build_network(tiny_spec("dino_s16", tmp_path, "u.pth", num_heads=3))
     sd = {"encoder." + k: v for k, v in src.state_dict().items()}

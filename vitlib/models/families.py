@@ -10,6 +10,7 @@ mismatches all stop with the three lists.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -41,6 +42,52 @@ def convert_timm(obj: Any, model: nn.Module) -> StateDict:
         # (timm's own loader for them passes it too); no other layout has such keys.
         sd = checkpoint_filter_fn(sd, model, adapt_layer_scale=True)
     return {k: v for k, v in sd.items() if not k.startswith("head.")}
+
+
+def dinov2_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The position embedding the original DINOv2 network (no registers) adds at a
+    ``grid`` of patches: its ``interpolate_pos_encoding`` resamples the ``M × M`` patch
+    positions at every forward by bicubic interpolation with ``scale_factor = (g + 0.1) / M``
+    (the "+0.1" of facebookresearch/dino#8) and no antialiasing, the class position kept.
+    For a fixed input size that is one tensor, computed here once (``pos_embed``: ``[1, 1 +
+    M², D]``, the class position first; returned in the same layout at ``grid``).
+    The register variants (and timm's loader) resample by output size with antialiasing
+    instead, which gives different positions — so the released non-register checkpoints
+    are converted with this function (weights format ``dinov2``)."""
+    cls_pos, patch = pos_embed[:, :1], pos_embed[:, 1:]
+    m = math.isqrt(patch.shape[1])
+    if m * m != patch.shape[1]:
+        raise CheckpointMismatch(f"pos_embed has {patch.shape[1]} patch positions: not a square")
+    gh, gw = grid
+    if (gh, gw) == (m, m):
+        return pos_embed
+    dim = patch.shape[-1]
+    out = torch.nn.functional.interpolate(
+        patch.float().reshape(1, m, m, dim).permute(0, 3, 1, 2),
+        scale_factor=((gh + 0.1) / m, (gw + 0.1) / m),
+        mode="bicubic",
+    )
+    if tuple(out.shape[-2:]) != (gh, gw):
+        raise CheckpointMismatch(f"DINOv2 position resampling gave {tuple(out.shape[-2:])}")
+    out = out.permute(0, 2, 3, 1).reshape(1, gh * gw, dim).to(pos_embed.dtype)
+    return torch.cat([cls_pos, out], dim=1)
+
+
+def convert_dinov2(obj: Any, model: nn.Module) -> StateDict:
+    """DINOv2 without registers (release files or timm's hub copies): the position embedding
+    resampled to the model's grid as the upstream network does at every forward
+    (:func:`dinov2_pos_embed`), then :func:`convert_timm` (which then finds it fitting)."""
+    sd = dict(_unwrap(obj, "state_dict", "model"))
+    pe = sd.get("pos_embed")
+    grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+    if isinstance(pe, torch.Tensor) and grid is not None:
+        if getattr(model, "no_embed_class", False):
+            raise CheckpointMismatch(
+                "weights format 'dinov2' is the original DINOv2 layout (class position in"
+                " pos_embed); this network has none: use format 'timm' (register variants)"
+            )
+        sd["pos_embed"] = dinov2_pos_embed(pe, (int(grid[0]), int(grid[1])))
+    return convert_timm(sd, model)
 
 
 def convert_dino(obj: Any, model: nn.Module) -> StateDict:
@@ -224,6 +271,7 @@ def convert_clip(obj: Any, model: nn.Module) -> StateDict:
 
 CONVERTERS: dict[str, Callable[[Any, nn.Module], StateDict]] = {
     "timm": convert_timm,
+    "dinov2": convert_dinov2,
     "dino": convert_dino,
     "moco": convert_moco,
     "mae": convert_mae,

@@ -319,8 +319,12 @@ def _builtin() -> dict[str, ModelSpec]:
                     arch=arch,
                     arch_kwargs={"img_size": 224},
                     num_prefix_tokens=5 if reg else 1,
+                    # without registers, upstream resamples positions with a +0.1 offset
+                    # and no antialias (vitlib.models.families.dinov2_pos_embed)
                     weights=_timm_w(
-                        f"{arch}.lvd142m", "timm", _DINOV2.format(size, "_reg4" if reg else "")
+                        f"{arch}.lvd142m",
+                        "timm" if reg else "dinov2",
+                        _DINOV2.format(size, "_reg4" if reg else ""),
                     ),
                 )
             )

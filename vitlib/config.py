@@ -65,6 +65,35 @@ def _best(errors: Iterator[ValidationError]) -> ValidationError | None:
     return best_match(errors)
 
 
+def _resolve_names(config: dict[str, Any], custom: dict[str, Any]) -> None:
+    """Replace each model name of ``models`` / ``figures.main_models`` (``timm:…``,
+    ``open_clip:…``; :mod:`vitlib.models.names`) by its id, defined as
+    ``custom_models.<id> = {base: <name>}`` unless the user defined that id already (with
+    the name as its base: overrides such as ``family`` stay theirs)."""
+    from vitlib.models.names import is_name, name_to_id, spec_from_name
+
+    for where, entries in (
+        ("models", config["models"]),
+        ("figures.main_models", config.get("figures", {}).get("main_models", [])),
+    ):
+        for i, name in enumerate(entries):
+            if not is_name(name):
+                continue
+            try:
+                mid = name_to_id(name)
+                if mid not in custom:
+                    spec_from_name(name, mid)
+            except ValueError as e:
+                raise ConfigError(f"config key '{where}.{i}': {e}") from None
+            user = custom.setdefault(mid, {"base": name})
+            if user.get("base") != name:
+                raise ConfigError(
+                    f"config key '{where}.{i}': {name!r} is model id {mid!r}, which"
+                    f" custom_models defines with base {user.get('base')!r}"
+                )
+            entries[i] = mid
+
+
 def validate_config(
     config: dict[str, Any], *, base_dir: str | Path = ".", require_data: bool = True
 ) -> dict[str, Any]:
@@ -83,7 +112,8 @@ def validate_config(
             f"config key '{_key(err.absolute_path)}': value {err.instance!r} is invalid:"
             f" {err.message}"
         )
-    custom = config.get("custom_models", {})
+    custom = config.setdefault("custom_models", {})
+    _resolve_names(config, custom)
     known = set(list_models()) | set(custom)
     for i, mid in enumerate(config["models"]):
         if mid not in known:

@@ -249,6 +249,21 @@ def tune_malloc() -> bool:
         return False
 
 
+def _checked(model: Any, spec: ModelSpec) -> None:
+    """The capture check (:mod:`vitlib.models.check`) before the first batch: the captured
+    attention and block outputs must equal what the network computes, else the run stops."""
+    from vitlib.models.check import check_capture
+
+    d = check_capture(model, img_size=spec.img_size, model_id=spec.id)
+    if d["checked"]:
+        log.info(
+            "capture check %s: attention max |Δ| %.2g, block outputs max rel. |Δ| %.2g",
+            spec.id,
+            d["attention"],
+            d["blocks"],
+        )
+
+
 def run_extraction(
     spec: ModelSpec,
     manifest: Manifest,
@@ -338,6 +353,7 @@ def run_extraction(
 
     if start < writer.n_batches:
         model = build_model(spec, weights_path, device=dev)
+        _checked(model, spec)
         cap = Capture(
             model,
             points=reducer.capture_points(),
@@ -636,6 +652,7 @@ def run_token_extraction(
         log.info("resuming %s at batch %d of %d", out, start, writer.n_batches)
     if start < writer.n_batches:
         model = build_model(spec, weights_path, device=dev)
+        _checked(model, spec)
         cap = Capture(model, points=("block",), attention=False, dtype=dtype)  # type: ignore[arg-type]
         consumer = TokenReducer(L, spec.num_prefix_tokens, getattr(torch, feature_dtype))
         if geoms is not None:

@@ -12,10 +12,11 @@ ones otherwise — and adjusts across the depth bins with the max statistic (Wes
 so ``p_adjusted <= alpha`` in any bin keeps the family-wise error at ``alpha`` over the bins
 of one (family pair, metric).  Noise models (family ``noise``) are left out.
 
-With few models a test cannot reject: ``min_p`` is the smallest p-value the design can give
-(``1 / C(n_a + n_b, n_a)``: 1 for one model against one, 0.1 for 3 against 2, 0.05 for 3
-against 3 and 0.014 for 4 against 4), reported on every row so that "not significant" is
-never read as "no difference" where no test could have found one.
+With few models a test cannot reject: ``min_p`` is the smallest two-sided p-value the design
+can give (``1 / C(n_a + n_b, n_a)``, twice that for equal group sizes, whose relabellings
+come in mirrored pairs: 1 for one model against one, 0.1 for 3 against 2 and for 3 against
+3, 0.029 for 4 against 4), reported on every row so that "not significant" is never read as
+"no difference" where no test could have found one.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def family_tests(
         )
     grid = np.arange(1, bins + 1) / bins
     rows: list[pd.DataFrame] = []
-    for t in tables:
+    # the workflow writes one table per model: the models of an analysis meet here
+    every = pd.concat(list(tables), ignore_index=True) if len(tables) else pd.DataFrame()
+    for _, t in every.groupby("analysis", sort=False) if len(every) else ():
         h = headline(t)
         h = h[~h["family"].astype(str).isin(NOISE_FAMILIES)]
         for (ds, metric), g in h.groupby(["dataset", "metric"], sort=False):
@@ -97,8 +100,7 @@ def family_tests(
             for fa, fb in itertools.combinations(list(profiles), 2):
                 a, b = np.stack(profiles[fa]), np.stack(profiles[fb])
                 d, p, padj = permutation_test_layers(a, b, permutations=permutations, seed=seed)
-                total = math.comb(len(a) + len(b), len(a))
-                exact = total <= permutations
+                exact = math.comb(len(a) + len(b), len(a)) <= permutations
                 rows.append(
                     pd.DataFrame(
                         {
@@ -115,7 +117,7 @@ def family_tests(
                             "difference": d,
                             "p": p,
                             "p_adjusted": padj,
-                            "min_p": 1.0 / total if exact else 1.0 / (permutations + 1.0),
+                            "min_p": _min_p(len(a), len(b), permutations),
                             "exact": exact,
                             "significant": padj <= alpha,
                             "models_a": " ".join(members[fa]),
@@ -128,6 +130,16 @@ def family_tests(
             columns=["analysis", "dataset", "metric", "family_a", "family_b", "depth"]
         )
     return pd.concat(rows, ignore_index=True)
+
+
+def _min_p(n_a: int, n_b: int, permutations: int) -> float:
+    """The smallest two-sided p-value of the relabelling test: ``1 / C(n_a + n_b, n_a)``,
+    doubled when ``n_a == n_b`` (every relabelling has a mirror, the groups swapped, with
+    the same ``|d|``); with sampled relabellings ``1 / (P + 1)``."""
+    total = math.comb(n_a + n_b, n_a)
+    if total > permutations:
+        return 1.0 / (permutations + 1.0)
+    return min(1.0, (2.0 if n_a == n_b else 1.0) / total)
 
 
 def family_tests_from_files(paths: Sequence[str], **kwargs: object) -> pd.DataFrame:

@@ -368,12 +368,17 @@ def get_spec(model_id: str, custom: Mapping[str, Mapping[str, Any]] | None = Non
     """The spec of ``model_id``: a built-in id or a key of ``custom`` (config ``custom_models``)."""
     if custom and model_id in custom:
         return spec_from_config(model_id, custom[model_id])
+    from vitlib.models.names import is_name, spec_from_name
+
+    if is_name(model_id):  # timm:<arch>.<tag>, open_clip:<arch>/<tag>
+        return spec_from_name(model_id)
     try:
         return _REGISTRY[model_id]
     except KeyError:
         raise KeyError(
             f"unknown model id {model_id!r}; known ids: {', '.join(_REGISTRY)}"
-            " (or define it under custom_models)"
+            " (or define it under custom_models, or name it: timm:<arch>.<tag>,"
+            " open_clip:<arch>/<pretrained>)"
         ) from None
 
 

@@ -130,7 +130,7 @@ def bench_capture(repeats: int) -> list[Row]:
             cap = Capture(
                 model,
                 points=red.capture_points(),
-                attention=red.attention or red.entropy,
+                attention=red.needs_attention,
                 dtype=dtype,  # type: ignore[arg-type]
             )
             cap(x, red)

@@ -168,6 +168,62 @@ def test_taxonomy_table_and_artifacts(store):
     assert np.isnan(share[-1]) and np.all((share[:-1] > 0) & (share[:-1] < 1))
     none = artifact_tokens_table(store, norm_factor=100.0)
     assert (none[none.metric == "outlier_fraction"]["value"] == 0).all()
+    assert np.isnan(none[none.metric == "emergence_layer"]["value"].iloc[0])
+
+
+def test_artifact_suite_recomputed_from_the_store(store):
+    """Every new metric of the artifact / register suite, recomputed independently from the
+    store's arrays: the spatial-query share on outliers, norm quantiles, the histogram of
+    log2(norm / median), the emergence layer and the prefix-key attention mass."""
+    from vitlib import keys
+    from vitlib.attention.analyses import NORM_BINS
+
+    s = Store.open(store)
+    nm = s.read(keys.TOKEN_NORM).astype(np.float32)  # [n, L, S]
+    sp = s.read(keys.ATTN_SPATIAL_MEAN_ROW).astype(np.float32)  # [n, L, H, S]
+    n, L, S = nm.shape
+    out = nm > 1.2 * np.median(nm, axis=-1, keepdims=True)
+    art = artifact_tokens_table(store, norm_factor=1.2, emergence=0.05)
+
+    def metric(m):
+        return art[art.metric == m].sort_values("layer")["value"].to_numpy()
+
+    want = [
+        np.mean(
+            [
+                np.mean(
+                    [
+                        sp[i, lay + 1, h][out[i, lay]].sum() / sp[i, lay + 1, h].sum()
+                        for h in range(sp.shape[2])
+                    ]
+                )
+                for i in range(n)
+            ]
+        )
+        for lay in range(L - 1)
+    ]
+    np.testing.assert_allclose(metric("spatial_attention_share")[:-1], want, rtol=1e-5)
+    np.testing.assert_allclose(
+        metric("norm_median"), np.median(nm.transpose(1, 0, 2).reshape(L, -1), 1), rtol=1e-6
+    )
+    np.testing.assert_allclose(metric("norm_max"), nm.max(axis=(0, 2)), rtol=1e-6)
+    dens = art[art.metric == "norm_density"]
+    ratio = np.log2(nm / np.median(nm, axis=-1, keepdims=True))
+    for lay in range(L):
+        d = dens[dens.layer == lay].sort_values("bin")["value"].to_numpy()
+        assert d.sum() == pytest.approx(1.0)
+        ref, _ = np.histogram(np.clip(ratio[:, lay], NORM_BINS[0], NORM_BINS[-1] - 1e-9), NORM_BINS)
+        np.testing.assert_allclose(d, ref / ref.sum(), atol=1e-12)
+    frac = metric("outlier_fraction")
+    first = np.flatnonzero(frac >= 0.05)
+    assert len(first)  # the fixture's outliers reach 5 % somewhere
+    assert metric("emergence_layer")[0] == first[0] + 1
+    if s.has(keys.ATTN_PREFIX_MASS):  # one prefix token (CLS): mass on it, none on registers
+        pm = s.read(keys.ATTN_PREFIX_MASS)  # [n, L, H, 2, 1]
+        np.testing.assert_allclose(
+            metric("spatial_to_cls"), pm[..., 1, 0].mean(axis=(0, 2)), rtol=1e-6
+        )
+        np.testing.assert_allclose(metric("cls_to_registers"), 0.0)
 
 
 def test_attention_entropy_table_equals_entropy_of_directly_captured_attention(

@@ -208,3 +208,69 @@ def test_all_token_gram_is_spatial_plus_prefix_for_any_prefix_count():
                     atol=1e-5,
                     err_msg=f"{P} {kind}",
                 )
+
+
+def test_rollout_and_prefix_mass_match_the_reference_formulas():
+    """Attention rollout as vit-explain (jacobgil) computes it — heads fused by their mean,
+    ``(A + I) / 2`` renormalised, ``result = a @ result`` from the first block — read at every
+    block over the spatial keys; and the prefix-key mass of the CLS and mean spatial query,
+    on a model with four registers (P = 5)."""
+    import timm
+
+    torch.manual_seed(1)
+    m = timm.create_model(
+        "vit_small_patch14_reg4_dinov2",
+        pretrained=False,
+        num_classes=0,
+        img_size=28,
+        embed_dim=48,
+        depth=3,
+        num_heads=3,
+    ).eval()
+    x = torch.randn(3, 3, 28, 28)
+    att = Capture(m, points=("block",)).collect(x).attention  # [L, B, H, N, N]
+    P = 5
+    red = StreamingReducer(
+        depth=3,
+        num_heads=3,
+        embed_dim=48,
+        grid_hw=(2, 2),
+        num_prefix_tokens=P,
+        attention=False,
+        token_norms=False,
+        prefix_attention=True,
+        rollout=True,
+        feature_dtype="float32",
+    )
+    assert red.needs_attention
+    Capture(m, points=("block",))(x, red)
+    img, _ = red.batch_arrays()
+    n = att.shape[-1]
+    result = torch.eye(n)
+    for layer in range(3):
+        fused = att[layer].mean(1)
+        a = (fused + torch.eye(n)) / 2
+        a = a / a.sum(-1, keepdim=True)
+        result = a @ result
+        np.testing.assert_allclose(
+            img["attn/rollout_cls_row"][:, layer, 0], result[:, 0, P:].numpy(), atol=1e-6
+        )
+        np.testing.assert_allclose(
+            img["attn/rollout_spatial_row"][:, layer, 0],
+            result[:, P:, P:].mean(1).numpy(),
+            atol=1e-6,
+        )
+        pm = img["attn/prefix_mass"][:, layer]  # [B, H, 2, P]
+        np.testing.assert_allclose(pm[:, :, 0], att[layer][:, :, 0, :P].numpy(), atol=1e-7)
+        np.testing.assert_allclose(pm[:, :, 1], att[layer][:, :, P:, :P].mean(2).numpy(), atol=1e-7)
+    # no prefix tokens (SigLIP): no prefix array, the rollout's "CLS" row is the spatial one
+    red0 = StreamingReducer(
+        depth=3,
+        num_heads=3,
+        embed_dim=48,
+        grid_hw=(2, 2),
+        num_prefix_tokens=0,
+        prefix_attention=True,
+        rollout=True,
+    )
+    assert "attn/prefix_mass" not in {s.name for s in red0.image_specs()}

@@ -132,6 +132,7 @@ def test_kill_between_rows_and_commit_redoes_the_batch(
 def test_sigkill_at_a_random_moment_then_resume(tmp_path, tiny_spec, tiny_manifest, reference):
     """A real SIGKILL of a separate extraction process, then a resumed run."""
     out = tmp_path / "killed.zarr"
+    marker = tmp_path / "first_batch_committed"
     man = tmp_path / "manifest.json"
     tiny_manifest.save(man)
     code = textwrap.dedent(f"""
@@ -141,17 +142,22 @@ def test_sigkill_at_a_random_moment_then_resume(tmp_path, tiny_spec, tiny_manife
         from conftest import TINY_ARCH
         spec = spec_from_config("tiny", TINY_ARCH)
         from vitlib.extract import run_extraction
+        def committed(b):
+            open({str(marker)!r}, "a").close()
+            time.sleep(0.4)
         run_extraction(spec, Manifest.load({str(man)!r}), "center", {str(out)!r}, batch_size=8, shard_mb=0,
-                       progress=False, on_batch=lambda b: time.sleep(0.4))
+                       progress=False, on_batch=committed)
     """)
     env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     deadline = time.time() + 120
-    while not progress_path(out).exists():
+    # the first batch committed (the model build and its capture check can take a while
+    # on a loaded machine), then a moment inside the second batch's time
+    while not (progress_path(out).exists() and marker.exists()):
         assert proc.poll() is None, "extraction ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.02)
-    time.sleep(0.5)
+    time.sleep(0.1 + 0.2 * np.random.default_rng().random())
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not is_complete(out)

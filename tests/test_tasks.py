@@ -86,14 +86,9 @@ def test_saliency_iou_matches_direct_computation(tmp_path, spec, coco):
     model = build_model(spec, None)
     api = load_coco_api(coco / "annotations" / "instances_val2017.json")
     tf = make_transform("center", 32, spec.mean, spec.std)
-    ious = []
-    for it in m.items:
-        x = tf(Image.open(m.abspath(it)).convert("RGB"))[None]
-        attn, _ = _attention(spec, model, x)  # [L, 1, H, N, N]
-        rows = attn[:, 0, :, 0, 1:].numpy()  # CLS query, spatial keys
+
+    def iou60(rows, gt):
         rows = rows / rows.sum(-1, keepdims=True)
-        soft, _ = token_masks(annotation_masks(api, it.meta["image_id"]), (4, 4), crop=True)
-        gt = soft.sum(0).ravel() > 0
         # smallest set of top cells holding >= 60 % (descending order; no ties in float data)
         order = np.argsort(-rows, -1)
         srt = np.take_along_axis(rows, order, -1)
@@ -101,8 +96,25 @@ def test_saliency_iou_matches_direct_computation(tmp_path, spec, coco):
         pred = np.zeros_like(rows, bool)
         for idx in np.ndindex(rows.shape[:2]):
             pred[idx][order[idx][: n_keep[idx]]] = True
-        ious.append((pred & gt).sum(-1) / (pred | gt).sum(-1))
+        return (pred & gt).sum(-1) / (pred | gt).sum(-1)
+
+    ious, roll = [], []
+    for it in m.items:
+        x = tf(Image.open(m.abspath(it)).convert("RGB"))[None]
+        attn, _ = _attention(spec, model, x)  # [L, 1, H, N, N]
+        soft, _ = token_masks(annotation_masks(api, it.meta["image_id"]), (4, 4), crop=True)
+        gt = soft.sum(0).ravel() > 0
+        ious.append(iou60(attn[:, 0, :, 0, 1:].numpy(), gt))  # CLS query, spatial keys
+        # attention rollout (vit-explain's formula), its CLS row at every block
+        result, rows = torch.eye(attn.shape[-1]), []
+        for layer in range(attn.shape[0]):
+            a = (attn[layer, 0].mean(0) + torch.eye(attn.shape[-1])) / 2
+            result = (a / a.sum(-1, keepdim=True)) @ result
+            rows.append(result[0, 1:].numpy())
+        roll.append(iou60(np.stack(rows)[:, None], gt)[:, 0])
     ious = np.stack(ious)  # [n, L, H]
+    rc = t[(t["query"] == "rollout_cls") & (t.head_selection == "per_image")].sort_values("layer")
+    np.testing.assert_allclose(rc["iou"].to_numpy(), np.stack(roll).mean(0), atol=1e-6)
     cls = t[(t["query"] == "cls")]
     per_head = cls[cls.head_selection == "head"].sort_values(["layer", "head"])
     np.testing.assert_allclose(per_head["iou"].to_numpy(), ious.mean(0).ravel(), atol=1e-6)

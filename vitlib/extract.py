@@ -221,6 +221,8 @@ def make_reducer(
         attention="attention" in need,
         entropy="attention_entropy" in need,
         token_norms="token_norms" in need,
+        prefix_attention="prefix_attention" in need,
+        rollout="rollout" in need,
         cka_batch_size=cka_batch_size,
         feature_dtype=feature_dtype,
         feature_layers=plan.feature_layers,
@@ -357,7 +359,7 @@ def run_extraction(
         cap = Capture(
             model,
             points=reducer.capture_points(),
-            attention=reducer.attention or reducer.entropy,
+            attention=reducer.needs_attention,
             dtype=dtype,  # type: ignore[arg-type]
         )
         loader = view_loader(spec, manifest, view, start, bs, num_workers, dev)

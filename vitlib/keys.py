@@ -30,6 +30,12 @@ ATTN_CLS_ROW = "attn/cls_row"
 ATTN_SPATIAL_MEAN_ROW = "attn/spatial_mean_row"
 ATTN_DISTANCE = "attn/distance"
 ATTN_ENTROPY = "attn/entropy"
+# [L, H, 2, P] float32: attention mass of the CLS query (0) and the mean spatial query (1)
+# on each prefix key (CLS, registers); models with prefix tokens only
+ATTN_PREFIX_MASS = "attn/prefix_mass"
+# [L, 1, S]: the CLS / mean-spatial row of the attention rollout over spatial keys
+ATTN_ROLLOUT_CLS = "attn/rollout_cls_row"
+ATTN_ROLLOUT_SPATIAL = "attn/rollout_spatial_row"
 # per dataset
 SUM_N_IMAGES = "sums/n_images"
 SUM_ALIGNED = "sums/attn_aligned"

@@ -82,6 +82,8 @@ class StreamingReducer:
         attention: bool = True,
         entropy: bool = False,
         token_norms: bool = True,
+        prefix_attention: bool = False,
+        rollout: bool = False,
         cka_batch_size: int = 0,
         feature_dtype: str = "float16",
         feature_layers: dict[str, list[int]] | None = None,
@@ -97,6 +99,8 @@ class StreamingReducer:
         self.attention = attention
         self.entropy = entropy
         self.token_norms = token_norms and "block" in token_points
+        self.prefix_attention = prefix_attention and num_prefix_tokens > 0
+        self.rollout = rollout
         self.cka_b = cka_batch_size
         self.feature_dtype = feature_dtype
         #: feature kind → 0-based blocks kept (default: both kinds, every block)
@@ -140,7 +144,19 @@ class StreamingReducer:
             ]
         if self.entropy:
             specs.append(ArraySpec(keys.ATTN_ENTROPY, (L, H, len(keys.ENTROPY_QUERIES)), "float32"))
+        if self.prefix_attention:
+            specs.append(ArraySpec(keys.ATTN_PREFIX_MASS, (L, H, 2, self.P), "float32"))
+        if self.rollout:
+            specs += [
+                ArraySpec(keys.ATTN_ROLLOUT_CLS, (L, 1, S), fd),
+                ArraySpec(keys.ATTN_ROLLOUT_SPATIAL, (L, 1, S), fd),
+            ]
         return specs
+
+    @property
+    def needs_attention(self) -> bool:
+        """Whether the capture must deliver attention probabilities."""
+        return self.attention or self.entropy or self.prefix_attention or self.rollout
 
     def chunk_specs(self) -> list[ArraySpec]:
         if not self.cka_b:
@@ -174,6 +190,8 @@ class StreamingReducer:
     def begin_batch(self, batch_size: int) -> None:
         self._batch = batch_size
         self._skip: torch.Tensor | None = None
+        self._roll: torch.Tensor | None = None  # the rollout product so far [B, N, N]
+        self._roll_layer = 0
         self._chunks = batch_size // self.cka_b if self.cka_b else 0
         self._layer_sums: dict[str, list[torch.Tensor | None]] = {
             s.name: [None] * self.L for s in self.sum_specs() if s.shape
@@ -245,7 +263,32 @@ class StreamingReducer:
         chk[keys.gram(point, "spatial")][layer] = g_sp
         chk[keys.gram(point, "all")][layer] = g_sp if g_pre is None else g_sp + g_pre
 
+    def _prefix_and_rollout(self, layer: int, a: torch.Tensor) -> None:
+        """Prefix-key attention mass and the attention rollout of one block (§D8)."""
+        P = self.P
+        if self.prefix_attention:
+            cls_q = a[:, :, 0, :P].float()  # [B, H, P]
+            sp_q = a[:, :, P:, :P].float().mean(2)
+            self._img[keys.ATTN_PREFIX_MASS][layer] = torch.stack([cls_q, sp_q], dim=2)
+        if not self.rollout:
+            return
+        if layer != self._roll_layer:
+            raise RuntimeError(f"rollout: block {layer} arrived, expected {self._roll_layer}")
+        # Abnar & Zuidema (2020): heads fused by their mean, the residual as 0.5·I, rows
+        # renormalised, multiplied from the first block on: R_l = Â_l R_(l-1)
+        fused = a.float().mean(1)  # [B, N, N]
+        fused.mul_(0.5).diagonal(dim1=-2, dim2=-1).add_(0.5)
+        fused.div_(fused.sum(-1, keepdim=True))
+        self._roll = fused if self._roll is None else torch.bmm(fused, self._roll)
+        self._roll_layer += 1
+        r = self._roll[:, :, P:]  # over spatial keys
+        sp = r[:, P:].mean(1)
+        self._img[keys.ATTN_ROLLOUT_CLS][layer] = (r[:, 0] if P else sp)[:, None]
+        self._img[keys.ATTN_ROLLOUT_SPATIAL][layer] = sp[:, None]
+
     def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:
+        if self.prefix_attention or self.rollout:
+            self._prefix_and_rollout(layer, attn_bhnn)
         if not (self.attention or self.entropy):
             return
         a = attn_bhnn

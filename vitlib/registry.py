@@ -38,6 +38,8 @@ NEEDS = (
     "token_norms",  # per-image norm of every spatial block-output token
     "attention",  # attention rows, distance and the dataset sums of the maps
     "attention_entropy",  # per-image attention entropy per head (CLS, spatial queries)
+    "prefix_attention",  # per-image attention mass of CLS / spatial queries on prefix keys
+    "rollout",  # per-image attention-rollout rows (CLS, mean spatial) of every block
     "grams",  # per-minibatch Gram matrices at the configured capture points
     "residual",  # skip/branch Grams and norm ratios
     "tokens",  # every spatial token of every block (token views)
@@ -382,18 +384,20 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         section="attention",
         shape="model",
         table=f"{_A}:artifact_tokens_table",
-        needs=frozenset({"attention", "token_norms"}),
-        description="High-norm outlier tokens and the CLS attention they draw.",
-        settings={"norm_factor": "artifact_norm_factor"},
+        needs=frozenset({"attention", "token_norms", "prefix_attention"}),
+        description="High-norm outlier tokens, register attention and token-norm histograms.",
+        settings={"norm_factor": "artifact_norm_factor", "emergence": "artifact_emergence"},
         view="center",
         figures=(
             _f(
                 "artifact_tokens",
                 f"{_PA}:artifact_figure",
-                """High-norm "artifact" tokens per layer: the fraction of spatial tokens whose
-                output norm is an outlier, and the share of the next block's CLS attention they
-                draw — the sparse repeating patterns of explicitly supervised ViTs, to compare
-                with models that have registers.""",
+                """High-norm "artifact" tokens and registers per layer: the fraction of spatial
+                tokens whose output norm is an outlier (dotted: the layer where they emerge),
+                the share of the next block's CLS and mean spatial attention they draw, the
+                spatial queries' attention mass on register keys and on the CLS key, and each
+                model's token-norm histogram per block — models of a family side by side, so
+                a network without registers sits next to its register variant.""",
             ),
         ),
     ),
@@ -630,7 +634,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         section="saliency",
         shape="model",
         table="vitlib.attention.saliency:saliency_table",
-        needs=frozenset({"attention"}),
+        needs=frozenset({"attention", "rollout"}),
         description="Attention-saliency IoU against object or part masks.",
         settings={"mass": "mass", "statistics": "statistics"},
         view="center",
@@ -649,7 +653,10 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 Best head (``analyses.saliency.head_selection``): per_image, the best head of
                 each image and layer, then the mean over images (the paper's "best head" mode);
                 per_layer, the one head with the best mean IoU per layer. Computed from the
-                stored attention rows of the centre view, no second forward pass.""",
+                stored attention rows of the centre view, no second forward pass. Beside them
+                (beyond the paper): the same rows of the attention rollout (heads fused by
+                their mean, the residual as 0.5·I, multiplied from the first block on,
+                streamed in the capture pass), scored the same way.""",
                 "Fig. 5",
                 options={"task": "saliency"},
                 settings={"head_selection": "head_selection"},

@@ -358,45 +358,118 @@ def head_taxonomy_table(
 
 
 # ---------------------------------------------------------------------------- artifacts
-def artifact_tokens_table(store: Store | str, *, norm_factor: float = 3.0) -> pd.DataFrame:
-    """High-norm "artifact" tokens per layer (beyond the paper; cf. ViTs need registers).
+#: Images whose token norms the quantiles pool (the first ones: a bounded memory).
+NORM_QUANTILE_IMAGES = 4096
+#: Bin edges of the token-norm histogram: log2(norm / the image's median spatial norm).
+NORM_BINS = np.arange(-3.0, 6.0 + 1e-9, 0.25)
+
+
+def artifact_tokens_table(
+    store: Store | str, *, norm_factor: float = 3.0, emergence: float = 0.005
+) -> pd.DataFrame:
+    """High-norm "artifact" tokens and prefix (register) attention per layer (beyond the
+    paper; Darcet et al., "Vision Transformers Need Registers", 2024). docs §D8.
 
     A spatial token of block ``l``'s output is an outlier when its norm exceeds
-    ``norm_factor`` × the median spatial-token norm of that image and layer.  Per layer:
-    ``outlier_fraction`` (share of spatial tokens) and ``cls_attention_share`` (share of the
-    CLS query's spatial attention in block ``l + 1`` — which reads block ``l``'s output — that
-    lands on those tokens, mean over heads and images; NaN for the last block).
+    ``norm_factor`` × the median spatial-token norm of that image and layer. Per layer
+    (means over images, and heads where there are heads):
+
+    * ``outlier_fraction``: share of spatial tokens that are outliers;
+    * ``cls_attention_share`` / ``spatial_attention_share``: share of the CLS query's / the
+      mean spatial query's spatial attention in block ``l + 1`` (which reads block ``l``'s
+      output) that lands on those tokens (NaN for the last block);
+    * ``norm_median``, ``norm_p99``, ``norm_max``: the spatial token norms (the first
+      :data:`NORM_QUANTILE_IMAGES` images pooled);
+    * ``norm_density``: the histogram of ``log2(norm / median)`` (coordinate ``bin``, its
+      centre; bins of :data:`NORM_BINS`, the two ends open), a density over bins;
+    * with prefix tokens (need ``prefix_attention``): ``cls_to_cls``, ``cls_to_registers``,
+      ``spatial_to_cls``, ``spatial_to_registers`` — the attention mass of each query on
+      the CLS key and on the register keys — and ``spatial_to_registers_max_head``, the
+      largest per-head mean (registers are often read by a few heads);
+    * ``emergence_layer`` (``layer = -1``): the first block (1-based) whose
+      ``outlier_fraction`` reaches ``emergence``; NaN when none does.
     """
     s = Store.open(store)
     meta = s.meta
+    P = int(meta["num_prefix_tokens"])
     norms = s.array(keys.TOKEN_NORM)
     cls_rows = s.array(keys.ATTN_CLS_ROW)
+    sp_rows = s.array(keys.ATTN_SPATIAL_MEAN_ROW)
     n, L, S = norms.shape
     frac = np.zeros(L)
-    share = np.zeros(L)
+    share = np.zeros((2, L))
+    nbins = len(NORM_BINS) - 1
+    hist = np.zeros((L, nbins))
+    pooled: list[np.ndarray] = []
     step = norms.chunks[0]
     for lo in range(0, n, step):
         nm = np.asarray(norms[lo : lo + step], dtype=np.float32)  # [b, L, S]
         med = np.median(nm, axis=-1, keepdims=True)
         out = nm > norm_factor * med
         frac += out.mean(-1).sum(0)
-        cr = np.asarray(cls_rows[lo : lo + step], dtype=np.float32)  # [b, L, H, S]
-        tot = cr.sum(-1)  # [b, L, H]
-        on = (cr[:, 1:] * out[:, :-1, None, :]).sum(-1)  # block l+1 reads l
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sh = np.where(tot[:, 1:] > 0, on / tot[:, 1:], 0.0).mean(-1)  # [b, L-1]
-        share[:-1] += sh.sum(0)
-    share[-1] = np.nan
-    t = pd.DataFrame(
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.log2(nm / np.maximum(med, 1e-30))
+        idx = np.clip(np.searchsorted(NORM_BINS, ratio, side="right") - 1, 0, nbins - 1)
+        for layer in range(L):
+            hist[layer] += np.bincount(idx[:, layer].ravel(), minlength=nbins)
+        if sum(len(x) for x in pooled) < NORM_QUANTILE_IMAGES:  # quantiles: the first images
+            pooled.append(nm)
+        for q, arr in enumerate((cls_rows, sp_rows)):
+            cr = np.asarray(arr[lo : lo + step], dtype=np.float32)  # [b, L, H, S]
+            tot = cr.sum(-1)  # [b, L, H]
+            on = (cr[:, 1:] * out[:, :-1, None, :]).sum(-1)  # block l+1 reads l
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sh = np.where(tot[:, 1:] > 0, on / tot[:, 1:], 0.0).mean(-1)  # [b, L-1]
+            share[q, :-1] += sh.sum(0)
+    share[:, -1] = np.nan
+    allnorm = np.concatenate(pooled)  # [n, L, S]
+    q50, q99 = np.quantile(allnorm, [0.5, 0.99], axis=(0, 2))
+    per_layer: dict[str, np.ndarray] = {
+        "outlier_fraction": frac / n,
+        "cls_attention_share": share[0] / n,
+        "spatial_attention_share": share[1] / n,
+        "norm_median": q50,
+        "norm_p99": q99,
+        "norm_max": allnorm.max(axis=(0, 2)),
+    }
+    if P and s.has(keys.ATTN_PREFIX_MASS):
+        pm = np.asarray(s.read(keys.ATTN_PREFIX_MASS), dtype=np.float64)  # [n, L, H, 2, P]
+        head = pm.mean(0)  # [L, H, 2, P]
+        per_layer["cls_to_cls"] = head[:, :, 0, 0].mean(1)
+        per_layer["cls_to_registers"] = head[:, :, 0, 1:].sum(-1).mean(1)
+        per_layer["spatial_to_cls"] = head[:, :, 1, 0].mean(1)
+        per_layer["spatial_to_registers"] = head[:, :, 1, 1:].sum(-1).mean(1)
+        per_layer["spatial_to_registers_max_head"] = head[:, :, 1, 1:].sum(-1).max(1)
+    rows = [
+        {"layer": layer, "metric": m, "value": float(v[layer])}
+        for m, v in per_layer.items()
+        for layer in range(L)
+    ]
+    centres = (NORM_BINS[:-1] + NORM_BINS[1:]) / 2
+    dens = hist / np.maximum(hist.sum(1, keepdims=True), 1)
+    rows += [
         {
-            "layer": np.repeat(np.arange(L), 2),
-            "metric": ["outlier_fraction", "cls_attention_share"] * L,
-            "value": np.stack([frac / n, share / n], 1).ravel(),
+            "layer": layer,
+            "metric": "norm_density",
+            "bin": float(centres[b]),
+            "value": dens[layer, b],
+        }
+        for layer in range(L)
+        for b in range(nbins)
+    ]
+    hit = np.flatnonzero(frac / n >= emergence)
+    rows.append(
+        {
+            "layer": -1,
+            "metric": "emergence_layer",
+            "value": float(hit[0] + 1) if len(hit) else float("nan"),
         }
     )
+    t = pd.DataFrame(rows)
     for k, v in {
-        "num_prefix_tokens": meta["num_prefix_tokens"],
+        "num_prefix_tokens": P,
         "norm_factor": norm_factor,
+        "emergence": emergence,
         "n_images": n,
     }.items():
         t[k] = v

@@ -3,7 +3,9 @@
 For every image with at least one usable annotation the ground truth is the union of its
 soft token masks (objects for COCO, parts for PartImageNet; centre-cropped like the view);
 the prediction of each (layer, head) is the 60 %-mass set of the CLS query's or the mean
-spatial query's attention over the spatial keys (stored at extraction, no forward pass).
+spatial query's attention over the spatial keys (stored at extraction, no forward pass) —
+and, where the store holds them (need ``rollout``), of the same rows of the attention
+rollout (queries ``rollout_cls``, ``rollout_spatial``; one fused head, docs §D8).
 
 Empty mask sets are flagged, never averaged: an image none of whose annotations survives
 at token resolution takes no part (a warning names how many and which, and the table's
@@ -29,6 +31,12 @@ from vitlib.store import Store
 log = logging.getLogger(__name__)
 
 QUERIES = {"cls": keys.ATTN_CLS_ROW, "spatial": keys.ATTN_SPATIAL_MEAN_ROW}
+#: The attention rollout's rows (need ``rollout``; one "head": the heads are fused), scored
+#: beside the raw attention when the store holds them.
+ROLLOUT_QUERIES = {
+    "rollout_cls": keys.ATTN_ROLLOUT_CLS,
+    "rollout_spatial": keys.ATTN_ROLLOUT_SPATIAL,
+}
 
 
 def iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -54,10 +62,12 @@ def saliency_iou(
             f" {manifest.dataset!r} (digest {meta['manifest_digest']})"
         )
     gh, gw = meta["grid_hw"]
-    out: dict[str, list[np.ndarray]] = {q: [] for q in QUERIES}
+    queries = dict(QUERIES)
+    queries.update({q: k for q, k in ROLLOUT_QUERIES.items() if g.has(k)})
+    out: dict[str, list[np.ndarray]] = {q: [] for q in queries}
     used = []
     no_mask: list[str] = []
-    rows = {q: g.array(name) for q, name in QUERIES.items()}
+    rows = {q: g.array(name) for q, name in queries.items()}
     step = int(rows["cls"].chunks[0])  # whole chunks: each is read once
     block: dict[str, np.ndarray] = {}
     for i, item in enumerate(manifest.items):
@@ -74,7 +84,7 @@ def saliency_iou(
             no_mask.append(item.id)
             continue
         gt = soft.sum(0).reshape(-1) > 0
-        for q in QUERIES:
+        for q in queries:
             out[q].append(iou(mass_threshold_mask(block[q][i % step], mass), gt))
         used.append(i)
     if not used:

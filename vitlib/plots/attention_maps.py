@@ -389,20 +389,87 @@ def artifact_figure(
     dpi: int = 150,
     models: Sequence[str] | None = None,
 ) -> None:
-    """High-norm outlier tokens per layer, and the share of CLS attention they receive."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    for model, t in table.groupby("model", sort=False):
-        st = model_style(str(model), str(t["family"].iloc[0]))
-        L = int(t["depth"].iloc[0])
-        f = t[t.metric == "outlier_fraction"]
-        s = t[t.metric == "cls_attention_share"]
-        a1.plot((f["layer"] + 1) / L, f["value"], label=model, **st)
-        a2.plot((s["layer"] + 1) / L, s["value"], label=model, **st)
-    a1.set_ylabel("fraction of spatial tokens")
-    a1.set_title(f"norm > {table['norm_factor'].iloc[0]:g} × median")
-    a2.set_ylabel("share of next block's CLS attention")
-    for ax in (a1, a2):
+    """The register / artifact-token suite (docs §D8). Top row against normalised depth: the
+    fraction of high-norm outlier tokens (each model's emergence layer dotted), the share of
+    the next block's CLS and mean spatial attention they draw, and (models with prefix
+    tokens) the spatial queries' attention mass on register keys (solid) and on the CLS key
+    (dashed). Bottom row: each model's token-norm histogram per block (log2 of norm / the
+    image's median), models of one family side by side, so that a model without registers
+    sits next to its register variant."""
+    t = table
+    metrics = set(t["metric"])
+    top = [
+        ("outlier_fraction", f"tokens with norm > {t['norm_factor'].iloc[0]:g} × median"),
+        ("cls_attention_share", "share of next block's CLS attention on them"),
+        ("spatial_attention_share", "share of next block's spatial attention on them"),
+        ("spatial_to_registers", "spatial queries' mass on registers (—) / CLS (--)"),
+    ]
+    top = [(m, title) for m, title in top if m in metrics]
+    firsts = t.drop_duplicates("model")
+    prefix = (
+        firsts["num_prefix_tokens"] if "num_prefix_tokens" in firsts else pd.Series(1, firsts.index)
+    )
+    order = firsts.assign(_p=prefix).sort_values(["family", "_p"], kind="stable")["model"].tolist()
+    hist = "norm_density" in metrics and "bin" in t
+    ncols = max(len(top), len(order) if hist else 0, 1)
+    nrows = 2 if hist else 1
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.3 * ncols, 3.1 * nrows), constrained_layout=True, squeeze=False
+    )
+    for ax in axes.ravel():
+        ax.set_visible(False)
+    for j, (metric, title) in enumerate(top):
+        ax = axes[0, j]
+        ax.set_visible(True)
+        for model, g in t.groupby("model", sort=False):
+            m = g[g.metric == metric]
+            if m.empty:
+                continue
+            st = model_style(str(model), str(g["family"].iloc[0]))
+            L = int(g["depth"].iloc[0])
+            (line,) = ax.plot((m["layer"] + 1) / L, m["value"], label=model, **st)
+            if metric == "spatial_to_registers":
+                c = g[g.metric == "spatial_to_cls"]
+                ax.plot((c["layer"] + 1) / L, c["value"], color=line.get_color(), ls="--", lw=1)
+            if metric == "outlier_fraction":
+                em = g[g.metric == "emergence_layer"]["value"]
+                if len(em) and np.isfinite(em.iloc[0]):
+                    ax.axvline(float(em.iloc[0]) / L, color=line.get_color(), ls=":", lw=1)
+        ax.set_title(title, fontsize=8)
         ax.set_xlabel("normalised depth")
+        ax.set_ylabel(
+            {
+                "outlier_fraction": "fraction of spatial tokens",
+                "spatial_to_registers": "attention mass",
+            }.get(metric, "attention share")
+        )
         ax.grid(alpha=0.3)
-    a2.legend(fontsize=7)
+    if top:
+        axes[0, len(top) - 1].legend(fontsize=6)
+    if hist:
+        im = None
+        for j, model in enumerate(order):
+            ax = axes[1, j]
+            ax.set_visible(True)
+            g = t[(t.model == model) & (t.metric == "norm_density")]
+            grid = g.pivot_table(index="layer", columns="bin", values="value").sort_index()
+            bins = grid.columns.to_numpy(dtype=float)
+            step = float(bins[1] - bins[0]) if len(bins) > 1 else 1.0
+            im = ax.imshow(
+                np.log10(grid.to_numpy(dtype=float) + 1e-5),
+                aspect="auto",
+                origin="lower",
+                cmap="magma",
+                vmin=-5,
+                vmax=0,
+                extent=(bins[0] - step / 2, bins[-1] + step / 2, 0.5, len(grid) + 0.5),
+            )
+            ax.axvline(np.log2(float(t["norm_factor"].iloc[0])), color="w", ls=":", lw=1)
+            p = int(g["num_prefix_tokens"].iloc[0]) if "num_prefix_tokens" in g else 1
+            regs = f", {p - 1} registers" if p > 1 else ""
+            ax.set_title(f"{model}{regs}", fontsize=8)
+            ax.set_xlabel("log2(norm / median)", fontsize=8)
+            ax.set_ylabel("block", fontsize=8)
+        if im is not None:
+            fig.colorbar(im, ax=axes[1, len(order) - 1], shrink=0.8, label="log10 density")
     save_figure(fig, outputs, dpi)

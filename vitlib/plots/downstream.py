@@ -157,6 +157,15 @@ def task_figure(
         t = t[t.head_selection == head_selection]
         if t.empty:
             raise ValueError(f"saliency: no rows with head_selection {head_selection!r}")
+        # the attention rollout beside the raw attention, where the stores hold it
+        panels = list(panels) + [
+            ("query", q, "iou", title, None)
+            for q, title in (
+                ("rollout_cls", "CLS attention rollout"),
+                ("rollout_spatial", "Spatial attention rollout"),
+            )
+            if (t["query"] == q).any()
+        ]
     curve_figure(t, panels, ylabel, outputs, dpi=dpi, layout=layout)
 
 

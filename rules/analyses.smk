@@ -257,6 +257,27 @@ rule family_tests:
         "../workflow_scripts/family_tests.py"
 
 
+# One static page over the whole run (vitlib/explorer.py): per-layer curves, similarity grids
+# and attention maps, linked; no server, no network.
+rule explorer:
+    input:
+        summary=summary_tables(),
+        grids=explorer_grid_tables(),
+        maps=explorer_maps(),
+    output:
+        results("explorer.html"),
+    log:
+        results("logs", "summary", "explorer.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        map_keys=explorer_map_keys(),
+        models=MODELS,
+        title=f"vitlib — {config.get('preset', 'run')}",
+    script:
+        "../workflow_scripts/explorer.py"
+
+
 # The paper's main observations (its Table 3) checked on this run's tables: the first page
 # of the report (report/workflow.rst includes the reStructuredText).
 rule findings:

@@ -291,6 +291,36 @@ def summary_tables():
     return out
 
 
+def explorer_grid_tables():
+    """The explorer's grids: the similarity suite's tables, else the CKA grids."""
+    out = []
+    for name in ("similarity", "cka"):
+        for ds in registry.section_datasets(section(name)):
+            if enabled(name, ds):
+                out += tables_of(name, ds)
+        if out:
+            return out
+    return out
+
+
+def _explorer_map_pairs():
+    return [
+        (ds, m)
+        for ds in registry.section_datasets(section("attention_maps"))
+        if enabled("attention_maps", ds)
+        for m in MODELS
+    ]
+
+
+def explorer_maps():
+    """The attention-maps arrays the explorer shows, one per (dataset, model)."""
+    return [table_path("attention_maps", ds, m) for ds, m in _explorer_map_pairs()]
+
+
+def explorer_map_keys():
+    return [list(p) for p in _explorer_map_pairs()]
+
+
 def family_test_settings():
     """The family tests' keyword arguments from the ``statistics`` block."""
     st = config["statistics"]
@@ -356,6 +386,8 @@ def all_targets():
         targets += expand(
             results("figures", "summary", "family_tests.{ext}"), ext=FIG_FORMATS
         )
+    if summary_tables() or explorer_grid_tables() or explorer_maps():
+        targets.append(results("explorer.html"))
     for ds in registry.section_datasets(section("probe")):
         targets.append(results("tables", ds, "probe_table6.csv"))
     return targets

@@ -181,3 +181,36 @@ def test_per_rule_benchmarks_are_recorded(demo):
     bench = demo / "results" / "benchmarks"
     for rule in ("train", "extract", "saliency", "davis", "spair", "knn", "attention_entropy"):
         assert list((bench / rule).rglob("*.tsv")), rule
+
+
+def test_explorer_and_bundle_redraw_without_stores(demo, tmp_path):
+    """The run's explorer exists; its bundle (no store inside) imports elsewhere and the
+    redraw profile plans figures, summaries and the explorer from the tables alone."""
+    from vitlib.bundle import export_bundle, import_bundle
+
+    page = demo / "results" / "explorer.html"
+    assert page.stat().st_size > 20_000 and "/*__DATA__*/" not in page.read_text()
+    m = export_bundle(demo / "results", tmp_path / "run.tar.gz")
+    assert not any(f.startswith("features/") for f in m["files"])
+    other = tmp_path / "elsewhere"
+    import_bundle(tmp_path / "run.tar.gz", other / "results")
+    (other / "config.yaml").write_text((demo / "config.yaml").read_text())
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(other),
+            "--profile",
+            str(REPO / "profiles" / "redraw"),
+            "-n",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "figure_model" in p.stdout and "explorer" in p.stdout
+    assert "extract" not in p.stdout.split("Job stats")[-1]

@@ -74,7 +74,8 @@ class ArraySpec:
     offsets: str = keys.OFFSETS
 
 
-FORMAT = 4  # 4: sharded arrays; 3: needs-driven arrays, EXIF-oriented 16-bit-scaled input
+# 5: prefix-key attention mass and attention rollout (needs prefix_attention, rollout)
+FORMAT = 5  # 4: sharded arrays; 3: needs-driven arrays, EXIF-oriented 16-bit-scaled input
 #: Rows (tokens) per chunk of the ragged token arrays of token views (one shard: every layer).
 TOKEN_CHUNK = 4096
 #: Buffered bytes per commit that size a store's shards (:func:`shard_batches`).

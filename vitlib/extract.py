@@ -547,6 +547,13 @@ def run_token_extraction(
         each annotation's soft token mask pools every block (exactly
         :func:`vitlib.metrics.segfeat.pooled_features` on the stored tokens):
         ``seg/pooled [A, L, D]``, ``seg/category [A]``, ragged by ``seg/offsets``;
+    ``dense_sample@per_image=…,full_images=…,seed=…,threshold=…``
+        ``per_image`` tokens of every image drawn uniformly without replacement (seeded by
+        ``seed`` and the image's index), every token of the first ``full_images`` images,
+        with their block outputs at every block and their label — the category of the
+        annotation covering most of the token when it covers ``threshold`` of it, else 0
+        (background): ``dense/tokens [T, L, D]``, ``dense/label``, ``dense/pos`` ragged by
+        ``dense/offsets`` (dense probes and PCA maps, :mod:`vitlib.metrics.dense`);
     ``davis_propagation@n_last=…,radius=…,topk=…,temperature=…``
         DAVIS label propagation at every block (exactly :func:`propagate_labels` on the
         stored tokens), one sequence per batch: ``davis/soft [T, L, C_max]`` soft masks at
@@ -585,6 +592,23 @@ def run_token_extraction(
             ArraySpec(keys.SEG_POOLED, (L, D), "float32", keys.SEG_OFFSETS),
             ArraySpec(keys.SEG_CATEGORY, (), "int64", keys.SEG_OFFSETS),
         ]
+    dense: dict[str, Any] | None = None
+    dense_pos: list[np.ndarray] = []
+    dense_lab: list[np.ndarray] = []
+    if "dense_sample" in need:
+        from vitlib.metrics.dense import dense_sample_plan, dense_settings
+
+        dense = dense_settings(need["dense_sample"])
+        dense_pos, dense_lab = dense_sample_plan(manifest, grid, crop=view == "patches", **dense)
+        all_offsets[keys.DENSE_OFFSETS] = np.concatenate(
+            [[0], np.cumsum([len(p) for p in dense_pos])]
+        ).astype(np.int64)
+        token_specs += [
+            ArraySpec(keys.DENSE_TOKENS, (L, D), fdt, keys.DENSE_OFFSETS),
+            ArraySpec(keys.DENSE_LABEL, (), "int64", keys.DENSE_OFFSETS),
+            ArraySpec(keys.DENSE_POS, (), "int64", keys.DENSE_OFFSETS),
+        ]
+        extra["dense_sample"] = dense
     bounds: list[int] | None = None
     firsts: dict[int, torch.Tensor] = {}
     davis: dict[str, Any] | None = None
@@ -690,6 +714,11 @@ def run_token_extraction(
                 if masks:
                     rows[keys.SEG_POOLED].append(pool(masks[i][0], g.numpy()))
                     rows[keys.SEG_CATEGORY].append(masks[i][1])
+                if dense is not None:
+                    sel = torch.as_tensor(dense_pos[i], dtype=torch.long)
+                    rows[keys.DENSE_TOKENS].append(g[sel].numpy())
+                    rows[keys.DENSE_LABEL].append(dense_lab[i])
+                    rows[keys.DENSE_POS].append(dense_pos[i])
                 if davis is not None:
                     gh, gw = (int(v) for v in grid[i])
                     soft = np.zeros((gh * gw, L, c_max), np.float32)
@@ -742,7 +771,7 @@ def run_token_extraction(
 
 
 #: What a token view can hold (:func:`run_token_extraction`).
-TOKEN_NEEDS = ("tokens", "segment_pool", "davis_propagation", "spair_transfer")
+TOKEN_NEEDS = ("tokens", "segment_pool", "dense_sample", "davis_propagation", "spair_transfer")
 #: Settings of the ``davis_propagation`` need, in its qualifier's order.
 DAVIS_SETTINGS = ("n_last", "radius", "topk", "temperature")
 

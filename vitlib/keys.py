@@ -18,6 +18,11 @@ TOKEN_CLS = "cls"
 SEG_POOLED = "seg/pooled"  # [A, L, D] float32
 SEG_CATEGORY = "seg/category"  # [A] int64
 SEG_OFFSETS = "seg/offsets"  # [n + 1]
+# tokens sampled per image during the extraction, with their labels (ragged by DENSE_OFFSETS)
+DENSE_TOKENS = "dense/tokens"  # [T, L, D] block outputs of the sampled tokens
+DENSE_LABEL = "dense/label"  # [T] int64 annotation category of the token (0: background)
+DENSE_POS = "dense/pos"  # [T] int64 the token's row-major index in its image's grid
+DENSE_OFFSETS = "dense/offsets"  # [n + 1]
 # DAVIS label propagation during the extraction (ragged per frame by OFFSETS, token rows)
 DAVIS_SOFT = "davis/soft"  # [T, L, C_max] float32 soft masks at token resolution
 # SPair keypoint transfer during the extraction (ragged per source image by SPAIR_OFFSETS)

@@ -226,6 +226,16 @@ def plan_store(
             b, f = _array_cost((a, L, D), (rows, 1, D), 4, (rows, L, D))
             arrays[keys.SEG_POOLED], files = b, files + f + 2
             arrays[keys.SEG_CATEGORY] = 8 * a
+        if "dense_sample" in bases:  # [T, L, D] sampled tokens + label and position
+            q = next(registry.parse_need(x)[2] for x in needs if x.startswith("dense_sample"))
+            from vitlib.metrics.dense import dense_settings
+
+            st = dense_settings(q)
+            t_ = min(total, n * st["per_image"] + st["full_images"] * tokens)
+            rows = max(1, min(t_, TOKEN_CHUNK))
+            b, f = _array_cost((t_, L, D), (rows, 1, D), fd, (rows, L, D))
+            arrays[keys.DENSE_TOKENS], files = b, files + f + 3
+            arrays[keys.DENSE_LABEL] = arrays[keys.DENSE_POS] = 8 * t_
         if "spair_transfer" in bases:  # [K, L, 2] float32 predictions + pair index
             kps = math.ceil(n / 2 * SPAIR_KPS_PER_PAIR)
             rows = max(1, min(kps, TOKEN_CHUNK))

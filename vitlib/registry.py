@@ -44,6 +44,7 @@ NEEDS = (
     "residual",  # skip/branch Grams and norm ratios
     "tokens",  # every spatial token of every block (token views)
     "segment_pool",  # annotation-mask-pooled block outputs, pooled in the pass (token views)
+    "dense_sample",  # sampled tokens with their mask labels, every block (token views; @settings)
     "davis_propagation",  # DAVIS soft masks propagated in the pass (token views; @settings)
     "spair_transfer",  # SPair keypoints transferred in the pass (spair view)
 )
@@ -702,6 +703,67 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         ),
     ),
     Analysis(
+        "dense_probe",
+        section="dense",
+        shape="model",
+        table="vitlib.metrics.dense:dense_probe_table",
+        needs=frozenset({"dense_sample"}),
+        need_settings=("per_image", "full_images", "seed", "threshold"),
+        description="Patch-level linear probes of object / part labels per layer (mIoU).",
+        settings={
+            "test_fraction": "test_fraction",
+            "seed": "seed",
+            "epochs": "epochs",
+            "lrs": "lrs",
+            "batch_size": "batch_size",
+            "statistics": "statistics",
+        },
+        dataset_kinds=("coco", "partimagenet"),
+        manifest=True,
+        metrics=("miou", "miou_fg", "acc"),
+        heavy=True,
+        gpu=True,
+        figures=(
+            _f(
+                "dense_probe",
+                _CURVES,
+                """Dense feature quality per layer (beyond the paper): a linear probe (non-affine
+                BatchNorm, a learning-rate grid selected on held-out training tokens) of each
+                token's object (COCO-format) or part (PartImageNet-format) label — the
+                annotation covering most of the token, else background — from its block
+                output, trained on tokens sampled from a seeded part of the images and
+                scored on the others: mIoU over classes (background included), foreground
+                mIoU and token accuracy; shaded: bootstrap intervals over the test images.""",
+                options={"task": "dense_probe"},
+            ),
+        ),
+    ),
+    Analysis(
+        "pca_maps",
+        section="dense",
+        shape="model",
+        table="vitlib.metrics.dense:pca_maps",
+        needs=frozenset({"dense_sample"}),
+        need_settings=("per_image", "full_images", "seed", "threshold"),
+        description="Per-layer PCA feature maps (arrays).",
+        settings={"components": "components", "fit_tokens": "fit_tokens", "seed": "seed"},
+        dataset_kinds=("coco", "partimagenet"),
+        manifest=True,
+        output="npz",
+        figures=(
+            _f(
+                "pca_maps",
+                "vitlib.plots.features:pca_maps_figure",
+                """PCA feature maps per layer (beyond the paper): the first three principal
+                components of every token's block output as RGB, one basis per block fitted
+                on tokens sampled from all images of the dataset (so colours compare across
+                images), each component scaled between its 1st and 99th percentile; rows
+                are blocks, columns the fully kept images (``analyses.dense.full_images``).""",
+                per_model=True,
+            ),
+        ),
+    ),
+    Analysis(
         "retrieval",
         section="retrieval",
         shape="model",
@@ -920,6 +982,7 @@ PAPER_SECTIONS: Mapping[str, str] = MappingProxyType(
         "features": "§5 Feature analysis",
         "similarity": "§5 Feature analysis",
         "segments": "§5 Feature analysis",
+        "dense": "§5 Feature analysis",
         "knn": "§6 Downstream tasks",
         "retrieval": "§6 Downstream tasks",
         "davis": "§6 Downstream tasks",

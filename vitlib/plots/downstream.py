@@ -100,6 +100,14 @@ _PANELS: dict[str, tuple[list[Panel], str]] = {
         ],
         "IoU (best head)",
     ),
+    "dense_probe": (
+        [
+            (None, None, "miou", "mIoU (background included)", None),
+            (None, None, "miou_fg", "foreground mIoU", None),
+            (None, None, "acc", "token accuracy", None),
+        ],
+        "score",
+    ),
     "segments": (
         [
             ("metric", "purity", "value", "purity", None),

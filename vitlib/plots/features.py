@@ -410,3 +410,43 @@ def similarity_best_layer_figure(
         fontsize=9,
     )
     save_figure(fig, outputs, dpi)
+
+
+# --------------------------------------------------------------------------- dense maps
+
+
+def pca_maps_figure(
+    npz: dict,
+    outputs: Sequence[str | Path],
+    *,
+    dpi: int = 150,
+    models: Sequence[str] | None = None,
+    model: str = "",
+) -> None:
+    """PCA feature maps of one model (docs §D10): rows are blocks, columns the fully kept
+    images, each token's first three principal components as RGB (one basis per block,
+    shared by the images)."""
+    rgb = np.asarray(npz["rgb"], dtype=np.float32)  # [L, F, H, W, C]
+    L, F = rgb.shape[:2]
+    grids = np.asarray(npz["grid"])
+    fig, axes = plt.subplots(
+        L, F, figsize=(1.6 * F + 0.6, 1.25 * L + 0.6), squeeze=False, layout="constrained"
+    )
+    for layer in range(L):
+        for k in range(F):
+            ax = axes[layer, k]
+            gh, gw = (int(v) for v in grids[k])
+            img = rgb[layer, k, :gh, :gw]
+            if img.shape[-1] < 3:  # fewer components: grey / two channels and zero blue
+                img = np.concatenate([img, np.zeros((*img.shape[:2], 3 - img.shape[-1]))], -1)
+            ax.imshow(np.nan_to_num(img), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k == 0:
+                ax.set_ylabel(f"L{layer + 1}", fontsize=8)
+            if layer == 0:
+                ax.set_title(f"image {int(npz['index'][k])}", fontsize=8)
+    fig.suptitle(
+        f"{model}: PCA of block outputs (RGB = components 1–3)" if model else "PCA maps", fontsize=9
+    )
+    save_figure(fig, outputs, dpi)

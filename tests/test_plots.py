@@ -433,6 +433,34 @@ def _attention_images() -> Data:
     return out
 
 
+def _dense_probe() -> Data:
+    def make(model: str, depth: int, rng: np.random.Generator) -> pd.DataFrame:
+        t = _layers(depth)
+        out = t.assign(classes=5, n_test_images=4)
+        for m in ("miou", "miou_fg", "acc"):
+            v = rng.uniform(0.1, 0.8, len(t))
+            out = out.assign(**{m: v, f"{m}_ci_low": v - 0.05, f"{m}_ci_high": v + 0.05})
+        return out
+
+    return _per_model("dense_probe", make, {"test_fraction": 0.3})
+
+
+def _pca_maps() -> Data:
+    rng = np.random.default_rng(0)
+    return [
+        (
+            f"{model}.npz",
+            {
+                "rgb": rng.uniform(0, 1, (depth, HEADS, GRID, GRID + 1, 3)).astype(np.float32),
+                "grid": np.array([[GRID, GRID + 1]] * HEADS),
+                "index": np.arange(HEADS),
+                "model": np.array(model),
+            },
+        )
+        for model, (_, depth) in MODELS.items()
+    ]
+
+
 #: analysis → its synthetic tables (an analysis missing here fails every test of its figures)
 SYNTHETIC: dict[str, Callable[[], Data]] = {
     "attention_distance": _attention_distance,
@@ -449,6 +477,8 @@ SYNTHETIC: dict[str, Callable[[], Data]] = {
     "clustering": _clustering,
     "saliency": _saliency,
     "segments": _segments,
+    "dense_probe": _dense_probe,
+    "pca_maps": _pca_maps,
     "retrieval": _retrieval,
     "davis": _davis,
     "davis_normal": _davis_normal,
@@ -465,6 +495,7 @@ CURVE_PANELS = {
     "clustering": 6,
     "saliency": 2,
     "segments": 3,
+    "dense_probe": 3,
     "retrieval": 2,
     "davis": 3,
     "spair": 3,
@@ -628,7 +659,7 @@ def test_axes_are_labelled_and_models_named(name, tmp_path, kept):
     if name in COMPOSITES:  # image grids: every model named in a title or label
         assert all(m in figure_texts(fig) for m in MODELS), f"{name}: a model missing"
         return
-    if name in MAP_GRIDS or name in ("attention_images", "attention_queries"):
+    if name in MAP_GRIDS or name in ("attention_images", "attention_queries", "pca_maps"):
         # cells without ticks: rows named by layer, columns by head, the model in the title
         rows = [ax for ax in axes if ax.get_ylabel()]
         depth = MODELS[PER_MODEL_MODEL][1]

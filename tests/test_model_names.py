@@ -85,7 +85,8 @@ def test_names_resolve_from_the_libraries_configs(name, family, arch, img, prefi
 
 def test_name_ids_and_errors():
     assert name_to_id("open_clip:ViT-B-16/openai") == "open_clip-ViT-B-16--openai"
-    assert not is_name("dino_b16") and not is_name("hf:x") and not is_name("timm:")
+    assert not is_name("dino_b16") and not is_name("vitx:y") and not is_name("timm:")
+    assert is_name("hf:google/vit-base-patch16-224") and name_to_id("hf:a/b") == "hf-a--b"
     assert family_of("vit_base_patch16_224.augreg_in21k") == "timm"
     with pytest.raises(ValueError, match="no pretrained weights|tags"):
         get_spec("timm:vit_small_patch16_224.nope")
@@ -185,3 +186,49 @@ def test_capture_check_fails_loudly_on_what_it_cannot_see():
     m2.forward_intermediates = off  # type: ignore[method-assign]
     with pytest.raises(CaptureCheckError, match="block 1: the captured block output"):
         check_capture(m2, img_size=32, model_id="m2")
+
+
+@pytest.mark.parametrize("kind", ["vit", "vit_mae"])
+def test_hf_vit_runs_what_transformers_computes(tmp_path, monkeypatch, kind):
+    """hf:<repo>: a transformers ViT (and ViT-MAE) saved by transformers' own
+    save_pretrained (the hub layout) is resolved from its config.json and
+    preprocessor_config.json, converted, passes the capture check, and every block output
+    equals transformers' hidden states (ViT-MAE unmasked, patches in order)."""
+    transformers = pytest.importorskip("transformers")
+    import json
+
+    from vitlib.models import names
+    from vitlib.models.build import build_model
+    from vitlib.models.capture import Capture
+
+    small = dict(
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=96,
+        image_size=32,
+        patch_size=8,
+    )
+    torch.manual_seed(0)
+    if kind == "vit":
+        ref = transformers.ViTModel(transformers.ViTConfig(**small), add_pooling_layer=False)
+    else:
+        ref = transformers.ViTMAEModel(transformers.ViTMAEConfig(**small, mask_ratio=0.0))
+    ref.eval().save_pretrained(tmp_path)
+    pre = {"image_mean": [0.1, 0.2, 0.3], "image_std": [0.4, 0.5, 0.6]}
+    monkeypatch.setattr(
+        names, "_hf_read", lambda repo: (json.loads((tmp_path / "config.json").read_text()), pre)
+    )
+    s = get_spec(f"hf:org/tiny-{kind}")
+    assert s.id == f"hf-org--tiny-{kind}" and s.weights["format"] == "hf_vit"
+    assert (s.depth, s.num_heads, s.embed_dim, s.patch_size, s.img_size) == (2, 3, 48, 8, 32)
+    assert s.mean == (0.1, 0.2, 0.3) and s.family == ("mae" if kind == "vit_mae" else "timm")
+    m = build_model(s, tmp_path / "model.safetensors")
+    assert check_capture(m, img_size=32)["checked"]
+    x = torch.randn(2, 3, 32, 32)
+    got = Capture(m, points=("block",), attention=False).collect(x).tokens["block"]
+    with torch.no_grad():
+        kw = {"noise": torch.arange(16.0).expand(2, 16)} if kind == "vit_mae" else {}
+        hs = ref(pixel_values=x, output_hidden_states=True, **kw).hidden_states
+    for i in range(2):  # LayerNorm eps set from config.json (transformers: 1e-12)
+        torch.testing.assert_close(got[i], hs[i + 1], rtol=1e-5, atol=1e-5)

@@ -51,7 +51,13 @@ def build_network(spec: ModelSpec) -> nn.Module:
         kw = dict(spec.arch_kwargs)
         # the noise baseline's own option: its attention normalised over keys or queries
         noise_attention = kw.pop("noise_attention", "keys") if spec.family == "noise" else None
+        # every LayerNorm's epsilon (transformers ViTs use 1e-12 where timm uses 1e-6)
+        eps = kw.pop("layer_norm_eps", None)
         net = timm.create_model(spec.arch, pretrained=False, num_classes=0, **kw)
+        if eps is not None:
+            for mod in net.modules():
+                if isinstance(mod, nn.LayerNorm):
+                    mod.eps = float(eps)
         if noise_attention is not None:  # the random-chance baseline (vitlib.models.noise)
             from vitlib.models.noise import NoiseViT
 

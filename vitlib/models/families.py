@@ -90,6 +90,66 @@ def convert_dinov2(obj: Any, model: nn.Module) -> StateDict:
     return convert_timm(sd, model)
 
 
+_HF_VIT_BLOCK = {
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "attention.output.dense": "attn.proj",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+_HF_VIT_TOP = {
+    "embeddings.cls_token": "cls_token",
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "layernorm.weight": "norm.weight",
+    "layernorm.bias": "norm.bias",
+}
+#: keys of transformers checkpoints the image encoder never uses
+_HF_DROP = ("pooler.", "classifier.", "embeddings.mask_token", "decoder.", "lm_head.")
+
+
+def convert_hf_vit(obj: Any, model: nn.Module) -> StateDict:
+    """Hugging Face transformers ``ViTModel`` / ``ViTMAEModel`` checkpoints (the hub's
+    layout, which ``save_pretrained`` writes: ``encoder.layer.<i>.attention.attention.
+    {query,key,value}`` …, optionally under ``vit.``) → timm ``VisionTransformer`` keys;
+    q, k, v are stacked into timm's ``qkv``. Pooler, classifier, MAE decoder and mask token
+    are dropped (never run)."""
+    sd = {k.removeprefix("vit."): v for k, v in dict(_unwrap(obj, "state_dict")).items()}
+    out: StateDict = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    unknown = []
+    for k, v in sd.items():
+        if k.startswith(_HF_DROP):
+            continue
+        if k in _HF_VIT_TOP:
+            out[_HF_VIT_TOP[k]] = v
+            continue
+        m = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)", k)
+        if not m:
+            unknown.append(k)
+            continue
+        i, name, kind = m.groups()
+        q = re.fullmatch(r"attention\.attention\.(query|key|value)", name)
+        if q:
+            qkv.setdefault((i, kind), {})[q.group(1)] = v
+        elif name in _HF_VIT_BLOCK:
+            out[f"blocks.{i}.{_HF_VIT_BLOCK[name]}.{kind}"] = v
+        else:
+            unknown.append(k)
+    if unknown:
+        raise CheckpointMismatch(
+            f"not a transformers ViT checkpoint: keys {unknown[:5]} have no timm counterpart"
+        )
+    for (i, kind), parts in qkv.items():
+        if sorted(parts) != ["key", "query", "value"]:
+            raise CheckpointMismatch(f"block {i}: {kind} of q/k/v incomplete ({sorted(parts)})")
+        out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat(
+            [parts["query"], parts["key"], parts["value"]]
+        )
+    return out
+
+
 def convert_dino(obj: Any, model: nn.Module) -> StateDict:
     """DINO: a plain backbone state dict in timm naming (teacher backbone files)."""
     sd = dict(_unwrap(obj, "teacher", "state_dict"))
@@ -272,6 +332,7 @@ def convert_clip(obj: Any, model: nn.Module) -> StateDict:
 CONVERTERS: dict[str, Callable[[Any, nn.Module], StateDict]] = {
     "timm": convert_timm,
     "dinov2": convert_dinov2,
+    "hf_vit": convert_hf_vit,
     "dino": convert_dino,
     "moco": convert_moco,
     "mae": convert_mae,

@@ -1,12 +1,16 @@
-"""Models by name: ``timm:<arch>.<tag>`` and ``open_clip:<arch>/<pretrained>``.
+"""Models by name: ``timm:<arch>.<tag>``, ``open_clip:<arch>/<pretrained>``, ``hf:<repo>``.
 
 A name is resolved from the source library's own configuration, never from a table kept
 here: timm's pretrained config (``timm.models.get_pretrained_cfg``) gives the hub file, the
 input size and the normalisation, open_clip's (``open_clip.get_pretrained_cfg`` /
 ``get_model_config``) the same for a CLIP tower; depth, heads, width, patch and prefix
-tokens come from the network the library builds (on the meta device). The weights are the
-source's hub file, fetched through ``huggingface_hub`` into the shared HF cache and pinned
-by sha256 like every other download (:mod:`vitlib.models.weights`).
+tokens come from the network the library builds (on the meta device); ``hf:`` reads the
+repository's own ``config.json`` and ``preprocessor_config.json`` (through
+``huggingface_hub``, i.e. the shared HF cache) for transformers ViTs (``model_type`` ``vit``
+or ``vit_mae``: google/vit-*, facebook/dino-vit*, facebook/vit-mae-*), run as the timm
+network of the same shape with the checkpoint converted (weights format ``hf_vit``). The
+weights are the source's hub file, fetched through ``huggingface_hub`` into the shared HF
+cache and pinned by sha256 like every other download (:mod:`vitlib.models.weights`).
 
 The family (which sets the figures' colours and the defaults of family-specific settings)
 is read from the name: :data:`FAMILY_HINTS` in order, the first hint found in the lower-case
@@ -24,10 +28,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["FAMILY_HINTS", "SOURCES", "is_name", "name_to_id", "spec_from_name"]
+__all__ = ["FAMILY_HINTS", "HF_MODEL_TYPES", "SOURCES", "is_name", "name_to_id", "spec_from_name"]
 
 #: The sources a name may start with.
-SOURCES = ("timm", "open_clip")
+SOURCES = ("timm", "open_clip", "hf")
 
 #: ``(substring of the lower-case timm name, family)``, the first match wins.
 FAMILY_HINTS: tuple[tuple[str, str], ...] = (
@@ -68,6 +72,8 @@ def spec_from_name(name: str, model_id: str | None = None) -> Any:
         return _timm_spec(rest, model_id or name_to_id(name))
     if source == "open_clip":
         return _open_clip_spec(rest, model_id or name_to_id(name))
+    if source == "hf":
+        return _hf_spec(rest, model_id or name_to_id(name))
     raise ValueError(f"model {name!r}: unknown source {source!r}; known: {', '.join(SOURCES)}")
 
 
@@ -161,6 +167,77 @@ def _open_clip_spec(pair: str, model_id: str) -> Any:
         arch=arch,
         mean=tuple(float(v) for v in cfg.get("mean", CLIP_MEAN)),  # type: ignore[arg-type]
         std=tuple(float(v) for v in cfg.get("std", CLIP_STD)),  # type: ignore[arg-type]
+        weights=weights,
+        **dims,
+    )
+
+
+#: transformers model types vitlib runs (the timm ViT of the same shape computes the same)
+HF_MODEL_TYPES = ("vit", "vit_mae")
+
+
+def _hf_read(repo: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``config.json`` and (if present) ``preprocessor_config.json`` of a hub repository,
+    through ``huggingface_hub`` (the HF cache; ``HF_HUB_OFFLINE=1`` reads only the cache)."""
+    import json
+
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError
+
+    cfg = json.loads(open(hf_hub_download(repo, "config.json")).read())
+    try:
+        pre = json.loads(open(hf_hub_download(repo, "preprocessor_config.json")).read())
+    except EntryNotFoundError:
+        pre = None
+    return cfg, pre
+
+
+def _hf_spec(repo: str, model_id: str) -> Any:
+    from vitlib.models.registry import ModelSpec, _dims, _hub
+
+    try:
+        cfg, pre = _hf_read(repo)
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, …: say which and why
+        raise ValueError(f"hf:{repo}: cannot read its config.json ({e})") from None
+    mt = cfg.get("model_type")
+    if mt not in HF_MODEL_TYPES:
+        raise ValueError(
+            f"hf:{repo}: model_type {mt!r} is not supported (supported: {HF_MODEL_TYPES});"
+            " for DINOv2 and other families use their timm names (timm:…)"
+        )
+    if cfg.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"hf:{repo}: hidden_act {cfg.get('hidden_act')!r}, only gelu is supported")
+    size = cfg.get("image_size", 224)
+    patch = cfg.get("patch_size", 16)
+    D = int(cfg["hidden_size"])
+    kw: dict[str, Any] = {
+        "img_size": int(size if isinstance(size, int) else size[0]),
+        "patch_size": int(patch if isinstance(patch, int) else patch[0]),
+        "embed_dim": D,
+        "depth": int(cfg["num_hidden_layers"]),
+        "num_heads": int(cfg["num_attention_heads"]),
+        "mlp_ratio": int(cfg["intermediate_size"]) / D,
+        "qkv_bias": bool(cfg.get("qkv_bias", True)),
+        "layer_norm_eps": float(cfg.get("layer_norm_eps", 1e-12)),
+    }
+    arch = "vit_base_patch16_224"  # the timm ViT; every dimension is set by kw
+    dims = _dims("timm", arch, kw)
+    family = "mae" if mt == "vit_mae" else family_of(repo.replace("/", "."))
+    mean = tuple(float(v) for v in (pre or {}).get("image_mean", (0.5, 0.5, 0.5)))
+    std = tuple(float(v) for v in (pre or {}).get("image_std", (0.5, 0.5, 0.5)))
+    weights: dict[str, Any] = {
+        **_hub(repo, "model.safetensors"),
+        "fallbacks": ({"url": _hub(repo, "pytorch_model.bin")["url"], "sha256": None},),
+        "format": "hf_vit",
+        "sha256": None,
+    }
+    return ModelSpec(
+        id=model_id,
+        family=family,
+        arch=arch,
+        arch_kwargs=kw,
+        mean=mean,  # type: ignore[arg-type]
+        std=std,  # type: ignore[arg-type]
         weights=weights,
         **dims,
     )

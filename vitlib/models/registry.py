@@ -512,8 +512,9 @@ def _timm_dims(arch: str, kw: Mapping[str, Any]) -> _Dims:
         # Build on the meta device: no memory, no init cost, exact constructor semantics.
         import torch
 
+        build_kw = {k: v for k, v in kw.items() if k != "layer_norm_eps"}  # vitlib's own
         with torch.device("meta"):
-            m = timm.create_model(arch, pretrained=False, num_classes=0, **kw)
+            m = timm.create_model(arch, pretrained=False, num_classes=0, **build_kw)
     except Exception as e:  # noqa: BLE001 - report what timm said, with the arch
         raise ValueError(f"cannot build timm architecture {arch!r} with {dict(kw)}: {e}") from e
     # torch types module attributes as ``Tensor | Module``; timm ViTs hold these kinds there.

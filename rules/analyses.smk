@@ -257,6 +257,30 @@ rule family_tests:
         "../workflow_scripts/family_tests.py"
 
 
+# Checkpoint series (config checkpoints:): each best-layer metric against the epoch.
+rule checkpoint_series:
+    input:
+        summary_tables(),
+    output:
+        table=results("tables", "summary", "checkpoint_series.csv"),
+        figure=figure_files(
+            "figures",
+            "summary",
+            "checkpoint_series",
+            caption="../report/checkpoint_series.rst",
+            category="summary",
+        ),
+    log:
+        results("logs", "summary", "checkpoint_series.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        dpi=config["figures"]["dpi"],
+        series=SERIES,
+    script:
+        "../workflow_scripts/checkpoint_series.py"
+
+
 # One static page over the whole run (vitlib/explorer.py): per-layer curves, similarity grids
 # and attention maps, linked; no server, no network.
 rule explorer:

@@ -15,6 +15,7 @@ from vitlib.config import (
     extract_dtype,
     main_models,
     model_spec,
+    series_models,
     validate_config,
 )
 from vitlib.data.manifest import listing_fingerprint
@@ -30,6 +31,8 @@ except ConfigError as e:
 
 RESULTS = config["results"]
 MODELS = config["models"]
+#: checkpoint series → [[epoch, model], ...] (config checkpoints:; vitlib.config)
+SERIES = {k: [list(p) for p in v] for k, v in series_models(config).items()}
 #: The models of the main-text layout (Table 1, main figures; vitlib.config.main_models).
 MAIN_MODELS = main_models(config)
 DATASETS = config["datasets"]
@@ -383,6 +386,8 @@ def all_targets():
             results("figures", "summary", "best_layers.{ext}"), ext=FIG_FORMATS
         )
         targets.append(results("tables", "summary", "family_tests.csv"))
+        if SERIES:
+            targets.append(results("tables", "summary", "checkpoint_series.csv"))
         targets += expand(
             results("figures", "summary", "family_tests.{ext}"), ext=FIG_FORMATS
         )

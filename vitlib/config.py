@@ -65,6 +65,39 @@ def _best(errors: Iterator[ValidationError]) -> ValidationError | None:
     return best_match(errors)
 
 
+def series_models(config: dict[str, Any]) -> dict[str, list[tuple[int, str]]]:
+    """Checkpoint series → ``[(epoch, model id), ...]`` in epoch order."""
+    return {
+        name: [(int(e), f"{name}-e{int(e)}") for e in sorted(entry["epochs"], key=int)]
+        for name, entry in (config.get("checkpoints") or {}).items()
+    }
+
+
+def _resolve_checkpoints(config: dict[str, Any], custom: dict[str, Any]) -> None:
+    """Define every epoch of every checkpoint series as a custom model
+    ``<series>-e<epoch>`` (the series' fields and the epoch's weights) and add it to
+    ``models`` (after the models listed, in epoch order) unless listed already."""
+    for name, entry in (config.get("checkpoints") or {}).items():
+        if name in custom:
+            raise ConfigError(f"config key 'checkpoints.{name}': also a key of custom_models")
+        for epoch, mid in series_models(config)[name]:
+            where = f"checkpoints.{name}.epochs.{epoch}"
+            if mid in custom:
+                raise ConfigError(f"config key '{where}': model id {mid!r} is a custom model too")
+            ck = next(v for k, v in entry["epochs"].items() if int(k) == epoch)
+            weights = {"path": ck} if isinstance(ck, str) else dict(ck)
+            if "path" not in weights and "url" not in weights:
+                raise ConfigError(f"config key '{where}': a path or url is needed")
+            if entry.get("weights_format"):
+                weights["format"] = entry["weights_format"]
+            fields = {k: entry[k] for k in ("base", "arch", "family", "arch_kwargs") if k in entry}
+            if "base" not in fields and "arch" not in fields:
+                raise ConfigError(f"config key 'checkpoints.{name}': needs 'base' or 'arch'")
+            custom[mid] = {**fields, "weights": weights}
+            if mid not in config["models"]:
+                config["models"].append(mid)
+
+
 def _resolve_names(config: dict[str, Any], custom: dict[str, Any]) -> None:
     """Replace each model name of ``models`` / ``figures.main_models`` (``timm:…``,
     ``open_clip:…``; :mod:`vitlib.models.names`) by its id, defined as
@@ -106,6 +139,9 @@ def validate_config(
     count, a wrong type, an unknown key), an unknown model id, a dataset ``root`` that does
     not exist, or an analysis that names an undefined dataset.
     """
+    for entry in (config.get("checkpoints") or {}).values():  # YAML reads `10:` as an int
+        if isinstance(entry, dict) and isinstance(entry.get("epochs"), dict):
+            entry["epochs"] = {str(k): v for k, v in entry["epochs"].items()}
     err = _best(_Validator(load_schema()).iter_errors(config))
     if err is not None:
         raise ConfigError(
@@ -113,6 +149,7 @@ def validate_config(
             f" {err.message}"
         )
     custom = config.setdefault("custom_models", {})
+    _resolve_checkpoints(config, custom)
     _resolve_names(config, custom)
     known = set(list_models()) | set(custom)
     for i, mid in enumerate(config["models"]):

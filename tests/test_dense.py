@@ -111,3 +111,26 @@ def test_dense_probe_table_and_pca_maps(dense_store):
     want = np.clip((proj[1] - lo) / (hi - lo), 0, 1).reshape(gh, gw, 3)
     np.testing.assert_allclose(p["rgb"][1, 1, :gh, :gw], want, atol=1e-5)
     assert p["rgb"].shape[:2] == (2, 2) and list(p["index"]) == [0, 1]
+
+
+def test_artifact_locality(dense_store):
+    """The artifact split recomputed from the sampled tokens' norms; the regression's
+    errors are mean Euclidean distances in tokens; no artifact → NaN, not a number."""
+    from vitlib.metrics.dense import artifact_locality_table
+
+    out, m = dense_store
+    t = artifact_locality_table(out, m, norm_factor=1.1, test_fraction=0.5)
+    s = Store.open(out)
+    x = s.read(keys.DENSE_TOKENS)[:, 1].astype(np.float32)
+    off = s.read(keys.DENSE_OFFSETS)
+    norm = np.linalg.norm(x, axis=1)
+    img = np.repeat(np.arange(len(off) - 1), np.diff(off))
+    med = np.array([np.median(norm[off[i] : off[i + 1]]) for i in range(len(off) - 1)])
+    frac = (norm > 1.1 * med[img]).mean()
+    got = t[(t.layer == 1) & (t.metric == "artifact_fraction")]["value"].iloc[0]
+    assert got == pytest.approx(frac)
+    err = t[(t.metric == "position_error_normal")]["value"]
+    assert err.notna().all() and (err >= 0).all()
+    none = artifact_locality_table(out, m, norm_factor=100.0, test_fraction=0.5)
+    assert (none[none.metric == "n_artifact"]["value"] == 0).all()
+    assert none[none.metric == "position_error_artifact"]["value"].isna().all()

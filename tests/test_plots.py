@@ -445,6 +445,21 @@ def _dense_probe() -> Data:
     return _per_model("dense_probe", make, {"test_fraction": 0.3})
 
 
+def _artifact_locality() -> Data:
+    def make(model: str, depth: int, rng: np.random.Generator) -> pd.DataFrame:
+        t = _layers(depth)
+        return _long(
+            t,
+            {
+                "position_error_normal": lambda n: rng.uniform(0.5, 2, n),
+                "position_error_artifact": lambda n: rng.uniform(1, 4, n),
+                "artifact_fraction": lambda n: rng.uniform(0, 0.05, n),
+            },
+        )
+
+    return _per_model("artifact_locality", make, {"norm_factor": 3.0})
+
+
 def _pca_maps() -> Data:
     rng = np.random.default_rng(0)
     return [
@@ -479,6 +494,7 @@ SYNTHETIC: dict[str, Callable[[], Data]] = {
     "segments": _segments,
     "dense_probe": _dense_probe,
     "pca_maps": _pca_maps,
+    "artifact_locality": _artifact_locality,
     "retrieval": _retrieval,
     "davis": _davis,
     "davis_normal": _davis_normal,
@@ -496,6 +512,7 @@ CURVE_PANELS = {
     "saliency": 2,
     "segments": 3,
     "dense_probe": 3,
+    "artifact_locality": 3,
     "retrieval": 2,
     "davis": 3,
     "spair": 3,

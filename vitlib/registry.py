@@ -739,6 +739,31 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         ),
     ),
     Analysis(
+        "artifact_locality",
+        section="dense",
+        shape="model",
+        table="vitlib.metrics.dense:artifact_locality_table",
+        needs=frozenset({"dense_sample"}),
+        need_settings=("per_image", "full_images", "seed", "threshold"),
+        description="Position information kept by high-norm artifact tokens vs normal tokens.",
+        settings={"norm_factor": "artifact_norm_factor", "seed": "seed", "alpha": "ridge_alpha"},
+        dataset_kinds=("coco", "partimagenet"),
+        manifest=True,
+        figures=(
+            _f(
+                "artifact_locality",
+                _CURVES,
+                """Local information in artifact tokens per layer (beyond the paper; cf. ViTs
+                need registers, §2): a ridge regression of each sampled token's grid position
+                from its block output, fitted on normal tokens of part of the images, scored on
+                normal tokens of the others (left) and on the high-norm artifact tokens
+                (norm > ``artifact_norm_factor`` × the image's median; middle) as the mean
+                position error in tokens; right, the share of artifact tokens.""",
+                options={"task": "artifact_locality"},
+            ),
+        ),
+    ),
+    Analysis(
         "pca_maps",
         section="dense",
         shape="model",

@@ -350,3 +350,104 @@ def pca_maps(
         "grid": np.asarray([grids[i] for i in full]),
         "index": np.asarray(full),
     }
+
+
+def window_positions(pos: np.ndarray, grids: np.ndarray, window: tuple[int, int]) -> np.ndarray:
+    """``[T, 2]`` (row, column) of each token inside the model's input window: the position
+    its position embedding encodes. Dense views tile an image with windows at multiples of
+    the window, the last row / column of tiles aligned to the image's end, the first tile
+    winning where they overlap (:func:`vitlib.data.views.assemble_tiles`); other views are
+    one window.
+
+    >>> window_positions(np.array([0, 9, 10, 19]), np.array([[2, 10]] * 4), (2, 4)).tolist()
+    [[0.0, 0.0], [0.0, 3.0], [1.0, 0.0], [1.0, 3.0]]
+    """
+    gh, gw = grids[:, 0], grids[:, 1]
+    r, c = pos // gw, pos % gw
+    th, tw = window
+
+    def inside(x: np.ndarray, g: np.ndarray, t: int) -> np.ndarray:
+        return np.where(x < (g // t) * t, x % t, x - (g - t))
+
+    return np.stack([inside(r, gh, th), inside(c, gw, tw)], axis=1).astype(np.float64)
+
+
+def artifact_locality_table(
+    store: Store | str,
+    manifest: Manifest,
+    *,
+    norm_factor: float = 3.0,
+    test_fraction: float = 0.3,
+    alpha: float = 1.0,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How much local information high-norm "artifact" tokens keep (Darcet et al. 2024,
+    §2: their position is poorly predictable from them), per block, from the sampled tokens.
+
+    A token is an artifact when its norm exceeds ``norm_factor`` × the median norm of its
+    image's sampled tokens at that block. A ridge regression (scikit-learn, standardised
+    features, ``alpha``) of the token's position inside the model's window (row, column:
+    what its position embedding encodes, :func:`window_positions`) from its block output is
+    fitted on the normal tokens of a seeded ``1 − test_fraction`` of the images and scored on
+    the normal tokens of the others and on every artifact token: ``position_error_normal``
+    and ``position_error_artifact`` (mean Euclidean error in tokens), ``r2_normal``,
+    ``r2_artifact``, with ``artifact_fraction`` and ``n_artifact``; NaN where a block has no
+    artifact token (or too few normal ones)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    s = Store.open(store)
+    if not s.has(keys.DENSE_TOKENS):
+        raise ValueError(f"{s.path}: no sampled tokens (need dense_sample)")
+    offsets = s.read(keys.DENSE_OFFSETS)
+    pos = s.read(keys.DENSE_POS)
+    grids = s.read(keys.GRID)
+    tokens = s.array(keys.DENSE_TOKENS)
+    n = len(offsets) - 1
+    image = np.repeat(np.arange(n), np.diff(offsets))
+    yx = window_positions(pos, grids[image], tuple(s.meta["grid_hw"]))
+    test_img = _split(n, test_fraction, seed)
+    rows = []
+    for layer in range(tokens.shape[1]):
+        x = np.asarray(tokens[:, layer], dtype=np.float32)
+        norm = np.linalg.norm(x, axis=1)
+        med = np.zeros(n)
+        for i in range(n):
+            seg = norm[offsets[i] : offsets[i + 1]]
+            med[i] = np.median(seg) if len(seg) else np.nan
+        art = norm > norm_factor * med[image]
+        fit = ~art & ~test_img[image]
+        ev = ~art & test_img[image]
+        res: dict[str, float] = {
+            "artifact_fraction": float(art.mean()),
+            "n_artifact": float(art.sum()),
+        }
+        if fit.sum() < 10 or ev.sum() < 2:
+            res.update(
+                position_error_normal=np.nan,
+                position_error_artifact=np.nan,
+                r2_normal=np.nan,
+                r2_artifact=np.nan,
+            )
+        else:
+            model = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x[fit], yx[fit])
+            for name, sel in (("normal", ev), ("artifact", art)):
+                if sel.sum() < 2:
+                    res[f"position_error_{name}"] = res[f"r2_{name}"] = np.nan
+                    continue
+                pred = model.predict(x[sel])
+                res[f"position_error_{name}"] = float(np.linalg.norm(pred - yx[sel], axis=1).mean())
+                res[f"r2_{name}"] = float(r2_score(yx[sel], pred))
+        rows += [{"layer": layer, "metric": k, "value": v} for k, v in res.items()]
+    t = pd.DataFrame(rows)
+    for col, val in {
+        "norm_factor": norm_factor,
+        "test_fraction": test_fraction,
+        "alpha": alpha,
+        "seed": seed,
+        "n_tokens": len(pos),
+    }.items():
+        t[col] = val
+    return t

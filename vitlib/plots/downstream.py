@@ -100,6 +100,14 @@ _PANELS: dict[str, tuple[list[Panel], str]] = {
         ],
         "IoU (best head)",
     ),
+    "artifact_locality": (
+        [
+            ("metric", "position_error_normal", "value", "position error, normal tokens", None),
+            ("metric", "position_error_artifact", "value", "position error, artifact tokens", None),
+            ("metric", "artifact_fraction", "value", "share of artifact tokens", None),
+        ],
+        "error (tokens) · share",
+    ),
     "dense_probe": (
         [
             (None, None, "miou", "mIoU (background included)", None),
@@ -158,7 +166,7 @@ def task_figure(
     layout: 16, 25–31); the clustering panels carry the noise baseline; ``head_selection``
     (saliency): the rows of ``per_image`` or ``per_layer`` best heads."""
     panels, ylabel = _PANELS[task]
-    t = table if task == "segments" else wide(table)
+    t = table if task in ("segments", "artifact_locality") else wide(table)
     if "category" in t:  # SPair: the mean over categories
         t = t[t["category"] == "all"]
     if task == "saliency":  # the best head per image (the paper's) or per layer

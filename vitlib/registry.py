@@ -749,6 +749,7 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
         settings={"norm_factor": "artifact_norm_factor", "seed": "seed", "alpha": "ridge_alpha"},
         dataset_kinds=("coco", "partimagenet"),
         manifest=True,
+        heavy=True,  # reads every sampled token of every block (0.6 GB per B/16 model)
         figures=(
             _f(
                 "artifact_locality",

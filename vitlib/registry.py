@@ -198,6 +198,17 @@ _CURVES = "vitlib.plots.downstream:task_figure"
 _DAVIS = "vitlib.downstream.tables:davis_table"
 _DAVIS_SETTINGS = {k: k for k in ("n_last", "radius", "topk", "temperature")}
 _DAVIS_TABLE_SETTINGS = {**_DAVIS_SETTINGS, "statistics": "statistics"}
+#: Settings of the ``dense_sample`` need (its qualifier's order; vitlib.metrics.dense).
+DENSE_SAMPLE_SETTINGS = ("per_image", "full_images", "seed", "threshold")
+#: What the analyses of the sampled tokens share (section ``dense``, §D10).
+_DENSE_READS: dict[str, Any] = dict(
+    section="dense",
+    shape="model",
+    needs=frozenset({"dense_sample"}),
+    need_settings=DENSE_SAMPLE_SETTINGS,
+    dataset_kinds=("coco", "partimagenet"),
+    manifest=True,
+)
 
 _SIMILARITY_FIGURES = (
     ("linear_cka", "Linear CKA (Kornblith et al. 2019)", "1: identical up to rotation and scale."),
@@ -704,11 +715,8 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
     ),
     Analysis(
         "dense_probe",
-        section="dense",
-        shape="model",
+        **_DENSE_READS,
         table="vitlib.metrics.dense:dense_probe_table",
-        needs=frozenset({"dense_sample"}),
-        need_settings=("per_image", "full_images", "seed", "threshold"),
         description="Patch-level linear probes of object / part labels per layer (mIoU).",
         settings={
             "test_fraction": "test_fraction",
@@ -718,8 +726,6 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
             "batch_size": "batch_size",
             "statistics": "statistics",
         },
-        dataset_kinds=("coco", "partimagenet"),
-        manifest=True,
         metrics=("miou", "miou_fg", "acc"),
         heavy=True,
         gpu=True,
@@ -740,15 +746,10 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
     ),
     Analysis(
         "artifact_locality",
-        section="dense",
-        shape="model",
+        **_DENSE_READS,
         table="vitlib.metrics.dense:artifact_locality_table",
-        needs=frozenset({"dense_sample"}),
-        need_settings=("per_image", "full_images", "seed", "threshold"),
         description="Position information kept by high-norm artifact tokens vs normal tokens.",
         settings={"norm_factor": "artifact_norm_factor", "seed": "seed", "alpha": "ridge_alpha"},
-        dataset_kinds=("coco", "partimagenet"),
-        manifest=True,
         heavy=True,  # reads every sampled token of every block (0.6 GB per B/16 model)
         figures=(
             _f(
@@ -766,15 +767,10 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
     ),
     Analysis(
         "pca_maps",
-        section="dense",
-        shape="model",
+        **_DENSE_READS,
         table="vitlib.metrics.dense:pca_maps",
-        needs=frozenset({"dense_sample"}),
-        need_settings=("per_image", "full_images", "seed", "threshold"),
         description="Per-layer PCA feature maps (arrays).",
         settings={"components": "components", "fit_tokens": "fit_tokens", "seed": "seed"},
-        dataset_kinds=("coco", "partimagenet"),
-        manifest=True,
         output="npz",
         figures=(
             _f(

@@ -27,6 +27,7 @@ import pandas as pd
 
 from vitlib import keys
 from vitlib.data.manifest import DataError, Manifest
+from vitlib.registry import DENSE_SAMPLE_SETTINGS
 from vitlib.store import Store
 
 __all__ = [
@@ -39,8 +40,8 @@ __all__ = [
     "token_labels",
 ]
 
-#: Settings of the ``dense_sample`` need, in its qualifier's order.
-DENSE_SETTINGS = ("per_image", "full_images", "seed", "threshold")
+#: Settings of the ``dense_sample`` need, in its qualifier's order (declared by the registry).
+DENSE_SETTINGS = DENSE_SAMPLE_SETTINGS
 
 
 def dense_settings(qualifier: str | None) -> dict[str, Any]:
@@ -169,6 +170,17 @@ def confusion_scores(conf: np.ndarray, background: int | None) -> dict[str, np.n
         }
 
 
+def _sampled(store: Store | str) -> tuple[Store, np.ndarray, Any, np.ndarray]:
+    """The store, ``dense/offsets``, the ``dense/tokens`` array ``[T, L, D]`` and the image
+    of every sampled token; a store without them is an error naming the need."""
+    s = Store.open(store)
+    if not s.has(keys.DENSE_TOKENS):
+        raise ValueError(f"{s.path}: no sampled tokens (need dense_sample)")
+    offsets = s.read(keys.DENSE_OFFSETS)
+    image = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    return s, offsets, s.array(keys.DENSE_TOKENS), image
+
+
 def _split(n: int, test_fraction: float, seed: int) -> np.ndarray:
     """Boolean ``[n]``: the test images (a seeded ``test_fraction``, at least one each side)."""
     if not 0.0 < test_fraction < 1.0 or n < 2:
@@ -202,14 +214,9 @@ def dense_probe_table(
     from vitlib.downstream.probe import grid_accuracy, train_probe_grid
     from vitlib.stats import percentile_interval, resample_counts, settings_of
 
-    s = Store.open(store)
-    if not s.has(keys.DENSE_TOKENS):
-        raise ValueError(f"{s.path}: no sampled tokens (need dense_sample)")
-    offsets = s.read(keys.DENSE_OFFSETS)
+    s, offsets, tokens, image = _sampled(store)
     labels = s.read(keys.DENSE_LABEL)
-    tokens = s.array(keys.DENSE_TOKENS)  # [T, L, D]
     n = len(offsets) - 1
-    image = np.repeat(np.arange(n), np.diff(offsets))
     classes = np.unique(labels)
     if len(classes) < 2:
         raise DataError(
@@ -321,10 +328,8 @@ def pca_maps(
     an image's grid), ``grid [F, 2]`` and ``index [F]`` (their manifest indices)."""
     from sklearn.decomposition import PCA
 
-    s = Store.open(store)
-    offsets = s.read(keys.DENSE_OFFSETS)
+    s, offsets, tokens, _ = _sampled(store)
     grids = s.read(keys.GRID)
-    tokens = s.array(keys.DENSE_TOKENS)
     full_n = int(s.meta.get("dense_sample", {}).get("full_images", 0))
     full = [i for i in range(min(full_n, len(offsets) - 1))]
     if not full:
@@ -398,15 +403,10 @@ def artifact_locality_table(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    s = Store.open(store)
-    if not s.has(keys.DENSE_TOKENS):
-        raise ValueError(f"{s.path}: no sampled tokens (need dense_sample)")
-    offsets = s.read(keys.DENSE_OFFSETS)
+    s, offsets, tokens, image = _sampled(store)
     pos = s.read(keys.DENSE_POS)
     grids = s.read(keys.GRID)
-    tokens = s.array(keys.DENSE_TOKENS)
     n = len(offsets) - 1
-    image = np.repeat(np.arange(n), np.diff(offsets))
     yx = window_positions(pos, grids[image], tuple(s.meta["grid_hw"]))
     test_img = _split(n, test_fraction, seed)
     rows = []

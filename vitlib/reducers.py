@@ -276,7 +276,7 @@ class StreamingReducer:
             raise RuntimeError(f"rollout: block {layer} arrived, expected {self._roll_layer}")
         # Abnar & Zuidema (2020): heads fused by their mean, the residual as 0.5·I, rows
         # renormalised, multiplied from the first block on: R_l = Â_l R_(l-1)
-        fused = a.float().mean(1)  # [B, N, N]
+        fused = a.mean(1, dtype=torch.float32)  # [B, N, N], no fp32 copy of the whole tensor
         fused.mul_(0.5).diagonal(dim1=-2, dim2=-1).add_(0.5)
         fused.div_(fused.sum(-1, keepdim=True))
         self._roll = fused if self._roll is None else torch.bmm(fused, self._roll)

@@ -132,6 +132,7 @@ def bench_capture(repeats: int) -> list[Row]:
                 points=red.capture_points(),
                 attention=red.needs_attention,
                 dtype=dtype,  # type: ignore[arg-type]
+                logits=red.wants_logits,
             )
             cap(x, red)
             red.accumulate()
@@ -760,8 +761,8 @@ def _vit_b16_gflop_per_image() -> float:
 
 
 def bench_precision(repeats: int) -> list[Row]:
-    """bf16 vs fp32 on the same images (ViT-B/16, batch 32): the largest attention-distance
-    and CKA differences bf16 causes, and images/s as a fraction of the measured matmul peak."""
+    """bf16 vs fp32 on the same images (ViT-B/16, batch 32): the largest attention-distance,
+    entropy and CKA differences bf16 causes, and images/s as a fraction of the measured matmul peak."""
     import numpy as np
     import timm
 
@@ -774,30 +775,29 @@ def bench_precision(repeats: int) -> list[Row]:
     x = torch.randn(32, 3, 224, 224)
     out = {}
     times = {}
-    for dt in ("fp32", "bf16"):
-        red = StreamingReducer(
+
+    def reducer() -> StreamingReducer:
+        return StreamingReducer(
             depth=12,
             num_heads=12,
             embed_dim=768,
             grid_hw=(14, 14),
             cka_batch_size=8,
+            entropy=True,
             feature_dtype="float32",
         )
-        cap = Capture(model, dtype=dt)
-        cap(x, red)  # warm-up
+
+    for dt, scores in (("fp32", True), ("bf16", True), ("bf16_direct", False)):
+        cap = Capture(model, dtype=dt[:4], logits=scores)  # type: ignore[arg-type]
+        cap(x, reducer())  # warm-up
         t0 = time.perf_counter()
-        red = StreamingReducer(
-            depth=12,
-            num_heads=12,
-            embed_dim=768,
-            grid_hw=(14, 14),
-            cka_batch_size=8,
-            feature_dtype="float32",
-        )
+        red = reducer()
         cap(x, red)
         times[dt] = time.perf_counter() - t0
         out[dt] = red.batch_arrays()
     d32, d16 = out["fp32"][0]["attn/distance"], out["bf16"][0]["attn/distance"]
+    e32, e16 = out["fp32"][0]["attn/entropy"], out["bf16"][0]["attn/entropy"]
+    e16_direct = out["bf16_direct"][0]["attn/entropy"]
     g32, g16 = out["fp32"][1]["gram/block_all"], out["bf16"][1]["gram/block_all"]
     grid32 = cka_grid_from_grams(g32, g32)
     grid16 = cka_grid_from_grams(g16, g16)
@@ -820,6 +820,15 @@ def bench_precision(repeats: int) -> list[Row]:
             "",
             "",
             f"min CKA(fp32 layer, bf16 same layer) {float(cross.min()):.5f}",
+        ),
+        (
+            "bf16 vs fp32: max |attention entropy difference| (nats)",
+            f"{float(np.abs(e32 - e16).max()):.2e}",
+            "",
+            "",
+            f"mean entropy {float(e32.mean()):.3f}; entropy from the scores (the capture's);"
+            f" the direct sum p log p on the bf16 probabilities differs from fp32 by"
+            f" {float(np.abs(e32 - e16_direct).max()):.1e}",
         ),
         ("matmul peak 2048^3 (GFLOP/s)", f"fp32 {p32:.0f}, bf16 {p16:.0f}", "", "", ""),
         (

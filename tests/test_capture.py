@@ -135,3 +135,57 @@ def test_bad_arguments():
         Capture(m, dtype="int8")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="blocks"):
         Capture(torch.nn.Linear(2, 2))
+
+
+def test_logits_are_the_softmax_input_bias_included_and_modes_are_left(tiny_model):
+    """``logits=True`` hands the consumer the attention scores: q kᵀ · scale (recomputed by
+    hand), for BEiT with its relative position bias (softmax of them = the probabilities);
+    every function mode is left, also when a block raises."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    got = Capture(tiny_model, points=("attn_skip",), logits=True).collect(x)
+    assert got.logits is not None and got.logits.shape == got.attention.shape
+    for i, blk in enumerate(tiny_model.blocks):
+        with torch.no_grad():
+            ref = _recompute_attention(blk, got.tokens["attn_skip"][i])
+        torch.testing.assert_close(got.logits[i].softmax(-1), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.logits.softmax(-1), got.attention, rtol=0, atol=1e-7)
+    plain = Capture(tiny_model).collect(x)
+    assert plain.logits is None
+    torch.testing.assert_close(plain.attention, got.attention, rtol=0, atol=0)
+
+    spec = spec_from_config(
+        "tb",
+        {
+            "arch": "beit_base_patch16_224",
+            "family": "beit",
+            "arch_kwargs": {
+                "img_size": 32,
+                "patch_size": 8,
+                "embed_dim": 32,
+                "depth": 2,
+                "num_heads": 2,
+            },
+        },
+    )
+    m = build_model(spec)
+    for blk in m.blocks:
+        torch.nn.init.normal_(blk.attn.relative_position_bias_table, std=1.0)
+    b = Capture(m, logits=True).collect(x)
+    torch.testing.assert_close(b.logits.softmax(-1), b.attention, rtol=0, atol=1e-7)
+    assert float((b.logits[:, :, :, 1:, 1:].std(0)).max()) > 0
+
+    class Boom(RuntimeError):
+        pass
+
+    def explode(_m, _i, _o):
+        raise Boom
+
+    h = tiny_model.blocks[1].attn.attn_drop.register_forward_hook(explode)
+    try:
+        with pytest.raises(Boom):
+            Capture(tiny_model, logits=True).collect(x)
+    finally:
+        h.remove()
+    assert not torch.overrides._get_current_function_mode_stack()
+    assert not any(blk.attn._forward_pre_hooks for blk in tiny_model.blocks)

@@ -108,8 +108,9 @@ def test_residual_branches_grams_and_norm_ratios(tiny_model):
         np.testing.assert_allclose(img[f"resid/{sub}_norm_ratio_cls"], ref_cls.numpy(), rtol=1e-4)
 
 
-def _reduce(att, P, grid, entropy=True):
-    """Reduce a synthetic attention tensor [L, B, H, N, N] layer by layer."""
+def _reduce(att, P, grid, entropy=True, logits=None):
+    """Reduce a synthetic attention tensor [L, B, H, N, N] layer by layer (``logits``:
+    the scores it is the softmax of, handed along)."""
     L, B, H = att.shape[:3]
     red = StreamingReducer(
         depth=L,
@@ -123,15 +124,16 @@ def _reduce(att, P, grid, entropy=True):
     )
     red.begin_batch(B)
     for layer in range(L):
-        red.on_attention(layer, att[layer])
+        red.on_attention(layer, att[layer], logits=None if logits is None else logits[layer])
     red.end_batch()
     red.accumulate()
     return {k: v.numpy() for k, v in red.per_image.items()}, red.sums
 
 
 def test_row_blocks_of_every_size_and_bf16_input_give_the_same_reductions(monkeypatch):
-    """The CPU reduces (image, head) row blocks of ~CHUNK_BYTES, whole images: blocks of one
-    image, of several images and of the whole tensor agree; a bf16 tensor is
+    """The CPU reduces (image, head) row blocks of ~CHUNK_BYTES, whole images, or heads of one
+    image when an image does not fit: blocks of one, two and three heads, of one image, of
+    several images and of the whole tensor agree; a bf16 tensor is
     reduced in fp32 (equal to reducing its fp32 upcast); registers (P = 2) and rows without
     spatial mass (null rows) are handled the same in every block size."""
     torch.manual_seed(0)
@@ -142,8 +144,17 @@ def test_row_blocks_of_every_size_and_bf16_input_give_the_same_reductions(monkey
     att[0, 1, 2, P + 3, :P] = 0.5
     row = 4 * N * N
     results = []
-    for chunk in (1, 6 * row, 13 * row, 18 * row, 10**9):
+    # (row-block bytes, head-block bytes): single heads, two and three heads of one image,
+    # one image, two images, three images, everything
+    for chunk, heads in ((1, 1), (1, 2 * row), (1, 3 * row), (6 * row, 0), (13 * row, 0)) + (
+        (18 * row, 0),
+        (10**9, 0),
+    ):
         monkeypatch.setattr(StreamingReducer, "CHUNK_BYTES", chunk)
+        monkeypatch.setattr(StreamingReducer, "HEAD_BLOCK_BYTES", heads)
+        assert StreamingReducer._chunk_rows(B * H, H, N, torch.device("cpu")) == (
+            {1: 1, 2 * row: 2, 3 * row: 3}[heads] if chunk == 1 else min(B, chunk // (6 * row)) * H
+        )
         results.append(_reduce(att, P, grid))
     ref_img, ref_sums = results[-1]
     assert ref_sums["sums/null_rows"][0, 2] == 1
@@ -274,3 +285,77 @@ def test_rollout_and_prefix_mass_match_the_reference_formulas():
         rollout=True,
     )
     assert "attn/prefix_mass" not in {s.name for s in red0.image_specs()}
+
+
+def test_entropy_from_the_scores_equals_the_direct_formula(monkeypatch):
+    """Σ p log p from the scores (one log per row: log p = s − max s + log p_max) equals
+    −Σ p log p computed by hand, in every block size, with registers, rows whose mass
+    sits on prefix keys and near-one-hot rows (p ~ 1e-30 entries); with bf16 scores and
+    probabilities it stays within the bf16 rounding of the direct formula on the same p."""
+    torch.manual_seed(3)
+    L, B, H, P, grid = 2, 5, 3, 2, (3, 4)
+    N = P + 12
+    s = 3 * torch.randn(L, B, H, N, N)
+    s[0, 1, 2, P + 3, :P] = 40.0  # mass on the prefix keys
+    s[1, 0, 1, 0, P + 5] = 80.0  # a near one-hot CLS row
+    att = s.softmax(-1)
+    a = att.double().numpy()
+    ent = -(a * np.log(np.where(a > 0, a, 1))).sum(-1)  # [L, B, H, N]
+    row = 4 * N * N
+    for chunk in (1, 4 * row, 10**9):
+        monkeypatch.setattr(StreamingReducer, "CHUNK_BYTES", chunk)
+        monkeypatch.setattr(StreamingReducer, "HEAD_BLOCK_BYTES", row)
+        img, _ = _reduce(att, P, grid, logits=s)
+        ref_img, _ = _reduce(att, P, grid)
+        np.testing.assert_allclose(
+            img["attn/entropy"][..., 0], ent[..., 0].transpose(1, 0, 2), rtol=1e-5, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            img["attn/entropy"][..., 1],
+            ent[..., P:].mean(-1).transpose(1, 0, 2),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+        for k in ref_img:  # everything else is untouched by the scores
+            if k != "attn/entropy":
+                np.testing.assert_array_equal(img[k], ref_img[k], err_msg=k)
+    img16, _ = _reduce(att.bfloat16(), P, grid, logits=s.bfloat16())
+    ref16, _ = _reduce(att.bfloat16(), P, grid)
+    np.testing.assert_allclose(img16["attn/entropy"], ref16["attn/entropy"], rtol=0, atol=2e-2)
+
+
+def test_every_gram_point_and_norm_ratio_with_shared_passes(tiny_model):
+    """The paper preset's capture: Grams of all seven points and the norm ratios, with a
+    block's input Grams taken from the previous block's output (the same tensor), branch
+    norms from the Gram diagonals and, for the images outside whole minibatches (6 images,
+    minibatches of 4), computed directly — all equal to recomputing from the full capture."""
+    torch.manual_seed(4)
+    x = torch.randn(6, 3, 32, 32)
+    pts = ("block", "norm1", "norm2", "attn_skip", "attn_branch", "mlp_skip", "mlp_branch")
+    full = Capture(tiny_model, points=pts).collect(x).tokens
+    red = StreamingReducer(
+        depth=3,
+        num_heads=2,
+        embed_dim=32,
+        grid_hw=(4, 4),
+        cka_batch_size=4,
+        gram_points=pts,
+        residual_norms=True,
+        feature_dtype="float32",
+    )
+    Capture(tiny_model, points=red.capture_points(), logits=True)(x, red)
+    img, chk = red.batch_arrays()
+    for p in pts:
+        t = full[p].double()  # [L, B, N, D]
+        for kind, X in (("cls", t[:, :4, 0]), ("spatial", t[:, :4, 1:]), ("all", t[:, :4])):
+            f = X.reshape(3, 4, -1)
+            ref = (f @ f.transpose(1, 2)).numpy()
+            np.testing.assert_allclose(chk[f"gram/{p}_{kind}"][0], ref, rtol=1e-5, err_msg=p)
+    np.testing.assert_array_equal(chk["gram/attn_skip_all"][:, 1:], chk["gram/block_all"][:, :-1])
+    for sub in ("attn", "mlp"):
+        s, b = full[f"{sub}_skip"].double(), full[f"{sub}_branch"].double()
+        for kind, sl in (("all", slice(None)), ("cls", slice(0, 1)), ("spatial", slice(1, None))):
+            ref = s[:, :, sl].flatten(2).norm(dim=-1) / b[:, :, sl].flatten(2).norm(dim=-1)
+            np.testing.assert_allclose(
+                img[f"resid/{sub}_norm_ratio_{kind}"], ref.T.numpy(), rtol=1e-5, err_msg=kind
+            )

@@ -361,6 +361,7 @@ def run_extraction(
             points=reducer.capture_points(),
             attention=reducer.needs_attention,
             dtype=dtype,  # type: ignore[arg-type]
+            logits=reducer.wants_logits,
         )
         loader = view_loader(spec, manifest, view, start, bs, num_workers, dev)
         for b, (images, _idx) in _committed_batches(

@@ -44,6 +44,11 @@ def attention_entropy(attn_bhnn: torch.Tensor, num_prefix_tokens: int) -> torch.
     return torch.stack([cls, spatial], -1)
 
 
+def _identity(x: torch.Tensor) -> tuple[int, ...]:
+    """Storage, shape and strides: the same tensor seen by two hooks."""
+    return (x.data_ptr(), *x.shape, *x.stride())
+
+
 def _all(per_layer: list[torch.Tensor | None]) -> list[torch.Tensor]:
     """The per-layer tensors of a batch, every layer present (checked in ``end_batch``)."""
     out = [t for t in per_layer if t is not None]
@@ -118,6 +123,7 @@ class StreamingReducer:
         self._batch = 0
         self._buf: dict[str, torch.Tensor] = {}
         self._buf_key: tuple[object, ...] | None = None
+        self._branch_buf: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ declarations
     def image_specs(self) -> list[ArraySpec]:
@@ -190,6 +196,8 @@ class StreamingReducer:
     def begin_batch(self, batch_size: int) -> None:
         self._batch = batch_size
         self._skip: torch.Tensor | None = None
+        self._last_block: tuple[int, tuple[int, ...]] | None = None
+        self._sq: dict[str, tuple[torch.Tensor, ...]] = {}
         self._roll: torch.Tensor | None = None  # the rollout product so far [B, N, N]
         self._roll_layer = 0
         self._chunks = batch_size // self.cka_b if self.cka_b else 0
@@ -218,7 +226,25 @@ class StreamingReducer:
                 )
             if point == "block" and self.token_norms:
                 self._img[keys.TOKEN_NORM][layer] = spatial.norm(dim=-1)
-        self._grams(point, layer, x)
+        # A block's input is the previous block's output (the same tensor in a sequential
+        # stack): its Grams and norms are those already computed, not a second pass.
+        same = (
+            point == "attn_skip"
+            and layer > 0
+            and self._last_block is not None
+            and self._last_block[0] == layer - 1
+            and self._last_block[1] == _identity(x)
+        )
+        if same and self._chunks and {"block", "attn_skip"} <= set(self.gram_points):
+            for kind in keys.GRAM_KINDS:
+                self._chk[keys.gram("attn_skip", kind)][layer] = self._chk[
+                    keys.gram("block", kind)
+                ][layer - 1]
+            self._sq["attn_skip"] = self._sq["block"]
+        else:
+            self._grams(point, layer, x)
+        if point == "block":
+            self._last_block = (layer, _identity(x))
         # Residual branches, derived exactly: the stream after a sub-block minus its skip.
         if point == "attn_skip":
             self._skip = x
@@ -230,21 +256,39 @@ class StreamingReducer:
             self._skip = None
 
     def _branch(self, sub: str, layer: int, skip: torch.Tensor, after: torch.Tensor) -> None:
-        branch = after - skip
+        buf = self._branch_buf.get(sub)
+        if buf is None or buf.shape != after.shape or buf.device != after.device:
+            buf = self._branch_buf[sub] = torch.empty_like(after)
+        branch = torch.sub(after, skip, out=buf)  # reused: no page faults
         self._grams(f"{sub}_branch", layer, branch)
         if self.residual_norms:
-            P = self.P
-            for kind, sl in (
-                ("all", slice(None)),
-                ("cls", slice(0, max(P, 1))),
-                ("spatial", slice(P, None)),
-            ):
-                s_n = skip[:, sl].flatten(1).norm(dim=1)
-                b_n = branch[:, sl].flatten(1).norm(dim=1)
-                self._img[keys.norm_ratio(sub, kind)][layer] = s_n / b_n.clamp_min(1e-30)
+            s_sq = self._squared_norms(f"{sub}_skip" if sub == "mlp" else "attn_skip", skip)
+            b_sq = self._squared_norms(f"{sub}_branch", branch)
+            for i, kind in enumerate(("all", "cls", "spatial")):
+                ratio = s_sq[i].sqrt() / b_sq[i].sqrt().clamp_min(1e-30)
+                self._img[keys.norm_ratio(sub, kind)][layer] = ratio
+
+    def _squared_norms(self, point: str, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per image ``‖all‖², ‖cls‖², ‖spatial‖²`` of ``x`` ``[B, N, D]`` ("cls": the prefix
+        tokens, the first token without any): the images of whole CKA minibatches from the
+        diagonals of their Grams (computed anyway), the rest directly; all = cls + spatial."""
+        P = self.P
+        B = x.shape[0]
+        cls_sq = x[:, : max(P, 1)].flatten(1).square().sum(1)
+        got = self._sq.get(point)
+        n = got[0].shape[0] if got is not None else 0
+        if n == B and got is not None:
+            sp_sq = got[0]
+        else:
+            sp_sq = x[:, P:].flatten(1).square().sum(1)
+            if got is not None:  # the minibatched images from their Grams, the rest here
+                sp_sq[:n] = got[0]
+        all_sq = sp_sq + cls_sq if P else sp_sq
+        return all_sq, cls_sq, sp_sq
 
     def _grams(self, point: str, layer: int, x: torch.Tensor) -> None:
         if not self._chunks or point not in self.gram_points:
+            self._sq.pop(point, None)
             return
         n, B, P = self._chunks * self.cka_b, self.cka_b, self.P
 
@@ -262,6 +306,8 @@ class StreamingReducer:
         chk[keys.gram(point, "cls")][layer] = g_cls
         chk[keys.gram(point, "spatial")][layer] = g_sp
         chk[keys.gram(point, "all")][layer] = g_sp if g_pre is None else g_sp + g_pre
+        # ‖spatial tokens‖² of each minibatched image: the Gram's diagonal
+        self._sq[point] = (g_sp.diagonal(dim1=1, dim2=2).reshape(n),)
 
     def _prefix_and_rollout(self, layer: int, a: torch.Tensor) -> None:
         """Prefix-key attention mass and the attention rollout of one block (§D8)."""
@@ -286,7 +332,18 @@ class StreamingReducer:
         self._img[keys.ATTN_ROLLOUT_CLS][layer] = (r[:, 0] if P else sp)[:, None]
         self._img[keys.ATTN_ROLLOUT_SPATIAL][layer] = sp[:, None]
 
-    def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:
+    #: the capture passes the softmax input (pre-softmax scores) along with the probabilities
+    #: (:class:`~vitlib.models.capture.Capture` ``logits=True``): the entropy then needs no
+    #: logarithm over the N² probabilities (see :meth:`on_attention`)
+    @property
+    def wants_logits(self) -> bool:
+        return self.entropy
+
+    def on_attention(
+        self, layer: int, attn_bhnn: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> None:
+        """Reduce one block's attention probabilities ``[B, H, N, N]``; ``logits``, when
+        given, are the scores the softmax turned into them (same shape)."""
         if self.prefix_attention or self.rollout:
             self._prefix_and_rollout(layer, attn_bhnn)
         if not (self.attention or self.entropy):
@@ -295,15 +352,21 @@ class StreamingReducer:
         B, H, N = a.shape[0], a.shape[1], a.shape[-1]
         P, S = self.P, self.S
         flat = a.reshape(B * H, N, N)  # a view of the softmax output
+        s_flat = logits.reshape(B * H, N, N) if logits is not None and self.entropy else None
         g = self._chunk_rows(B * H, H, N, a.device)
         dev, f32 = a.device, torch.float32
-        # Every reduction of a (B, H) row block in one sweep over a cache-sized copy of it
-        # (docs/protocols.md §D1.2): one read of the attention tensor from memory, fp32
-        # arithmetic whatever the forward's dtype, no temporary of the tensor's size, the
-        # scratch reused from block to block (no page faults).  On a GPU the whole tensor
-        # is one block.
+        # Every reduction of a (B, H) row block while the block sits in the cache
+        # (docs/protocols.md §D1.2): fp32 arithmetic whatever the forward's dtype, only
+        # reads of the attention tensor (no temporary of its size), the scratch reused
+        # from block to block (no page faults).  On a GPU the whole tensor is one block.
         d_tmpl = distance_template(self.grid_hw, dev)
-        buf = self._scratch(g, N, dev, copy=a.dtype != f32)
+        buf = self._scratch(
+            g,
+            N,
+            dev,
+            copy=a.dtype != f32,
+            copy_logits=s_flat is not None and s_flat.dtype != f32,
+        )
         cls_rows = torch.empty(B * H, N, device=dev)
         col_sp = torch.empty(B * H, N, device=dev)
         col_all = torch.zeros(H, N, device=dev)
@@ -316,17 +379,16 @@ class StreamingReducer:
             r1 = min(r0 + g, B * H)
             n, h0 = r1 - r0, r0 % H
             x = buf["x"][:n].copy_(flat[r0:r1]) if "x" in buf else flat[r0:r1]
+            # Row reductions (over keys): spatial mass; the mass without the CLS key
+            # ("spcpure") is the same unless registers add prefix keys.
+            xs = x[:, P:, P:]
+            mass = xs.sum(-1)  # [n, S]
             if ent is not None:
-                # x log x with 0 log 0 = 0 (log of the clamped value times x; 2.4× faster
-                # than xlogy, which is not vectorised on CPU)
-                e = torch.clamp_min(x, 1e-30, out=buf["e"][:n]).log_().mul_(x).sum(-1)
+                e = self._plogp_rows(x, mass, buf, n, None if s_flat is None else s_flat[r0:r1])
                 ent[r0:r1, 1] = -e[:, P:].mean(-1)
                 ent[r0:r1, 0] = -e[:, 0] if P else ent[r0:r1, 1]
             if not self.attention:
                 continue
-            # Row reductions (over keys): spatial mass; the mass without the CLS key
-            # ("spcpure") is the same unless registers add prefix keys.
-            mass = x[:, P:, P:].sum(-1)  # [n, S]
             mass_pure = mass + x[:, P:, 1:P].sum(-1) if P > 1 else mass
             inv = torch.where(mass > 0, 1.0 / mass.clamp_min(1e-30), 0.0)
             inv_pure = (
@@ -341,19 +403,21 @@ class StreamingReducer:
             col_sp[r0:r1] = c_sp
             cls_rows[r0:r1] = x[:, 0] if P else c_sp / S
             c_pure = torch.bmm(inv_pure[:, None, :], x[:, P:, :])[:, 0]  # [n, N]
-            # renormalised spatial rows Â: distance per image, their sum over images
-            t = torch.mul(x[:, P:, P:], inv[..., None], out=buf["t"][:n])
-            dist[r0:r1] = torch.mul(t, d_tmpl, out=buf["d"][:n]).sum(-1).mean(-1)
+            # renormalised spatial rows Â = xs / mass: the distance per image (§2.5) from
+            # the unnormalised rows, their sum over images (§2.3) without materialising Â
+            rd = torch.mul(xs, d_tmpl, out=buf["d"][:n]).sum(-1)  # [n, S]
+            dist[r0:r1] = rd.mul_(inv).mean(-1)
             nul = (mass <= 0).sum(-1)
             if n <= H:  # heads h0 .. h0 + n − 1 of one image
                 col_all[h0 : h0 + n] += c_all
                 pure[h0 : h0 + n] += c_pure
-                aligned[h0 : h0 + n] += t
+                aligned[h0 : h0 + n].addcmul_(xs, inv[..., None])
                 null[h0 : h0 + n] += nul
             else:  # whole images
                 col_all += c_all.reshape(-1, H, N).sum(0)
                 pure += c_pure.reshape(-1, H, N).sum(0)
-                aligned += t.reshape(-1, H, S, S).sum(0)
+                for j in range(0, n, H):
+                    aligned.addcmul_(xs[j : j + H], inv[j : j + H, :, None])
                 null += nul.reshape(-1, H).sum(0)
         if ent is not None:
             self._img[keys.ATTN_ENTROPY][layer] = ent.reshape(B, H, 2)
@@ -378,30 +442,72 @@ class StreamingReducer:
 
     #: bytes of one fp32 row block the CPU reduces at a time (fits the cache with its scratch)
     CHUNK_BYTES = 2 << 20
+    #: when one image's rows exceed CHUNK_BYTES (N = 785: 30 MB): blocks of a few heads
+    HEAD_BLOCK_BYTES = 5 << 20
 
     @staticmethod
     def _chunk_rows(rows: int, heads: int, n: int, device: torch.device) -> int:
-        """(image, head) rows per block: whole images, as many as fit ``CHUNK_BYTES`` and at
-        least one, on a CPU (measured on 2 cores: ViT-B/16 bf16 4.6× faster than the
-        previous whole-tensor reduction at 2 MiB; at N = 785 one image's 30 MB block still
-        beats the whole tensor by 1.2×, blocks of single heads lose 3.7×); all rows on a
-        GPU."""
+        """(image, head) rows per block on a CPU: whole images, as many as fit
+        ``CHUNK_BYTES``; when one image does not, the most heads of one image (a divisor
+        of the head count, at least one) that fit ``HEAD_BLOCK_BYTES`` (measured on 2 cores
+        at N = 785, with the entropy from the scores: 98 ms per ViT-B/8 block in blocks of
+        two heads, 133 ms in whole images).  All rows on a GPU."""
         if device.type != "cpu":
             return rows
-        per_image = 4 * n * n * heads
-        return min(rows, heads * max(1, StreamingReducer.CHUNK_BYTES // per_image))
+        per_head = 4 * n * n
+        per_image = per_head * heads
+        if per_image <= StreamingReducer.CHUNK_BYTES:
+            return min(rows, heads * (StreamingReducer.CHUNK_BYTES // per_image))
+        fit = [g for g in range(1, heads + 1) if heads % g == 0]
+        return max([1] + [g for g in fit if g * per_head <= StreamingReducer.HEAD_BLOCK_BYTES])
 
-    def _scratch(self, g: int, n: int, device: torch.device, copy: bool) -> dict[str, torch.Tensor]:
+    def _plogp_rows(
+        self,
+        x: torch.Tensor,
+        mass: torch.Tensor,
+        buf: dict[str, torch.Tensor],
+        n: int,
+        s_rows: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``Σ_k p log p`` of every row of the block ``x`` ``[n, N, N]`` (0 · log 0 = 0).
+
+        With the softmax input ``s`` (``p = softmax(s)``): ``log p_k = s_k − m + log p_max``
+        where ``m`` is the row's largest score and ``p_max`` its probability, so
+        ``Σ p log p = Σ p (s − m) + Σ p · log p_max`` — one logarithm per row instead of one
+        per entry.  Without it, ``log`` of the clamped value times ``x`` (2.4× faster than
+        ``xlogy``, which is not vectorised on CPU)."""
+        if s_rows is None:
+            return torch.clamp_min(x, 1e-30, out=buf["e"][:n]).log_().mul_(x).sum(-1)
+        s = buf["s"][:n].copy_(s_rows) if "s" in buf else s_rows
+        m = s.amax(-1, keepdim=True)  # [n, N, 1]
+        p_max = x.amax(-1)  # [n, N]
+        P = self.P
+        # row sums: the spatial rows' from their spatial mass (no extra pass), a sum of
+        # non-negative terms, as the direct formula sees them
+        total = torch.empty_like(p_max)
+        total[:, P:] = mass + x[:, P:, :P].sum(-1) if P else mass
+        if P:
+            total[:, :P] = x[:, :P].sum(-1)
+        spread = torch.sub(s, m, out=buf["e"][:n]).mul_(x).sum(-1)  # Σ p (s − m) ≤ 0
+        return spread.add_(p_max.log_().mul_(total))
+
+    def _scratch(
+        self,
+        g: int,
+        n: int,
+        device: torch.device,
+        copy: bool,
+        copy_logits: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """Row-block scratch, allocated once per shape and reused for every block."""
-        key = (g, n, str(device), copy)
+        key = (g, n, str(device), copy, copy_logits, self.entropy)
         if self._buf_key != key:
             S = self.S
-            self._buf = {
-                "t": torch.empty(g, S, S, device=device),
-                "d": torch.empty(g, S, S, device=device),
-            }
+            self._buf = {"d": torch.empty(g, S, S, device=device)}
             if copy:
                 self._buf["x"] = torch.empty(g, n, n, device=device)
+            if copy_logits:
+                self._buf["s"] = torch.empty(g, n, n, device=device)
             if self.entropy:
                 self._buf["e"] = torch.empty(g, n, n, device=device)
             self._buf_key = key

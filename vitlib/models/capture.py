@@ -6,7 +6,8 @@ attention modules compute ``softmax(q kᵀ · scale [+ bias])`` followed by ``at
 call runs ONE forward pass and hands, block by block and while the pass is running,
 
 * the tokens of every requested *capture point* (``[B, N, D]``, prefix tokens first), and
-* the post-softmax attention probabilities of every block (``[B, H, N, N]``)
+* the post-softmax attention probabilities of every block (``[B, H, N, N]``), and, when
+  asked (``logits=True``), the scores the softmax turned into them
 
 to a :class:`Consumer`.  Consumers reduce what they receive immediately (see
 :mod:`vitlib.reducers`), so no ``[L, H, N, N]`` tensor outlives its block; the
@@ -90,29 +91,60 @@ def _forward_features(model: nn.Module, images: torch.Tensor) -> object:
 
 
 class CollectConsumer:
-    """Keeps every captured tensor: ``tokens[point]`` is ``[L, B, N, D]`` and ``attention``
-    is ``[L, B, H, N, N]`` (float32).  Memory grows with everything; use for tests."""
+    """Keeps every captured tensor: ``tokens[point]`` is ``[L, B, N, D]``, ``attention``
+    is ``[L, B, H, N, N]`` and ``logits`` (when the capture delivers them for every block) the
+    same shape
+    (float32).  Memory grows with everything; use for tests."""
 
     def __init__(self) -> None:
         self.tokens: dict[str, torch.Tensor] = {}
         self.attention: torch.Tensor | None = None
+        self.logits: torch.Tensor | None = None
         self._tok: dict[str, dict[int, torch.Tensor]] = {}
         self._att: dict[int, torch.Tensor] = {}
+        self._logits: dict[int, torch.Tensor] = {}
 
     def begin_batch(self, batch_size: int) -> None:
-        self._tok, self._att = {}, {}
+        self._tok, self._att, self._logits = {}, {}, {}
 
     def on_tokens(self, point: str, layer: int, x_bnd: torch.Tensor) -> None:
         self._tok.setdefault(point, {})[layer] = x_bnd.detach().float().clone()
 
-    def on_attention(self, layer: int, attn_bhnn: torch.Tensor) -> None:
+    def on_attention(
+        self, layer: int, attn_bhnn: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> None:
         self._att[layer] = attn_bhnn.detach().float().clone()
+        if logits is not None:
+            self._logits[layer] = logits.detach().float().clone()
 
     def end_batch(self) -> None:
+        def stack(d: dict[int, torch.Tensor]) -> torch.Tensor | None:
+            return torch.stack([d[i] for i in sorted(d)]) if d else None
+
         self.tokens = {p: torch.stack([d[i] for i in sorted(d)]) for p, d in self._tok.items()}
-        self.attention = (
-            torch.stack([self._att[i] for i in sorted(self._att)]) if self._att else None
-        )
+        self.attention = stack(self._att)
+        # the scores only when every block delivered them
+        self.logits = stack(self._logits) if len(self._logits) == len(self._att) else None
+
+
+class _SoftmaxInput(torch.overrides.TorchFunctionMode):
+    """Inside one attention module's forward: remembers the input of the last softmax
+    (``Tensor.softmax``, ``torch.softmax`` or ``F.softmax``), i.e. the attention scores."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: torch.Tensor | None = None
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        if getattr(func, "__name__", "") == "softmax" and args:
+            self.last = args[0]
+        return func(*args, **(kwargs or {}))
 
 
 def _no_autocast(t: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -150,6 +182,12 @@ class Capture:
     run:
         Callable ``run(model, images)`` that executes the forward pass; defaults to
         ``model.forward_features`` (nothing after the last block matters here).
+    logits:
+        Also hand the consumer the softmax's input (``on_attention(i, p, logits=s)``): the
+        scores, bias included, as the attention module computed them (``None`` for a block
+        whose attention calls no softmax).  They are kept alive until the attention
+        module returns; :func:`vitlib.models.check.check_capture` verifies
+        ``softmax(s) = p``.
     """
 
     def __init__(
@@ -160,6 +198,7 @@ class Capture:
         attention: bool = True,
         dtype: Dtype = "fp32",
         run: Callable[[nn.Module, torch.Tensor], object] | None = None,
+        logits: bool = False,
     ) -> None:
         if not hasattr(model, "blocks"):
             raise TypeError(f"{type(model).__name__} has no 'blocks': not a supported ViT")
@@ -172,6 +211,7 @@ class Capture:
         self.blocks: list[nn.Module] = list(model.blocks)  # type: ignore[arg-type]
         self.points = tuple(points)
         self.attention = attention
+        self.logits = logits and attention
         self.dtype: Dtype = dtype
         self._run = run or _forward_features
         if attention:
@@ -188,6 +228,7 @@ class Capture:
     def _hooks(self, consumer: Consumer) -> Iterator[None]:
         handles: list[torch.utils.hooks.RemovableHandle] = []
         fused_before: list[tuple[_SwitchableAttention, bool]] = []
+        active: list[_SoftmaxInput] = []  # function modes entered and not yet left
         try:
             for i, blk in enumerate(self.blocks):
                 for name in self.points:
@@ -221,16 +262,72 @@ class Capture:
                         fused_before.append((attn, attn.fused_attn))
                         attn.fused_attn = False
 
-                    def ahook(
-                        _m: nn.Module, _inp: tuple[Any, ...], out: torch.Tensor, i: int = i
-                    ) -> None:
-                        with _no_autocast(out):
-                            consumer.on_attention(i, out)
-
                     attn_drop = attn.get_submodule("attn_drop")
-                    handles.append(attn_drop.register_forward_hook(ahook))
+                    if not self.logits:
+
+                        def ahook(
+                            _m: nn.Module, _inp: tuple[Any, ...], out: torch.Tensor, i: int = i
+                        ) -> None:
+                            with _no_autocast(out):
+                                consumer.on_attention(i, out)
+
+                        handles.append(attn_drop.register_forward_hook(ahook))
+                        continue
+                    # With the scores: a function mode spans the attention module's forward
+                    # (it sees the softmax's input); the consumer runs after the module
+                    # returns, outside the mode, on the probabilities attn_drop received.
+                    mode = _SoftmaxInput()
+                    held: dict[str, torch.Tensor | None] = {}
+
+                    def enter(
+                        _m: nn.Module, _inp: Any, mode: _SoftmaxInput = mode, held: Any = held
+                    ) -> None:
+                        mode.last = None
+                        held.clear()
+                        held["inside"] = True
+                        mode.__enter__()
+                        active.append(mode)
+
+                    def keep(
+                        _m: nn.Module,
+                        _inp: tuple[Any, ...],
+                        out: torch.Tensor,
+                        i: int = i,
+                        mode: _SoftmaxInput = mode,
+                        held: Any = held,
+                    ) -> None:
+                        if not held.get("inside"):  # attn_drop called outside the module
+                            with _no_autocast(out):
+                                consumer.on_attention(i, out)
+                            return
+                        s = mode.last
+                        held["p"] = out
+                        held["s"] = s if s is not None and s.shape == out.shape else None
+
+                    def leave(
+                        _m: nn.Module,
+                        _inp: Any,
+                        _out: Any,
+                        i: int = i,
+                        mode: _SoftmaxInput = mode,
+                        held: Any = held,
+                    ) -> None:
+                        mode.__exit__(None, None, None)
+                        active.remove(mode)
+                        mode.last = None
+                        p, s = held.pop("p", None), held.pop("s", None)
+                        held.clear()
+                        if p is not None:
+                            with _no_autocast(p):
+                                consumer.on_attention(i, p, logits=s)  # type: ignore[call-arg]
+
+                    handles.append(attn.register_forward_pre_hook(enter))
+                    handles.append(attn_drop.register_forward_hook(keep))
+                    handles.append(attn.register_forward_hook(leave))
             yield
         finally:
+            for m in reversed(active):  # an exception inside an attention module
+                m.__exit__(None, None, None)
             for h in handles:
                 h.remove()
             for switchable, fused in fused_before:

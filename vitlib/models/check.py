@@ -10,7 +10,8 @@ Every extraction runs it on the network it has just built, before the first batc
 
 and two identities must hold at every block:
 
-1. **Attention**: the captured probabilities equal ``softmax(q kᵀ · scale + bias)``
+1. **Attention**: the captured probabilities, and the softmax of the captured scores (the
+   entropy's exact shortcut reads them), equal ``softmax(q kᵀ · scale + bias)``
    recomputed here from the block's own projection weights applied to the captured
    LayerNorm output (:func:`attention_from_weights`): timm's ``Attention`` (q/k norms
    included), BEiT's (its q/v biases and relative position bias, shared or per block) and
@@ -134,12 +135,14 @@ def check_capture(
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, img_size, img_size, generator=g).to(device)
-    got = Capture(model, points=("block", "norm1"), attention=True).collect(x)
+    got = Capture(model, points=("block", "norm1"), attention=True, logits=True).collect(x)
     assert got.attention is not None
     worst_attn = 0.0
     for i, blk in enumerate(model.blocks):
         ref = attention_from_weights(model, blk, got.tokens["norm1"][i])
         d = float((got.attention[i] - ref).abs().max())
+        if got.logits is not None:  # None: a softmax the capture does not see (then unused)
+            d = max(d, float((got.logits[i].softmax(-1) - ref).abs().max()))
         worst_attn = max(worst_attn, d)
         if not d <= atol:
             raise CaptureCheckError(

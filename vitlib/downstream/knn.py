@@ -8,6 +8,7 @@ memory stays bounded by the queries, whatever the size of the training set.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,12 @@ def knn_topk_streaming(
         if index is None or index.ntotal == 0:
             return
         kk = min(k, index.ntotal)
-        D, I = index.search(q, kk)
+        if res is None and _bf16_pays(q.shape[0], index.ntotal, q.shape[1]):
+            xb = index.get_xb()  # type: ignore[attr-defined]
+            bank = faiss.rev_swig_ptr(xb, index.ntotal * index.d)
+            D, I = certified_bf16_search(bank.reshape(index.ntotal, index.d), q, kk, index)
+        else:
+            D, I = index.search(q, kk)
         if kk < k:
             D = np.pad(D, ((0, 0), (0, k - kk)), constant_values=-np.inf)
             I = np.pad(I, ((0, 0), (0, k - kk)), constant_values=-1 - base)
@@ -83,6 +89,125 @@ def knn_topk_streaming(
         heap.add_result(D, I)
     heap.finalize()
     return heap.D, heap.I
+
+
+#: the bf16 pass pays from this many multiply-adds (queries × train × dims) on: below it the
+#: torch import and the candidate re-ranking cost more than FAISS's fp32 search saves
+BF16_MIN_MACS = 2 * 10**10
+
+
+def _bf16_pays(n_queries: int, n_train: int, dim: int) -> bool:
+    """Whether this CPU has native bf16 matrix products (AVX512-BF16 or AMX) and the search
+    is large enough for :func:`certified_bf16_search` to beat FAISS's fp32 search."""
+    if n_queries * n_train * dim < BF16_MIN_MACS or os.environ.get("VITLIB_KNN_FP32"):
+        return False
+    import torch
+
+    cpu = torch.cpu
+    return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+
+
+def bf16_error_bound(dim: int) -> float:
+    """Largest ``|s̃ − s|`` between a bf16 matrix product's similarity ``s̃`` and the exact
+    cosine similarity ``s`` of two unit vectors of ``dim`` entries: each input rounded to
+    bf16 (relative 2⁻⁹, so the products by 2⁻⁸ + 2⁻¹⁸, and Σ|x_i q_i| ≤ 1 by
+    Cauchy–Schwarz), float32 accumulation (≤ dim · 2⁻²⁴, doubled), the result rounded to
+    bf16 (2⁻⁹), plus the float32 error of the exact re-ranking (dim · 2⁻²⁴)."""
+    return 2**-8 + 2**-18 + 2**-9 + 3 * dim * 2**-24
+
+
+def _top_candidates(s16: Any, c: int, groups: int = 8) -> tuple[Any, Any]:
+    """The ``c`` largest scores of every row of ``s16`` ``[m, n]`` and their columns (any
+    order).  For long rows in two stages: the maxima of ``groups`` interleaved slices (one
+    vectorised pass), the ``c`` best slice positions, then the top ``c`` among their
+    ``c · groups`` entries (and the ragged tail) — the same set as one ``topk`` over the row
+    (every entry outside the chosen positions is at most the ``c``-th best maximum), at a
+    fraction of its cost."""
+    import torch
+
+    m, n = s16.shape
+    G = n // groups
+    if G < 4 * c:
+        return s16.topk(c, dim=1, sorted=False)
+    gmax = s16[:, : groups * G].view(m, groups, G).amax(1)  # [m, G]
+    pos = gmax.topk(c, dim=1, sorted=False).indices
+    idx = (pos[:, :, None] + G * torch.arange(groups)).reshape(m, c * groups)
+    if n > groups * G:
+        tail = torch.arange(groups * G, n).expand(m, n - groups * G)
+        idx = torch.cat([idx, tail], 1)
+    v, j = torch.gather(s16, 1, idx).topk(c, dim=1, sorted=False)
+    return v, torch.gather(idx, 1, j)
+
+
+def certified_bf16_search(
+    bank: np.ndarray,
+    q: np.ndarray,
+    k: int,
+    index: Any = None,
+    *,
+    query_block: int = 1024,
+    stats: dict[str, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` inner products of unit vectors ``q`` against ``bank``, with a bf16
+    pass doing the heavy part.
+
+    A bf16 matrix product ranks the bank for each query and keeps ``c = max(2k, k + 64)``
+    candidates; their exact float32 similarities are computed by FAISS
+    (``compute_distance_subset`` of ``index``, an ``IndexFlatIP`` over ``bank``; built here
+    when not given) and ranked.  The result is *certified*: every vector outside the
+    candidates has a bf16 similarity at most the smallest candidate's, so its exact
+    similarity is at most that plus :func:`bf16_error_bound`; when the exact ``k``-th
+    similarity lies above that bound, no outside vector can enter the top ``k``.  Queries
+    without the certificate (dense similarities at the ``k``-th place) are searched again
+    exactly by FAISS.  Results: similarities descending, float32, as FAISS returns them.
+    ``stats``, when given, receives ``queries`` and ``redone`` (searched again by FAISS).
+    """
+    import faiss
+    import torch
+
+    n, d = bank.shape
+    if index is None:
+        index = faiss.IndexFlatIP(d)
+        index.add(bank)
+    c = min(n, max(2 * k, k + 64))
+    eps = bf16_error_bound(d)
+    X16 = torch.from_numpy(bank).bfloat16()
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    Q = torch.from_numpy(q)
+    D = np.empty((len(q), k), np.float32)
+    I = np.empty((len(q), k), np.int64)
+    redo: list[np.ndarray] = []
+    # bf16 scores of one block of queries: at most ~512 MB
+    block = max(16, min(query_block, (512 << 20) // (2 * n)))
+    scores = torch.empty(min(block, len(q)), n, dtype=torch.bfloat16)
+    exact = np.empty((block, c), np.float32)
+    for q0 in range(0, len(q), block):
+        m = min(block, len(q) - q0)
+        s16 = torch.mm(Q[q0 : q0 + m].bfloat16(), X16.T, out=scores[:m])
+        cand_s, cand_t = _top_candidates(s16, c)
+        cand = np.ascontiguousarray(cand_t.numpy(), dtype=np.int64)
+        qb = q[q0 : q0 + m]
+        index.compute_distance_subset(
+            m, faiss.swig_ptr(qb), c, faiss.swig_ptr(exact), faiss.swig_ptr(cand)
+        )
+        part = np.argpartition(-exact[:m], k - 1, axis=1)[:, :k] if k < c else None
+        top = exact[:m] if part is None else np.take_along_axis(exact[:m], part, 1)
+        ids = cand if part is None else np.take_along_axis(cand, part, 1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        D[q0 : q0 + m] = np.take_along_axis(top, order, 1)
+        I[q0 : q0 + m] = np.take_along_axis(ids, order, 1)
+        if c < n:
+            bound = cand_s.float().amin(1).numpy() + eps
+            bad = np.flatnonzero(~(D[q0 : q0 + m, -1] > bound))
+            if len(bad):
+                redo.append(bad + q0)
+    if stats is not None:
+        stats["queries"] = len(q)
+        stats["redone"] = int(sum(len(r) for r in redo))
+    if redo:
+        rows = np.concatenate(redo)
+        D[rows], I[rows] = index.search(np.ascontiguousarray(q[rows]), k)
+    return D, I
 
 
 def vote(

@@ -89,9 +89,8 @@ def test_residual_points_add_up(tiny_model):
     torch.testing.assert_close(t["mlp_skip"] + t["mlp_branch"], t["block"])
 
 
-def test_capture_beit_attention_includes_relative_bias():
-    """A second timm family (BEiT: q/v bias, relative position bias) captures too."""
-    torch.manual_seed(0)
+def _tiny_beit():
+    """A two-block BEiT (q/v biases, relative position bias) from timm's own architecture."""
     spec = spec_from_config(
         "tb",
         {
@@ -106,7 +105,13 @@ def test_capture_beit_attention_includes_relative_bias():
             },
         },
     )
-    m = build_model(spec)
+    return build_model(spec)
+
+
+def test_capture_beit_attention_includes_relative_bias():
+    """A second timm family (BEiT: q/v bias, relative position bias) captures too."""
+    torch.manual_seed(0)
+    m = _tiny_beit()
     for blk in m.blocks:  # non-trivial relative position tables
         torch.nn.init.normal_(blk.attn.relative_position_bias_table, std=1.0)
     got = Capture(m).collect(torch.randn(2, 3, 32, 32))
@@ -154,21 +159,7 @@ def test_logits_are_the_softmax_input_bias_included_and_modes_are_left(tiny_mode
     assert plain.logits is None
     torch.testing.assert_close(plain.attention, got.attention, rtol=0, atol=0)
 
-    spec = spec_from_config(
-        "tb",
-        {
-            "arch": "beit_base_patch16_224",
-            "family": "beit",
-            "arch_kwargs": {
-                "img_size": 32,
-                "patch_size": 8,
-                "embed_dim": 32,
-                "depth": 2,
-                "num_heads": 2,
-            },
-        },
-    )
-    m = build_model(spec)
+    m = _tiny_beit()
     for blk in m.blocks:
         torch.nn.init.normal_(blk.attn.relative_position_bias_table, std=1.0)
     b = Capture(m, logits=True).collect(x)

@@ -360,13 +360,7 @@ class StreamingReducer:
         # reads of the attention tensor (no temporary of its size), the scratch reused
         # from block to block (no page faults).  On a GPU the whole tensor is one block.
         d_tmpl = distance_template(self.grid_hw, dev)
-        buf = self._scratch(
-            g,
-            N,
-            dev,
-            copy=a.dtype != f32,
-            copy_logits=s_flat is not None and s_flat.dtype != f32,
-        )
+        buf = self._scratch(g, N, dev, copy=a.dtype != f32)
         cls_rows = torch.empty(B * H, N, device=dev)
         col_sp = torch.empty(B * H, N, device=dev)
         col_all = torch.zeros(H, N, device=dev)
@@ -478,8 +472,9 @@ class StreamingReducer:
         ``xlogy``, which is not vectorised on CPU)."""
         if s_rows is None:
             return torch.clamp_min(x, 1e-30, out=buf["e"][:n]).log_().mul_(x).sum(-1)
-        s = buf["s"][:n].copy_(s_rows) if "s" in buf else s_rows
-        m = s.amax(-1, keepdim=True)  # [n, N, 1]
+        # the row maximum is exact in any dtype; s − m is computed in fp32 (m is fp32), the
+        # bf16 scores upcast on the fly into the scratch: no copy of the scores
+        m = s_rows.amax(-1, keepdim=True).float()  # [n, N, 1]
         p_max = x.amax(-1)  # [n, N]
         P = self.P
         # row sums: the spatial rows' from their spatial mass (no extra pass), a sum of
@@ -488,7 +483,7 @@ class StreamingReducer:
         total[:, P:] = mass + x[:, P:, :P].sum(-1) if P else mass
         if P:
             total[:, :P] = x[:, :P].sum(-1)
-        spread = torch.sub(s, m, out=buf["e"][:n]).mul_(x).sum(-1)  # Σ p (s − m) ≤ 0
+        spread = torch.sub(s_rows, m, out=buf["e"][:n]).mul_(x).sum(-1)  # Σ p (s − m) ≤ 0
         return spread.add_(p_max.log_().mul_(total))
 
     def _scratch(
@@ -497,17 +492,14 @@ class StreamingReducer:
         n: int,
         device: torch.device,
         copy: bool,
-        copy_logits: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Row-block scratch, allocated once per shape and reused for every block."""
-        key = (g, n, str(device), copy, copy_logits, self.entropy)
+        key = (g, n, str(device), copy, self.entropy)
         if self._buf_key != key:
             S = self.S
             self._buf = {"d": torch.empty(g, S, S, device=device)}
             if copy:
                 self._buf["x"] = torch.empty(g, n, n, device=device)
-            if copy_logits:
-                self._buf["s"] = torch.empty(g, n, n, device=device)
             if self.entropy:
                 self._buf["e"] = torch.empty(g, n, n, device=device)
             self._buf_key = key

@@ -262,7 +262,7 @@ class StreamingReducer:
         branch = torch.sub(after, skip, out=buf)  # reused: no page faults
         self._grams(f"{sub}_branch", layer, branch)
         if self.residual_norms:
-            s_sq = self._squared_norms(f"{sub}_skip" if sub == "mlp" else "attn_skip", skip)
+            s_sq = self._squared_norms(f"{sub}_skip", skip)
             b_sq = self._squared_norms(f"{sub}_branch", branch)
             for i, kind in enumerate(("all", "cls", "spatial")):
                 ratio = s_sq[i].sqrt() / b_sq[i].sqrt().clamp_min(1e-30)

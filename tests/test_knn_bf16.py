@@ -108,3 +108,11 @@ def test_two_stage_candidates_are_the_top_c():
     torch.testing.assert_close(v.float().sort(1).values, ref.float().sort(1).values)
     torch.testing.assert_close(torch.gather(s, 1, i), v)
     assert len(set(i[0].tolist())) == 50 and {10_004, 10_005, 10_006} <= set(i[0].tolist())
+
+
+def test_a_torch_without_the_bf16_probes_falls_back_to_fp32(monkeypatch):
+    """The CPU probes are private torch API: without them the search is FAISS's fp32."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert knn._bf16_pays(10**4, 10**5, 768) is False
+    assert knn._bf16_pays(1, 1, 1) is False  # small searches never ask

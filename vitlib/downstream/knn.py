@@ -103,8 +103,9 @@ def _bf16_pays(n_queries: int, n_train: int, dim: int) -> bool:
         return False
     import torch
 
-    cpu = torch.cpu
-    return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    # private torch probes: a build without them gets FAISS's fp32 search, never an error
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def bf16_error_bound(dim: int) -> float:

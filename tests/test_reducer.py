@@ -359,3 +359,43 @@ def test_every_gram_point_and_norm_ratio_with_shared_passes(tiny_model):
             np.testing.assert_allclose(
                 img[f"resid/{sub}_norm_ratio_{kind}"], ref.T.numpy(), rtol=1e-5, err_msg=kind
             )
+
+
+def test_capture_dispatches_a_fixed_number_of_ops_per_batch(monkeypatch, tiny_spec, tiny_model):
+    """On a GPU every op is a kernel launch: the capture with every reduction of the default
+    needs must dispatch as many ops for a batch of 16 as for a batch of 4 (no loop over the
+    images of a batch; one launch per image cost most of the capture's time on an H100)."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from vitlib.extract import make_reducer, reduced_plan
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: Counter[str] = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.ops[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    # the GPU's blocking: all (image, head) rows of a block at once
+    monkeypatch.setattr(StreamingReducer, "_chunk_rows", staticmethod(lambda r, h, n, d: r))
+    plan = reduced_plan(tiny_spec, None, gram_points=("block",), residual_norms=False)
+    counts = []
+    for b in (4, 16):
+        red = make_reducer(tiny_spec, plan, cka_batch_size=4, feature_dtype="float16")
+        cap = Capture(
+            tiny_model,
+            points=red.capture_points(),
+            attention=red.needs_attention,
+            logits=red.wants_logits,
+        )
+        x = torch.randn(b, 3, tiny_spec.img_size, tiny_spec.img_size)
+        with Count() as c:
+            cap(x, red)
+            red.accumulate()
+            red.batch_arrays()
+        counts.append(c.ops)
+    assert counts[0] == counts[1], counts[1] - counts[0]

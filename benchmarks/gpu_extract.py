@@ -4,10 +4,14 @@ Run on a machine with a CUDA GPU (``python benchmarks/gpu_extract.py --images 50
 
 1. a synthetic ImageNet-style folder of ``--images`` images (the demo world's generator);
 2. plain ``forward_features`` on preloaded batches, fp32 and bf16 autocast (the baseline);
-3. the workflow's extraction (:func:`vitlib.extract.run_extraction`: data loading, one-pass
+3. the breakdown of an extraction batch: the capture with every reduction of the default
+   needs on the same preloaded batches (``capture_*``: forward, reductions and the copy of
+   the batch's rows to host memory, no data loading, no store), and the data loader alone
+   (``loader_img_s``: decoding and transforms in ``--workers`` processes, copied to the GPU);
+4. the workflow's extraction (:func:`vitlib.extract.run_extraction`: data loading, one-pass
    capture, every reduction of the paper preset's ImageNet-50 store, Zarr writes) in fp32 and
    bf16, with its default needs;
-4. the fraction of the GPU's bf16 peak (a measured 8192³ matrix product) that each reaches.
+5. the fraction of the GPU's bf16 peak (a measured 8192³ matrix product) that each reaches.
 
 Prints and writes a JSON summary (``--out``).
 """
@@ -21,6 +25,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 
 def main() -> int:
@@ -29,30 +34,43 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--out", default="gpu_extract.json")
+    ap.add_argument("--seconds", type=float, default=10.0, help="per timed loop")
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke run of the script itself")
+    ap.add_argument("--arch", default="vit_base_patch16_224")
     a = ap.parse_args()
 
     import torch
 
     from vitlib.data.manifest import read_imagefolder
     from vitlib.data.synthetic import generate
-    from vitlib.extract import run_extraction
+    from vitlib.extract import make_reducer, reduced_plan, run_extraction, view_loader
     from vitlib.models.build import build_model
+    from vitlib.models.capture import Capture
     from vitlib.models.registry import spec_from_config
 
-    assert torch.cuda.is_available(), "needs a CUDA GPU"
-    dev = torch.device("cuda")
-    out: dict[str, object] = {"gpu": torch.cuda.get_device_name(0), "images": a.images}
+    cuda = a.device == "cuda"
+    assert not cuda or torch.cuda.is_available(), "needs a CUDA GPU"
+    dev = torch.device(a.device)
+    out: dict[str, object] = {
+        "gpu": torch.cuda.get_device_name(0) if cuda else "cpu (smoke run)",
+        "images": a.images,
+    }
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
 
     # bf16 matmul peak of this GPU, measured
-    x = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+    n = 8192 if cuda else 512
+    x = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
     for _ in range(3):
         x @ x
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     for _ in range(10):
         x @ x
-    torch.cuda.synchronize()
-    peak = 10 * 2 * 8192**3 / (time.perf_counter() - t0) / 1e12
+    sync()
+    peak = 10 * 2 * n**3 / (time.perf_counter() - t0) / 1e12
     out["bf16_matmul_tflops"] = round(peak, 1)
     del x
 
@@ -61,34 +79,70 @@ def main() -> int:
     root = generate(work / "world", size="demo", seed=0, parts=["imagenet"], per_class=per_class)
     man = read_imagefolder(root / "imagenet" / "train", dataset="bench", cka_batch_size=8)
     out["images"] = len(man)
-    spec = spec_from_config(
-        "vit_b16", {"arch": "vit_base_patch16_224", "family": "random", "init_seed": 0}
-    )
-    gflop = 35.1  # ViT-B/16 forward per image (vitlib.plan.forward_gflops)
+    spec = spec_from_config("vit_b16", {"arch": a.arch, "family": "random", "init_seed": 0})
+    from vitlib.plan import forward_gflops
+
+    gflop = forward_gflops(spec)  # per image
+
+    def timed(fn: object, bs: int) -> float:
+        """img/s of ``fn()`` (one batch) over ``--seconds``, after 3 warm-ups."""
+        for _ in range(3):
+            fn()  # type: ignore[operator]
+        sync()
+        t0 = time.perf_counter()
+        done = 0
+        while time.perf_counter() - t0 < a.seconds:
+            fn()  # type: ignore[operator]
+            done += bs
+        sync()
+        return done / (time.perf_counter() - t0)
 
     model = build_model(spec, None, device=dev)
-    batch = torch.randn(a.batch_size, 3, 224, 224, device=dev)
+    batch = torch.randn(a.batch_size, 3, spec.img_size, spec.img_size, device=dev)
+    plan = reduced_plan(spec, None, gram_points=("block",), residual_norms=False)
     for dtype in ("fp32", "bf16"):
         ctx = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
+            torch.autocast(dev.type, dtype=torch.bfloat16)
             if dtype == "bf16"
-            else torch.autocast("cuda", enabled=False)
+            else torch.autocast(dev.type, enabled=False)
         )
         with torch.inference_mode(), ctx:
-            for _ in range(3):
-                model.forward_features(batch)
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            n = 0
-            while time.perf_counter() - t0 < 10:
-                model.forward_features(batch)
-                n += a.batch_size
-            torch.cuda.synchronize()
-        ips = n / (time.perf_counter() - t0)
+            ips = timed(lambda m=model: m.forward_features(batch), a.batch_size)
         out[f"plain_{dtype}_img_s"] = round(ips, 1)
         out[f"plain_{dtype}_frac_bf16_peak"] = round(ips * gflop / 1e3 / peak, 3)
+        # the extraction's own per-batch work on preloaded batches: capture + reductions +
+        # the batch's rows copied to host memory (no loader, no store)
+        reducer = make_reducer(
+            spec, plan, cka_batch_size=man.cka_batch_size, feature_dtype="float16"
+        )
+        cap = Capture(
+            model,
+            points=reducer.capture_points(),
+            attention=reducer.needs_attention,
+            dtype=dtype,  # type: ignore[arg-type]
+            logits=reducer.wants_logits,
+        )
+
+        def step(cap: Capture = cap, reducer: Any = reducer) -> None:
+            cap(batch, reducer)
+            reducer.accumulate()
+            reducer.batch_arrays()
+
+        ips = timed(step, a.batch_size)
+        out[f"capture_{dtype}_img_s"] = round(ips, 1)
+        out[f"capture_{dtype}_vs_plain"] = round(out[f"plain_{dtype}_img_s"] / ips, 2)  # type: ignore[operator]
     del model
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
+    # the data loader alone (decode + transform in the workers, pinned, copied to the device)
+    loader = view_loader(spec, man, "center", 0, a.batch_size, a.workers, dev)
+    t0, done = time.perf_counter(), 0
+    for images, _ in loader:
+        images.to(dev, non_blocking=True)
+        done += len(images)
+    sync()
+    out["loader_img_s"] = round(done / (time.perf_counter() - t0), 1)
+    out["loader_workers"] = a.workers
 
     for dtype in ("fp32", "bf16"):
         store = work / f"{dtype}.zarr"
@@ -99,7 +153,7 @@ def main() -> int:
             store,
             batch_size=a.batch_size,
             dtype=dtype,
-            device="cuda",
+            device=a.device,
             num_workers=a.workers,
             progress=False,
         )

@@ -364,3 +364,26 @@ def test_listing_fingerprint_sees_a_file_rewritten_in_place(tmp_path):
     time.sleep(0.01)
     (d / "a.png").write_bytes(b"12345")  # same name, same folder mtime
     assert listing_fingerprint(tmp_path) != before
+
+
+def test_a_last_batch_without_a_whole_cka_minibatch_shares_a_shard(
+    tmp_path, tiny_spec, tiny_manifest
+):
+    """10 images in batches of 4 with CKA minibatches of 4: the last batch (2 images) has no
+    Gram rows; committed in one shard with the whole batches, the store holds the two whole
+    minibatches' Grams and every image's rows (it used to fail at the final commit)."""
+    from dataclasses import replace
+
+    man = replace(tiny_manifest, items=tiny_manifest.items[:10])
+    out = tmp_path / "s.zarr"
+    run_extraction(tiny_spec, man, "center", out, batch_size=4, progress=False, shard_mb=256)
+    assert is_complete(out)
+    g = zarr.open_group(str(out), mode="r")
+    assert g["gram/block_cls"].shape[0] == 2
+    assert g["feat/block_cls"].shape[0] == 10
+    whole = tmp_path / "w.zarr"  # the same 8 images alone: the same Grams
+    run_extraction(
+        tiny_spec, replace(man, items=man.items[:8]), "center", whole, batch_size=4, progress=False
+    )
+    w = zarr.open_group(str(whole), mode="r")
+    np.testing.assert_array_equal(g["gram/block_cls"][:], w["gram/block_cls"][:])

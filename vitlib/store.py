@@ -365,8 +365,12 @@ class StoreWriter:
         lo, hi = int(self.bounds[first]), int(self.bounds[last + 1])
 
         def joined(kind: str) -> dict[str, np.ndarray]:
-            names = self._pending[0][1][kind]
-            return {k: np.concatenate([p[1][kind][k] for p in self._pending]) for k in names}
+            # a batch without a whole CKA minibatch (the dataset's last) has no chunk rows
+            names = dict.fromkeys(k for p in self._pending for k in p[1][kind])
+            return {
+                k: np.concatenate([p[1][kind][k] for p in self._pending if k in p[1][kind]])
+                for k in names
+            }
 
         for name, arr in joined("token").items():
             t_lo, t_hi = int(self._ragged[name][lo]), int(self._ragged[name][hi])

@@ -387,3 +387,62 @@ def test_a_last_batch_without_a_whole_cka_minibatch_shares_a_shard(
     )
     w = zarr.open_group(str(whole), mode="r")
     np.testing.assert_array_equal(g["gram/block_cls"][:], w["gram/block_cls"][:])
+
+
+class _FakeWriter:
+    """Records what a BackgroundWriter hands it (slowly), or fails at one batch."""
+
+    def __init__(self, fail_at: int = -1) -> None:
+        self.got: list[tuple[int, float]] = []
+        self.fail_at = fail_at
+        self.path = "fake.zarr"
+
+    def write_batch(self, batch, per_image, per_chunk, sums, per_token=None):  # type: ignore[no-untyped-def]
+        time.sleep(0.01)
+        if batch == self.fail_at:
+            raise OSError(f"disk full at batch {batch}")
+        self.got.append((batch, float(sums["s"][0])))
+
+
+def test_background_writer_writes_in_order_with_the_sums_of_each_batch():
+    from vitlib.store import BackgroundWriter
+
+    fake = _FakeWriter()
+    sums = {"s": np.zeros(1)}
+    with BackgroundWriter(fake, depth=2) as bg:  # type: ignore[arg-type]
+        for b in range(6):
+            sums["s"] += 1  # the caller's running sums move on: each batch keeps its own
+            bg.write_batch(b, {}, {}, sums)
+    assert fake.got == [(b, b + 1.0) for b in range(6)]
+
+
+def test_background_writer_raises_the_threads_error_and_lands_the_batches_before_it():
+    from vitlib.store import BackgroundWriter
+
+    fake = _FakeWriter(fail_at=2)
+    with pytest.raises(OSError, match="batch 2"):
+        with BackgroundWriter(fake, depth=1) as bg:  # type: ignore[arg-type]
+            for b in range(6):
+                bg.write_batch(b, {}, {}, {"s": np.zeros(1)})
+    assert [b for b, _ in fake.got] == [0, 1]
+    # the caller's own error wins, and the batches it handed over still land
+    fake = _FakeWriter()
+    with pytest.raises(KeyboardInterrupt):
+        with BackgroundWriter(fake, depth=3) as bg:  # type: ignore[arg-type]
+            for b in range(3):
+                bg.write_batch(b, {}, {}, {"s": np.zeros(1)})
+            raise KeyboardInterrupt
+    assert [b for b, _ in fake.got] == [0, 1, 2]
+
+
+def test_background_writer_writes_no_batch_after_a_failed_one():
+    """Batches queued behind a failed write are not written: a commit after them would skip
+    the failed batch (its rows missing, the progress past it)."""
+    from vitlib.store import BackgroundWriter
+
+    fake = _FakeWriter(fail_at=1)
+    with pytest.raises(OSError, match="batch 1"):
+        with BackgroundWriter(fake, depth=4) as bg:  # type: ignore[arg-type]
+            for b in range(4):  # all four queued before batch 1's write fails
+                bg.write_batch(b, {}, {}, {"s": np.zeros(1)})
+    assert [b for b, _ in fake.got] == [0]

@@ -37,7 +37,7 @@ from vitlib.models.capture import Capture
 from vitlib.models.registry import ModelSpec
 from vitlib.reducers import StreamingReducer, TokenReducer
 from vitlib.registry import NEEDS, feature_layout, parse_need
-from vitlib.store import ArraySpec, StoreWriter
+from vitlib.store import ArraySpec, BackgroundWriter, StoreWriter
 
 #: What a reduced (non-token) view holds when no needs are given.
 REDUCED_NEEDS = tuple(n for n in NEEDS if n != "tokens")
@@ -364,13 +364,15 @@ def run_extraction(
             logits=reducer.wants_logits,
         )
         loader = view_loader(spec, manifest, view, start, bs, num_workers, dev)
-        for b, (images, _idx) in _committed_batches(
-            loader, start, writer.n_batches, f"extract {spec.id}", progress, on_batch
-        ):
-            cap(images.to(dev, non_blocking=True), reducer)
-            reducer.accumulate()
-            img, chk = reducer.batch_arrays()
-            writer.write_batch(b, img, chk, reducer.sums)
+        # the writes of batch b overlap the forward of batch b + 1
+        with BackgroundWriter(writer) as bg:
+            for b, (images, _idx) in _committed_batches(
+                loader, start, writer.n_batches, f"extract {spec.id}", progress, on_batch
+            ):
+                cap(images.to(dev, non_blocking=True), reducer)
+                reducer.accumulate()
+                img, chk = reducer.batch_arrays()
+                bg.write_batch(b, img, chk, reducer.sums)
     summary = _summary(spec, manifest, view, writer, start, dev, dtype, t0, needs=plan.needs)
     writer.finalize(reducer.sums, summary)
     return summary
@@ -697,64 +699,65 @@ def run_token_extraction(
         )
         tb = tile_batch or batch_size
         props: list[Any] = []
-        for b, (images, idx) in _committed_batches(
-            loader, start, writer.n_batches, f"extract {spec.id} {view}", progress, on_batch
-        ):
-            rows: dict[str, list[np.ndarray]] = {s.name: [] for s in token_specs}
-            cls_rows = []
-            batch_grids_: list[tuple[int, torch.Tensor]] = []
-            for i, g, cls in _image_grids(
-                images, idx, geoms, cap, consumer, tb, spec.patch_size, dev
+        with BackgroundWriter(writer) as bg:  # writes overlap the next batch
+            for b, (images, idx) in _committed_batches(
+                loader, start, writer.n_batches, f"extract {spec.id} {view}", progress, on_batch
             ):
+                rows: dict[str, list[np.ndarray]] = {s.name: [] for s in token_specs}
+                cls_rows = []
+                batch_grids_: list[tuple[int, torch.Tensor]] = []
+                for i, g, cls in _image_grids(
+                    images, idx, geoms, cap, consumer, tb, spec.patch_size, dev
+                ):
+                    if spair:
+                        batch_grids_.append((i, g))
+                    if keep_cls and cls is not None:
+                        cls_rows.append(cls.numpy())
+                    if "tokens" in need:
+                        rows[keys.TOKENS].append(g.numpy())
+                    if masks:
+                        rows[keys.SEG_POOLED].append(pool(masks[i][0], g.numpy()))
+                        rows[keys.SEG_CATEGORY].append(masks[i][1])
+                    if dense is not None:
+                        sel = torch.as_tensor(dense_pos[i], dtype=torch.long)
+                        rows[keys.DENSE_TOKENS].append(g[sel].numpy())
+                        rows[keys.DENSE_LABEL].append(dense_lab[i])
+                        rows[keys.DENSE_POS].append(dense_pos[i])
+                    if davis is not None:
+                        gh, gw = (int(v) for v in grid[i])
+                        soft = np.zeros((gh * gw, L, c_max), np.float32)
+                        if i in firsts:  # a sequence starts: one propagator per block
+                            first = firsts[i]
+                            nb = neighbourhood_mask(gh, gw, davis["radius"]).to(dev)
+                            props = [
+                                Propagator(
+                                    g[:, layer].to(dev),
+                                    first.to(dev),
+                                    gh,
+                                    gw,
+                                    mask=nb,
+                                    **{k: v for k, v in davis.items() if k != "radius"},
+                                )
+                                for layer in range(L)
+                            ]
+                            soft[:, :, : first.shape[0]] = first.T.numpy()[:, None, :]
+                        else:
+                            for layer, prop in enumerate(props):
+                                s_ = prop.step(g[:, layer].to(dev))
+                                soft[:, layer, : s_.shape[0]] = s_.T.cpu().numpy()
+                        rows[keys.DAVIS_SOFT].append(soft)
                 if spair:
-                    batch_grids_.append((i, g))
-                if keep_cls and cls is not None:
-                    cls_rows.append(cls.numpy())
-                if "tokens" in need:
-                    rows[keys.TOKENS].append(g.numpy())
-                if masks:
-                    rows[keys.SEG_POOLED].append(pool(masks[i][0], g.numpy()))
-                    rows[keys.SEG_CATEGORY].append(masks[i][1])
-                if dense is not None:
-                    sel = torch.as_tensor(dense_pos[i], dtype=torch.long)
-                    rows[keys.DENSE_TOKENS].append(g[sel].numpy())
-                    rows[keys.DENSE_LABEL].append(dense_lab[i])
-                    rows[keys.DENSE_POS].append(dense_pos[i])
-                if davis is not None:
-                    gh, gw = (int(v) for v in grid[i])
-                    soft = np.zeros((gh * gw, L, c_max), np.float32)
-                    if i in firsts:  # a sequence starts: one propagator per block
-                        first = firsts[i]
-                        nb = neighbourhood_mask(gh, gw, davis["radius"]).to(dev)
-                        props = [
-                            Propagator(
-                                g[:, layer].to(dev),
-                                first.to(dev),
-                                gh,
-                                gw,
-                                mask=nb,
-                                **{k: v for k, v in davis.items() if k != "radius"},
-                            )
-                            for layer in range(L)
-                        ]
-                        soft[:, :, : first.shape[0]] = first.T.numpy()[:, None, :]
-                    else:
-                        for layer, prop in enumerate(props):
-                            s_ = prop.step(g[:, layer].to(dev))
-                            soft[:, layer, : s_.shape[0]] = s_.T.cpu().numpy()
-                    rows[keys.DAVIS_SOFT].append(soft)
-            if spair:
-                batch_grids = dict(batch_grids_)
-                pred_rows, pair_rows = _spair_batch(
-                    manifest, spair, batch_grids, grid, spec.img_size, L, dev, rounding
-                )
-                rows[keys.SPAIR_PRED], rows[keys.SPAIR_PAIR] = pred_rows, pair_rows
-            per_token = {
-                k: np.concatenate(v) if v else np.zeros((0, *spec_.shape), spec_.dtype)
-                for (k, v), spec_ in zip(rows.items(), token_specs)
-            }
-            per_image = {keys.TOKEN_CLS: np.stack(cls_rows)} if keep_cls else {}
-            writer.write_batch(b, per_image, {}, {}, per_token=per_token)
+                    batch_grids = dict(batch_grids_)
+                    pred_rows, pair_rows = _spair_batch(
+                        manifest, spair, batch_grids, grid, spec.img_size, L, dev, rounding
+                    )
+                    rows[keys.SPAIR_PRED], rows[keys.SPAIR_PAIR] = pred_rows, pair_rows
+                per_token = {
+                    k: np.concatenate(v) if v else np.zeros((0, *spec_.shape), spec_.dtype)
+                    for (k, v), spec_ in zip(rows.items(), token_specs)
+                }
+                per_image = {keys.TOKEN_CLS: np.stack(cls_rows)} if keep_cls else {}
+                bg.write_batch(b, per_image, {}, {}, per_token=per_token)
     summary = _summary(
         spec,
         manifest,

@@ -241,6 +241,9 @@ class StoreWriter:
         self.resumed_from = 0
         #: buffered batches of the current shard: (batch, {"image"|"chunk"|"token": arrays})
         self._pending: list[tuple[int, dict[str, dict[str, np.ndarray]]]] = []
+        #: the last batch taken by this writer (a batch may only follow its predecessor:
+        #: a commit never skips a batch whose write failed)
+        self._taken: int | None = None
         self._open(labels)
 
     # ------------------------------------------------------------------ set-up
@@ -339,8 +342,8 @@ class StoreWriter:
         """Take batch ``batch``'s rows; at the end of a shard (or of the store) write the
         buffered batches, then commit the running sums and progress atomically."""
         lo, hi = int(self.bounds[batch]), int(self.bounds[batch + 1])
-        if self._pending and self._pending[-1][0] != batch - 1:
-            raise RuntimeError(f"{self.path}: batch {batch} after batch {self._pending[-1][0]}")
+        if self._taken is not None and batch != self._taken + 1:
+            raise RuntimeError(f"{self.path}: batch {batch} after batch {self._taken}")
         if per_token:
             for name, arr in per_token.items():
                 n_tok = int(self._ragged[name][hi]) - int(self._ragged[name][lo])
@@ -357,6 +360,7 @@ class StoreWriter:
         self._pending.append(
             (batch, {kind: {k: np.array(v) for k, v in a.items()} for kind, a in rows.items()})
         )
+        self._taken = batch
         if (batch + 1) % self.k == 0 or batch + 1 == self.n_batches:
             self._flush(sums)
 
@@ -407,6 +411,76 @@ class StoreWriter:
         # A finished store is never resumed: a rerun of its extraction (its inputs changed
         # under the same names, or it was forced) starts again from batch 0.
         progress_path(self.path).unlink(missing_ok=True)
+
+
+class BackgroundWriter:
+    """Hands batches to a :class:`StoreWriter` in one background thread, in order, so that
+    the next batch's forward runs while this one is compressed and written (a GPU
+    extraction otherwise idles through every write).
+
+    At most ``depth`` batches wait (their rows are the caller's arrays; the running sums are
+    copied when handed over).  Leaving the ``with`` block waits for every handed batch,
+    also when the block raises, so a crash of the caller leaves exactly the committed state a
+    synchronous writer leaves after the same batches; an error of the thread is raised at
+    the next hand-over or on leaving."""
+
+    def __init__(self, writer: StoreWriter, depth: int = 2) -> None:
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.writer = writer
+        self.depth = max(1, depth)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._queued: deque[Future[None]] = deque()
+        self._failed = False  # set by the thread: no batch after a failed one is written
+
+    def _write(self, *args: Any, **kwargs: Any) -> None:
+        if self._failed:
+            raise RuntimeError(f"{self.writer.path}: not written, an earlier batch failed")
+        try:
+            self.writer.write_batch(*args, **kwargs)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def write_batch(
+        self,
+        batch: int,
+        per_image: Mapping[str, np.ndarray],
+        per_chunk: Mapping[str, np.ndarray],
+        sums: Mapping[str, np.ndarray],
+        per_token: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        """:meth:`StoreWriter.write_batch`, run in the background."""
+        while self._queued and (len(self._queued) >= self.depth or self._queued[0].done()):
+            self._queued.popleft().result()  # raises the thread's error, if any
+        snapshot = {k: np.array(v, copy=True) for k, v in sums.items()}
+        tokens = {} if per_token is None else {"per_token": per_token}
+        self._queued.append(
+            self._pool.submit(self._write, batch, per_image, per_chunk, snapshot, **tokens)
+        )
+
+    def wait(self) -> None:
+        """Wait until every handed batch is written (raise the first error)."""
+        try:
+            while self._queued:
+                self._queued.popleft().result()
+        finally:
+            self._queued.clear()
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            else:  # the caller's error wins; the handed batches still land
+                for f in self._queued:
+                    f.exception()
+                self._queued.clear()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def store_from_marker(marker: str | os.PathLike) -> Path:

@@ -51,10 +51,20 @@ def main() -> int:
     cuda = a.device == "cuda"
     assert not cuda or torch.cuda.is_available(), "needs a CUDA GPU"
     dev = torch.device(a.device)
-    out: dict[str, object] = {
-        "gpu": torch.cuda.get_device_name(0) if cuda else "cpu (smoke run)",
-        "images": a.images,
-    }
+
+    class Loud(dict[str, object]):
+        """Prints every figure as it is measured (a run cut short still reports)."""
+
+        def __setitem__(self, key: str, value: object) -> None:
+            print(f"{key}: {value}", flush=True)
+            super().__setitem__(key, value)
+
+    out: dict[str, object] = Loud(
+        {
+            "gpu": torch.cuda.get_device_name(0) if cuda else "cpu (smoke run)",
+            "images": a.images,
+        }
+    )
 
     def sync() -> None:
         if cuda:

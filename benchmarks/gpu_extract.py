@@ -11,7 +11,9 @@ Run on a machine with a CUDA GPU (``python benchmarks/gpu_extract.py --images 50
 4. the workflow's extraction (:func:`vitlib.extract.run_extraction`: data loading, one-pass
    capture, every reduction of the paper preset's ImageNet-50 store, Zarr writes) in fp32 and
    bf16, with its default needs;
-5. the fraction of the GPU's bf16 peak (a measured 8192³ matrix product) that each reaches.
+5. the fraction of the GPU's bf16 peak (a measured 8192³ matrix product) that each reaches;
+6. with ``--profile``, torch.profiler tables of three capture steps per dtype (top ops by
+   device and host time) beside ``--out``.
 
 Prints and writes a JSON summary (``--out``).
 """
@@ -37,6 +39,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="per timed loop")
     ap.add_argument("--device", default="cuda", help="cpu: a smoke run of the script itself")
     ap.add_argument("--arch", default="vit_base_patch16_224")
+    ap.add_argument(
+        "--profile", action="store_true", help="write torch.profiler tables of the capture"
+    )
     a = ap.parse_args()
 
     import torch
@@ -139,6 +144,19 @@ def main() -> int:
             reducer.batch_arrays()
 
         ips = timed(step, a.batch_size)
+        if a.profile:  # where the capture's time goes: the top ops by device and host time
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+            with profile(activities=acts) as prof:
+                for _ in range(3):
+                    step()
+                sync()
+            ka = prof.key_averages()
+            with open(Path(a.out).with_suffix(f".profile_{dtype}.txt"), "w") as f:
+                for key in (("cuda_time_total",) if cuda else ()) + ("cpu_time_total",):
+                    f.write(f"# 3 capture steps of {a.batch_size} images, by {key}\n")
+                    f.write(ka.table(sort_by=key, row_limit=40) + "\n")
         out[f"capture_{dtype}_img_s"] = round(ips, 1)
         out[f"capture_{dtype}_vs_plain"] = round(out[f"plain_{dtype}_img_s"] / ips, 2)  # type: ignore[operator]
     del model

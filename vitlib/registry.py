@@ -634,7 +634,8 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 column per family against normalised depth, is its Figures 24 and 25): seeded
                 k-means (FAISS, k = the number of classes unless set) on CLS (top) and
                 mean-pooled spatial (bottom) features, scored by purity, NMI and ARI; the
-                dashed line is the same clustering of noise features. Shaded: the bootstrap
+                dash-dotted line is the same clustering of noise features, a dashed one a
+                noise model's (the paper's Random row). Shaded: the bootstrap
                 interval over the k-means runs (``clustering_seeds``) and the images.""",
                 "Fig. 7",
                 appendix="Fig. 24, 25",
@@ -704,8 +705,9 @@ ANALYSES_LIST: tuple[Analysis, ...] = (
                 clustering per layer (mirrors paper Figures 8 and 25-27): each annotation's mask,
                 resized to the image's token grid, pools the block output of every layer;
                 k-means (FAISS, seeded) on the pooled features is scored against the annotation
-                categories by purity, NMI and ARI. Dashed: the same clustering of noise of the
-                same shape (random-chance baseline). Shaded: the bootstrap interval over the
+                categories by purity, NMI and ARI. Dash-dotted: the same clustering of noise
+                of the same shape (random-chance baseline); dashed: a noise model's (the
+                paper's Random row). Shaded: the bootstrap interval over the
                 k-means runs (``seeds``) and the annotations.""",
                 "Fig. 8",
                 options={"task": "segments"},

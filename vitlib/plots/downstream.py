@@ -241,7 +241,11 @@ def curve_figure(
             nz = _select(noise_rows, col, val)
             nz_feature = nz.get("feature", pd.Series("", index=nz.index)) == "noise"
             if nz_feature.any():  # the table's own noise baseline (clustering): one line
-                ax.axhline(float(nz.loc[nz_feature, y].mean()), **_NOISE, label="noise features")
+                ax.axhline(
+                    float(nz.loc[nz_feature, y].mean()),
+                    **{**_NOISE, "ls": "-."},  # told apart from a noise model's dashed line
+                    label="noise features (this table's baseline)",
+                )
             for name, g in nz[~nz_feature].groupby("model", sort=False):
                 ax.axhline(float(g[y].mean()), **_NOISE, label=f"noise ({name})")
             if chance is not None:

@@ -48,7 +48,13 @@ def main() -> int:
 
     from vitlib.data.manifest import read_imagefolder
     from vitlib.data.synthetic import generate
-    from vitlib.extract import make_reducer, reduced_plan, run_extraction, view_loader
+    from vitlib.extract import (
+        make_capture,
+        make_reducer,
+        reduced_plan,
+        run_extraction,
+        view_loader,
+    )
     from vitlib.models.build import build_model
     from vitlib.models.capture import Capture
     from vitlib.models.registry import spec_from_config
@@ -130,13 +136,7 @@ def main() -> int:
         reducer = make_reducer(
             spec, plan, cka_batch_size=man.cka_batch_size, feature_dtype="float16"
         )
-        cap = Capture(
-            model,
-            points=reducer.capture_points(),
-            attention=reducer.needs_attention,
-            dtype=dtype,  # type: ignore[arg-type]
-            logits=reducer.wants_logits,
-        )
+        cap = make_capture(model, reducer, dtype)
 
         def step(cap: Capture = cap, reducer: Any = reducer) -> None:
             cap(batch, reducer)

@@ -95,8 +95,7 @@ def bench_capture(repeats: int) -> list[Row]:
     model and batch, fp32 and bf16 autocast, on ViT-S/16, B/16 and B/8 (N = 785)."""
     import timm
 
-    from vitlib.extract import make_reducer, reduced_plan
-    from vitlib.models import Capture
+    from vitlib.extract import make_capture, make_reducer, reduced_plan
     from vitlib.models.registry import ModelSpec
 
     needs, ex = paper_capture_plan()
@@ -127,13 +126,7 @@ def bench_capture(repeats: int) -> list[Row]:
             red = make_reducer(
                 spec, plan, cka_batch_size=ex["cka_batch_size"], feature_dtype=ex["feature_dtype"]
             )
-            cap = Capture(
-                model,
-                points=red.capture_points(),
-                attention=red.needs_attention,
-                dtype=dtype,  # type: ignore[arg-type]
-                logits=red.wants_logits,
-            )
+            cap = make_capture(model, red, dtype)
             cap(x, red)
             red.accumulate()
             return red.batch_arrays()

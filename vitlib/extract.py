@@ -235,6 +235,17 @@ def make_reducer(
 _MALLOPT = {-4: 0, -1: 2**31 - 1}
 
 
+def make_capture(model: Any, reducer: StreamingReducer, dtype: str) -> Capture:
+    """The one-pass capture that feeds ``reducer`` (its points, attention and scores)."""
+    return Capture(
+        model,
+        points=reducer.capture_points(),
+        attention=reducer.needs_attention,
+        dtype=dtype,  # type: ignore[arg-type]
+        logits=reducer.wants_logits,
+    )
+
+
 def tune_malloc() -> bool:
     """Apply :data:`_MALLOPT` to this process (glibc only; elsewhere a no-op); True if
     applied.  Extraction jobs and the benchmark call it, so both run the same allocator."""
@@ -356,13 +367,7 @@ def run_extraction(
     if start < writer.n_batches:
         model = build_model(spec, weights_path, device=dev)
         _checked(model, spec)
-        cap = Capture(
-            model,
-            points=reducer.capture_points(),
-            attention=reducer.needs_attention,
-            dtype=dtype,  # type: ignore[arg-type]
-            logits=reducer.wants_logits,
-        )
+        cap = make_capture(model, reducer, dtype)
         loader = view_loader(spec, manifest, view, start, bs, num_workers, dev)
         # the writes of batch b overlap the forward of batch b + 1
         with BackgroundWriter(writer) as bg:

@@ -108,7 +108,9 @@ class Dino(Method):
         v = random_resized_crop(x, size, scale, g)
         return colour_jitter(v, g, r.jitter, r.grey, hue=r.hue)
 
-    def loss(self, batch: Batch) -> torch.Tensor:
+    def crops(self, batch: Batch) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The normalised global (2) and local crops of a batch (a variant that draws its
+        views otherwise overrides this alone)."""
         r, x, g = self.r, batch.x, batch.g
         size = x.shape[-1]
         glob = [batch.normalise(self._view(x, size, (r.global_scale, 1.0), g)) for _ in range(2)]
@@ -116,6 +118,15 @@ class Dino(Method):
             batch.normalise(self._view(x, size // 2, (0.1, r.local_scale), g))
             for _ in range(r.local_crops)
         ]
+        return glob, loc
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return self.distill(*self.crops(batch))
+
+    def distill(self, glob: list[torch.Tensor], loc: list[torch.Tensor]) -> torch.Tensor:
+        """The student's cross-entropy against the teacher's centred, sharpened targets of
+        the other global crops; updates the centre."""
+        r = self.r
         with torch.no_grad():
             t_out = [self.t_head(self.teacher(v)) for v in glob]
         s_out = [self.head(self.net(v)) for v in glob + loc]

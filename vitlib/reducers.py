@@ -410,10 +410,10 @@ class StreamingReducer:
             else:  # whole images
                 col_all += c_all.reshape(-1, H, N).sum(0)
                 pure += c_pure.reshape(-1, H, N).sum(0)
-                # one kernel for all images of the block (a loop over images costs one
-                # launch per image: 768 per ViT-B/16 batch of 64, most of the capture's
-                # time on a GPU)
-                aligned += torch.mul(xs, inv[..., None]).reshape(-1, H, S, S).sum(0)
+                # all images of the block at once (not one launch per image), the product
+                # in the distance scratch, free again (no temporary of the tensor's size)
+                rows = torch.mul(xs, inv[..., None], out=buf["d"][:n])
+                aligned += rows.reshape(-1, H, S, S).sum(0)
                 null += nul.reshape(-1, H).sum(0)
         if ent is not None:
             self._img[keys.ATTN_ENTROPY][layer] = ent.reshape(B, H, 2)

@@ -108,9 +108,9 @@ def test_residual_branches_grams_and_norm_ratios(tiny_model):
         np.testing.assert_allclose(img[f"resid/{sub}_norm_ratio_cls"], ref_cls.numpy(), rtol=1e-4)
 
 
-def _reduce(att, P, grid, entropy=True, logits=None):
+def _reduce(att, P, grid, entropy=True, logits=None, compile=False):
     """Reduce a synthetic attention tensor [L, B, H, N, N] layer by layer (``logits``:
-    the scores it is the softmax of, handed along)."""
+    the scores it is the softmax of, handed along; ``compile``: the compiled row blocks)."""
     L, B, H = att.shape[:3]
     red = StreamingReducer(
         depth=L,
@@ -121,6 +121,7 @@ def _reduce(att, P, grid, entropy=True, logits=None):
         token_points=(),
         entropy=entropy,
         feature_dtype="float32",
+        compile=compile,
     )
     red.begin_batch(B)
     for layer in range(L):
@@ -399,3 +400,78 @@ def test_capture_dispatches_a_fixed_number_of_ops_per_batch(monkeypatch, tiny_sp
             red.batch_arrays()
         counts.append(c.ops)
     assert counts[0] == counts[1], counts[1] - counts[0]
+
+
+def test_compiled_row_blocks_equal_the_eager_reductions(monkeypatch):
+    """torch.compile'd row blocks (a few fused passes) give the eager reductions: whole-image
+    blocks and blocks of heads, registers (P = 2), a null row, scores and no scores, bf16
+    input; a compiler that fails leaves the eager function for the rest of the run."""
+    import vitlib.reducers as reducers
+
+    torch.manual_seed(4)
+    L, B, H, P, grid = 2, 4, 3, 2, (3, 4)
+    N = P + 12
+    s = 3 * torch.randn(L, B, H, N, N)
+    att = s.softmax(-1)
+    att[0, 1, 2, P + 3, P:] = 0  # a null row: all its mass on the prefix keys
+    att[0, 1, 2, P + 3, :P] = 0.5
+    row = 4 * N * N
+    for chunk, heads in ((2 * H * row, 0), (1, row)):  # two whole images; single heads
+        monkeypatch.setattr(StreamingReducer, "CHUNK_BYTES", chunk)
+        monkeypatch.setattr(StreamingReducer, "HEAD_BLOCK_BYTES", heads)
+        for a, sc in ((att, s), (att, None), (att.bfloat16(), s.bfloat16())):
+            eager = _reduce(a, P, grid, logits=sc)
+            comp = _reduce(a, P, grid, logits=sc, compile=True)
+            for ref, got in zip(eager, comp, strict=True):
+                for k in ref:
+                    np.testing.assert_allclose(got[k], ref[k], rtol=2e-5, atol=1e-6, err_msg=k)
+    assert eager[1]["sums/null_rows"].sum() == 1
+
+    def broken() -> object:
+        def fail(*a: object, **k: object) -> None:
+            raise RuntimeError("no C++ compiler")
+
+        return fail
+
+    monkeypatch.setattr(reducers, "_compiled_row_block", broken)
+    got = _reduce(att, P, grid, logits=s, compile=True)
+    ref = _reduce(att, P, grid, logits=s)
+    for k in ref[0]:
+        np.testing.assert_array_equal(got[0][k], ref[0][k], err_msg=k)
+
+
+def test_extract_compile_auto_compiles_only_where_the_attention_work_repays_it():
+    """extract.compile: true/false as given; auto from images × blocks × heads × tokens²
+    (ViT-S/16: 12 × 6 × 197² = 2.79e6 per image, so 3,583 images reach 1e10); never
+    without attention reductions; anything else is an error naming the key."""
+    import pytest
+
+    from vitlib.extract import COMPILE_AUTO_WORK, compile_reductions
+    from vitlib.models.registry import spec_from_config
+
+    s16 = spec_from_config("s16", {"arch": "vit_small_patch16_224", "family": "random"})
+    demo = spec_from_config(
+        "demo",
+        {
+            "arch": "vit_small_patch16_224",
+            "family": "random",
+            "arch_kwargs": {
+                "img_size": 64,
+                "patch_size": 8,
+                "embed_dim": 96,
+                "depth": 6,
+                "num_heads": 3,
+            },
+        },
+    )
+    per_image = 12 * 6 * 197**2
+    assert COMPILE_AUTO_WORK == 1e10 and per_image == 2_794_248
+    att = ["attention", "features"]
+    assert not compile_reductions("auto", s16, 3578, att)  # 9.998e9
+    assert compile_reductions("auto", s16, 3579, att)  # 1.0001e10
+    assert compile_reductions("auto", s16, 5000, ["attention_entropy"])
+    assert not compile_reductions("auto", s16, 10**6, ["features", "grams"])
+    assert not compile_reductions("auto", demo, 10**4, att)  # 6 × 3 × 65² per image: 7.6e8
+    assert compile_reductions(True, demo, 1, att) and not compile_reductions(False, s16, 10**6, att)
+    with pytest.raises(ValueError, match="extract.compile"):
+        compile_reductions("yes", s16, 1, att)

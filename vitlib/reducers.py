@@ -24,12 +24,19 @@ follow automatically.
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
 import numpy as np
 import torch
 
 from vitlib import keys
 from vitlib.attention.core import aligned_sum, distance_template
 from vitlib.store import ArraySpec
+
+log = logging.getLogger(__name__)
 
 
 def attention_entropy(attn_bhnn: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:
@@ -42,6 +49,103 @@ def attention_entropy(attn_bhnn: torch.Tensor, num_prefix_tokens: int) -> torch.
     spatial = ent[:, :, P:].mean(-1)
     cls = ent[:, :, 0] if P else spatial
     return torch.stack([cls, spatial], -1)
+
+
+class RowBlock(NamedTuple):
+    """What :func:`reduce_row_block` returns for a block of ``n`` (image, head) rows.
+
+    Per row: ``entropy`` ``[n, 2]`` (CLS query, mean over spatial queries), ``col_spatial``
+    ``[n, N]`` (the spatial query rows summed), ``cls_row`` ``[n, N]`` (the mean spatial row
+    without a class token), ``distance`` ``[n]``.  Per head (``[H, ...]``, summed over the
+    block's images, when the block holds whole images; else per row): ``col_all`` ``[N]``
+    (every query row summed), ``col_pure`` ``[N]`` (spatial rows renormalised over the
+    spatial keys and any register keys, summed), ``aligned`` ``[S, S]`` (renormalised
+    spatial rows summed) and ``null_rows`` (spatial rows without spatial mass).  Tensors
+    that the flags did not ask for are empty."""
+
+    entropy: torch.Tensor
+    col_spatial: torch.Tensor
+    cls_row: torch.Tensor
+    distance: torch.Tensor
+    col_all: torch.Tensor
+    col_pure: torch.Tensor
+    aligned: torch.Tensor
+    null_rows: torch.Tensor
+
+
+def reduce_row_block(
+    x: torch.Tensor,
+    s: torch.Tensor | None,
+    d_tmpl: torch.Tensor,
+    *,
+    P: int,
+    H: int,
+    whole: bool,
+    attention: bool,
+    entropy: bool,
+) -> tuple[torch.Tensor, ...]:
+    """Every reduction of one block of attention rows ``x`` ``[n, N, N]`` (n = images × H
+    when ``whole``, else heads of one image) in fp32 whatever ``x``'s dtype; ``s``: the
+    scores the softmax turned into ``x`` (or None); ``d_tmpl``: the spatial distance
+    template ``[S, S]``.  Returns the fields of :class:`RowBlock` (docs/protocols.md §2.2,
+    §2.3, §2.5).  A pure function of tensors: ``torch.compile`` fuses it into a few passes.
+
+    The entropy ``−Σ p log p`` from the scores needs no logarithm per entry: with ``m`` the
+    row's largest score and ``p_max`` its probability, ``log p = s − m + log p_max``, so
+    ``Σ p log p = Σ p (s − m) + log p_max · Σ p``.  Without scores, ``log`` of the clamped
+    value (``0 · log 0 = 0``)."""
+    x = x.float()
+    N = x.shape[-1]
+    S = N - P
+    xs = x[:, P:, P:]
+    mass = xs.sum(-1)  # [n, S]: the spatial rows' spatial mass
+    none = x.new_zeros(0)
+    ent = none
+    if entropy:
+        if s is None:
+            plogp = (x.clamp_min(1e-30).log() * x).sum(-1)
+        else:
+            sf = s.float()
+            spread = ((sf - sf.amax(-1, keepdim=True)) * x).sum(-1)  # Σ p (s − m) ≤ 0
+            plogp = spread + x.amax(-1).log() * x.sum(-1)
+        sp = -plogp[:, P:].mean(-1)
+        ent = torch.stack([-plogp[:, 0] if P else sp, sp], -1)
+    if not attention:
+        return ent, none, none, none, none, none, none, none
+    # the mass without the CLS key ("spcpure") is the spatial mass unless registers add keys
+    mass_pure = mass + x[:, P:, 1:P].sum(-1) if P > 1 else mass
+    inv = torch.where(mass > 0, 1.0 / mass.clamp_min(1e-30), 0.0)
+    inv_pure = inv if P <= 1 else torch.where(mass_pure > 0, 1.0 / mass_pure.clamp_min(1e-30), 0.0)
+    # column reductions (over queries): all rows, spatial rows, spatial rows renormalised
+    # without the CLS key, the CLS row
+    c_all = x.sum(1)  # [n, N]
+    c_sp = c_all - x[:, :P].sum(1) if P else c_all
+    cls_row = x[:, 0] if P else c_sp / S
+    c_pure = (x[:, P:, :] * inv_pure[:, :, None]).sum(1)  # [n, N]
+    # renormalised spatial rows Â = xs / mass: the distance per image (§2.5) from the
+    # unnormalised rows, their sum over images (§2.3)
+    dist = ((xs * d_tmpl).sum(-1) * inv).mean(-1)
+    rows = xs * inv[:, :, None]
+    nul = (mass <= 0).sum(-1)
+    if whole:  # per head, summed over the block's images
+        return (
+            ent,
+            c_sp,
+            cls_row,
+            dist,
+            c_all.reshape(-1, H, N).sum(0),
+            c_pure.reshape(-1, H, N).sum(0),
+            rows.reshape(-1, H, S, S).sum(0),
+            nul.reshape(-1, H).sum(0),
+        )
+    return ent, c_sp, cls_row, dist, c_all, c_pure, rows, nul
+
+
+@functools.cache
+def _compiled_row_block() -> Callable[..., tuple[torch.Tensor, ...]]:
+    """:func:`reduce_row_block` under ``torch.compile`` (one per process; a graph per block
+    shape and flags)."""
+    return torch.compile(reduce_row_block, dynamic=False)
 
 
 def _identity(x: torch.Tensor) -> tuple[int, ...]:
@@ -71,6 +175,9 @@ class StreamingReducer:
     residual_norms: per-image norm ratios skip / branch of both sub-blocks (§3.4).
     cka_batch_size: images per CKA minibatch; 0 disables Grams.
     feature_dtype: storage dtype of per-image features and attention rows.
+    compile: reduce the attention with ``torch.compile`` d :func:`reduce_row_block` (a few
+        fused passes over each row block instead of ~17; compiled once per process and
+        block shape, in seconds; the eager function where compiling fails).
     """
 
     def __init__(
@@ -92,6 +199,7 @@ class StreamingReducer:
         cka_batch_size: int = 0,
         feature_dtype: str = "float16",
         feature_layers: dict[str, list[int]] | None = None,
+        compile: bool = False,
     ) -> None:
         self.L, self.H, self.D = depth, num_heads, embed_dim
         self.grid_hw = (int(grid_hw[0]), int(grid_hw[1]))
@@ -121,8 +229,9 @@ class StreamingReducer:
         self.per_chunk: dict[str, torch.Tensor] = {}
         self.sums = {s.name: np.zeros(s.shape, dtype=s.dtype) for s in self.sum_specs()}
         self._batch = 0
-        self._buf: dict[str, torch.Tensor] = {}
-        self._buf_key: tuple[object, ...] | None = None
+        #: reduce attention row blocks with the compiled :func:`reduce_row_block`
+        self.compile = compile
+        self._compiled: Callable[..., tuple[torch.Tensor, ...]] | None = None
         self._branch_buf: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ declarations
@@ -354,13 +463,11 @@ class StreamingReducer:
         flat = a.reshape(B * H, N, N)  # a view of the softmax output
         s_flat = logits.reshape(B * H, N, N) if logits is not None and self.entropy else None
         g = self._chunk_rows(B * H, H, N, a.device)
-        dev, f32 = a.device, torch.float32
+        dev = a.device
         # Every reduction of a (B, H) row block while the block sits in the cache
-        # (docs/protocols.md §D1.2): fp32 arithmetic whatever the forward's dtype, only
-        # reads of the attention tensor (no temporary of its size), the scratch reused
-        # from block to block (no page faults).  On a GPU the whole tensor is one block.
+        # (docs/protocols.md §D1.2), fp32 arithmetic whatever the forward's dtype
+        # (reduce_row_block); compiled, the block is read in a few fused passes.
         d_tmpl = distance_template(self.grid_hw, dev)
-        buf = self._scratch(g, N, dev, copy=a.dtype != f32)
         cls_rows = torch.empty(B * H, N, device=dev)
         col_sp = torch.empty(B * H, N, device=dev)
         col_all = torch.zeros(H, N, device=dev)
@@ -372,49 +479,29 @@ class StreamingReducer:
         for r0 in range(0, B * H, g):
             r1 = min(r0 + g, B * H)
             n, h0 = r1 - r0, r0 % H
-            x = buf["x"][:n].copy_(flat[r0:r1]) if "x" in buf else flat[r0:r1]
-            # Row reductions (over keys): spatial mass; the mass without the CLS key
-            # ("spcpure") is the same unless registers add prefix keys.
-            xs = x[:, P:, P:]
-            mass = xs.sum(-1)  # [n, S]
+            whole = n % H == 0  # whole images: per-head sums over them; else heads of one
+            out = self._row_block(
+                flat[r0:r1],
+                None if s_flat is None else s_flat[r0:r1],
+                d_tmpl,
+                P=P,
+                H=H,
+                whole=whole,
+                attention=self.attention,
+                entropy=self.entropy,
+            )
             if ent is not None:
-                e = self._plogp_rows(x, mass, buf, n, None if s_flat is None else s_flat[r0:r1])
-                ent[r0:r1, 1] = -e[:, P:].mean(-1)
-                ent[r0:r1, 0] = -e[:, 0] if P else ent[r0:r1, 1]
+                ent[r0:r1] = out.entropy
             if not self.attention:
                 continue
-            mass_pure = mass + x[:, P:, 1:P].sum(-1) if P > 1 else mass
-            inv = torch.where(mass > 0, 1.0 / mass.clamp_min(1e-30), 0.0)
-            inv_pure = (
-                inv
-                if mass_pure is mass
-                else torch.where(mass_pure > 0, 1.0 / mass_pure.clamp_min(1e-30), 0.0)
-            )
-            # Column reductions (over queries): all rows, spatial rows, spatial rows
-            # renormalised without the CLS key, the CLS row.
-            c_all = x.sum(1)  # [n, N]
-            c_sp = c_all - x[:, :P].sum(1) if P else c_all
-            col_sp[r0:r1] = c_sp
-            cls_rows[r0:r1] = x[:, 0] if P else c_sp / S
-            c_pure = torch.bmm(inv_pure[:, None, :], x[:, P:, :])[:, 0]  # [n, N]
-            # renormalised spatial rows Â = xs / mass: the distance per image (§2.5) from
-            # the unnormalised rows, their sum over images (§2.3) without materialising Â
-            rd = torch.mul(xs, d_tmpl, out=buf["d"][:n]).sum(-1)  # [n, S]
-            dist[r0:r1] = rd.mul_(inv).mean(-1)
-            nul = (mass <= 0).sum(-1)
-            if n <= H:  # heads h0 .. h0 + n − 1 of one image
-                col_all[h0 : h0 + n] += c_all
-                pure[h0 : h0 + n] += c_pure
-                aligned[h0 : h0 + n].addcmul_(xs, inv[..., None])
-                null[h0 : h0 + n] += nul
-            else:  # whole images
-                col_all += c_all.reshape(-1, H, N).sum(0)
-                pure += c_pure.reshape(-1, H, N).sum(0)
-                # all images of the block at once (not one launch per image), the product
-                # in the distance scratch, free again (no temporary of the tensor's size)
-                rows = torch.mul(xs, inv[..., None], out=buf["d"][:n])
-                aligned += rows.reshape(-1, H, S, S).sum(0)
-                null += nul.reshape(-1, H).sum(0)
+            col_sp[r0:r1] = out.col_spatial
+            cls_rows[r0:r1] = out.cls_row
+            dist[r0:r1] = out.distance
+            heads = slice(None) if whole else slice(h0, h0 + n)
+            col_all[heads] += out.col_all
+            pure[heads] += out.col_pure
+            aligned[heads] += out.aligned
+            null[heads] += out.null_rows
         if ent is not None:
             self._img[keys.ATTN_ENTROPY][layer] = ent.reshape(B, H, 2)
         if not self.attention:
@@ -436,10 +523,29 @@ class StreamingReducer:
         ls[keys.SUM_ALIGNED][layer] = aligned_sum(aligned, self.grid_hw)  # §2.3
         ls[keys.SUM_NULL_ROWS][layer] = null
 
+    def _row_block(self, *args: Any, **kw: Any) -> RowBlock:
+        """:func:`reduce_row_block`, compiled when :attr:`compile` asks for it; a compiler
+        that fails (no C++ compiler, an unsupported backend) leaves the eager function, with
+        one warning, for the rest of the run."""
+        if self.compile and self._compiled is None:
+            self._compiled = _compiled_row_block()
+        fn = self._compiled if self.compile and self._compiled else reduce_row_block
+        try:
+            return RowBlock(*fn(*args, **kw))
+        except Exception as e:  # noqa: BLE001 - any compiler failure: the eager function
+            if fn is reduce_row_block:
+                raise
+            log.warning("compiled attention reductions failed (%s); reducing eagerly", e)
+            self.compile = False
+            return RowBlock(*reduce_row_block(*args, **kw))
+
     #: bytes of one fp32 row block the CPU reduces at a time (fits the cache with its scratch)
     CHUNK_BYTES = 2 << 20
     #: when one image's rows exceed CHUNK_BYTES (N = 785: 30 MB): blocks of a few heads
     HEAD_BLOCK_BYTES = 5 << 20
+    #: on a GPU: row blocks of at most this many fp32 bytes (the eager reductions' temporaries
+    #: are the block's size; one block per ViT-B/16 batch of 64, two per ViT-B/8 one)
+    GPU_BLOCK_BYTES = 1 << 30
 
     @staticmethod
     def _chunk_rows(rows: int, heads: int, n: int, device: torch.device) -> int:
@@ -447,65 +553,16 @@ class StreamingReducer:
         ``CHUNK_BYTES``; when one image does not, the most heads of one image (a divisor
         of the head count, at least one) that fit ``HEAD_BLOCK_BYTES`` (measured on 2 cores
         at N = 785, with the entropy from the scores: 98 ms per ViT-B/8 block in blocks of
-        two heads, 133 ms in whole images).  All rows on a GPU."""
-        if device.type != "cpu":
-            return rows
+        two heads, 133 ms in whole images).  On a GPU whole images up to
+        ``GPU_BLOCK_BYTES``."""
         per_head = 4 * n * n
         per_image = per_head * heads
+        if device.type != "cpu":
+            return min(rows, heads * max(1, StreamingReducer.GPU_BLOCK_BYTES // per_image))
         if per_image <= StreamingReducer.CHUNK_BYTES:
             return min(rows, heads * (StreamingReducer.CHUNK_BYTES // per_image))
         fit = [g for g in range(1, heads + 1) if heads % g == 0]
         return max([1] + [g for g in fit if g * per_head <= StreamingReducer.HEAD_BLOCK_BYTES])
-
-    def _plogp_rows(
-        self,
-        x: torch.Tensor,
-        mass: torch.Tensor,
-        buf: dict[str, torch.Tensor],
-        n: int,
-        s_rows: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """``Σ_k p log p`` of every row of the block ``x`` ``[n, N, N]`` (0 · log 0 = 0).
-
-        With the softmax input ``s`` (``p = softmax(s)``): ``log p_k = s_k − m + log p_max``
-        where ``m`` is the row's largest score and ``p_max`` its probability, so
-        ``Σ p log p = Σ p (s − m) + Σ p · log p_max`` — one logarithm per row instead of one
-        per entry.  Without it, ``log`` of the clamped value times ``x`` (2.4× faster than
-        ``xlogy``, which is not vectorised on CPU)."""
-        if s_rows is None:
-            return torch.clamp_min(x, 1e-30, out=buf["e"][:n]).log_().mul_(x).sum(-1)
-        # the row maximum is exact in any dtype; s − m is computed in fp32 (m is fp32), the
-        # bf16 scores upcast on the fly into the scratch: no copy of the scores
-        m = s_rows.amax(-1, keepdim=True).float()  # [n, N, 1]
-        p_max = x.amax(-1)  # [n, N]
-        P = self.P
-        # row sums: the spatial rows' from their spatial mass (no extra pass), a sum of
-        # non-negative terms, as the direct formula sees them
-        total = torch.empty_like(p_max)
-        total[:, P:] = mass + x[:, P:, :P].sum(-1) if P else mass
-        if P:
-            total[:, :P] = x[:, :P].sum(-1)
-        spread = torch.sub(s_rows, m, out=buf["e"][:n]).mul_(x).sum(-1)  # Σ p (s − m) ≤ 0
-        return spread.add_(p_max.log_().mul_(total))
-
-    def _scratch(
-        self,
-        g: int,
-        n: int,
-        device: torch.device,
-        copy: bool,
-    ) -> dict[str, torch.Tensor]:
-        """Row-block scratch, allocated once per shape and reused for every block."""
-        key = (g, n, str(device), copy, self.entropy)
-        if self._buf_key != key:
-            S = self.S
-            self._buf = {"d": torch.empty(g, S, S, device=device)}
-            if copy:
-                self._buf["x"] = torch.empty(g, n, n, device=device)
-            if self.entropy:
-                self._buf["e"] = torch.empty(g, n, n, device=device)
-            self._buf_key = key
-        return self._buf
 
     def end_batch(self) -> None:
         missing = [k for k, v in self._img.items() if any(t is None for t in v)]

@@ -29,6 +29,7 @@ with gpu_job(cfg["device"], cfg.get("gpus"), snakemake.config["results"]) as gpu
         needs=snakemake.params.needs,
         device=cfg["device"],
         num_workers=cfg["num_workers"],
+        compile=cfg["compile"],
         weights_path=snakemake.input.weights[0] if snakemake.input.weights else None,
     )
 logging.getLogger("extract").info("done%s: %s", "" if gpu is None else f" on GPU {gpu}", summary)

@@ -6,7 +6,9 @@ Run on a machine with a CUDA GPU (``python benchmarks/gpu_extract.py --images 50
 2. plain ``forward_features`` on preloaded batches, fp32 and bf16 autocast (the baseline);
 3. the breakdown of an extraction batch: the capture with every reduction of the default
    needs on the same preloaded batches (``capture_*``: forward, reductions and the copy of
-   the batch's rows to host memory, no data loading, no store), and the data loader alone
+   the batch's rows to host memory, no data loading, no store), eager and with the
+   attention reductions compiled (``capture_*_compiled_*``: compile time, img/s, largest
+   difference to eager of the per-image distance, entropy and CLS rows), and the data loader alone
    (``loader_img_s``: decoding and transforms in ``--workers`` processes, copied to the GPU);
 4. the workflow's extraction (:func:`vitlib.extract.run_extraction`: data loading, one-pass
    capture, every reduction of the paper preset's ImageNet-50 store, Zarr writes) in fp32 and
@@ -133,9 +135,13 @@ def main() -> int:
         out[f"plain_{dtype}_frac_bf16_peak"] = round(ips * gflop / 1e3 / peak, 3)
         # the extraction's own per-batch work on preloaded batches: capture + reductions +
         # the batch's rows copied to host memory (no loader, no store)
-        reducer = make_reducer(
-            spec, plan, cka_batch_size=man.cka_batch_size, feature_dtype="float16"
-        )
+        reducers = {
+            comp: make_reducer(
+                spec, plan, cka_batch_size=man.cka_batch_size, feature_dtype="float16", compile=comp
+            )
+            for comp in (False, True)
+        }
+        reducer = reducers[False]
         cap = make_capture(model, reducer, dtype)
 
         def step(cap: Capture = cap, reducer: Any = reducer) -> None:
@@ -144,6 +150,24 @@ def main() -> int:
             reducer.batch_arrays()
 
         ips = timed(step, a.batch_size)
+        # the same with the attention reductions compiled (extract.compile; Triton on a GPU):
+        # the first call's time (compiling), img/s, and the largest difference to eager
+        rc = reducers[True]
+        t0 = time.perf_counter()
+        step(reducer=rc)
+        sync()
+        out[f"capture_{dtype}_compile_s"] = round(time.perf_counter() - t0, 1)
+        out[f"capture_{dtype}_compiled_img_s"] = round(
+            timed(lambda rc=rc: step(reducer=rc), a.batch_size), 1
+        )
+        step(reducer=reducer)
+        step(reducer=rc)
+        eager_img, compiled_img = reducer.batch_arrays()[0], rc.batch_arrays()[0]
+        out[f"capture_{dtype}_compiled_max_abs_diff"] = max(
+            float(abs(compiled_img[k].astype("float64") - eager_img[k].astype("float64")).max())
+            for k in ("attn/distance", "attn/entropy", "attn/cls_row")
+            if k in eager_img
+        )
         if a.profile:  # where the capture's time goes: the top ops by device and host time
             from torch.profiler import ProfilerActivity, profile
 

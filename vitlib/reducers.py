@@ -175,9 +175,9 @@ class StreamingReducer:
     residual_norms: per-image norm ratios skip / branch of both sub-blocks (§3.4).
     cka_batch_size: images per CKA minibatch; 0 disables Grams.
     feature_dtype: storage dtype of per-image features and attention rows.
-    compile: reduce the attention with ``torch.compile`` d :func:`reduce_row_block` (a few
-        fused passes over each row block instead of ~17; compiled once per process and
-        block shape, in seconds; the eager function where compiling fails).
+    compile: reduce the attention with :func:`reduce_row_block` under ``torch.compile``
+        (a few fused passes over each row block instead of ~17; compiled once per process
+        and block shape, in seconds; the eager function where compiling fails).
     """
 
     def __init__(

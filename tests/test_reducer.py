@@ -475,3 +475,14 @@ def test_extract_compile_auto_compiles_only_where_the_attention_work_repays_it()
     assert compile_reductions(True, demo, 1, att) and not compile_reductions(False, s16, 10**6, att)
     with pytest.raises(ValueError, match="extract.compile"):
         compile_reductions("yes", s16, 1, att)
+
+
+def test_gpu_row_blocks_are_whole_images_within_the_byte_cap():
+    """On a GPU: whole images up to GPU_BLOCK_BYTES of fp32 rows (256 MiB): a ViT-B/16
+    batch of 64 (12 × 4 · 197² bytes per image, 119 MB in all) is one block, a ViT-B/8 one
+    (29.6 MB per image) blocks of 9 images (8 blocks for 64 images)."""
+    gpu = torch.device("cuda")  # a device object only: nothing runs on it
+    assert StreamingReducer.GPU_BLOCK_BYTES == 256 << 20
+    assert StreamingReducer._chunk_rows(64 * 12, 12, 197, gpu) == 64 * 12
+    assert StreamingReducer._chunk_rows(64 * 12, 12, 785, gpu) == 9 * 12
+    assert StreamingReducer._chunk_rows(4 * 12, 12, 3000, gpu) == 12  # at least one image

@@ -543,9 +543,10 @@ class StreamingReducer:
     CHUNK_BYTES = 2 << 20
     #: when one image's rows exceed CHUNK_BYTES (N = 785: 30 MB): blocks of a few heads
     HEAD_BLOCK_BYTES = 5 << 20
-    #: on a GPU: row blocks of at most this many fp32 bytes (the eager reductions' temporaries
-    #: are the block's size; one block per ViT-B/16 batch of 64, two per ViT-B/8 one)
-    GPU_BLOCK_BYTES = 1 << 30
+    #: on a GPU: row blocks of at most this many fp32 bytes: the eager reductions write about
+    #: six temporaries of the block's size (≤ 1.5 GiB in all; the compiled ones none); one
+    #: block per ViT-B/16 batch of 64 (119 MB), eight per ViT-B/8 one (1.9 GB)
+    GPU_BLOCK_BYTES = 256 << 20
 
     @staticmethod
     def _chunk_rows(rows: int, heads: int, n: int, device: torch.device) -> int:

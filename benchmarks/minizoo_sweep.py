@@ -57,6 +57,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
         {"local_crops": 2, "momentum": 0.99, "centering": "mean"},
         {"pairs": 1, "pairs_p": 0.5},
     ),
+    "d_koleo": ("dino", {"local_crops": 2, "momentum": 0.99, "koleo": 0.1}, {}),
+    "d_pair_koleo": ("dino", {"local_crops": 2, "momentum": 0.99, "koleo": 0.1}, {"pairs": 1}),
+    "d_mean_pair_koleo": (
+        "dino",
+        {"local_crops": 2, "momentum": 0.99, "koleo": 0.1, "centering": "mean"},
+        {"pairs": 1},
+    ),
+    "d_pair_kbn": (
+        "dino",
+        {"local_crops": 2, "momentum": 0.99, "koleo": 0.1, "koleo_on": "bottleneck"},
+        {"pairs": 1},
+    ),
     "m_base": ("mae", {}, {}),
     "m_mask90": ("mae", {"mask_ratio": 0.9}, {}),
     "m_nonorm": ("mae", {"norm_pix_loss": False, "mask_ratio": 0.6}, {}),
@@ -166,7 +178,7 @@ def run_variant(name: str, a: argparse.Namespace) -> None:
 
     method, opts, extra = VARIANTS[name]
     dev = torch.device(a.device)
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     base = {"dino": 5e-4, "mae": 1.5e-3}[method] * a.lr_mult
     recipe = recipe_for(method, {**opts, "batch_size": a.bs, "epochs": 1, "lr": base})
     torch.manual_seed(0)
@@ -315,6 +327,7 @@ def main() -> int:
     p.add_argument("--lr-mult", type=float, default=0.5, help="times the recipe's lr")
     p.add_argument("--per-class", type=int, default=1000)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--threads", type=int, default=2, help="torch threads per variant")
     p.add_argument("--outdir", default="/tmp/minizoo_sweep")
     p.add_argument("--run", help=argparse.SUPPRESS)
     p.add_argument("--run-tm", help=argparse.SUPPRESS)
@@ -340,8 +353,9 @@ def main() -> int:
             zoo = f"{a.outdir}/zoo_world/imagenet/train"
             pool.map(_class_images, [(zoo, k, a.per_class, 1) for k in range(10)])
     print(f"data {time.time() - t:.0f}s", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
     common = ["--budget", str(a.budget), "--bs", str(a.bs), "--lr-mult", str(a.lr_mult)]
+    common += ["--threads", str(a.threads)]
     common += ["--device", a.device, "--outdir", a.outdir, "--per-class", str(a.per_class)]
     jobs = [["--run", v] for v in a.variants.split(",") if v] + [["--run-tm", t] for t in a.tm]
     running = [subprocess.Popen([sys.executable, __file__, *common, *job], env=env) for job in jobs]

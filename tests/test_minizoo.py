@@ -4,6 +4,7 @@ and reproduce the trained backbone; training is deterministic and learns."""
 from __future__ import annotations
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -193,6 +194,67 @@ def test_sinkhorn_knopp_targets_are_distributions_that_use_every_prototype():
     torch.testing.assert_close(q3.sum(1), torch.ones(64))
     assert q3[:, 0].mean() < 0.1  # prototype 0 gets 2.9 of 64 images' mass, not all of it
     assert torch.softmax(logits / 0.1, 1)[:, 0].mean() > 0.75  # ... softmax: 78 % of the mass
+
+
+def test_koleo_is_minus_the_mean_log_nearest_neighbour_distance():
+    from vitlib.minizoo.dino import koleo
+
+    # Hand-computed: three unit vectors on a circle at 0°, 90°, 100°: nearest distances
+    # 2 sin(5°) (twice, the 90°/100° pair) and 2 sin(45°) (0° to 90°).
+    a = torch.deg2rad(torch.tensor([0.0, 90.0, 100.0]))
+    x = torch.stack([a.cos(), a.sin()], 1) * torch.tensor([[1.0], [3.0], [0.5]])  # norms drop
+    d = [
+        2 * math.sin(math.radians(45)),
+        2 * math.sin(math.radians(5)),
+        2 * math.sin(math.radians(5)),
+    ]
+    assert koleo(x).item() == pytest.approx(-sum(math.log(v) for v in d) / 3, rel=1e-5)
+    # An independent formulation: every pairwise distance, the diagonal excluded.
+    y = torch.randn(32, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    yn = torch.nn.functional.normalize(y, dim=-1)
+    dist = torch.cdist(yn, yn) + torch.eye(32) * 9
+    torch.testing.assert_close(koleo(y), -torch.log(dist.min(1).values).mean())
+    koleo(y).backward()  # the gradient spreads the batch: a step lowers the term
+    with torch.no_grad():
+        assert koleo(y - 0.1 * y.grad) < koleo(y)
+
+
+def test_dino_koleo_option_adds_the_term_on_each_global_crop():
+    import timm
+
+    from vitlib.minizoo.dino import Dino, koleo
+    from vitlib.minizoo.train import recipe_for
+
+    assert recipe_for("dino", {}).koleo == 0.0  # DINO's loss unless asked for
+    with pytest.raises(ValueError, match="koleo"):
+        recipe_for("dino", {"koleo": -0.1})
+
+    def backbone(**e):
+        torch.manual_seed(0)
+        return timm.create_model("vit_small_patch16_224", pretrained=False, **KW, **e)
+
+    g = torch.Generator().manual_seed(1)
+    glob = [torch.randn(6, 3, 32, 32, generator=g) for _ in range(2)]
+    loc = [torch.randn(6, 3, 16, 16, generator=g)]
+    plain = Dino(recipe_for("dino", {"out_dim": 32}), backbone, 10)
+    with_k = Dino(recipe_for("dino", {"out_dim": 32, "koleo": 0.25}), backbone, 10)
+    with torch.no_grad():
+        extra = 0.25 * sum(koleo(plain.net(v)) for v in glob)
+        torch.testing.assert_close(
+            with_k.distill(glob, loc), plain.distill(glob, loc) + extra, rtol=1e-5, atol=1e-6
+        )
+        # on the head's bottleneck instead (the MLP's output, before its normalisation)
+        bn = Dino(
+            recipe_for("dino", {"out_dim": 32, "koleo": 0.25, "koleo_on": "bottleneck"}),
+            backbone,
+            10,
+        )
+        extra = 0.25 * sum(koleo(plain.head.mlp(plain.net(v))) for v in glob)
+        torch.testing.assert_close(
+            bn.distill(glob, loc), plain.distill(glob, loc) + extra, rtol=1e-5, atol=1e-6
+        )
+    with pytest.raises(ValueError, match="koleo_on"):
+        recipe_for("dino", {"koleo_on": "head"})
 
 
 def test_hue_rotation_keeps_luma_and_composes():

@@ -34,11 +34,15 @@ class DinoRecipe(Recipe):
     center_momentum: float = 0.9  # the "mean" centring's EMA
     sinkhorn_iterations: int = 3
     freeze_last_layer: float = 1.0  # epochs during which the head's last layer is frozen
+    koleo: float = 0.0  # weight of DINOv2's KoLeo term on the student's global CLS (DINOv2: 0.1)
+    koleo_on: str = "backbone"  # "backbone": the CLS (DINOv2); "bottleneck": the head MLP output
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.centering not in ("sinkhorn", "mean"):
             raise ValueError(f"centering must be 'sinkhorn' or 'mean', not {self.centering!r}")
+        if self.koleo_on not in ("backbone", "bottleneck"):
+            raise ValueError(f"koleo_on must be 'backbone' or 'bottleneck', not {self.koleo_on!r}")
 
 
 class DinoHead(nn.Module):
@@ -63,6 +67,11 @@ class DinoHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last_layer(F.normalize(self.mlp(x), dim=-1))
 
+    def both(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bottleneck features and the prototype logits."""
+        z = self.mlp(x)
+        return z, self.last_layer(F.normalize(z, dim=-1))
+
 
 def sinkhorn_knopp(logits: torch.Tensor, temp: float, iterations: int = 3) -> torch.Tensor:
     """DINOv2's Sinkhorn-Knopp centring: teacher targets ``[B, K]`` whose rows sum to 1 and
@@ -74,6 +83,18 @@ def sinkhorn_knopp(logits: torch.Tensor, temp: float, iterations: int = 3) -> to
         q = q / q.sum(1, keepdim=True) / k
         q = q / q.sum(0, keepdim=True) / b
     return (q * b).T
+
+
+def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """DINOv2's Kozachenko-Leonenko term on ``[B, D]`` features: minus the mean log distance
+    of each L2-normalised row to its nearest other row (low when the batch is spread out;
+    it keeps the backbone from mapping every image to one point)."""
+    x = F.normalize(x.float(), dim=-1, eps=eps)
+    with torch.no_grad():
+        dots = x @ x.T
+        dots.fill_diagonal_(-2.0)
+        nn_idx = dots.argmax(1)
+    return -torch.log(F.pairwise_distance(x, x[nn_idx], eps=eps) + eps).mean()
 
 
 class Dino(Method):
@@ -129,7 +150,11 @@ class Dino(Method):
         r = self.r
         with torch.no_grad():
             t_out = [self.t_head(self.teacher(v)) for v in glob]
-        s_out = [self.head(self.net(v)) for v in glob + loc]
+        s_feat = [self.net(v) for v in glob + loc]
+        if r.koleo_on == "bottleneck":
+            s_feat, s_out = map(list, zip(*(self.head.both(f) for f in s_feat)))
+        else:
+            s_out = [self.head(f) for f in s_feat]
         loss, terms = torch.zeros((), device=self.device), 0
         for i, t in enumerate(t_out):
             if r.centering == "sinkhorn":
@@ -143,7 +168,10 @@ class Dino(Method):
         with torch.no_grad():
             m = r.center_momentum
             self.center = m * self.center + (1 - m) * torch.cat(t_out).mean(0, keepdim=True)
-        return loss / terms
+        loss = loss / terms
+        if r.koleo:  # DINOv2: on each global crop's student CLS tokens separately
+            loss = loss + r.koleo * sum(koleo(f) for f in s_feat[: len(glob)])
+        return loss
 
     def after_backward(self, step: int, steps_per_epoch: int) -> None:
         if step < self.r.freeze_last_layer * steps_per_epoch:  # DINO's freeze_last_layer

@@ -576,7 +576,7 @@ class StreamingReducer:
         ``CHUNK_BYTES``; when one image does not, the most heads of one image (a divisor
         of the head count, at least one) that fit ``HEAD_BLOCK_BYTES``, reduced head-major
         with their running aligned sum carried in the cache (measured on 2 cores at N = 785,
-        with the entropy from the scores, per ViT-B/8 block of 8 images: 84 ms eager and
+        with the entropy from the scores, per ViT-B/8 layer of 8 images: 84 ms eager and
         49 ms compiled in blocks of one head, 95 and 58 ms in blocks of two).  On a GPU whole
         images up to ``GPU_BLOCK_BYTES``."""
         per_head = 4 * n * n

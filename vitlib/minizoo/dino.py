@@ -34,7 +34,7 @@ class DinoRecipe(Recipe):
     center_momentum: float = 0.9  # the "mean" centring's EMA
     sinkhorn_iterations: int = 3
     freeze_last_layer: float = 1.0  # epochs during which the head's last layer is frozen
-    koleo: float = 0.0  # weight of DINOv2's KoLeo term on the student's global CLS (DINOv2: 0.1)
+    koleo: float = 0.0  # weight of DINOv2's KoLeo term on the global crops (DINOv2: 0.1)
     koleo_on: str = "backbone"  # "backbone": the CLS (DINOv2); "bottleneck": the head MLP output
 
     def __post_init__(self) -> None:

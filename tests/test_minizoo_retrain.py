@@ -32,7 +32,8 @@ def test_retraining_reaches_the_shipped_checkpoints_knn(tmp_path):
     cfg["models"] = ["demo_sup", "shipped_sup"]
     cfg["results"] = "results"
     # threads as the shipped checkpoint was trained (1): with 2 threads the float reductions
-    # differ and the run lands elsewhere (measured: best layer 39.5 % vs the shipped 42.5 %)
+    # differ and the run lands elsewhere (measured on the 200 queries world_val had then: best
+    # layer 39.5 % vs the shipped 42.5 %)
     cfg["extract"]["threads"] = 1
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     targets = [f"results/tables/world_val/knn/{m}.csv" for m in cfg["models"]]

@@ -4,6 +4,8 @@
 
 from snakemake.utils import min_version
 
+from vitlib import jobserver
+
 min_version("9.0")
 
 
@@ -22,6 +24,22 @@ include: "rules/data.smk"
 include: "rules/zoo.smk"
 include: "rules/extract.smk"
 include: "rules/analyses.smk"
+
+
+# Local runs: one fork server with torch, timm, pandas, ... imported once; each job's script
+# runs in a fork of it instead of importing them again (vitlib/jobserver.py).  Jobs a cluster
+# runs elsewhere, and VITLIB_JOB_SERVER=0, run as fresh processes.
+onstart:
+    if workflow.local_exec:
+        jobserver.start()
+
+
+onsuccess:
+    jobserver.stop()
+
+
+onerror:
+    jobserver.stop()
 
 
 rule all:

@@ -719,63 +719,130 @@ def bench_workflow(repeats: int) -> list[Row]:
     ]
 
 
+def _demo_run(repo: Path, wd: Path, env: dict[str, str]) -> dict[str, Any]:
+    """One README demo in the fresh working directory ``wd``: wall time, jobs, each job
+    log's start-up and total time (:func:`vitlib.logs.process_age`)."""
+    import re
+    import subprocess
+
+    (wd / "config.yaml").write_text((repo / "config.yaml").read_text())
+    (wd / "vitlib").symlink_to(repo / "vitlib")  # the shipped mini-zoo weights
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(wd)]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd + ["--cores", "2"], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if p.returncode:
+        raise RuntimeError(f"demo failed:\n{p.stderr[-3000:]}")
+    start: dict[Path, float] = {}
+    total: dict[Path, float] = {}
+    logs = wd / "results" / "logs"
+    for log in logs.rglob("*.log"):
+        text = log.read_text(errors="replace")
+        a = re.search(r"vitlib\.job: start-up ([\d.]+) s", text)
+        b = re.search(r"vitlib\.job: done after ([\d.]+) s", text)
+        if a and b:
+            start[log.relative_to(logs)], total[log.relative_to(logs)] = (
+                float(a.group(1)),
+                float(b.group(1)),
+            )
+    steps = re.findall(r"(\d+) of (\d+) steps", p.stdout + p.stderr)
+    return {
+        "wall": wall,
+        "jobs": int(steps[-1][1]) if steps else 0,
+        "start": start,
+        "total": total,
+        "tables": wd / "results" / "tables",
+    }
+
+
+def _tables_differ(a: Path, b: Path) -> tuple[int, int, float]:
+    """Tables of two runs: (equal tables, all tables, largest relative difference of a
+    numeric value), timing columns (``seconds``) left out."""
+    import numpy as np
+    import pandas as pd
+
+    same = n = 0
+    worst = 0.0
+    for fa in sorted(a.rglob("*.csv")):
+        fb = b / fa.relative_to(a)
+        n += 1
+        if not fb.exists():
+            worst = float("inf")
+            continue
+        da, db = pd.read_csv(fa), pd.read_csv(fb)
+        cols = [c for c in da.columns if c != "seconds"]
+        if list(da.columns) != list(db.columns) or da.shape != db.shape:
+            worst = float("inf")
+            continue
+        num = [c for c in cols if pd.api.types.is_numeric_dtype(da[c])]
+        other = [c for c in cols if c not in num]
+        if not da[other].equals(db[other]):
+            worst = float("inf")
+            continue
+        x, y = da[num].to_numpy(float), db[num].to_numpy(float)
+        both = np.isnan(x) & np.isnan(y)
+        d = np.where(both, 0.0, np.abs(x - y) / np.maximum(np.abs(x), 1e-12))
+        d = np.where(np.isnan(d), np.inf, d)
+        rel = float(d.max()) if d.size else 0.0
+        same += rel == 0.0
+        worst = max(worst, rel)
+    return same, n, worst
+
+
 def bench_demo(repeats: int) -> list[Row]:
     """The README's main job as a newcomer runs it: the embedded demo (``config.yaml``) from
     nothing to every figure, ``--cores 2``, in a fresh working directory (the weights of the
-    mini-zoo linked in). Wall time, jobs, and what the jobs spent starting: each job log's
-    first line is its start-up (interpreter, Snakemake's preamble, the script's top-level
-    imports: :func:`vitlib.logs.process_age`), its last the job's own time; extraction jobs
-    (torch and timm at the top) apart. One run (it takes minutes); ``repeats`` is not used."""
-    import re
-    import subprocess
+    mini-zoo linked in), with the run's job server (:mod:`vitlib.jobserver`) and, as the
+    baseline in the same invocation, without it (``VITLIB_JOB_SERVER=0``: every job a fresh
+    interpreter).  Wall time, jobs, what the jobs spent starting (each job log's first line:
+    interpreter, Snakemake's preamble, the script's top-level imports), extraction jobs
+    (torch and timm at the top) apart, and whether the two runs' tables agree.  One run each
+    (minutes); ``repeats`` is not used."""
     import tempfile
 
     repo = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as d:
-        wd = Path(d)
-        (wd / "config.yaml").write_text((repo / "config.yaml").read_text())
-        (wd / "vitlib").symlink_to(repo / "vitlib")  # the shipped mini-zoo weights
-        cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(wd)]
-        t0 = time.perf_counter()
-        p = subprocess.run(cmd + ["--cores", "2"], capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if p.returncode:
-            raise RuntimeError(f"demo failed:\n{p.stderr[-3000:]}")
-        start: dict[Path, float] = {}
-        total: dict[Path, float] = {}
-        logs = wd / "results" / "logs"
-        for log in logs.rglob("*.log"):
-            text = log.read_text(errors="replace")
-            a = re.search(r"vitlib\.job: start-up ([\d.]+) s", text)
-            b = re.search(r"vitlib\.job: done after ([\d.]+) s", text)
-            if a and b:
-                start[log], total[log] = float(a.group(1)), float(b.group(1))
-        steps = re.findall(r"(\d+) of (\d+) steps", p.stdout + p.stderr)
-        ext = [p for p in start if p.relative_to(logs).parts[0] == "extract"]
-    n_jobs = int(steps[-1][1]) if steps else 0
-    s_start, s_total = sum(start.values()), sum(total.values())
-    e_start, e_total = sum(start[p] for p in ext), sum(total[p] for p in ext)
+    env = {k: v for k, v in os.environ.items() if k != "VITLIB_JOB_SERVER"}
+    with tempfile.TemporaryDirectory() as d0, tempfile.TemporaryDirectory() as d1:
+        base = _demo_run(repo, Path(d0), dict(env, VITLIB_JOB_SERVER="0"))
+        srv = _demo_run(repo, Path(d1), env)
+        same, n_tables, worst = _tables_differ(base["tables"], srv["tables"])
+
+    def sums(r: dict[str, Any]) -> tuple[float, float, float, float, int]:
+        ext = [k for k in r["start"] if k.parts[0] == "extract"]
+        return (
+            sum(r["start"].values()),
+            sum(r["total"].values()),
+            sum(r["start"][k] for k in ext),
+            sum(r["total"][k] for k in ext),
+            len(ext),
+        )
+
+    b_start, b_total, be_start, be_total, _ = sums(base)
+    s_start, s_total, se_start, se_total, n_ext = sums(srv)
     return [
         (
             "README demo, fresh working directory, --cores 2: wall time (s)",
-            f"{wall:.0f}",
-            "",
-            "",
-            f"{n_jobs} jobs; {len(total)} job logs with start-up and total time",
+            f"{srv['wall']:.0f}",
+            f"without the job server {base['wall']:.0f}",
+            f"{srv['wall'] / base['wall']:.2f}x time",
+            f"{srv['jobs']} jobs; tables: {same} of {n_tables} identical, largest relative"
+            f" difference {worst:.1e} (seconds columns left out)",
         ),
         (
             "time the jobs spent starting (interpreter and imports) (s)",
-            f"{s_start:.0f}",
-            f"all job time {s_total:.0f}",
-            f"{100 * s_start / max(s_total, 1e-9):.0f} %",
-            f"mean start-up {s_start / max(len(start), 1):.2f} s a job",
+            f"{s_start:.0f} of {s_total:.0f} job time ({100 * s_start / max(s_total, 1e-9):.0f} %)",
+            f"{b_start:.0f} of {b_total:.0f} ({100 * b_start / max(b_total, 1e-9):.0f} %)",
+            f"{s_total / max(b_total, 1e-9):.2f}x job time",
+            f"mean start-up {s_start / max(len(srv['start']), 1):.2f} s a job"
+            f" (without: {b_start / max(len(base['start']), 1):.2f} s)",
         ),
         (
             "of which extraction jobs (torch, timm) (s)",
-            f"{e_start:.0f}",
-            f"their job time {e_total:.0f}",
-            f"{100 * e_start / max(e_total, 1e-9):.0f} %",
-            f"{len(ext)} jobs, mean start-up {e_start / max(len(ext), 1):.2f} s",
+            f"{se_start:.0f} of {se_total:.0f}",
+            f"{be_start:.0f} of {be_total:.0f}",
+            f"{se_total / max(be_total, 1e-9):.2f}x job time",
+            f"{n_ext} jobs, mean start-up {se_start / max(n_ext, 1):.2f} s"
+            f" (without: {be_start / max(n_ext, 1):.2f} s)",
         ),
     ]
 

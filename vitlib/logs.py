@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 from types import TracebackType
@@ -14,7 +15,17 @@ from types import TracebackType
 def process_age() -> float | None:
     """Seconds since this process started (Linux ``/proc``; None elsewhere): at a job's
     first line, what its interpreter, Snakemake's script preamble and the script's top-level
-    imports cost (modules a job imports later, where it uses them, count as its work)."""
+    imports cost (modules a job imports later, where it uses them, count as its work).
+
+    A job run by the job server (:mod:`vitlib.jobserver`) is a fork that started later than
+    the job's own process: its age counts from when that process started
+    (``VITLIB_JOB_STARTED``, seconds since the epoch)."""
+    started = os.environ.get("VITLIB_JOB_STARTED")
+    if started:
+        try:
+            return max(0.0, time.time() - float(started))
+        except ValueError:
+            pass
     try:
         with open("/proc/self/stat") as f:
             # field 22 (starttime, clock ticks after boot); the name (field 2) may hold spaces

@@ -1,3 +1,7 @@
+from vitlib.jobserver import delegate
+
+delegate(snakemake, __file__)  # a fork of the run's job server runs this script, if one is up
+
 from vitlib.downstream.family_tests import family_tests_from_files
 from vitlib.logs import finish, log_to
 from vitlib.plots.downstream import family_tests_figure

@@ -1,3 +1,7 @@
+from vitlib.jobserver import delegate
+
+delegate(snakemake, __file__)  # a fork of the run's job server runs this script, if one is up
+
 import logging
 
 import torch

@@ -1,3 +1,7 @@
+from vitlib.jobserver import delegate
+
+delegate(snakemake, __file__)  # a fork of the run's job server runs this script, if one is up
+
 import vitlib
 from vitlib.logs import finish, log_to
 from vitlib.report import run_card, write_report_page

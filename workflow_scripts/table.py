@@ -1,10 +1,10 @@
-import os
+from vitlib.jobserver import delegate
 
-os.environ["OMP_NUM_THREADS"] = str(snakemake.threads)  # before torch/faiss load (if they do)
+delegate(snakemake, __file__)  # a fork of the run's job server runs this script, if one is up
 
-from vitlib.gpu_slots import gpu_job  # noqa: E402
-from vitlib.logs import finish, log_to  # noqa: E402
-from vitlib.registry import get, write_table  # noqa: E402
+from vitlib.gpu_slots import gpu_job
+from vitlib.logs import finish, log_to
+from vitlib.registry import get, write_table
 
 log_to(snakemake.log[0])
 analysis = get(snakemake.wildcards.analysis)

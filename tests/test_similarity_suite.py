@@ -147,3 +147,19 @@ def test_bad_inputs_are_named():
     r = LayerReps([np.random.default_rng(0).normal(size=(6, 2))], options=SuiteOptions(k=2))
     with pytest.raises(ValueError, match="perms"):
         pair_grids(r, r, np.zeros((1, 5), np.int64))
+
+
+def test_packed_halves_of_a_permuted_symmetric_matrix():
+    """The packed layout (diagonal, then the strict upper triangle) of ``B[π, π]`` is a
+    gather of the packed ``B``, and ``⟨A, B⟩_F`` is the diagonal products plus twice the
+    upper ones."""
+    from vitlib.metrics.similarity_suite import _pack, _packed_index
+
+    rng = np.random.default_rng(3)
+    n = 9
+    a, b = rng.normal(size=(2, n, n))
+    a, b = a + a.T, b + b.T
+    pi = rng.permutation(n)
+    assert np.array_equal(_pack(b)[_packed_index(pi)], _pack(b[np.ix_(pi, pi)]))
+    pa, pb = _pack(a), _pack(b)
+    assert pa[:n] @ pb[:n] + 2 * (pa[n:] @ pb[n:]) == pytest.approx(float((a * b).sum()))

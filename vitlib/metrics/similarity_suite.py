@@ -22,9 +22,9 @@ same layer pair (tests/test_similarity_suite.py, to 1e-9), ``nan`` where that fu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -261,10 +261,12 @@ class LayerReps:
 
     def dense(self, form: str) -> tuple[NDArray[np.int64], F64]:
         """The layers where ``form`` (``gram``, ``rbf`` or ``rdm``) is defined and their
-        ``n × n`` matrices flattened, ``[len(layers), n²]`` (built on first use)."""
+        symmetric ``n × n`` matrices packed (:func:`_pack`: the diagonal, then the strict
+        upper triangle row by row), ``[len(layers), n (n + 1) / 2]`` (built on first use)."""
         if form not in self._dense:
             if form == "gram":  # centred linear Grams Xc Xcᵀ (linear CKA through n × n)
-                mats = (xc @ xc.T for xc in np.split(self.xcat, self.offsets[1:], axis=1))
+                xcs = np.split(self.xcat, self.offsets[1:], axis=1)
+                mats: Iterator[F64 | None] = (_pack(xc @ xc.T) for xc in xcs)
             elif form == "rbf":
                 mats = (self._rbf(x) for x in self._xs)
             elif form == "rdm":
@@ -275,8 +277,9 @@ class LayerReps:
             for i, m in enumerate(mats):
                 if m is not None:
                     ok.append(i)
-                    rows.append(m.ravel())
-            stack = np.stack(rows) if rows else np.empty((0, self.n * self.n))
+                    rows.append(m)
+            n = self.n
+            stack = np.stack(rows) if rows else np.empty((0, n * (n + 1) // 2))
             self._dense[form] = (np.array(ok, dtype=np.int64), stack)
         return self._dense[form]
 
@@ -292,7 +295,7 @@ class LayerReps:
             return None
         Kc = _center_gram(K)
         norm = float(np.sqrt(np.einsum("ij,ij->", Kc, Kc)))
-        return Kc / norm if norm > 0.0 else None
+        return _pack(Kc) / norm if norm > 0.0 else None
 
     def _rdm(self, x: F64) -> F64 | None:
         a = _rdm_upper(x)
@@ -306,10 +309,9 @@ class LayerReps:
         norm = float(np.sqrt(a @ a))
         if not norm > 0.0:
             return None
-        full = np.zeros((self.n, self.n))
-        iu = np.triu_indices(self.n, k=1)
-        full[iu] = a / norm
-        return full + full.T  # ⟨A, B⟩_F = 2 Σ_{i<j}: the correlation is half of it
+        # packed (:func:`_pack`) with a zero diagonal: ⟨A, B⟩_F = 2 Σ_{i<j}, the
+        # correlation is half of it
+        return np.concatenate([np.zeros(self.n), a / norm])
 
     def _neighbours(self, xs: list[F64]) -> None:
         n, k = self.n, int(self.options.k)
@@ -376,7 +378,7 @@ def pair_grids(
     perms : ``[P, n]`` permutations of the images; the second model's row ``i`` is replaced
         by its row ``perms[p, i]`` (the null: the image correspondence shuffled).
     measures : default every measure both sides prepared.
-    release : drop each ``n × n`` form of both sides once used (``3 L n² × 8`` bytes per side
+    release : drop each ``n × n`` form of both sides once used (``3 L n (n + 1) / 2 × 8`` bytes per side
         at most otherwise kept for their next pair; they are rebuilt when needed).
 
     Returns
@@ -399,7 +401,7 @@ def pair_grids(
     out = {m: _nan_grid(rx.L, ry.L, P) for m in names}
     want = set(names)
     ident = np.arange(n)
-    work: dict[str, np.ndarray] = {}  # buffers reused across permutations
+    work: dict[str, Any] = {}  # buffers reused across permutations
     # one measure family at a time over every permutation, so at most one n × n form of each
     # side (and its gather buffer) is needed at once
     perms_of = [(p, ident if perm is None else perm) for p, perm in enumerate(perm_list)]
@@ -425,9 +427,7 @@ def pair_grids(
     return out
 
 
-def _done(
-    rx: LayerReps, ry: LayerReps, form: str, work: dict[str, np.ndarray], release: bool
-) -> None:
+def _done(rx: LayerReps, ry: LayerReps, form: str, work: dict[str, Any], release: bool) -> None:
     work.pop(form, None)
     if release:
         rx.release(form)
@@ -441,7 +441,7 @@ def _linear(
     p: int,
     out: dict[str, F64],
     want: set,
-    work: dict[str, np.ndarray],
+    work: dict[str, Any],
 ) -> None:
     n = rx.n
     cka = want & {"linear_cka", "linear_cka_debiased"}
@@ -482,6 +482,35 @@ def _linear(
             out["linear_cka_debiased"][p] = np.where(ok, h / den, np.nan)
 
 
+def _pack(m: F64) -> F64:
+    """A symmetric ``n × n`` matrix as its diagonal followed by its strict upper triangle
+    (row by row): ``⟨A, B⟩_F = Σ diag + 2 Σ upper`` (:func:`_dense`) reads half the data."""
+    n = m.shape[0]
+    return np.concatenate([np.diagonal(m), m[np.triu_indices(n, k=1)]])
+
+
+def _packed_index(pi: NDArray[np.int64]) -> NDArray[np.signedinteger]:
+    """Where entry ``k`` of the packed ``B[π, π]`` sits in the packed ``B`` (B symmetric):
+    the diagonal ``B[π_i, π_i]`` at ``π_i``; ``B[π_i, π_j]`` (i < j) at the strict-upper
+    position of ``(u, v) = (min, max)(π_i, π_j)``, ``n + u n − u (u + 1) / 2 + v − u − 1``
+    (int32 while the packed length fits)."""
+    n = len(pi)
+    dt = np.int32 if n * (n + 1) // 2 < 2**31 - 1 else np.int64
+    p = pi.astype(dt)
+    iu, ju = np.triu_indices(n, k=1)
+    a, b = p[iu], p[ju]
+    u = np.minimum(a, b)
+    v = np.maximum(a, b)
+    v -= u
+    v += n - 1
+    v += u * n
+    v -= u * (u + 1) // 2
+    return np.concatenate([p, v])
+
+
+_INDEX_CACHE_BYTES = 256 << 20  # packed gather indices kept across the n × n forms of a pair
+
+
 def _dense(
     rx: LayerReps,
     ry: LayerReps,
@@ -490,29 +519,34 @@ def _dense(
     identity: bool,
     scale: float,
     grid: F64,
-    work: dict[str, np.ndarray],
+    work: dict[str, Any],
 ) -> None:
     """``grid[a, b] = scale · ⟨A_a, B_b[π, π]⟩_F`` for every pair of defined matrices of
-    ``form``: one gather per matrix of the second side into a reused buffer (fresh pages cost
-    more than the gather itself), one matrix product for all pairs."""
+    ``form`` (symmetric, packed: :func:`_pack`): one gather of the packed halves per matrix of
+    the second side into a reused buffer (fresh pages cost more than the gather itself), two
+    matrix products for all pairs (diagonal, then twice the strict upper triangle)."""
     ok_x, flat = rx.dense(form)
     ok_y, other = ry.dense(form)
     if not ok_x.size or not ok_y.size:
         return
+    n = rx.n
     if not identity:
-        n = len(pi)
-        where = work.get("where")
-        if where is None or where.shape != (n, n):
-            where = work["where"] = np.empty((n, n), np.int64)
-        np.multiply(pi[:, None], n, out=where)
-        where += pi[None, :]
+        # one index per permutation, kept for the pair's other forms while they fit
+        cache: dict[bytes, np.ndarray] = work.setdefault("where", {})
+        key = pi.tobytes()
+        where = cache.get(key)
+        if where is None:
+            where = _packed_index(pi)
+            if (len(cache) + 1) * where.nbytes <= _INDEX_CACHE_BYTES:
+                cache[key] = where
         buf = work.get(form)
         if buf is None or buf.shape != other.shape:
             buf = work[form] = np.empty_like(other)
         for b in range(other.shape[0]):
-            np.take(other[b], where.ravel(), out=buf[b])
+            np.take(other[b], where, out=buf[b])
         other = buf
-    grid[np.ix_(ok_x, ok_y)] = scale * (flat @ other.T)
+    prod = flat[:, :n] @ other[:, :n].T + 2.0 * (flat[:, n:] @ other[:, n:].T)
+    grid[np.ix_(ok_x, ok_y)] = scale * prod
 
 
 def _neighbour_measures(

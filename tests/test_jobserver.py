@@ -215,3 +215,24 @@ def test_start_up_counts_from_the_jobs_own_process(monkeypatch):
     monkeypatch.setenv(jobserver.STARTED_ENV, repr(time.time() - 2.5))
     age = process_age()
     assert age is not None and 2.5 <= age < 10.0
+
+
+def test_a_job_never_outlives_its_server(files, server):
+    proc = _job(files, server, sleep=120)
+    out = files.root / "out.json"
+    deadline = time.time() + 60
+    while not out.exists() or not out.read_text():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    child = json.loads(out.read_text())["pid"]
+    os.kill(_server_pid(server), signal.SIGKILL)  # the server killed -9
+    deadline = time.time() + 10
+    while True:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        assert time.time() < deadline, "the fork outlived its server"
+        time.sleep(0.05)
+    proc.wait(timeout=10)
+    assert proc.returncode != 0  # the job failed, and said so

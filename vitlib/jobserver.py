@@ -241,6 +241,7 @@ def _accept(srv: _Server) -> None:
         conn.close()  # declined: the job runs on its own
         return
     conn.sendall(_ACCEPTED)
+    server = os.getpid()
     pid = os.fork()
     if pid == 0:  # the job
         try:
@@ -249,7 +250,7 @@ def _accept(srv: _Server) -> None:
             for job in srv.jobs.values():
                 job.conn.close()
             conn.close()
-            _run_child(request, fds)
+            _run_child(request, fds, server)
         finally:
             os._exit(1)
     for fd in fds:
@@ -277,12 +278,13 @@ def _reap(srv: _Server) -> None:
         job.conn.close()
 
 
-def _run_child(request: dict[str, Any], fds: list[int]) -> None:
+def _run_child(request: dict[str, Any], fds: list[int], server: int) -> None:
     """In the forked child: become the job (streams, directory, environment, threads,
     seeds) and run its script; never returns."""
     global _CHILD
     _CHILD = True
     os.setpgid(0, 0)
+    _die_with_parent(server)
     for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -320,6 +322,17 @@ def _run_child(request: dict[str, Any], fds: list[int]) -> None:
         with contextlib.suppress(Exception):
             stream.flush()  # type: ignore[union-attr]
     os._exit(code)
+
+
+def _die_with_parent(server: int) -> None:
+    """SIGKILL this job if the server dies (Linux ``PR_SET_PDEATHSIG``): a job never outlives
+    the server that would kill it when its waiting process goes."""
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != server:  # the server died before the line above
+        os._exit(1)
 
 
 def _limit_threads(n: int) -> None:
@@ -373,7 +386,10 @@ def start(preload: tuple[str, ...] = PRELOAD) -> str | None:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            start_new_session=True,
+            # its own process group (no terminal Ctrl-C: the jobs' processes get it and their
+            # forks are killed), but Snakemake's session: with the kernel's autogroup
+            # scheduling a new session would share the CPU as a group apart from the run
+            preexec_fn=os.setpgrp,  # noqa: PLW1509 - Snakemake's onstart, before any job thread
             env=env,
         )
     _RUNNING = _Handle(process, directory)

@@ -176,31 +176,40 @@ def test_exit_status_and_failures_come_back(files, server):
     assert json.loads((files.root / "out.json").read_text())["ppid"] == _server_pid(server)
 
 
-def test_killing_the_job_kills_its_fork(files, server):
-    proc = _job(files, server, sleep=120)
+def _running_fork(files: SimpleNamespace, proc: subprocess.Popen[str]) -> int:
+    """The pid the (sleeping) job reports once it runs."""
     out = files.root / "out.json"
     deadline = time.time() + 60
     while not out.exists() or not out.read_text():
         assert time.time() < deadline
         time.sleep(0.05)
-    child = json.loads(out.read_text())["pid"]
+    return int(json.loads(out.read_text())["pid"])
+
+
+def _gone(pid: int, what: str) -> None:
+    deadline = time.time() + 10
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        assert time.time() < deadline, what
+        time.sleep(0.05)
+
+
+def test_killing_the_job_kills_its_fork(files, server):
+    proc = _job(files, server, sleep=120)
+    child = _running_fork(files, proc)
     assert child != proc.pid
     os.kill(child, 0)  # alive
     proc.send_signal(signal.SIGKILL)  # Snakemake cancelling the job
     proc.wait(timeout=10)
-    deadline = time.time() + 10
-    while True:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        assert time.time() < deadline, "the fork outlived its job"
-        time.sleep(0.05)
+    _gone(child, "the fork outlived its job")
     # the server goes on serving
     proc = _job(files, server)
     proc.communicate(timeout=60)
     assert proc.returncode == 0
-    assert json.loads(out.read_text())["ppid"] == _server_pid(server)
+    assert json.loads((files.root / "out.json").read_text())["ppid"] == _server_pid(server)
 
 
 def test_switched_off_by_the_environment(monkeypatch):
@@ -219,20 +228,8 @@ def test_start_up_counts_from_the_jobs_own_process(monkeypatch):
 
 def test_a_job_never_outlives_its_server(files, server):
     proc = _job(files, server, sleep=120)
-    out = files.root / "out.json"
-    deadline = time.time() + 60
-    while not out.exists() or not out.read_text():
-        assert time.time() < deadline
-        time.sleep(0.05)
-    child = json.loads(out.read_text())["pid"]
+    child = _running_fork(files, proc)
     os.kill(_server_pid(server), signal.SIGKILL)  # the server killed -9
-    deadline = time.time() + 10
-    while True:
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        assert time.time() < deadline, "the fork outlived its server"
-        time.sleep(0.05)
+    _gone(child, "the fork outlived its server")
     proc.wait(timeout=10)
     assert proc.returncode != 0  # the job failed, and said so

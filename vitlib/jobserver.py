@@ -380,17 +380,20 @@ def start(preload: tuple[str, ...] = PRELOAD) -> str | None:
     path = str(directory / "socket")
     env = dict(os.environ, MPLBACKEND=os.environ.get("MPLBACKEND", "Agg"))
     env.pop(ENV, None)
+    # its own process group (no terminal Ctrl-C: the jobs' processes get it and their forks
+    # are killed), but Snakemake's session: with the kernel's autogroup scheduling a new
+    # session would share the CPU as a group apart from the run
+    group: dict[str, Any] = (
+        {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+    )
     with open(directory / "server.log", "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "vitlib.jobserver", path, str(os.getpid()), ",".join(preload)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
-            # its own process group (no terminal Ctrl-C: the jobs' processes get it and their
-            # forks are killed), but Snakemake's session: with the kernel's autogroup
-            # scheduling a new session would share the CPU as a group apart from the run
-            preexec_fn=os.setpgrp,  # noqa: PLW1509 - Snakemake's onstart, before any job thread
             env=env,
+            **group,
         )
     _RUNNING = _Handle(process, directory)
     spec = f"{socket.gethostname()}:{path}"

@@ -233,3 +233,16 @@ def test_a_job_never_outlives_its_server(files, server):
     _gone(child, "the fork outlived its server")
     proc.wait(timeout=10)
     assert proc.returncode != 0  # the job failed, and said so
+
+
+def test_a_bad_or_vanished_request_leaves_the_server_serving(files, server):
+    path = server.partition(":")[2]
+    for payload in (b"", b"garbage that is no header", b"\x00" * 8):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(path)
+        c.sendall(payload)
+        c.close()
+    proc = _job(files, server)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads((files.root / "out.json").read_text())["ppid"] == _server_pid(server)

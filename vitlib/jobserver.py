@@ -220,6 +220,7 @@ def serve(path: str, parent: int, preload: tuple[str, ...] = PRELOAD) -> None:
 
 def _accept(srv: _Server) -> None:
     conn, _ = srv.listener.accept()
+    fds: list[int] = []
     try:
         conn.settimeout(10.0)
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -232,15 +233,14 @@ def _accept(srv: _Server) -> None:
             return
         (size,) = _HEADER.unpack(msg)
         request = json.loads(_recv_exact(conn, size))
-    except (OSError, ValueError):
-        conn.close()
-        return
-    if srv.stopping or request.get("executable") != os.path.realpath(sys.executable):
+        if srv.stopping or request.get("executable") != os.path.realpath(sys.executable):
+            raise ValueError("declined: the job runs on its own")
+        conn.sendall(_ACCEPTED)
+    except (OSError, ValueError):  # a bad request, a declined one, or its job already gone
         for fd in fds:
             os.close(fd)
-        conn.close()  # declined: the job runs on its own
+        conn.close()
         return
-    conn.sendall(_ACCEPTED)
     server = os.getpid()
     pid = os.fork()
     if pid == 0:  # the job

@@ -98,12 +98,19 @@ def bench_capture(repeats: int) -> list[Row]:
     model and batch, fp32 and bf16 autocast, on ViT-S/16, B/16 and B/8 (N = 785)."""
     import timm
 
-    from vitlib.extract import compile_reductions, make_capture, make_reducer, reduced_plan
+    from vitlib.extract import (
+        compile_reductions,
+        make_capture,
+        make_reducer,
+        reduced_plan,
+        streams_attention,
+    )
     from vitlib.models.registry import ModelSpec
 
     needs, ex = paper_capture_plan()
     compiled: dict[str, bool] = {}
     first_call: dict[str, float] = {}
+    route: dict[str, str] = {}
 
     def ctx(dtype: str) -> Any:
         return torch.autocast("cpu", torch.bfloat16, enabled=dtype == "bf16")
@@ -123,7 +130,12 @@ def bench_capture(repeats: int) -> list[Row]:
         return run
 
     def captured(
-        model: Any, spec: ModelSpec, x: torch.Tensor, dtype: str, eager: bool = False
+        model: Any,
+        spec: ModelSpec,
+        x: torch.Tensor,
+        dtype: str,
+        eager: bool = False,
+        stream: bool | None = None,
     ) -> Callable[[], object]:
         plan = reduced_plan(
             spec, needs, gram_points=ex["gram_points"], residual_norms=ex["residual_norms"]
@@ -142,7 +154,7 @@ def bench_capture(repeats: int) -> list[Row]:
                 feature_dtype=ex["feature_dtype"],
                 compile=comp,
             )
-            cap = make_capture(model, red, dtype)
+            cap = make_capture(model, red, dtype, stream=stream)
             cap(x, red)
             red.accumulate()
             return red.batch_arrays()
@@ -183,6 +195,12 @@ def bench_capture(repeats: int) -> list[Row]:
             fns[f"capture_{dt}"] = captured(model, spec, x, dt)
             if compiled[spec.id]:  # the eager reductions in the same run: the gain measured
                 fns[f"eager_{dt}"] = captured(model, spec, x, dt, eager=True)
+            # the other route of the attention (vitlib.extract.streams_attention): whole and
+            # hooked at attn_drop, or block by block inside the module
+            other = not streams_attention(dt, x.device)
+            fns[f"other_{dt}"] = captured(model, spec, x, dt, stream=other)
+            fns[f"other_{dt}"]()
+            route[dt] = "streamed" if other else "hooked whole"
             t0 = time.perf_counter()  # the first call compiles (when compiled)
             fns[f"capture_{dt}"]()
             first_call[f"{arch} {dt}"] = time.perf_counter() - t0
@@ -197,6 +215,7 @@ def bench_capture(repeats: int) -> list[Row]:
                     f"plain timm forward {batch / t[f'plain_{dt}']:.2f}",
                     f"{ratio:.3f}x time",
                     f"forward_intermediates {t[f'inter_{dt}'] / t[f'plain_{dt}']:.3f}x;"
+                    f" attention {route[dt]} instead {t[f'other_{dt}'] / t[f'plain_{dt}']:.3f}x;"
                     + (
                         f" reductions compiled (eager reductions"
                         f" {t[f'eager_{dt}'] / t[f'plain_{dt}']:.3f}x), first call"

@@ -1,6 +1,7 @@
 """Streaming reductions equal the same quantities computed from the full captured tensors."""
 
 import numpy as np
+import pytest
 import torch
 
 from vitlib.attention import aligned_aggregate, mean_attention_distance
@@ -486,3 +487,73 @@ def test_gpu_row_blocks_are_whole_images_within_the_byte_cap():
     assert StreamingReducer._chunk_rows(64 * 12, 12, 197, gpu) == 64 * 12
     assert StreamingReducer._chunk_rows(64 * 12, 12, 785, gpu) == 9 * 12
     assert StreamingReducer._chunk_rows(4 * 12, 12, 3000, gpu) == 12  # at least one image
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("blocks", ["whole batch", "images", "heads"])
+def test_streamed_attention_equals_the_hooked_capture(
+    monkeypatch, tiny_spec, tiny_model, dtype, blocks
+):
+    """timm's Attention computed block by block inside the module (the extraction's route)
+    gives what the hooked capture of the whole [B, H, N, N] tensor gives: the same tokens
+    (so the same network output), the same reductions, every blocking; attn_drop — where the
+    hooks take the probabilities — never runs on the streamed route."""
+    from vitlib.extract import make_reducer, reduced_plan
+    from vitlib.models.capture import _streamable
+
+    assert all(_streamable(b.attn) for b in tiny_model.blocks)
+    N, H = tiny_spec.num_tokens, tiny_spec.num_heads
+    row = 4 * N * N
+    chunk = {"whole batch": 1 << 30, "images": 2 * H * row, "heads": row}[blocks]
+    monkeypatch.setattr(StreamingReducer, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(StreamingReducer, "HEAD_BLOCK_BYTES", row)
+    plan = reduced_plan(tiny_spec, None, gram_points=("block", "attn_branch"), residual_norms=True)
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, tiny_spec.img_size, tiny_spec.img_size)
+    got = {}
+    drops: list[int] = []
+    for stream in (True, False):
+        drops.clear()
+        handles = [
+            b.attn.attn_drop.register_forward_hook(lambda *a: drops.append(1))
+            for b in tiny_model.blocks
+        ]
+        red = make_reducer(tiny_spec, plan, cka_batch_size=2, feature_dtype="float32")
+        cap = Capture(
+            tiny_model,
+            points=red.capture_points(),
+            attention=red.needs_attention,
+            dtype=dtype,
+            logits=red.wants_logits,
+            stream=stream,
+        )
+        cap(x, red)
+        for h in handles:
+            h.remove()
+        red.accumulate()
+        img, chk = red.batch_arrays()
+        got[stream] = (img, chk, {k: v.copy() for k, v in red.sums.items()})
+        assert len(drops) == (0 if stream else len(tiny_model.blocks))
+    tol = {"fp32": dict(rtol=1e-5, atol=1e-6), "bf16": dict(rtol=2e-2, atol=2e-3)}[dtype]
+    for a, b in zip(got[True], got[False]):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_allclose(
+                np.asarray(a[k], float), np.asarray(b[k], float), err_msg=k, **tol
+            )
+
+
+def test_the_extraction_streams_attention_on_a_cpu_in_fp32_only(tiny_spec, tiny_model):
+    """vitlib.extract.streams_attention: the measured choice of route (benchmarks, capture)."""
+    from vitlib.extract import make_capture, make_reducer, reduced_plan, streams_attention
+
+    red = make_reducer(
+        tiny_spec,
+        reduced_plan(tiny_spec, None, gram_points=("block",), residual_norms=False),
+        cka_batch_size=0,
+        feature_dtype="float16",
+    )
+    assert make_capture(tiny_model, red, "fp32").stream
+    assert not make_capture(tiny_model, red, "bf16").stream
+    assert make_capture(tiny_model, red, "bf16", stream=True).stream
+    assert not streams_attention("fp32", torch.device("cuda"))

@@ -266,14 +266,34 @@ def compile_reductions(
 _MALLOPT = {-4: 0, -1: 2**31 - 1}
 
 
-def make_capture(model: Any, reducer: StreamingReducer, dtype: str) -> Capture:
-    """The one-pass capture that feeds ``reducer`` (its points, attention and scores)."""
+def streams_attention(dtype: str, device: torch.device) -> bool:
+    """Whether the extraction computes timm attention block by block inside the module
+    (:func:`~vitlib.models.capture._streamed_attention`) rather than whole and hooked: on a
+    CPU in fp32, where it is faster (``python benchmarks/run.py --only capture``, 2026-11-25,
+    2 cores: ViT-B/8 1.59× a plain forward instead of 1.91×, B/16 1.15× instead of 1.17×,
+    S/16 1.25× instead of 1.28×) and never holds the ``[B, H, N, N]`` scores and
+    probabilities.  Not in bf16 there, where the whole tensor's batched matrix products are
+    the faster ones (B/8 2.54× hooked against 2.83× streamed), nor on a GPU (not measured)."""
+    return dtype == "fp32" and device.type == "cpu"
+
+
+def make_capture(
+    model: Any, reducer: StreamingReducer, dtype: str, *, stream: bool | None = None
+) -> Capture:
+    """The one-pass capture that feeds ``reducer`` (its points, attention and scores);
+    ``stream``: timm attention computed block by block inside the module, else hooked whole
+    (default: :func:`streams_attention` for the model's device)."""
+    if stream is None:
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        stream = streams_attention(dtype, device)
     return Capture(
         model,
         points=reducer.capture_points(),
         attention=reducer.needs_attention,
         dtype=dtype,  # type: ignore[arg-type]
         logits=reducer.wants_logits,
+        stream=stream,
     )
 
 

@@ -57,7 +57,7 @@ class RowBlock(NamedTuple):
     Per row: ``entropy`` ``[n, 2]`` (CLS query, mean over spatial queries), ``col_spatial``
     ``[n, N]`` (the spatial query rows summed), ``cls_row`` ``[n, N]`` (the mean spatial row
     without a class token), ``distance`` ``[n]``.  Per head (``[H, ...]``, summed over the
-    block's images, when the block holds whole images; else per row): ``col_all`` ``[N]``
+    block's images): ``col_all`` ``[N]``
     (every query row summed), ``col_pure`` ``[N]`` (spatial rows renormalised over the
     spatial keys and any register keys, summed), ``aligned`` ``[S, S]`` (renormalised
     spatial rows summed) and ``null_rows`` (spatial rows without spatial mass).  Tensors
@@ -80,17 +80,16 @@ def reduce_row_block(
     *,
     P: int,
     H: int,
-    whole: bool,
     attention: bool,
     entropy: bool,
     acc: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Every reduction of one block of attention rows ``x`` ``[n, N, N]`` (n = images × H
-    when ``whole``, else heads of one image) in fp32 whatever ``x``'s dtype; ``s``: the
-    scores the softmax turned into ``x`` (or None); ``d_tmpl``: the spatial distance
-    template ``[S, S]``; ``acc``: a running sum the block's ``aligned`` is added to (``[H, S,
-    S]`` for whole images, else ``[n, S, S]``; the sum then stays in the cache from block to
-    block instead of a block-sized result being written and added).  Returns the fields of
+    heads, image-major: the rows of ``H`` heads of some images) in fp32 whatever ``x``'s
+    dtype; ``s``: the scores the softmax turned into ``x`` (or None); ``d_tmpl``: the spatial
+    distance template ``[S, S]``; ``acc``: a running sum ``[H, S, S]`` the block's
+    ``aligned`` is added to (the sum then stays in the cache from block to block instead of a
+    block-sized result being written and added).  Returns the fields of
     :class:`RowBlock` (docs/protocols.md §2.2, §2.3, §2.5).  A pure function of tensors:
     ``torch.compile`` fuses it into a few passes.
 
@@ -131,19 +130,18 @@ def reduce_row_block(
     dist = ((xs * d_tmpl).sum(-1) * inv).mean(-1)
     rows = xs * inv[:, :, None]
     nul = (mass <= 0).sum(-1)
-    if whole:  # per head, summed over the block's images
-        rows = rows.reshape(-1, H, S, S).sum(0)
-        return (
-            ent,
-            c_sp,
-            cls_row,
-            dist,
-            c_all.reshape(-1, H, N).sum(0),
-            c_pure.reshape(-1, H, N).sum(0),
-            rows if acc is None else acc + rows,
-            nul.reshape(-1, H).sum(0),
-        )
-    return ent, c_sp, cls_row, dist, c_all, c_pure, rows if acc is None else acc + rows, nul
+    # per head, summed over the block's images
+    aligned = rows.reshape(-1, H, S, S).sum(0)
+    return (
+        ent,
+        c_sp,
+        cls_row,
+        dist,
+        c_all.reshape(-1, H, N).sum(0),
+        c_pure.reshape(-1, H, N).sum(0),
+        aligned if acc is None else acc + aligned,
+        nul.reshape(-1, H).sum(0),
+    )
 
 
 @functools.cache
@@ -423,20 +421,14 @@ class StreamingReducer:
         # ‖spatial tokens‖² of each minibatched image: the Gram's diagonal
         self._sq[point] = (g_sp.diagonal(dim1=1, dim2=2).reshape(n),)
 
-    def _prefix_and_rollout(self, layer: int, a: torch.Tensor) -> None:
-        """Prefix-key attention mass and the attention rollout of one block (§D8)."""
+    def _rollout(self, layer: int, fused: torch.Tensor) -> None:
+        """The attention rollout of one block (§D8) from its head-mean probabilities
+        ``fused`` ``[B, N, N]`` (float32; modified in place)."""
         P = self.P
-        if self.prefix_attention:
-            cls_q = a[:, :, 0, :P].float()  # [B, H, P]
-            sp_q = a[:, :, P:, :P].float().mean(2)
-            self._img[keys.ATTN_PREFIX_MASS][layer] = torch.stack([cls_q, sp_q], dim=2)
-        if not self.rollout:
-            return
         if layer != self._roll_layer:
             raise RuntimeError(f"rollout: block {layer} arrived, expected {self._roll_layer}")
         # Abnar & Zuidema (2020): heads fused by their mean, the residual as 0.5·I, rows
         # renormalised, multiplied from the first block on: R_l = Â_l R_(l-1)
-        fused = a.mean(1, dtype=torch.float32)  # [B, N, N], no fp32 copy of the whole tensor
         fused.mul_(0.5).diagonal(dim1=-2, dim2=-1).add_(0.5)
         fused.div_(fused.sum(-1, keepdim=True))
         self._roll = fused if self._roll is None else torch.bmm(fused, self._roll)
@@ -457,92 +449,141 @@ class StreamingReducer:
         self, layer: int, attn_bhnn: torch.Tensor, logits: torch.Tensor | None = None
     ) -> None:
         """Reduce one block's attention probabilities ``[B, H, N, N]``; ``logits``, when
-        given, are the scores the softmax turned into them (same shape)."""
-        if self.prefix_attention or self.rollout:
-            self._prefix_and_rollout(layer, attn_bhnn)
-        if not (self.attention or self.entropy):
+        given, are the scores the softmax turned into them (same shape).  The same reductions
+        as the streamed route (:class:`~vitlib.models.capture.Capture` computes the blocks of
+        :meth:`attention_blocks` inside the attention module and never the whole tensor),
+        over row blocks of the whole tensor."""
+        if not self.needs_attention:
             return
         a = attn_bhnn
-        B, H, N = a.shape[0], a.shape[1], a.shape[-1]
-        P, S = self.P, self.S
-        flat = a.reshape(B * H, N, N)  # a view of the softmax output
-        s_flat = logits.reshape(B * H, N, N) if logits is not None and self.entropy else None
-        g = self._chunk_rows(B * H, H, N, a.device)
-        dev = a.device
-        # Every reduction of a (B, H) row block while the block sits in the cache
-        # (docs/protocols.md §D1.2), fp32 arithmetic whatever the forward's dtype
-        # (reduce_row_block); compiled, the block is read in a few fused passes.
-        d_tmpl = distance_template(self.grid_hw, dev)
-        cls_rows = torch.empty(B * H, N, device=dev)
-        col_sp = torch.empty(B * H, N, device=dev)
-        col_all = torch.zeros(H, N, device=dev)
-        pure = torch.zeros(H, N, device=dev)
-        dist = torch.empty(B * H, device=dev)
-        null = torch.zeros(H, device=dev, dtype=torch.long)
-        aligned = torch.zeros(H, S, S, device=dev)
-        ent = torch.empty(B * H, 2, device=dev) if self.entropy else None
-        # Blocks of whole images in order, the per-head sums carried through them; blocks of
-        # heads of one image head-major (every image's heads h0…h0+g−1, then the next heads),
-        # so that those heads' running aligned sum stays in the cache.
-        whole = g % H == 0
-        order = (
-            [(r0, 0) for r0 in range(0, B * H, g)]
-            if whole
-            else [(b * H + h0, h0) for h0 in range(0, H, g) for b in range(B)]
+        B = a.shape[0]
+        self.begin_attention(layer, B, a.device)
+        for b0, b1, h0, h1 in self.attention_blocks(B, a.device):
+            s = logits[b0:b1, h0:h1] if logits is not None else None
+            self.attention_block(b0, b1, h0, h1, a[b0:b1, h0:h1], s)
+        self.end_attention()
+
+    def attention_blocks(self, batch: int, device: torch.device) -> list[tuple[int, int, int, int]]:
+        """The blocks ``(b0, b1, h0, h1)`` (images ``b0:b1``, heads ``h0:h1``) in which one
+        block's attention is reduced, in order (:meth:`_chunk_rows`): blocks of whole images,
+        or head-major blocks of heads of one image (every image's heads h0…h1−1, then the
+        next heads), so that those heads' running aligned sum stays in the cache."""
+        H = self.H
+        g = self._chunk_rows(batch * H, H, self.N, device)
+        if g % H == 0:
+            n = g // H
+            return [(b0, min(b0 + n, batch), 0, H) for b0 in range(0, batch, n)]
+        return [(b, b + 1, h0, h0 + g) for h0 in range(0, H, g) for b in range(batch)]
+
+    def begin_attention(self, layer: int, batch: int, device: torch.device) -> None:
+        """Start reducing block ``layer``'s attention of ``batch`` images."""
+        B, H, N, S = batch, self.H, self.N, self.S
+        z = functools.partial(torch.zeros, device=device)
+        self._att: dict[str, Any] = {
+            "layer": layer,
+            "d_tmpl": distance_template(self.grid_hw, device),
+            "ent": z(B, H, 2) if self.entropy else None,
+            "prefix": z(B, H, 2, self.P) if self.prefix_attention else None,
+            "fused": z(B, N, N) if self.rollout else None,  # the head sum (rollout)
+            "cls_rows": z(B, H, N),
+            "col_sp": z(B, H, N),
+            "dist": z(B, H),
+            "col_all": z(H, N),
+            "pure": z(H, N),
+            "null": z(H, dtype=torch.long),
+            "aligned": z(H, S, S) if self.attention else None,
+            "acc": None,  # the running aligned sum of the heads being reduced
+            "acc_heads": None,
+        }
+
+    def _flush_aligned(self) -> None:
+        st = self._att
+        if st["acc_heads"] is not None:
+            h0, h1 = st["acc_heads"]
+            st["aligned"][h0:h1] = st["acc"]
+        st["acc"] = st["acc_heads"] = None
+
+    def attention_block(
+        self,
+        b0: int,
+        b1: int,
+        h0: int,
+        h1: int,
+        p: torch.Tensor,
+        s: torch.Tensor | None = None,
+    ) -> None:
+        """Reduce the probabilities ``p`` ``[b1 − b0, h1 − h0, N, N]`` of images ``b0:b1``,
+        heads ``h0:h1`` (``s``: their scores, or None) while they sit in the cache: every
+        reduction of :func:`reduce_row_block` (docs/protocols.md §D1.2), fp32 arithmetic
+        whatever the forward's dtype, compiled when :attr:`compile` asks for it."""
+        st = self._att
+        nb, nh, N = p.shape[0], p.shape[1], p.shape[-1]
+        P = self.P
+        if st["prefix"] is not None:
+            st["prefix"][b0:b1, h0:h1, 0] = p[:, :, 0, :P]
+            st["prefix"][b0:b1, h0:h1, 1] = p[:, :, P:, :P].float().mean(2)
+        if st["fused"] is not None:
+            st["fused"][b0:b1] += p.sum(1, dtype=torch.float32)
+        if not (self.attention or self.entropy):
+            return
+        if self.attention and st["acc_heads"] != (h0, h1):
+            self._flush_aligned()
+            st["acc"], st["acc_heads"] = st["aligned"][h0:h1], (h0, h1)
+        out = self._row_block(
+            p.reshape(nb * nh, N, N),
+            s.reshape(nb * nh, N, N) if s is not None and self.entropy else None,
+            st["d_tmpl"],
+            P=P,
+            H=nh,
+            attention=self.attention,
+            entropy=self.entropy,
+            acc=st["acc"],
         )
-        acc: torch.Tensor | None = None
-        for r0, h0 in order:
-            r1 = min(r0 + g, B * H)
-            if self.attention and acc is None:
-                acc = aligned if whole else aligned[h0 : h0 + g]
-            out = self._row_block(
-                flat[r0:r1],
-                None if s_flat is None else s_flat[r0:r1],
-                d_tmpl,
-                P=P,
-                H=H,
-                whole=whole,
-                attention=self.attention,
-                entropy=self.entropy,
-                acc=acc,
-            )
-            if ent is not None:
-                ent[r0:r1] = out.entropy
-            if not self.attention:
-                continue
-            col_sp[r0:r1] = out.col_spatial
-            cls_rows[r0:r1] = out.cls_row
-            dist[r0:r1] = out.distance
-            heads = slice(None) if whole else slice(h0, h0 + g)
-            col_all[heads] += out.col_all
-            pure[heads] += out.col_pure
-            null[heads] += out.null_rows
-            acc = out.aligned
-            if whole:
-                aligned = acc
-            elif r0 // H == B - 1:  # the last image of these heads
-                aligned[heads] = acc
-                acc = None
-        if ent is not None:
-            self._img[keys.ATTN_ENTROPY][layer] = ent.reshape(B, H, 2)
+        if st["ent"] is not None:
+            st["ent"][b0:b1, h0:h1] = out.entropy.reshape(nb, nh, 2)
         if not self.attention:
             return
-        cls_q = cls_rows.reshape(B, H, N)
-        self._img[keys.ATTN_SPATIAL_MEAN_ROW][layer] = col_sp.reshape(B, H, N)[:, :, P:] / S
+        st["col_sp"][b0:b1, h0:h1] = out.col_spatial.reshape(nb, nh, N)
+        st["cls_rows"][b0:b1, h0:h1] = out.cls_row.reshape(nb, nh, N)
+        st["dist"][b0:b1, h0:h1] = out.distance.reshape(nb, nh)
+        st["col_all"][h0:h1] += out.col_all
+        st["pure"][h0:h1] += out.col_pure
+        st["null"][h0:h1] += out.null_rows
+        st["acc"] = out.aligned
+
+    def end_attention(self) -> None:
+        """Finish the block begun by :meth:`begin_attention`: its per-image rows and dataset
+        sums."""
+        if self.attention:
+            self._flush_aligned()
+        st = self._att
+        del self._att
+        layer = st["layer"]
+        P, S = self.P, self.S
+        if st["prefix"] is not None:
+            self._img[keys.ATTN_PREFIX_MASS][layer] = st["prefix"]
+        if st["ent"] is not None:
+            self._img[keys.ATTN_ENTROPY][layer] = st["ent"]
+        if st["fused"] is not None:
+            self._rollout(layer, st["fused"].div_(self.H))
+        if not self.attention:
+            return
+        cls_q, col_sp = st["cls_rows"], st["col_sp"]
+        self._img[keys.ATTN_SPATIAL_MEAN_ROW][layer] = col_sp[:, :, P:] / S
         self._img[keys.ATTN_CLS_ROW][layer] = cls_q[:, :, P:]
-        self._img[keys.ATTN_DISTANCE][layer] = dist.reshape(B, H)  # docs/protocols.md §2.5
+        self._img[keys.ATTN_DISTANCE][layer] = st["dist"]  # docs/protocols.md §2.5
         # dataset sums (docs/protocols.md §2.2): all query rows, spatial query rows, spatial rows
         # renormalised without the CLS key ("spcpure"), the CLS row — over all keys.
         ls = self._layer_sums
-        ls[keys.map_sum("all")][layer] = col_all / self.N
-        ls[keys.map_sum("spatial")][layer] = col_sp.reshape(B, H, N).sum(0) / S
-        pure = pure / S
+        ls[keys.map_sum("all")][layer] = st["col_all"] / self.N
+        ls[keys.map_sum("spatial")][layer] = col_sp.sum(0) / S
+        pure = st["pure"] / S
         if P:
             pure[:, 0] = 0
         ls[keys.map_sum("spatial_pure")][layer] = pure
         ls[keys.map_sum("cls")][layer] = cls_q.sum(0)
-        ls[keys.SUM_ALIGNED][layer] = aligned_sum(aligned, self.grid_hw)  # §2.3
-        ls[keys.SUM_NULL_ROWS][layer] = null
+        ls[keys.SUM_ALIGNED][layer] = aligned_sum(st["aligned"], self.grid_hw)  # §2.3
+        ls[keys.SUM_NULL_ROWS][layer] = st["null"]
 
     def _row_block(self, *args: Any, **kw: Any) -> RowBlock:
         """:func:`reduce_row_block`, compiled when :attr:`compile` asks for it; a compiler

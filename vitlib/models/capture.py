@@ -20,6 +20,7 @@ to hook and whether its input or its output is the tensor.  Adding one is one li
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -152,6 +153,82 @@ def _no_autocast(t: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.autocast(t.device.type, enabled=False)
 
 
+@runtime_checkable
+class BlockConsumer(Protocol):
+    """A :class:`Consumer` that can take one block's attention in pieces: the capture asks
+    it for the blocks ``(b0, b1, h0, h1)`` (images ``b0:b1``, heads ``h0:h1``), computes
+    each piece's probabilities ``[b1 − b0, h1 − h0, N, N]`` inside the attention module,
+    hands it over with its scores and drops it before the next (see
+    :class:`~vitlib.reducers.StreamingReducer`)."""
+
+    def attention_blocks(
+        self, batch: int, device: torch.device
+    ) -> list[tuple[int, int, int, int]]: ...
+
+    def begin_attention(self, layer: int, batch: int, device: torch.device) -> None: ...
+
+    def attention_block(
+        self, b0: int, b1: int, h0: int, h1: int, p: torch.Tensor, s: torch.Tensor | None
+    ) -> None: ...
+
+    def end_attention(self) -> None: ...
+
+
+def _streamable(attn: nn.Module) -> bool:
+    """An attention module whose forward :func:`_streamed_attention` reproduces: timm's
+    ``Attention`` (every ``VisionTransformer``), in eval mode."""
+    try:
+        from timm.models.vision_transformer import Attention
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return False
+    return type(attn).forward is Attention.forward and not attn.training
+
+
+def _streamed_attention(
+    attn: Any,
+    consumer: BlockConsumer,
+    layer: int,
+    x: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+) -> torch.Tensor:
+    """timm ``Attention.forward`` (eval mode, unfused) with the probabilities computed one
+    block of (images, heads) at a time (``consumer.attention_blocks``): each block's scores
+    ``q kᵀ · scale``, softmax and ``p v`` while the block sits in the cache, the consumer
+    reducing it in between — the ``[B, H, N, N]`` scores and probabilities never exist whole
+    (at N = 785 two 236 MB tensors per ViT-B/8 batch of 8).  The same operations as the
+    module's own unfused path, so autocast gives them the same dtypes."""
+    if attn_mask is not None or is_causal:
+        raise NotImplementedError("streamed attention capture: masked attention")
+    B, N, _ = x.shape
+    H, hd = attn.num_heads, attn.head_dim
+    gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
+    qkv = attn.qkv(x).reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    q = q * attn.scale
+    out: torch.Tensor | None = None
+    with _no_autocast(x):
+        consumer.begin_attention(layer, B, x.device)
+    for b0, b1, h0, h1 in consumer.attention_blocks(B, x.device):
+        s = q[b0:b1, h0:h1] @ k[b0:b1, h0:h1].transpose(-2, -1)
+        p = s.softmax(dim=-1)
+        with _no_autocast(p):
+            consumer.attention_block(b0, b1, h0, h1, p, s)
+        o = p @ v[b0:b1, h0:h1]
+        if out is None:
+            out = o.new_empty(B, H, N, hd)
+        out[b0:b1, h0:h1] = o
+    with _no_autocast(x):
+        consumer.end_attention()
+    assert out is not None
+    y = out.transpose(1, 2).reshape(B, N, H * hd)
+    y = attn.norm(y) if hasattr(attn, "norm") else y
+    if gate is not None:
+        y = y * gate
+    return attn.proj_drop(attn.proj(y))
+
+
 def _get_submodule(block: nn.Module, paths: tuple[str, ...], point: str) -> nn.Module:
     for path in paths:
         if not path:
@@ -188,6 +265,13 @@ class Capture:
         whose attention calls no softmax).  They are kept alive until the attention
         module returns; :func:`vitlib.models.check.check_capture` verifies
         ``softmax(s) = p``.
+    stream:
+        When the consumer takes attention in pieces (:class:`BlockConsumer`, e.g. the
+        extraction's :class:`~vitlib.reducers.StreamingReducer`) and a block's attention is
+        timm's ``Attention``, compute its probabilities piece by piece inside the module
+        (:func:`_streamed_attention`) instead of whole and hooked at ``attn_drop``: the
+        consumer gets every piece with its scores (whatever ``logits``).  Other attention
+        modules (BEiT's, OpenCLIP's, EVA's) and other consumers: the hooks.
     """
 
     def __init__(
@@ -199,6 +283,7 @@ class Capture:
         dtype: Dtype = "fp32",
         run: Callable[[nn.Module, torch.Tensor], object] | None = None,
         logits: bool = False,
+        stream: bool = True,
     ) -> None:
         if not hasattr(model, "blocks"):
             raise TypeError(f"{type(model).__name__} has no 'blocks': not a supported ViT")
@@ -212,6 +297,7 @@ class Capture:
         self.points = tuple(points)
         self.attention = attention
         self.logits = logits and attention
+        self.stream = stream
         self.dtype: Dtype = dtype
         self._run = run or _forward_features
         if attention:
@@ -227,7 +313,10 @@ class Capture:
     @contextlib.contextmanager
     def _hooks(self, consumer: Consumer) -> Iterator[None]:
         handles: list[torch.utils.hooks.RemovableHandle] = []
+        blocks = consumer if isinstance(consumer, BlockConsumer) else None
+        stream = self.stream and blocks is not None
         fused_before: list[tuple[_SwitchableAttention, bool]] = []
+        streamed: list[nn.Module] = []  # attention modules whose forward is streamed
         active: list[_SoftmaxInput] = []  # function modes entered and not yet left
         try:
             for i, blk in enumerate(self.blocks):
@@ -258,6 +347,11 @@ class Capture:
                         handles.append(mod.register_forward_pre_hook(pre))
                 if self.attention:
                     attn = blk.get_submodule("attn")
+                    if stream and blocks is not None and _streamable(attn):
+                        # an instance attribute: nn.Module.__call__ runs it, hooks included
+                        attn.forward = functools.partial(_streamed_attention, attn, blocks, i)
+                        streamed.append(attn)
+                        continue
                     if isinstance(attn, _SwitchableAttention):
                         fused_before.append((attn, attn.fused_attn))
                         attn.fused_attn = False
@@ -332,6 +426,8 @@ class Capture:
                 h.remove()
             for switchable, fused in fused_before:
                 switchable.fused_attn = fused
+            for module in streamed:
+                del module.forward
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor, consumer: Consumer) -> None:

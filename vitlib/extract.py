@@ -270,10 +270,10 @@ def streams_attention(dtype: str, device: torch.device) -> bool:
     """Whether the extraction computes timm attention block by block inside the module
     (:func:`~vitlib.models.capture._streamed_attention`) rather than whole and hooked: on a
     CPU in fp32, where it is faster (``python benchmarks/run.py --only capture``, 2026-11-25,
-    2 cores: ViT-B/8 1.59× a plain forward instead of 1.91×, B/16 1.15× instead of 1.17×,
-    S/16 1.25× instead of 1.28×) and never holds the ``[B, H, N, N]`` scores and
+    2 cores: ViT-B/8 1.52× a plain forward instead of 1.57×, B/16 1.17× instead of 1.20×,
+    S/16 1.29× instead of 1.31×) and never holds the ``[B, H, N, N]`` scores and
     probabilities.  Not in bf16 there, where the whole tensor's batched matrix products are
-    the faster ones (B/8 2.54× hooked against 2.83× streamed), nor on a GPU (not measured)."""
+    the faster ones (B/8 2.42× hooked against 2.54× streamed), nor on a GPU (not measured)."""
     return dtype == "fp32" and device.type == "cpu"
 
 

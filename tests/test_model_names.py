@@ -232,3 +232,26 @@ def test_hf_vit_runs_what_transformers_computes(tmp_path, monkeypatch, kind):
         hs = ref(pixel_values=x, output_hidden_states=True, **kw).hidden_states
     for i in range(2):  # LayerNorm eps set from config.json (transformers: 1e-12)
         torch.testing.assert_close(got[i], hs[i + 1], rtol=1e-5, atol=1e-5)
+
+
+def test_capture_check_also_checks_the_streamed_route(monkeypatch):
+    """The extraction's fp32 CPU route computes timm attention itself, block by block: the
+    check runs it too, so a streamed forward that drifts from timm's stops the run."""
+    import vitlib.models.capture as capture
+
+    m = timm.create_model(
+        "vit_small_patch16_224", pretrained=False, num_classes=0, img_size=32, **SMALL
+    ).eval()
+    assert check_capture(m, img_size=32)["checked"]
+    streamed = capture._streamed_attention
+
+    def drifting(attn, consumer, layer, x, *a, **k):  # e.g. a timm update the copy lacks
+        return streamed(attn, consumer, layer, x, *a, **k) * 1.01
+
+    monkeypatch.setattr(capture, "_streamed_attention", drifting)
+    with pytest.raises(CaptureCheckError, match=r"block \d+ \(streamed route\): the captured"):
+        check_capture(m, img_size=32, model_id="m")
+    # a module whose forward an instance patched is not streamed (nor restored to timm's)
+    attn = m.blocks[0].attn
+    attn.forward = attn.forward  # type: ignore[method-assign]
+    assert not capture.streamable(attn)

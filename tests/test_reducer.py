@@ -499,9 +499,9 @@ def test_streamed_attention_equals_the_hooked_capture(
     (so the same network output), the same reductions, every blocking; attn_drop — where the
     hooks take the probabilities — never runs on the streamed route."""
     from vitlib.extract import make_reducer, reduced_plan
-    from vitlib.models.capture import _streamable
+    from vitlib.models.capture import streamable
 
-    assert all(_streamable(b.attn) for b in tiny_model.blocks)
+    assert all(streamable(b.attn) for b in tiny_model.blocks)
     N, H = tiny_spec.num_tokens, tiny_spec.num_heads
     row = 4 * N * N
     chunk = {"whole batch": 1 << 30, "images": 2 * H * row, "heads": row}[blocks]

@@ -128,6 +128,42 @@ class CollectConsumer:
         self.logits = stack(self._logits) if len(self._logits) == len(self._att) else None
 
 
+class CollectBlocks(CollectConsumer):
+    """A :class:`CollectConsumer` that takes attention in pieces (a :class:`BlockConsumer`):
+    one piece per (image, head), assembled into the whole tensors — what the capture check
+    runs the streamed route with."""
+
+    def __init__(self, heads: int) -> None:
+        super().__init__()
+        self._heads = heads
+        self._layer = 0
+        self._p: dict[tuple[int, int], torch.Tensor] = {}
+        self._s: dict[tuple[int, int], torch.Tensor] = {}
+
+    def attention_blocks(self, batch: int, device: torch.device) -> list[tuple[int, int, int, int]]:
+        H = self._heads
+        return [(b, b + 1, h, h + 1) for h in range(H) for b in range(batch)]
+
+    def begin_attention(self, layer: int, batch: int, device: torch.device) -> None:
+        self._layer, self._p, self._s = layer, {}, {}
+
+    def attention_block(
+        self, b0: int, b1: int, h0: int, h1: int, p: torch.Tensor, s: torch.Tensor | None
+    ) -> None:
+        self._p[b0, h0] = p.detach().float().clone()
+        if s is not None:
+            self._s[b0, h0] = s.detach().float().clone()
+
+    def end_attention(self) -> None:
+        def whole(d: dict[tuple[int, int], torch.Tensor]) -> torch.Tensor:
+            B = 1 + max(b for b, _ in d)
+            return torch.cat(
+                [torch.cat([d[b, h] for h in range(self._heads)], 1) for b in range(B)]
+            )
+
+        self.on_attention(self._layer, whole(self._p), whole(self._s) if self._s else None)
+
+
 class _SoftmaxInput(torch.overrides.TorchFunctionMode):
     """Inside one attention module's forward: remembers the input of the last softmax
     (``Tensor.softmax``, ``torch.softmax`` or ``F.softmax``), i.e. the attention scores."""
@@ -174,14 +210,15 @@ class BlockConsumer(Protocol):
     def end_attention(self) -> None: ...
 
 
-def _streamable(attn: nn.Module) -> bool:
+def streamable(attn: nn.Module) -> bool:
     """An attention module whose forward :func:`_streamed_attention` reproduces: timm's
-    ``Attention`` (every ``VisionTransformer``), in eval mode."""
+    ``Attention`` (every ``VisionTransformer``), in eval mode, its forward not patched."""
     try:
         from timm.models.vision_transformer import Attention
     except ImportError:  # pragma: no cover - timm is a dependency
         return False
-    return type(attn).forward is Attention.forward and not attn.training
+    own = "forward" in vars(attn)  # an instance's own forward (patched): not timm's
+    return type(attn).forward is Attention.forward and not own and not attn.training
 
 
 def _streamed_attention(
@@ -347,7 +384,7 @@ class Capture:
                         handles.append(mod.register_forward_pre_hook(pre))
                 if self.attention:
                     attn = blk.get_submodule("attn")
-                    if stream and blocks is not None and _streamable(attn):
+                    if stream and blocks is not None and streamable(attn):
                         # an instance attribute: nn.Module.__call__ runs it, hooks included
                         attn.forward = functools.partial(_streamed_attention, attn, blocks, i)
                         streamed.append(attn)

@@ -20,8 +20,12 @@ and two identities must hold at every block:
 2. **Block outputs**: the captured residual stream equals the library's intermediate
    outputs (prefix tokens included).
 
-A failure raises :class:`CaptureCheckError` naming the model, the block and the size of the
-difference, so an unsupported variant stops the run instead of producing wrong maps.
+Both routes of the capture are checked: the hooked one and, where a block's attention is
+timm's ``Attention``, the streamed one (:func:`~vitlib.models.capture._streamed_attention`,
+which the extraction runs on a CPU in fp32 and which computes the attention itself).
+A failure raises :class:`CaptureCheckError` naming the model, the block (and the route) and
+the size of the difference, so an unsupported variant stops the run instead of producing
+wrong maps.
 """
 
 from __future__ import annotations
@@ -115,6 +119,49 @@ def _library_intermediates(model: Any, x: torch.Tensor) -> list[torch.Tensor]:
     )
 
 
+def _compare(
+    model: Any,
+    model_id: str,
+    route: str,
+    got: Any,
+    ref_blocks: list[torch.Tensor],
+    atol: float,
+) -> tuple[float, float]:
+    """The two identities of the module doc on one capture route's output ``got`` (a
+    :class:`~vitlib.models.capture.CollectConsumer`); the largest differences."""
+    assert got.attention is not None
+    worst_attn = 0.0
+    for i, blk in enumerate(model.blocks):
+        ref = attention_from_weights(model, blk, got.tokens["norm1"][i])
+        d = float((got.attention[i] - ref).abs().max())
+        if got.logits is not None:  # None: a softmax the capture does not see (then unused)
+            d = max(d, float((got.logits[i].softmax(-1) - ref).abs().max()))
+        worst_attn = max(worst_attn, d)
+        if not d <= atol:
+            raise CaptureCheckError(
+                f"model {model_id}: block {i + 1}{route}: the captured attention differs from"
+                f" softmax recomputed from the block's own q/k weights by {d:.3g} (> {atol}):"
+                f" {type(blk.attn).__module__}.{type(blk.attn).__name__} computes its"
+                " attention in a way the capture does not see"
+            )
+    worst_block = 0.0
+    for i, ref_b in enumerate(ref_blocks):
+        mine = got.tokens["block"][i]
+        if mine.shape != ref_b.shape:
+            raise CaptureCheckError(
+                f"model {model_id}: block {i + 1}{route}: captured tokens {tuple(mine.shape)}"
+                f" but the library's intermediate output is {tuple(ref_b.shape)}"
+            )
+        d = float((mine - ref_b.float()).abs().max() / ref_b.float().abs().max().clamp_min(1e-12))
+        worst_block = max(worst_block, d)
+        if not d <= atol:
+            raise CaptureCheckError(
+                f"model {model_id}: block {i + 1}{route}: the captured block output differs"
+                f" from the library's own intermediate output by {d:.3g} (relative, > {atol})"
+            )
+    return worst_attn, worst_block
+
+
 @torch.inference_mode()
 def check_capture(
     model: Any,
@@ -128,43 +175,26 @@ def check_capture(
     """Run the capture check on ``model`` (see module doc); returns the largest differences
     ``{"attention": …, "blocks": …}`` or raises :class:`CaptureCheckError`. Attention is
     compared absolutely (probabilities), block outputs relative to their largest value."""
-    from vitlib.models.capture import Capture
+    from vitlib.models.capture import Capture, CollectBlocks, CollectConsumer, streamable
 
     if type(model).__name__ == "NoiseViT":  # noise features: no network to check
         return {"attention": 0.0, "blocks": 0.0, "checked": False}
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, img_size, img_size, generator=g).to(device)
-    got = Capture(model, points=("block", "norm1"), attention=True, logits=True).collect(x)
-    assert got.attention is not None
-    worst_attn = 0.0
-    for i, blk in enumerate(model.blocks):
-        ref = attention_from_weights(model, blk, got.tokens["norm1"][i])
-        d = float((got.attention[i] - ref).abs().max())
-        if got.logits is not None:  # None: a softmax the capture does not see (then unused)
-            d = max(d, float((got.logits[i].softmax(-1) - ref).abs().max()))
-        worst_attn = max(worst_attn, d)
-        if not d <= atol:
-            raise CaptureCheckError(
-                f"model {model_id}: block {i + 1}: the captured attention differs from softmax"
-                f" recomputed from the block's own q/k weights by {d:.3g} (> {atol}):"
-                f" {type(blk.attn).__module__}.{type(blk.attn).__name__} computes its"
-                " attention in a way the capture does not see"
-            )
     ref_blocks = _library_intermediates(model, x)
-    worst_block = 0.0
-    for i, ref_b in enumerate(ref_blocks):
-        mine = got.tokens["block"][i]
-        if mine.shape != ref_b.shape:
-            raise CaptureCheckError(
-                f"model {model_id}: block {i + 1}: captured tokens {tuple(mine.shape)} but the"
-                f" library's intermediate output is {tuple(ref_b.shape)}"
-            )
-        d = float((mine - ref_b.float()).abs().max() / ref_b.float().abs().max().clamp_min(1e-12))
-        worst_block = max(worst_block, d)
-        if not d <= atol:
-            raise CaptureCheckError(
-                f"model {model_id}: block {i + 1}: the captured block output differs from the"
-                f" library's own intermediate output by {d:.3g} (relative, > {atol})"
-            )
+    worst_attn = worst_block = 0.0
+    routes = [("", Capture(model, points=("block", "norm1"), attention=True, logits=True))]
+    if any(streamable(blk.attn) for blk in model.blocks):  # the extraction's fp32 CPU route
+        routes.append(
+            (" (streamed route)", Capture(model, points=("block", "norm1"), attention=True))
+        )
+    for route, cap in routes:
+        if route:
+            got: CollectConsumer = CollectBlocks(model.blocks[0].attn.num_heads)
+            cap(x, got)
+        else:
+            got = cap.collect(x)
+        a, b = _compare(model, model_id, route, got, ref_blocks, atol)
+        worst_attn, worst_block = max(worst_attn, a), max(worst_block, b)
     return {"attention": worst_attn, "blocks": worst_block, "checked": True}

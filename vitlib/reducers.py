@@ -481,20 +481,24 @@ class StreamingReducer:
         z = functools.partial(torch.zeros, device=device)
         self._att: dict[str, Any] = {
             "layer": layer,
-            "d_tmpl": distance_template(self.grid_hw, device),
             "ent": z(B, H, 2) if self.entropy else None,
             "prefix": z(B, H, 2, self.P) if self.prefix_attention else None,
             "fused": z(B, N, N) if self.rollout else None,  # the head sum (rollout)
-            "cls_rows": z(B, H, N),
-            "col_sp": z(B, H, N),
-            "dist": z(B, H),
-            "col_all": z(H, N),
-            "pure": z(H, N),
-            "null": z(H, dtype=torch.long),
-            "aligned": z(H, S, S) if self.attention else None,
             "acc": None,  # the running aligned sum of the heads being reduced
             "acc_heads": None,
         }
+        if self.attention:  # the per-image rows and the dataset sums
+            self._att |= {
+                "cls_rows": z(B, H, N),
+                "col_sp": z(B, H, N),
+                "dist": z(B, H),
+                "col_all": z(H, N),
+                "pure": z(H, N),
+                "null": z(H, dtype=torch.long),
+                "aligned": z(H, S, S),
+            }
+        if self.attention or self.entropy:
+            self._att["d_tmpl"] = distance_template(self.grid_hw, device)
 
     def _flush_aligned(self) -> None:
         st = self._att
